@@ -48,7 +48,8 @@ class Image:
         4x4 voxel-index to RAS+ world (mm) matrix. Identity (1 mm isotropic) when omitted. For a 2D
         image the third column describes the (single) slice's normal and thickness.
     modality
-        DICOM modality code: ``CT``, ``MR``, ``US``, ``DX``/``CR`` (X-ray), ``PT``, ``SEG`` or ``OT``.
+        DICOM modality code: ``CT``, ``MR``, ``US``, ``DX``/``CR`` (X-ray), ``PT``, ``SEG``,
+        ``OT``.
     is_label
         A label map: resampling uses nearest neighbour and values are class indices.
     meta
@@ -57,7 +58,8 @@ class Image:
     Examples
     --------
     >>> import numpy as np
-    >>> img = Image(np.zeros((1, 4, 5, 6), np.float32), np.diag([0.5, 0.5, 2.0, 1.0]), modality="CT")
+    >>> arr = np.zeros((1, 4, 5, 6), np.float32)
+    >>> img = Image(arr, np.diag([0.5, 0.5, 2.0, 1.0]), modality="CT")
     >>> img.spacing, img.orientation
     ((0.5, 0.5, 2.0), 'RAS')
     """
@@ -119,7 +121,7 @@ class Image:
 
     @property
     def orientation(self) -> str:
-        """Closest axis codes, e.g. ``'RAS'`` or ``'LPS'`` (nibabel's convention: where axes point)."""
+        """Closest axis codes, e.g. ``'RAS'`` or ``'LPS'`` (nibabel's: where the axes point)."""
         import nibabel as nib
 
         codes = nib.orientations.aff2axcodes(self.affine)
@@ -133,7 +135,7 @@ class Image:
         """Map voxel indices ``(..., 3)`` (or ``(..., 2)`` for 2D) to RAS+ mm."""
         pts = np.asarray(ijk, dtype=np.float64)
         if pts.shape[-1] == 2:
-            pts = np.concatenate([pts, np.zeros(pts.shape[:-1] + (1,))], axis=-1)
+            pts = np.concatenate([pts, np.zeros((*pts.shape[:-1], 1))], axis=-1)
         return pts @ self.affine[:3, :3].T + self.affine[:3, 3]
 
     def world_to_voxel(self, xyz: Any) -> np.ndarray:
@@ -220,10 +222,9 @@ class Image:
         """Build from a MONAI MetaTensor; an LPS-space affine is converted to RAS+."""
         affine = np.asarray(tensor.affine.detach().cpu().numpy(), dtype=np.float64)
         if affine.shape == (3, 3):  # MONAI keeps 2D affines as 3x3
-            affine = np.array(
-                [[*affine[0, :2], 0, affine[0, 2]], [*affine[1, :2], 0, affine[1, 2]],
-                 [0, 0, 1, 0], [0, 0, 0, 1]]  # fmt: skip
-            )
+            a2 = affine
+            affine = np.eye(4)
+            affine[:2, :2], affine[:2, 3] = a2[:2, :2], a2[:2, 2]
         if str(tensor.meta.get("space", "RAS")).upper().endswith("LPS"):
             affine = LPS_TO_RAS @ affine
         meta = dict(kwargs.pop("meta", {}))

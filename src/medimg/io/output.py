@@ -21,7 +21,9 @@ def check_output(path: PathType, overwrite: bool = False) -> Path:
     p = Path(path)
     exists = p.is_file() or (p.is_dir() and any(p.iterdir()))
     if exists and not overwrite:
-        raise OutputExistsError("already exists; pass --overwrite (overwrite=True) to replace it", p)
+        raise OutputExistsError(
+            "already exists; pass --overwrite (overwrite=True) to replace it", p
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -78,7 +78,9 @@ def plane_geometry(affine_ras: np.ndarray, n_slices: int) -> dict[str, object]:
     dx, dy, dz = np.linalg.norm(cols, axis=0)
     row, col, step = cols[:, 0] / dx, cols[:, 1] / dy, cols[:, 2]
     if abs(float(row @ col)) > np.sin(np.deg2rad(ANGLE_TOLERANCE_DEG)):
-        raise InputError("in-plane axes are not perpendicular; resample the image before writing DICOM")
+        raise InputError(
+            "in-plane axes are not perpendicular; resample the image before writing DICOM"
+        )
     normal = np.cross(row, col)
     along = float(step @ normal)
     if n_slices > 1 and np.linalg.norm(step - along * normal) > dz * np.sin(
