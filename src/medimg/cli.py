@@ -1,0 +1,193 @@
+"""The ``medimg`` command: ``medimg <group> <verb>`` plus ``info``, ``convert`` and ``demo``.
+
+Task groups (``recon``, ``detect``, ``segment``, ``register``, ``diagnose``) live in their task
+packages, each exposing ``add_verbs(parser)``; only the group named on the command line is
+imported, so ``medimg info`` starts without loading torch. Any :class:`MedimgError` ends the
+program with a one-line ``error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+
+from medimg import __version__
+from medimg.errors import MedimgError
+
+#: group name -> (module providing ``add_verbs(parser)``, one-line description, issue number)
+TASK_GROUPS: dict[str, tuple[str, str, int]] = {
+    "recon": ("medimg.tasks.reconstruct.cli", "reconstruction: MRI, low-dose CT, ...", 3),
+    "detect": ("medimg.tasks.detect.cli", "lesion detection: lung nodules, FROC/CPM", 7),
+    "segment": ("medimg.tasks.segment.cli", "segmentation: self-configuring U-Nets", 5),
+    "register": ("medimg.tasks.register.cli", "deformable registration", 6),
+    "diagnose": ("medimg.tasks.diagnose.cli", "computer-aided diagnosis", 8),
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _command(
+    sub: argparse._SubParsersAction, name: str, help_: str, example: str
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help ends with a worked example."""
+    epilog = "example:\n" + textwrap.indent(example.strip(), "  ")
+    return sub.add_parser(
+        name, help=help_, description=help_, epilog=epilog, formatter_class=_Formatter
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from medimg.io.api import describe
+
+    for line in describe(args.path):
+        print(line)
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from medimg.io.api import load, save
+
+    image = load(
+        args.input,
+        series=_series_arg(args.series),
+        modality=args.modality,
+        allow_gaps=args.allow_gaps,
+        tilt=args.tilt,
+    )
+    out = save(image, args.output, overwrite=args.overwrite)
+    print(f"wrote {out}: {image!r}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from medimg.demo import run_demo
+
+    return run_demo(args.out)
+
+
+def _series_arg(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "info",
+        "describe an image file, or list the DICOM series in a folder (one line each)",
+        "medimg info scans/patient01/      # [0] 1.2.840... CT 'Chest' 512x512x200 0.70x0.70x1.25 mm",
+    )
+    p.add_argument("path", help="image file or folder")
+    p.set_defaults(func=_cmd_info)
+
+    p = _command(
+        sub,
+        "convert",
+        "convert between NIfTI, NRRD/MHA and DICOM series (a path without extension)",
+        "medimg convert scans/patient01/ ct.nii.gz --series 0\n"
+        "medimg convert ct.nii.gz ct_dicom/ --modality CT",
+    )
+    p.add_argument("input", help="image file or DICOM folder")
+    p.add_argument("output", help="output file (.nii.gz, .nrrd, .mha, ...) or folder for DICOM")
+    p.add_argument("--series", help="series UID or index when the folder holds several")
+    p.add_argument("--modality", help="modality to record (CT, MR, ...) for formats without one")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="DICOM: resample across missing slices instead of refusing",
+    )
+    p.add_argument(
+        "--tilt",
+        choices=("refuse", "resample"),
+        default="refuse",
+        help="DICOM gantry tilt: refuse (default) or resample onto a regular grid",
+    )
+    p.set_defaults(func=_cmd_convert)
+
+    p = _command(
+        sub,
+        "demo",
+        "run the end-to-end demo on synthetic data (writes into runs/demo/)",
+        "medimg demo\nmedimg demo --out /tmp/medimg-demo",
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_task_group(sub: argparse._SubParsersAction, name: str, load_module: bool) -> None:
+    module_name, description, issue = TASK_GROUPS[name]
+    group = sub.add_parser(name, help=description, description=description)
+    if load_module:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module_name.startswith(exc.name):
+                raise
+        else:
+            module.add_verbs(group)
+            return
+    group.set_defaults(func=_not_available(name, issue))
+
+
+def _not_available(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise MedimgError(f"'medimg {name}' has no verbs in this version yet (see issue {issue})")
+
+    return run
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medimg",
+        description="Deep learning across the medical-imaging pipeline.",
+        epilog="example:\n  medimg info scans/\n  medimg demo",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"medimg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    _add_builtin_commands(sub)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    for name in TASK_GROUPS:
+        _add_task_group(sub, name, load_module=(name == first))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MedimgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # permissions, full disk...: the OS's words are the useful ones
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("MEDIMG_DEBUG"):
+            raise
+        kind = type(exc).__name__
+        print(
+            f"error: internal error ({kind}: {exc}); this is a bug in medimg, please report it "
+            "(set MEDIMG_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
