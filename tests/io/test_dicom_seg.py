@@ -1,0 +1,122 @@
+"""DICOM SEG out (highdicom) and back: structure, references, labels and geometry."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import SegmentationStorage
+
+from medimg.errors import InputError, OutputExistsError
+from medimg.io.dicom.seg import read_dicom_seg, sort_by_normal, write_dicom_seg
+from medimg.io.dicom.write import write_dicom_series
+from medimg.io.image import Image
+
+
+@pytest.fixture
+def source(tmp_path, ct_image):
+    """A CT series on the oblique grid, written by us."""
+    write_dicom_series(ct_image, tmp_path / "ct")
+    return tmp_path / "ct"
+
+
+def _series_uid(folder) -> str:
+    return str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_binary_seg_structure_and_round_trip(tmp_path, source, label_image):
+    names = {1: "liver", 5: "tumour", 9: "absent"}
+    path = write_dicom_seg(label_image, source, tmp_path / "seg.dcm", segment_names=names)
+    seg = hd.seg.segread(path)  # highdicom parses it back as a Segmentation
+    assert seg.SOPClassUID == SegmentationStorage and seg.segmentation_type.value == "BINARY"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _series_uid(source)
+    assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 5
+    assert seg.FrameOfReferenceUID == pydicom.dcmread(next(source.iterdir())).FrameOfReferenceUID
+    assert seg.get_segment_numbers() == [1, 2, 3]  # one per nonzero label present
+    labels = [seg.get_segment_description(n).segment_label for n in (1, 2, 3)]
+    assert labels == ["liver", "label 2", "tumour"]
+    algo = seg.get_segment_description(1).algorithm_identification[0]
+    assert algo.AlgorithmName == "medimg"
+
+    back = read_dicom_seg(path)
+    assert back.is_label and back.modality == "SEG"
+    np.testing.assert_array_equal(back.array, label_image.array)  # values 1, 2, 5 restored
+    np.testing.assert_allclose(back.affine, label_image.affine, rtol=0, atol=1e-4)
+    assert back.meta["segment_names"] == {1: "liver", 2: "label 2", 5: "tumour"}
+
+
+def test_labelmap_type(tmp_path, source, label_image):
+    path = write_dicom_seg(label_image, source, tmp_path / "seg.dcm", segmentation_type="labelmap")
+    seg = hd.seg.segread(path)
+    assert seg.segmentation_type.value == "LABELMAP"
+    assert seg.get_segment_numbers() == [1, 2, 5]  # segment numbers are the label values
+    back = read_dicom_seg(path)
+    np.testing.assert_array_equal(back.array, label_image.array)
+    np.testing.assert_allclose(back.affine, label_image.affine, rtol=0, atol=1e-4)
+
+
+def test_source_as_shuffled_datasets(tmp_path, source, label_image):
+    datasets = [pydicom.dcmread(f) for f in sorted(source.iterdir())]
+    shuffled = [datasets[i] for i in (3, 0, 4, 2, 1)]
+    ordered, affine = sort_by_normal(shuffled)
+    assert [int(ds.InstanceNumber) for ds in ordered] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(affine, label_image.affine, rtol=0, atol=1e-6)
+    path = write_dicom_seg(label_image, shuffled, tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(path).array, label_image.array)
+
+
+def test_left_handed_labels(tmp_path, ct_image, label_image, left_handed_affine):
+    write_dicom_series(Image(ct_image.array, left_handed_affine, modality="CT"), tmp_path / "las")
+    labels = Image(label_image.array, left_handed_affine, is_label=True)
+    path = write_dicom_seg(labels, tmp_path / "las", tmp_path / "seg.dcm")
+    back = read_dicom_seg(path)  # slices ascend along the normal: k reversed, same world voxels
+    np.testing.assert_array_equal(back.array, labels.array[..., ::-1])
+    a, b = back.canonical(), labels.canonical()
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_allclose(a.affine, b.affine, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_labels_off_grid(tmp_path, source, label_image):
+    shifted = label_image.affine.copy()
+    shifted[:3, 3] += [0.0, 0.0, 0.01]  # 10 micrometres off
+    with pytest.raises(InputError, match="resample the labels") as err:
+        write_dicom_seg(
+            Image(label_image.array, shifted, is_label=True), source, tmp_path / "a.dcm"
+        )
+    assert "\n" not in str(err.value) and str(tmp_path / "a.dcm") in str(err.value)
+    with pytest.raises(InputError, match="shape"):
+        write_dicom_seg(Image(label_image.array[..., :4], label_image.affine, is_label=True),
+                        source, tmp_path / "a.dcm")  # fmt: skip
+    assert not (tmp_path / "a.dcm").exists()
+
+
+def test_bad_labels(tmp_path, source, label_image):
+    empty = label_image.with_array(np.zeros_like(label_image.array))
+    with pytest.raises(InputError, match="no nonzero"):
+        write_dicom_seg(empty, source, tmp_path / "a.dcm")
+    frac = label_image.with_array(label_image.array * 0.5)
+    with pytest.raises(InputError, match="whole numbers"):
+        write_dicom_seg(frac, source, tmp_path / "a.dcm")
+    with pytest.raises(InputError, match="segmentation_type"):
+        write_dicom_seg(label_image, source, tmp_path / "a.dcm", segmentation_type="FRACTIONAL")
+
+
+def test_mixed_source_folder(tmp_path, source, ct_image, label_image):
+    other = write_dicom_series(ct_image, tmp_path / "other")
+    other[0].rename(source / "stray.dcm")
+    with pytest.raises(InputError, match="several series") as err:
+        write_dicom_seg(label_image, source, tmp_path / "a.dcm")
+    assert str(err.value).startswith(f"{source}: ")
+
+
+def test_overwrite_refused(tmp_path, source, label_image):
+    path = write_dicom_seg(label_image, source, tmp_path / "seg.dcm")
+    before = path.read_bytes()
+    relabelled = label_image.with_array((label_image.array > 0).astype(np.uint8))
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        write_dicom_seg(relabelled, source, path)
+    assert path.read_bytes() == before
+    write_dicom_seg(relabelled, source, path, overwrite=True)
+    np.testing.assert_array_equal(read_dicom_seg(path).array, relabelled.array)
