@@ -91,6 +91,23 @@ def test_label_dtype_kept(tmp_path, ext, dtype, label_image):
     np.testing.assert_array_equal(back.array, data)
 
 
+@pytest.mark.parametrize("ext", EXTS)
+def test_int64_labels_narrowed(tmp_path, ext, label_image):
+    data = label_image.array.astype(np.int64) * 100  # numpy's default int type, values <= 500
+    back = _roundtrip(Image(data, label_image.affine, is_label=True), tmp_path, ext, is_label=True)
+    assert back.array.dtype == np.uint16
+    np.testing.assert_array_equal(back.array, data)
+
+
+def test_nifti_refuses_values_beyond_int32(tmp_path, label_image):
+    data = label_image.array.astype(np.int64) * 2**40
+    with pytest.raises(InputError, match="32-bit"):
+        write_nifti(Image(data, label_image.affine, is_label=True), tmp_path / "a.nii")
+    back = _roundtrip(Image(data, label_image.affine, is_label=True), tmp_path, ".nrrd",
+                      is_label=True)  # fmt: skip
+    np.testing.assert_array_equal(back.array, data)
+
+
 @pytest.mark.parametrize("ext", [".nii.gz", ".mha"])
 def test_integer_intensity_read_as_float32(tmp_path, ext, ct_image):
     image = ct_image.with_array(ct_image.array.astype(np.int16))

@@ -3,7 +3,8 @@
 These formats store voxels and geometry but not the modality, so readers take ``modality=``;
 whether a file is a label map is also the caller's knowledge (``is_label=``). Readers return
 float32 intensity images (the pipeline's convention) and keep the file's integer dtype for
-label maps. Writers keep integer dtypes and store float data as float32.
+label maps. Writers store float data as float32 and keep integer dtypes, except 64-bit
+integers (numpy's default), stored as the smallest integer type that holds the values.
 
 Conventions at the file edge:
 
@@ -89,7 +90,9 @@ def _finish(image: Image, path: Path, allow_nonfinite: bool) -> Image:
 
 
 def _storable(image: Image, path: Path, allow_nonfinite: bool) -> np.ndarray:
-    """The array as it will be stored: bool as uint8, floats as float32, integers unchanged."""
+    """The array as it will be stored: bool as uint8, floats as float32, 64-bit integers as the
+    smallest integer type holding the values (numpy's default int64 is unreadable to many
+    NIfTI tools), other integers unchanged."""
     if not allow_nonfinite:
         image.check_finite(str(path))
     arr = image.array
@@ -97,6 +100,9 @@ def _storable(image: Image, path: Path, allow_nonfinite: bool) -> np.ndarray:
         return arr.astype(np.uint8)
     if np.issubdtype(arr.dtype, np.floating):
         return arr.astype(np.float32, copy=False)
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize == 8:
+        lo, hi = int(arr.min()), int(arr.max())
+        return arr.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)))
     return arr
 
 
@@ -141,8 +147,9 @@ def read_nifti(
         arr = np.moveaxis(data[:, :, 0, 0, :], -1, 0)  # a 2D vector image, as we write one
         image = Image(arr, affine, modality=modality, is_label=is_label)
     else:
-        try:
-            image = Image.from_nibabel(img, modality=modality, is_label=is_label)
+        try:  # hand over the data already read (the file is not decompressed twice)
+            loaded = type(img)(data, affine, header=img.header)
+            image = Image.from_nibabel(loaded, modality=modality, is_label=is_label)
         except InputError as e:
             raise ImageReadError(str(e), p) from e
     return _finish(image, p, allow_nonfinite)
@@ -154,8 +161,9 @@ def write_nifti(
     """Write ``image`` as ``.nii`` or ``.nii.gz`` (sform and qform both set, units mm).
 
     Channels go to the 4th axis; a 2D image with several channels is written as a 5D vector
-    image ``(X, Y, 1, 1, C)``. Float data is stored as float32, integer dtypes unchanged, bool
-    as uint8. The file appears only once completely written.
+    image ``(X, Y, 1, 1, C)``. Float data is stored as float32, bool as uint8, 64-bit integers
+    as the smallest integer type that holds the values, other integers unchanged. The file
+    appears only once completely written.
 
     Raises
     ------
@@ -168,13 +176,15 @@ def write_nifti(
 
     p = _check_writable(image, path, NIFTI_SUFFIXES, "use write_itk for NRRD/MetaImage")
     arr = _storable(image, p, allow_nonfinite)
+    if arr.dtype.itemsize == 8 and np.issubdtype(arr.dtype, np.integer):
+        raise InputError("integer values beyond the 32-bit range; NIfTI tools cannot read them, "
+                         "rescale the data or write NRRD/MetaImage", p)  # fmt: skip
     stored = Image(arr, image.affine, modality=image.modality, is_label=image.is_label)
     nii = stored.to_nibabel()
     if image.spatial_ndim == 2 and image.num_channels > 1:
         data = np.moveaxis(arr, 0, -1)[:, :, None, None, :]
         nii = nib.Nifti1Image(data, image.affine, header=nii.header)
         nii.header.set_intent("vector")
-    nii.header.set_data_dtype(arr.dtype)  # nibabel refuses int64 unless asked explicitly
     with atomic_path(p, overwrite) as tmp:
         nib.save(nii, tmp)
     return p

@@ -65,7 +65,8 @@ def rescale_to_int16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     """
     v = np.asarray(values, dtype=np.float64)
     lo, hi = float(v.min()), float(v.max())
-    if np.array_equal(v, np.round(v)) and hi - lo <= 65535:
+    # (beyond 2**31 a 16-character decimal intercept may no longer be exact)
+    if np.array_equal(v, np.round(v)) and hi - lo <= 65535 and max(-lo, hi) < 2**31:
         slope = 1.0
         intercept = 0.0 if (lo >= _I16[0] and hi <= _I16[1]) else lo - _I16[0]
     else:
