@@ -1,0 +1,99 @@
+"""The one training engine every medimg task calls.
+
+A task builds its model and datasets, writes a ``step`` (batch -> loss) and a ``validate``
+(model -> metrics), and hands them to :class:`Trainer` with a :class:`TrainConfig`::
+
+    from medimg.engine import TrainConfig, Trainer, seed_everything
+
+    cfg = TrainConfig(max_steps=2000, batch_size=8, lr=3e-4, lr_schedule="cosine",
+                      val_every=200, val_metric="psnr", val_mode="max")
+    seed_everything(cfg.seed)
+    model = build_model()
+
+    def step(model, batch):
+        return nn.functional.l1_loss(model(batch["input"]), batch["target"])
+
+    result = Trainer(model, train_ds, step, cfg, "runs/ct/denoise",
+                     validate=lambda m: {"psnr": evaluate(m, val_ds)}).fit(resume="auto")
+
+The same script runs on N processes with ``torchrun --nproc-per-node N``.
+"""
+
+from medimg.engine.checkpoint import (
+    find_checkpoint,
+    load_training_state,
+    load_weights,
+    read_metadata,
+    save_checkpoint,
+    unwrap_model,
+)
+from medimg.engine.config import TrainConfig, config_diff, from_yaml, to_dict, to_yaml
+from medimg.engine.data import SeededSamples, StepBatchSampler, batch_indices, steps_per_epoch
+from medimg.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    dist_info,
+    gather_objects,
+    init_distributed,
+    is_main_process,
+    shard,
+)
+from medimg.engine.inference import predict_in_batches
+from medimg.engine.optim import build_optimizer, build_scheduler, lr_factor
+from medimg.engine.runlog import MetricsLog, read_metrics
+from medimg.engine.runtime import (
+    derive_seed,
+    get_rng_state,
+    resolve_device,
+    seed_everything,
+    seed_globals,
+    set_rng_state,
+    to_device,
+)
+from medimg.engine.steps import StepContext
+from medimg.engine.trainer import Trainer, TrainResult
+
+__all__ = [
+    "DistInfo",
+    "MetricsLog",
+    "SeededSamples",
+    "StepBatchSampler",
+    "StepContext",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "all_reduce_mean",
+    "barrier",
+    "batch_indices",
+    "broadcast_object",
+    "build_optimizer",
+    "build_scheduler",
+    "config_diff",
+    "derive_seed",
+    "dist_info",
+    "find_checkpoint",
+    "from_yaml",
+    "gather_objects",
+    "get_rng_state",
+    "init_distributed",
+    "is_main_process",
+    "load_training_state",
+    "load_weights",
+    "lr_factor",
+    "predict_in_batches",
+    "read_metadata",
+    "read_metrics",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "seed_globals",
+    "set_rng_state",
+    "shard",
+    "steps_per_epoch",
+    "to_device",
+    "to_dict",
+    "to_yaml",
+    "unwrap_model",
+]

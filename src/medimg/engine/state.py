@@ -1,0 +1,145 @@
+"""Starting or resuming a run: the run folder's state and the training-state dict.
+
+Kept apart from the loop so the rules are in one place: what a resume restores, which config
+changes are tolerated, and when an existing run folder may be reused.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from medimg.engine import distributed as dd
+from medimg.engine.checkpoint import find_checkpoint, load_training_state, load_weights
+from medimg.engine.config import config_diff
+from medimg.engine.runlog import MetricsLog
+from medimg.engine.runtime import get_rng_state, set_rng_state
+from medimg.errors import CheckpointError, InputError, OutputExistsError
+
+__all__ = ["HARMLESS_KEYS", "RunState", "prepare_run", "training_state"]
+
+STATE_FORMAT = 1
+# settings that do not change the numbers, so they may differ on resume
+HARMLESS_KEYS = frozenset({"progress", "log_every", "num_workers", "device"})
+
+
+@dataclass
+class RunState:
+    """Counters that a checkpoint carries besides weights and optimizer."""
+
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_rounds: int = 0  # validation rounds since the last improvement
+    stopped_early: bool = False
+
+
+def training_state(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    rs: RunState,
+    run_config: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything besides the weights needed to continue exactly; ``weights_only``-loadable."""
+    return {
+        "format": STATE_FORMAT,
+        "step": rs.step,
+        "best_metric": rs.best_metric,
+        "best_step": rs.best_step,
+        "bad_rounds": rs.bad_rounds,
+        "stopped_early": rs.stopped_early,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": get_rng_state(),
+        "config": run_config,
+    }
+
+
+def prepare_run(
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    run_config: dict[str, Any],
+    log: MetricsLog,
+    *,
+    resume: bool | str,
+    allow_change: bool,
+    overwrite: bool,
+    is_main: bool,
+) -> RunState:
+    """Start fresh (writing ``config.yaml``) or restore everything from ``run_dir/last``."""
+    if resume not in (True, False, "auto"):
+        raise InputError(f"resume must be True, False or 'auto', got {resume!r}")
+    found = find_checkpoint(run_dir / "last")
+    if resume is True and found is None:
+        raise CheckpointError(
+            "nothing to resume: no checkpoint in last/; start without resume", path=run_dir
+        )
+    if found is not None and not resume and not overwrite:
+        raise OutputExistsError(
+            "run folder already holds a checkpoint; resume it, pass overwrite to start over, "
+            "or choose another run name",
+            path=run_dir,
+        )
+    dd.barrier()  # every rank has looked before rank 0 changes anything
+    if found is None or not resume:
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("last", "last.old", "last.tmp", "best", "best.old", "best.tmp"):
+                shutil.rmtree(run_dir / name, ignore_errors=True)
+            log.path.unlink(missing_ok=True)
+            _write_config(run_dir, run_config)
+            log.write("event", 0, event="start")
+        return RunState()
+
+    state = load_training_state(found)
+    load_weights(model, found)
+    changes = [
+        c
+        for c in config_diff(state["config"], run_config)
+        if c.split(":")[0].split(".")[-1] not in HARMLESS_KEYS
+    ]
+    if changes and not allow_change:
+        raise InputError(
+            f"the config differs from the run being resumed ({'; '.join(changes)}); resume with "
+            "the saved config.yaml or allow the change explicitly",
+            path=run_dir,
+        )
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler.is_enabled() and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"optimizer state does not fit this model ({exc})", found) from None
+    set_rng_state(state["rng"])
+    rs = RunState(
+        state["step"], state["best_metric"], state["best_step"], state["bad_rounds"],
+        state["stopped_early"],
+    )  # fmt: skip
+    if is_main:
+        log.truncate_after(rs.step)  # steps after the checkpoint are redone and logged again
+        if changes:
+            warnings.warn(f"resuming with a changed config: {'; '.join(changes)}", stacklevel=3)
+            log.write("event", rs.step, event="config_changed", changes=changes)
+        _write_config(run_dir, run_config)
+        log.write("event", rs.step, event="resume", checkpoint=str(found))
+    return rs
+
+
+def _write_config(run_dir: Path, run_config: dict[str, Any]) -> None:
+    path = run_dir / "config.yaml"
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    tmp.replace(path)
