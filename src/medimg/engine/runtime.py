@@ -44,13 +44,21 @@ def seed_everything(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     seed_globals(seed)
+    torch.manual_seed(seed)  # also queues the seed for CUDA devices not yet initialised
 
 
 def seed_globals(seed: int) -> None:
-    """Seed the global generators that user code (and MONAI, numpy transforms) draw from."""
+    """Reseed the global generators that user code, transforms and dropout draw from.
+
+    Cheap enough to call per sample: ``torch.manual_seed`` would also queue lazy seeding for
+    every uninitialised accelerator backend (recording a stack trace each time, ~1 ms), so
+    only the CPU generator and already-initialised CUDA devices are seeded.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - user code and transforms read the global one
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

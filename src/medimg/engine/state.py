@@ -27,7 +27,7 @@ __all__ = ["HARMLESS_KEYS", "RunState", "prepare_run", "training_state"]
 
 STATE_FORMAT = 1
 # settings that do not change the numbers, so they may differ on resume
-HARMLESS_KEYS = frozenset({"progress", "log_every", "num_workers", "device"})
+HARMLESS_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_workers", "device"})
 
 
 @dataclass

@@ -119,9 +119,10 @@ class Trainer:
         ``resume=True`` continues from ``run_dir/last`` and raises :class:`CheckpointError` when
         there is none; ``resume="auto"`` continues if there is one and starts fresh otherwise
         (for preemptible jobs that are always relaunched the same way). A config that differs
-        from the resumed run's (apart from progress, log_every, num_workers, device) raises
-        :class:`InputError` unless ``allow_config_change``. Starting fresh over an existing
-        checkpoint needs ``overwrite=True``.
+        from the resumed run's (apart from progress, log_every, checkpoint_every, num_workers,
+        device, which do not change the numbers) raises :class:`InputError` unless
+        ``allow_config_change``. Starting fresh over an existing checkpoint needs
+        ``overwrite=True``.
         """
         device = resolve_device(self.cfg.device)
         created = dd.init_distributed(device.type)
