@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medimg.engine import StepContext, TrainConfig, Trainer, seed_everything
+from medimg.engine import StepContext, TrainConfig, Trainer, is_main_process, seed_everything
 
 N_FEATURES = 4
 
@@ -107,7 +107,7 @@ def main() -> None:
         validate=make_validate(ToyData(n=32, seed=7)),
     )
     result = trainer.fit(resume=args.resume)
-    if trainer._info.is_main:
+    if is_main_process():
         best = result.best_metric
         out = {"last_step": result.last_step, "best_step": result.best_step}
         out["stopped_early"] = result.stopped_early

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from medimg.engine import (
     load_weights,
     read_metrics,
 )
+from medimg.engine.runlog import progress_bar
 from medimg.errors import CheckpointError, InputError, OutputExistsError
 
 VAL = ToyData(n=32, seed=7)
@@ -195,3 +198,25 @@ def test_step_without_context_and_plain_tensor_loss(tmp_path: Path) -> None:
     assert result.best_metric is None and result.best_checkpoint is None
     losses = [r["loss"] for r in read_metrics(result.metrics_path) if r["kind"] == "train"]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+
+
+@dataclasses.dataclass
+class DenoiseConfig:
+    """A task config nesting TrainConfig, as tasks will define them."""
+
+    noise_hu: float = 20.0
+    train: TrainConfig = dataclasses.field(default_factory=lambda: _cfg(max_steps=2))
+
+
+def test_task_config_is_written_and_compared_on_resume(tmp_path: Path) -> None:
+    task = DenoiseConfig()
+    _fit(tmp_path, task.train, run_config=task)
+    assert from_yaml(DenoiseConfig, tmp_path / "config.yaml") == task
+    changed = dataclasses.replace(task, noise_hu=30.0)
+    with pytest.raises(InputError, match=r"noise_hu: 20\.0 -> 30\.0"):
+        _fit(tmp_path, task.train, run_config=changed, resume=True)
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    assert progress_bar(10, 0, enabled=False).disable
+    assert progress_bar(10, 0, enabled=True).disable == (not sys.stderr.isatty())

@@ -3,20 +3,23 @@
 A task builds its model and datasets, writes a ``step`` (batch -> loss) and a ``validate``
 (model -> metrics), and hands them to :class:`Trainer` with a :class:`TrainConfig`::
 
-    from medimg.engine import TrainConfig, Trainer, seed_everything
+    import torch.nn.functional as F
+    from medimg.engine import TrainConfig, Trainer, load_weights, seed_everything
 
     cfg = TrainConfig(max_steps=2000, batch_size=8, lr=3e-4, lr_schedule="cosine",
-                      val_every=200, val_metric="psnr", val_mode="max")
+                      val_every=200, val_metric="psnr", val_mode="max", early_stop_patience=5)
     seed_everything(cfg.seed)
     model = build_model()
 
-    def step(model, batch):
-        return nn.functional.l1_loss(model(batch["input"]), batch["target"])
+    def step(model, batch):  # batch is already on the device
+        return F.l1_loss(model(batch["input"]), batch["target"])
 
-    result = Trainer(model, train_ds, step, cfg, "runs/ct/denoise",
-                     validate=lambda m: {"psnr": evaluate(m, val_ds)}).fit(resume="auto")
+    trainer = Trainer(model, train_ds, step, cfg, "runs/ct/denoise",
+                      validate=lambda m: {"psnr": evaluate(m, val_ds)})
+    result = trainer.fit(resume="auto")  # result.best_checkpoint -> load_weights(model, ...)
 
-The same script runs on N processes with ``torchrun --nproc-per-node N``.
+The same script runs on N processes with ``torchrun --nproc-per-node N``; cohort inference
+splits its case list with :func:`shard` and collects with :func:`gather_objects`.
 """
 
 from medimg.engine.checkpoint import (
