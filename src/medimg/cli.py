@@ -1,7 +1,8 @@
 """The ``medimg`` command: ``medimg <group> <verb>`` plus ``info``, ``convert`` and ``demo``.
 
 Task groups (``recon``, ``detect``, ``segment``, ``register``, ``diagnose``) live in their task
-packages, each exposing ``add_verbs(parser)``; only the group named on the command line is
+packages, each exposing ``add_verbs(parser, argv)`` (``argv``: the words after the group's name,
+so a group can in turn import only what is named); only the group named on the command line is
 imported, so ``medimg info`` starts without loading torch. Any :class:`MedimgError` ends the
 program with a one-line ``error: ...`` and exit code 2.
 """
@@ -120,17 +121,17 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
-def _add_task_group(sub: argparse._SubParsersAction, name: str, load_module: bool) -> None:
+def _add_task_group(sub: argparse._SubParsersAction, name: str, argv: Sequence[str] | None) -> None:
     module_name, description, issue = TASK_GROUPS[name]
     group = sub.add_parser(name, help=description, description=description)
-    if load_module:
+    if argv is not None:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name is None or not module_name.startswith(exc.name):
                 raise
         else:
-            module.add_verbs(group)
+            module.add_verbs(group, argv)
             return
     group.set_defaults(func=_not_available(name, issue))
 
@@ -152,9 +153,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     _add_builtin_commands(sub)
-    first = next((a for a in argv if not a.startswith("-")), None)
+    argv = list(argv)
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    named = argv[first] if first is not None else None
     for name in TASK_GROUPS:
-        _add_task_group(sub, name, load_module=(name == first))
+        _add_task_group(sub, name, argv[first + 1 :] if name == named else None)
     return parser
 
 
