@@ -1,0 +1,236 @@
+"""Finding DICOM files and reading their headers (never their pixels) into :class:`Frame` records.
+
+A :class:`Frame` is one 2D image plane: a single-frame file, or one frame of a multi-frame file.
+Everything downstream (grouping into series, sorting, geometry checks, pixel loading) works on
+frames, so single-frame series and enhanced multi-frame files share one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, MediaStorageDirectoryStorage
+
+from medimg.errors import DicomError, ImageReadError
+
+#: Elements larger than this (bytes) are not read with the header; their file offset is kept,
+#: so pixel data can later be read straight into a numpy buffer.
+DEFER_SIZE = 2048
+#: Extensions that may hold DICOM without the 128-byte preamble (plus files with no extension).
+DICOM_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima"})
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image plane and the header facts needed to place and rescale it.
+
+    ``iop``/``ipp`` are LPS and ``None`` for images without patient-plane geometry (projection
+    radiographs, secondary captures); ``pixel_spacing`` is DICOM's ``(dy, dx)`` (row, column).
+    """
+
+    path: Path
+    ds: Dataset
+    index: int | None  # frame number in a multi-frame file (0-based); None for single-frame
+    rows: int
+    cols: int
+    iop: tuple[float, ...] | None
+    ipp: tuple[float, float, float] | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float = 1.0
+    intercept: float = 0.0
+    thickness: float | None = None
+
+
+def to_floats(value: object) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return out if out and all(np.isfinite(out)) else None
+
+
+def to_float(value: object, default: float | None) -> float | None:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return out if np.isfinite(out) else default
+
+
+def _sop_class(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(ds.get("SOPClassUID") or (meta or {}).get("MediaStorageSOPClassUID") or "")
+
+
+def _cut_short(ds: Dataset, path: Path) -> str | None:
+    """What was cut if the last element read is shorter than its declared length, else None."""
+    if not len(ds):
+        return "the file holds no DICOM elements"
+    last = ds.get_item(max(ds.keys()), keep_deferred=True)
+    if not isinstance(last, RawDataElement) or last.length == 0xFFFFFFFF:
+        return None
+    if last.value is None:  # deferred: its value must fit in the file
+        have = max(0, path.stat().st_size - last.value_tell)
+    else:
+        have = len(last.value)
+    if have >= last.length:
+        return None
+    name = pydicom.datadict.keyword_for_tag(last.tag) or str(last.tag)
+    return f"the file ends inside {name} ({have} of {last.length} bytes)"
+
+
+def _check_complete(ds: Dataset, path: Path, *, pixels: bool) -> Dataset:
+    """pydicom stops quietly at a premature end of file: catch files cut short."""
+    problem = _cut_short(ds, path)  # first: reading values converts the raw elements
+    sop = _sop_class(ds)
+    if sop == MediaStorageDirectoryStorage:
+        return ds  # a DICOMDIR: complete without SOPClassUID/Modality
+    expects_pixels = "Rows" in ds or "Image Storage" in UID(sop).name
+    if problem is None and "SOPClassUID" not in ds:
+        problem = "its header lacks SOPClassUID"
+    if problem is None and expects_pixels:
+        if not is_image(ds) or (pixels and not any(t in ds for t in PIXEL_TAGS)):
+            problem = "its header ends before the pixel data"
+    if problem:
+        raise DicomError(f"truncated or corrupt DICOM file: {problem}; copy or export it again",
+                         path)  # fmt: skip
+    return ds
+
+
+def read_header(path: Path, *, pixels: bool) -> Dataset | None:
+    """The header of ``path``, or ``None`` when it is not a DICOM file.
+
+    ``pixels=True`` parses the whole file but defers large values (pixel data) so their offsets
+    are known; ``pixels=False`` stops before the pixel data (for listing series). Files with the
+    DICOM preamble that fail to parse or end early raise :class:`DicomError`.
+    """
+    opts = {"defer_size": DEFER_SIZE} if pixels else {"stop_before_pixels": True}
+    try:
+        return _check_complete(pydicom.dcmread(path, **opts), path, pixels=pixels)
+    except InvalidDicomError:
+        pass  # no preamble: maybe a bare dataset (old exports), checked below
+    except DicomError:
+        raise
+    except Exception as exc:  # pydicom raises many kinds for damaged files
+        raise DicomError(
+            f"truncated or corrupt DICOM file ({type(exc).__name__}: {exc}); "
+            "copy or export it again",
+            path,
+        ) from None
+    if path.suffix.lower() not in DICOM_SUFFIXES:
+        return None
+    try:  # a dataset without the preamble must still look like a DICOM instance
+        ds = pydicom.dcmread(path, force=True, **opts)
+    except Exception:
+        return None
+    return ds if "SOPClassUID" in ds and ("Modality" in ds or "Rows" in ds) else None
+
+
+def find_files(folder: Path) -> Iterator[Path]:
+    """All regular files under ``folder``, recursively, in a deterministic (sorted) order."""
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def is_image(ds: Dataset) -> bool:
+    """Whether an instance holds pixels (Rows/Columns are type 1 in every image module)."""
+    return "Rows" in ds and "Columns" in ds
+
+
+def kind(ds: Dataset) -> str:
+    """Human-readable kind of an instance, e.g. ``'RT Structure Set Storage (RTSTRUCT)'``."""
+    sop = _sop_class(ds)
+    name = UID(sop).name if sop else "object of unknown SOP class"
+    return (
+        f"{name} ({ds.get('Modality', 'DICOMDIR' if sop == MediaStorageDirectoryStorage else '?')})"
+    )
+
+
+def frames_of(ds: Dataset, path: Path) -> list[Frame]:
+    """The frames of one image instance (single-frame, enhanced or legacy multi-frame)."""
+    from medimg.io.dicom.multiframe import multiframe_frames
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        return multiframe_frames(ds, path)
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    return [
+        Frame(
+            path=path,
+            ds=ds,
+            index=None,
+            rows=rows,
+            cols=cols,
+            iop=to_floats(ds.get("ImageOrientationPatient")),
+            ipp=to_floats(ds.get("ImagePositionPatient")),  # type: ignore[arg-type]
+            pixel_spacing=to_floats(spacing),  # type: ignore[arg-type]
+            slope=to_float(ds.get("RescaleSlope"), 1.0) or 1.0,
+            intercept=to_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
+            thickness=to_float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), None),
+        )
+    ]
+
+
+def scan(path: Path, *, pixels: bool) -> list[Frame]:
+    """Frames of every image instance at ``path`` (a file, or a folder searched recursively).
+
+    Non-DICOM files and DICOM objects without pixels (DICOMDIR, SR, RTSTRUCT...) in a folder are
+    skipped; a single file that is either raises a one-line error saying which.
+    """
+    if not path.exists():
+        raise ImageReadError("no such file or folder", path)
+    if path.is_file():
+        return _scan_file(path, pixels=pixels)
+    frames: list[Frame] = []
+    skipped: list[str] = []
+    for f in find_files(path):
+        ds = read_header(f, pixels=pixels)
+        if ds is None:
+            continue
+        if is_image(ds):
+            frames.extend(frames_of(ds, f))
+        else:
+            skipped.append(kind(ds))
+    if not frames:
+        found = f"; found only {', '.join(sorted(set(skipped)))}" if skipped else ""
+        raise DicomError(f"no DICOM images in this folder{found}; point to an image series", path)
+    return frames
+
+
+def _scan_file(path: Path, *, pixels: bool) -> list[Frame]:
+    ds = read_header(path, pixels=pixels)
+    if ds is None:
+        suffix = path.suffix.lower()
+        if suffix not in DICOM_SUFFIXES:
+            raise ImageReadError(
+                f"unknown extension '{suffix}' and no DICOM header: read_dicom reads DICOM files "
+                "(.dcm, .ima, or with the DICM preamble) and folders; use medimg.io.load for "
+                "NIfTI/NRRD/MHA",
+                path,
+            )
+        raise DicomError(
+            "not a DICOM file (no 'DICM' preamble and no readable DICOM header); "
+            "check that it was exported as DICOM",
+            path,
+        )
+    if not is_image(ds):
+        raise DicomError(
+            f"is a DICOM {kind(ds)} without pixel data, so it holds no image; "
+            "read the image series it refers to instead",
+            path,
+        )
+    return frames_of(ds, path)

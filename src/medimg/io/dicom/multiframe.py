@@ -1,0 +1,102 @@
+"""Frames of multi-frame instances: enhanced (functional groups) and legacy (grid offsets).
+
+Enhanced multi-frame objects (Enhanced CT/MR, Legacy Converted Enhanced...) describe each frame
+through functional-group macros (PS3.3 C.7.6.16), found in the frame's item of
+PerFrameFunctionalGroupsSequence or, when shared by all frames, in SharedFunctionalGroupsSequence:
+PlanePositionSequence, PlaneOrientationSequence, PixelMeasuresSequence and
+PixelValueTransformationSequence. Legacy multi-frame objects (RT Dose) give one position plus
+GridFrameOffsetVector along the normal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from medimg.errors import DicomError
+from medimg.io.dicom.geometry import orientation_vectors
+from medimg.io.dicom.headers import Frame, to_float, to_floats
+
+
+def _item(groups: Dataset | None, sequence: str) -> Dataset | None:
+    """The single item of a functional-group macro ``sequence`` in ``groups``, if present."""
+    if groups is None or sequence not in groups:
+        return None
+    seq = groups[sequence].value
+    return seq[0] if len(seq) else None
+
+
+def _lookup(per_frame: Dataset | None, shared: Dataset | None, sequence: str) -> Dataset | None:
+    """Per-frame macros override shared ones (a macro may live in either place)."""
+    return _item(per_frame, sequence) or _item(shared, sequence)
+
+
+def _enhanced_frame(ds: Dataset, path: Path, i: int, per_frame: Dataset | None,
+                    shared: Dataset | None) -> Frame:  # fmt: skip
+    orient = _lookup(per_frame, shared, "PlaneOrientationSequence")
+    pos = _lookup(per_frame, shared, "PlanePositionSequence")
+    meas = _lookup(per_frame, shared, "PixelMeasuresSequence")
+    value = _lookup(per_frame, shared, "PixelValueTransformationSequence")
+    get = lambda item, key: None if item is None else item.get(key)  # noqa: E731
+    thickness = get(meas, "SpacingBetweenSlices") or get(meas, "SliceThickness")
+    return Frame(
+        path=path,
+        ds=ds,
+        index=i,
+        rows=int(ds.Rows),
+        cols=int(ds.Columns),
+        iop=to_floats(get(orient, "ImageOrientationPatient")),
+        ipp=to_floats(get(pos, "ImagePositionPatient")),  # type: ignore[arg-type]
+        pixel_spacing=to_floats(get(meas, "PixelSpacing")),  # type: ignore[arg-type]
+        slope=to_float(get(value, "RescaleSlope") or ds.get("RescaleSlope"), 1.0) or 1.0,
+        intercept=to_float(get(value, "RescaleIntercept") or ds.get("RescaleIntercept"), 0.0)
+        or 0.0,
+        thickness=to_float(thickness, None),
+    )
+
+
+def _legacy_frames(ds: Dataset, path: Path, n: int) -> list[Frame]:
+    iop = to_floats(ds.get("ImageOrientationPatient"))
+    ipp = to_floats(ds.get("ImagePositionPatient"))
+    offsets = to_floats(ds.get("GridFrameOffsetVector"))
+    positions: list[tuple[float, ...] | None] = [None] * n
+    if iop is not None and ipp is not None and offsets is not None and len(offsets) == n:
+        normal = orientation_vectors(iop)[2]
+        positions = [tuple(np.asarray(ipp) + o * normal) for o in offsets]
+    scale = to_float(ds.get("DoseGridScaling"), None) if ds.get("Modality") == "RTDOSE" else None
+    slope = scale or to_float(ds.get("RescaleSlope"), 1.0) or 1.0
+    return [
+        Frame(
+            path=path,
+            ds=ds,
+            index=i,
+            rows=int(ds.Rows),
+            cols=int(ds.Columns),
+            iop=iop,
+            ipp=positions[i],  # type: ignore[arg-type]
+            pixel_spacing=to_floats(ds.get("PixelSpacing")),  # type: ignore[arg-type]
+            slope=slope,
+            intercept=to_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
+            thickness=to_float(ds.get("SliceThickness"), None),
+        )
+        for i in range(n)
+    ]
+
+
+def multiframe_frames(ds: Dataset, path: Path) -> list[Frame]:
+    """One :class:`Frame` per frame of a multi-frame instance, in stored frame order."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        return _legacy_frames(ds, path, n)
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != n:
+        raise DicomError(
+            f"NumberOfFrames is {n} but PerFrameFunctionalGroupsSequence has {len(per_frame)} "
+            "items; the file is inconsistent, export it again",
+            path,
+        )
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    return [_enhanced_frame(ds, path, i, per_frame[i], shared) for i in range(n)]
