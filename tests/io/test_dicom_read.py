@@ -9,6 +9,7 @@ import pytest
 from dicom_factory import (
     make_slice,
     random_volume,
+    truncate,
     uid,
     write_no_pixels,
     write_series,
@@ -230,6 +231,16 @@ def test_list_series_orders_and_describes(study):
     assert "\n" not in line
     for part in (uid("ct"), "CT", "chest", "5x6x4", "0.7x0.9x1 mm"):
         assert part in line
+
+
+def test_list_series_reads_headers_only(tmp_path):
+    """A file cut inside its pixel data still lists (headers only) but does not read."""
+    files = write_series(tmp_path / "s", random_volume((41, 37, 3)), description="cut")
+    truncate(files[2], -50)
+    (info,) = list_series(tmp_path / "s")
+    assert (info.n_frames, info.shape, info.description) == (3, (41, 37, 3), "cut")
+    with pytest.raises(DicomError, match="truncated"):
+        read_dicom(tmp_path / "s")
 
 
 def test_several_series_need_a_choice(study):

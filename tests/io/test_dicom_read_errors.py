@@ -160,13 +160,17 @@ def test_mixed_orientations(tmp_path):
     assert "mixed orientations" in msg and "scout.dcm" in msg
 
 
-def test_mixed_sizes(tmp_path):
+@pytest.mark.parametrize(
+    ("shape", "spacing", "text"),
+    [((5, 9), (1.0, 1.0), "mixed image sizes in one series: 7x9 in"), ((7, 9), (1.0, 0.5),
+     "mixed pixel spacing")],
+)  # fmt: skip
+def test_mixed_sizes_or_spacing(tmp_path, shape, spacing, text):
     write_series(tmp_path / "s", random_volume((7, 9, 3)))
-    make_slice(random_volume((5, 9, 1))[:, :, 0].T, ipp=(0, 0, 3)).save_as(
-        tmp_path / "s" / "odd.dcm", enforce_file_format=True
-    )
+    odd = make_slice(random_volume((*shape, 1))[:, :, 0].T, ipp=(0, 0, 3), pixel_spacing=spacing)
+    odd.save_as(tmp_path / "s" / "odd.dcm", enforce_file_format=True)
     msg = _error(GeometryError, tmp_path / "s")
-    assert "mixed image sizes" in msg and "odd.dcm" in msg and "5x9" in msg
+    assert text in msg and "odd.dcm" in msg
 
 
 def test_duplicate_positions(tmp_path):

@@ -7,13 +7,14 @@ frames, so single-frame series and enhanced multi-frame files share one code pat
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -50,22 +51,40 @@ class Frame:
     thickness: float | None = None
 
 
-def to_floats(value: object) -> tuple[float, ...] | None:
-    if value is None:
+def numbers(ds: Dataset | None, keyword: str) -> tuple[float, ...] | None:
+    """Finite numbers of a DS/IS element of ``ds``; None if absent, empty or not numbers.
+
+    Elements pydicom has not converted yet are read from their raw text: pydicom's validated
+    DS conversion is otherwise the largest part of the header pass on long series.
+    """
+    elem = None if ds is None else ds.get_item(tag_for_keyword(keyword), keep_deferred=True)  # type: ignore[arg-type]
+    if elem is None:
         return None
+    value = elem.value
+    if isinstance(elem, RawDataElement) and isinstance(value, bytes):
+        value = value.decode("latin-1").strip(" \x00").split("\\")
+    elif isinstance(value, str) or not hasattr(value, "__iter__"):
+        value = [value]
     try:
-        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+        out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
-    return out if out and all(np.isfinite(out)) else None
+    return out if out and all(math.isfinite(v) for v in out) else None
 
 
-def to_float(value: object, default: float | None) -> float | None:
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return out if np.isfinite(out) else default
+def number(ds: Dataset | None, keyword: str, default: float | None = None) -> float | None:
+    """The first value of :func:`numbers`, or ``default``."""
+    values = numbers(ds, keyword)
+    return values[0] if values else default
+
+
+def thickness(ds: Dataset | None) -> float | None:
+    """Slab thickness of one slice: SliceThickness, else SpacingBetweenSlices (positive)."""
+    for keyword in ("SliceThickness", "SpacingBetweenSlices"):
+        value = number(ds, keyword)
+        if value is not None and value > 0:
+            return value
+    return None
 
 
 def _sop_class(ds: Dataset) -> str:
@@ -77,7 +96,7 @@ def _cut_short(ds: Dataset, path: Path) -> str | None:
     """What was cut if the last element read is shorter than its declared length, else None."""
     if not len(ds):
         return "the file holds no DICOM elements"
-    last = ds.get_item(max(ds.keys()), keep_deferred=True)
+    last = ds.get_item(next(reversed(ds.keys())), keep_deferred=True)  # in file order
     if not isinstance(last, RawDataElement) or last.length == 0xFFFFFFFF:
         return None
     if last.value is None:  # deferred: its value must fit in the file
@@ -86,7 +105,7 @@ def _cut_short(ds: Dataset, path: Path) -> str | None:
         have = len(last.value)
     if have >= last.length:
         return None
-    name = pydicom.datadict.keyword_for_tag(last.tag) or str(last.tag)
+    name = keyword_for_tag(last.tag) or str(last.tag)
     return f"the file ends inside {name} ({have} of {last.length} bytes)"
 
 
@@ -167,7 +186,6 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
     rows, cols = int(ds.Rows), int(ds.Columns)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         return multiframe_frames(ds, path)
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     return [
         Frame(
             path=path,
@@ -175,12 +193,12 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
             index=None,
             rows=rows,
             cols=cols,
-            iop=to_floats(ds.get("ImageOrientationPatient")),
-            ipp=to_floats(ds.get("ImagePositionPatient")),  # type: ignore[arg-type]
-            pixel_spacing=to_floats(spacing),  # type: ignore[arg-type]
-            slope=to_float(ds.get("RescaleSlope"), 1.0) or 1.0,
-            intercept=to_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
-            thickness=to_float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), None),
+            iop=numbers(ds, "ImageOrientationPatient"),
+            ipp=numbers(ds, "ImagePositionPatient"),  # type: ignore[arg-type]
+            pixel_spacing=numbers(ds, "PixelSpacing") or numbers(ds, "ImagerPixelSpacing"),  # type: ignore[arg-type]
+            slope=number(ds, "RescaleSlope") or 1.0,
+            intercept=number(ds, "RescaleIntercept", 0.0),  # type: ignore[arg-type]
+            thickness=thickness(ds),
         )
     ]
 

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from medimg.errors import DicomError
 from medimg.io.dicom.geometry import orientation_vectors
-from medimg.io.dicom.headers import Frame, to_float, to_floats
+from medimg.io.dicom.headers import Frame, number, numbers, thickness
 
 
 def _item(groups: Dataset | None, sequence: str) -> Dataset | None:
@@ -39,34 +39,30 @@ def _enhanced_frame(ds: Dataset, path: Path, i: int, per_frame: Dataset | None,
     pos = _lookup(per_frame, shared, "PlanePositionSequence")
     meas = _lookup(per_frame, shared, "PixelMeasuresSequence")
     value = _lookup(per_frame, shared, "PixelValueTransformationSequence")
-    get = lambda item, key: None if item is None else item.get(key)  # noqa: E731
-    thickness = get(meas, "SpacingBetweenSlices") or get(meas, "SliceThickness")
     return Frame(
         path=path,
         ds=ds,
         index=i,
         rows=int(ds.Rows),
         cols=int(ds.Columns),
-        iop=to_floats(get(orient, "ImageOrientationPatient")),
-        ipp=to_floats(get(pos, "ImagePositionPatient")),  # type: ignore[arg-type]
-        pixel_spacing=to_floats(get(meas, "PixelSpacing")),  # type: ignore[arg-type]
-        slope=to_float(get(value, "RescaleSlope") or ds.get("RescaleSlope"), 1.0) or 1.0,
-        intercept=to_float(get(value, "RescaleIntercept") or ds.get("RescaleIntercept"), 0.0)
-        or 0.0,
-        thickness=to_float(thickness, None),
+        iop=numbers(orient, "ImageOrientationPatient"),
+        ipp=numbers(pos, "ImagePositionPatient"),  # type: ignore[arg-type]
+        pixel_spacing=numbers(meas, "PixelSpacing"),  # type: ignore[arg-type]
+        slope=number(value, "RescaleSlope") or number(ds, "RescaleSlope") or 1.0,
+        intercept=number(value, "RescaleIntercept", number(ds, "RescaleIntercept", 0.0)),  # type: ignore[arg-type]
+        thickness=thickness(meas),
     )
 
 
 def _legacy_frames(ds: Dataset, path: Path, n: int) -> list[Frame]:
-    iop = to_floats(ds.get("ImageOrientationPatient"))
-    ipp = to_floats(ds.get("ImagePositionPatient"))
-    offsets = to_floats(ds.get("GridFrameOffsetVector"))
+    iop = numbers(ds, "ImageOrientationPatient")
+    ipp = numbers(ds, "ImagePositionPatient")
+    offsets = numbers(ds, "GridFrameOffsetVector")
     positions: list[tuple[float, ...] | None] = [None] * n
     if iop is not None and ipp is not None and offsets is not None and len(offsets) == n:
         normal = orientation_vectors(iop)[2]
         positions = [tuple(np.asarray(ipp) + o * normal) for o in offsets]
-    scale = to_float(ds.get("DoseGridScaling"), None) if ds.get("Modality") == "RTDOSE" else None
-    slope = scale or to_float(ds.get("RescaleSlope"), 1.0) or 1.0
+    scale = number(ds, "DoseGridScaling") if ds.get("Modality") == "RTDOSE" else None
     return [
         Frame(
             path=path,
@@ -76,10 +72,10 @@ def _legacy_frames(ds: Dataset, path: Path, n: int) -> list[Frame]:
             cols=int(ds.Columns),
             iop=iop,
             ipp=positions[i],  # type: ignore[arg-type]
-            pixel_spacing=to_floats(ds.get("PixelSpacing")),  # type: ignore[arg-type]
-            slope=slope,
-            intercept=to_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
-            thickness=to_float(ds.get("SliceThickness"), None),
+            pixel_spacing=numbers(ds, "PixelSpacing"),  # type: ignore[arg-type]
+            slope=scale or number(ds, "RescaleSlope") or 1.0,
+            intercept=number(ds, "RescaleIntercept", 0.0),  # type: ignore[arg-type]
+            thickness=thickness(ds),
         )
         for i in range(n)
     ]

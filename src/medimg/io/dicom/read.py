@@ -11,10 +11,12 @@ Representation
   by position along the slice normal (row x column direction), so the affine's third column is
   ``+normal * spacing``. C is 1 (3 for colour). Each ``[c, :, :, k]`` plane is contiguous, which
   makes the array Fortran-ordered per channel (numpy and torch handle this transparently).
-- Values are RescaleSlope * stored + RescaleIntercept, per slice (CT in HU).
+- Values are RescaleSlope * stored + RescaleIntercept, per slice (CT in HU); enhanced
+  multi-frame takes them per frame from PixelValueTransformationSequence. Nothing else is
+  applied: MONOCHROME1 is not inverted, no VOI/window, PixelPaddingValue kept as is.
 - Any image with plane geometry (ImageOrientationPatient + ImagePositionPatient) is 3D, including
   a single slice: ``(C, X, Y, 1)`` whose third affine column is the normal scaled by
-  SpacingBetweenSlices or SliceThickness (1 mm if neither; ``meta["slice_thickness_unknown"]``).
+  SliceThickness or SpacingBetweenSlices (1 mm if neither; ``meta["slice_thickness_unknown"]``).
   Images without plane geometry (projection radiographs, secondary captures) are 2D
   ``(C, X, Y)`` on ITK's default identity LPS orientation with PixelSpacing (or
   ImagerPixelSpacing).
