@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
-from medimg.errors import DicomError, ImageReadError
+from medimg.errors import DicomError, ImageReadError, MedimgError
 
 #: Elements larger than this (bytes) are not read with the header; their file offset is kept,
 #: so pixel data can later be read straight into a numpy buffer.
@@ -57,7 +57,9 @@ def numbers(ds: Dataset | None, keyword: str) -> tuple[float, ...] | None:
     Elements pydicom has not converted yet are read from their raw text: pydicom's validated
     DS conversion is otherwise the largest part of the header pass on long series.
     """
-    elem = None if ds is None else ds.get_item(tag_for_keyword(keyword), keep_deferred=True)  # type: ignore[arg-type]
+    if ds is None:
+        return None
+    elem = ds.get_item(tag_for_keyword(keyword), keep_deferred=True)
     if elem is None:
         return None
     value = elem.value
@@ -180,11 +182,25 @@ def kind(ds: Dataset) -> str:
 
 
 def frames_of(ds: Dataset, path: Path) -> list[Frame]:
+    """The frames of one image instance; a one-line error if its attributes do not parse."""
+    try:
+        return _frames_of(ds, path)
+    except MedimgError:
+        raise
+    except Exception as exc:  # malformed values surface on access, deep inside pydicom
+        raise DicomError(
+            f"unreadable image attributes ({type(exc).__name__}: {exc}); the header is corrupt "
+            "or not DICOM-conformant, export it again",
+            path,
+        ) from None
+
+
+def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     """The frames of one image instance (single-frame, enhanced or legacy multi-frame)."""
     from medimg.io.dicom.multiframe import multiframe_frames
 
     rows, cols = int(ds.Rows), int(ds.Columns)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+    if (number(ds, "NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         return multiframe_frames(ds, path)
     return [
         Frame(

@@ -83,7 +83,7 @@ def _legacy_frames(ds: Dataset, path: Path, n: int) -> list[Frame]:
 
 def multiframe_frames(ds: Dataset, path: Path) -> list[Frame]:
     """One :class:`Frame` per frame of a multi-frame instance, in stored frame order."""
-    n = int(ds.get("NumberOfFrames", 1) or 1)
+    n = int(number(ds, "NumberOfFrames") or 1)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         return _legacy_frames(ds, path, n)
     per_frame = ds.PerFrameFunctionalGroupsSequence

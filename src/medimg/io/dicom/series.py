@@ -16,7 +16,7 @@ import numpy as np
 
 from medimg.errors import DicomError
 from medimg.io.dicom.geometry import orientation_vectors
-from medimg.io.dicom.headers import Frame, scan
+from medimg.io.dicom.headers import Frame, number, scan
 from medimg.typing import PathType
 
 
@@ -50,12 +50,8 @@ class SeriesInfo:
 
 
 def _sort_key(frames: list[Frame]) -> tuple[float, str]:
-    number = frames[0].ds.get("SeriesNumber")
-    try:
-        num = float(number)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        num = math.inf
-    return num, str(frames[0].ds.get("SeriesInstanceUID", ""))
+    number_ = number(frames[0].ds, "SeriesNumber", math.inf)
+    return number_, str(frames[0].ds.get("SeriesInstanceUID", ""))  # type: ignore[return-value]
 
 
 def group_series(frames: list[Frame]) -> list[list[Frame]]:
@@ -82,7 +78,7 @@ def summarize(frames: list[Frame]) -> SeriesInfo:
     """The :class:`SeriesInfo` of one group of frames."""
     ds = frames[0].ds
     dy, dx = frames[0].pixel_spacing or (1.0, 1.0)
-    number = ds.get("SeriesNumber")
+    series_number = number(ds, "SeriesNumber")
     return SeriesInfo(
         uid=str(ds.get("SeriesInstanceUID", "")),
         modality=str(ds.get("Modality", "OT")),
@@ -91,7 +87,7 @@ def summarize(frames: list[Frame]) -> SeriesInfo:
         n_frames=len(frames),
         shape=(frames[0].cols, frames[0].rows, len(frames)),
         spacing=(dx, dy, _slice_step(frames)),
-        number=None if number in (None, "") else int(number),
+        number=None if series_number is None else int(series_number),
         study_uid=str(ds.get("StudyInstanceUID", "")),
     )
 

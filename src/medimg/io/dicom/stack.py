@@ -94,7 +94,9 @@ def _check_duplicates(frames: list[Frame], d: np.ndarray, source: Path) -> None:
         )
 
 
-def _tilt(frames: list[Frame], d: np.ndarray, normal: np.ndarray, tilt: str, source: Path):
+def _tilt(
+    frames: list[Frame], d: np.ndarray, normal: np.ndarray, tilt: str, source: Path
+) -> tuple[np.ndarray | None, float]:
     """In-plane offsets of each slice from the first, as (x, y) pixel shifts, or None."""
     ipp = np.array([f.ipp for f in frames])
     off = ipp - ipp[0] - np.outer(d - d[0], normal)  # in-plane part of each slice's offset
@@ -116,7 +118,9 @@ def _tilt(frames: list[Frame], d: np.ndarray, normal: np.ndarray, tilt: str, sou
     return np.stack([off @ row / dx, off @ col / dy], axis=1), angle
 
 
-def _gaps(frames: list[Frame], d: np.ndarray, allow_gaps: bool, source: Path):
+def _gaps(
+    frames: list[Frame], d: np.ndarray, allow_gaps: bool, source: Path
+) -> tuple[float, np.ndarray | None]:
     """Typical spacing, and regular target positions if the steps are uneven (else None)."""
     steps = np.diff(d)
     typical = float(np.median(steps))
