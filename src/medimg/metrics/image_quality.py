@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-__all__ = ["nmse", "psnr", "ssim", "volume_max"]
+__all__ = [
+    "nmse",
+    "nmse_slicewise",
+    "psnr",
+    "psnr_slicewise",
+    "ssim",
+    "ssim_slicewise",
+    "volume_max",
+]
 
 
 def _pair(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,3 +70,51 @@ def ssim(
         for a, b in zip(g2, p2)
     ]
     return float(np.mean(values))
+
+
+def _slices(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    g, p = _pair(gt, pred)
+    return g.reshape(-1, *g.shape[-2:]), p.reshape(-1, *p.shape[-2:])
+
+
+def _ranges(data_range: float | np.ndarray, n: int) -> np.ndarray:
+    r = np.broadcast_to(np.asarray(data_range, dtype=np.float64), (n,))
+    if not np.all(r > 0):
+        raise ValueError(f"data_range must be positive (one value or one per slice), got {r}")
+    return r
+
+
+def nmse_slicewise(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """NMSE of each 2D slice (leading axes are slices): ``(S,)`` array."""
+    g, p = _slices(gt, pred)
+    return np.array([nmse(a, b) for a, b in zip(g, p)])
+
+
+def psnr_slicewise(
+    gt: np.ndarray, pred: np.ndarray, *, data_range: float | np.ndarray
+) -> np.ndarray:
+    """PSNR of each 2D slice: ``(S,)``. ``data_range`` is one value (fastMRI: the volume max,
+    :func:`volume_max`) or one per slice (e.g. ``gt.max(axis=(-2, -1))``)."""
+    g, p = _slices(gt, pred)
+    r = _ranges(data_range, len(g))
+    return np.array([psnr(a, b, data_range=float(d)) for a, b, d in zip(g, p, r)])
+
+
+def ssim_slicewise(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    *,
+    data_range: float | np.ndarray,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> np.ndarray:
+    """SSIM of each 2D slice: ``(S,)``; :func:`ssim` is their mean for one ``data_range``."""
+    g, p = _slices(gt, pred)
+    r = _ranges(data_range, len(g))
+    return np.array(
+        [
+            ssim(a, b, data_range=float(d), win_size=win_size, k1=k1, k2=k2)
+            for a, b, d in zip(g, p, r)
+        ]
+    )
