@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -178,21 +180,34 @@ def test_enhanced_multiframe_matches_single_frame_series(tmp_path, oblique_affin
     np.testing.assert_allclose(multi.array, _expected(vol), rtol=0, atol=1e-3)
 
 
-def test_multiframe_frames_sorted_by_position(tmp_path):
-    """Frames stored in reverse position order come back ascending along the normal."""
+@pytest.mark.parametrize("macros", ["shared", "per-frame"])
+def test_multiframe_frames_sorted_by_position(tmp_path, macros):
+    """Frames stored in reverse position order come back ascending along the normal; the
+    orientation and pixel measures are found whether shared or given per frame."""
     vol = random_volume((7, 9, 4), seed=8)
     files = write_series(tmp_path / "sf", vol, pixel_spacing=(0.5, 0.5))
     by_z = sorted((pydicom.dcmread(f) for f in files), key=lambda d: -d.ImagePositionPatient[2])
     for i, ds in enumerate(by_z):
         ds.InstanceNumber = i + 1  # highdicom keeps instance order: reverse positions
     mf = hd.legacy.LegacyConvertedEnhancedCTImage(by_z, uid("mf2"), 3, uid("mf2/1"), 1)
+    if macros == "per-frame":
+        shared = mf.SharedFunctionalGroupsSequence[0]
+        for item in mf.PerFrameFunctionalGroupsSequence:
+            item.PlaneOrientationSequence = copy.deepcopy(shared.PlaneOrientationSequence)
+            item.PixelMeasuresSequence = copy.deepcopy(shared.PixelMeasuresSequence)
+        del shared.PlaneOrientationSequence, shared.PixelMeasuresSequence
     mf.save_as(tmp_path / "mf.dcm")
+    stored = pydicom.dcmread(tmp_path / "mf.dcm")
+    assert ("PixelMeasuresSequence" in stored.SharedFunctionalGroupsSequence[0]) == (
+        macros == "shared"
+    )
     z = [float(f.PlanePositionSequence[0].ImagePositionPatient[2])
-         for f in pydicom.dcmread(tmp_path / "mf.dcm").PerFrameFunctionalGroupsSequence]  # fmt: skip
+         for f in stored.PerFrameFunctionalGroupsSequence]  # fmt: skip
     assert z == sorted(z, reverse=True)
     img = read_dicom(tmp_path / "mf.dcm")
     np.testing.assert_array_equal(img.array[0], vol.astype(np.float32))
     assert img.spacing == pytest.approx((0.5, 0.5, 1.0))
+    np.testing.assert_allclose(img.affine[:3, :3], np.diag([-0.5, -0.5, 1.0]))
 
 
 # ------------------------------------------------------------------ several series
