@@ -80,7 +80,8 @@ def read_dicom(
     tilt
         ``"refuse"`` (default) raises for gantry-tilted stacks (slice positions stepping off the
         normal), giving the angle; ``"resample"`` shifts each slice in-plane onto a regular
-        orthogonal grid (``meta["tilt_resampled_deg"]``). Never a sheared or wrong affine.
+        orthogonal grid (``meta["tilt_resampled_deg"]``; linear interpolation, voxels shifted in
+        from outside a slice get the volume's minimum). Never a sheared or wrong affine.
 
     Returns
     -------
