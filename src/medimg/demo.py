@@ -39,20 +39,16 @@ def _oblique_affine(spacing: tuple[float, float, float], axis: int, degrees: flo
 
 
 def demo_volumes(seed: int = 0) -> dict[str, Image]:
-    """A small CT-like (HU) and MR-like volume, oblique and anisotropic, from our phantoms."""
-    from medimg.phantoms.ct import thorax_volume
+    """A small CT-like (HU) and MR-like volume from our phantoms, oblique and anisotropic."""
+    from medimg.phantoms.ct import body_phantom
     from medimg.phantoms.mri import brain_phantom
 
-    ct = thorax_volume(shape=(96, 80, 24), spacing=(0.9, 0.9, 2.5), seed=seed)
-    mr = brain_phantom(shape=(80, 96, 20), contrast="T1", seed=seed)
-    ct_image = Image(
-        ct.hu[None].astype(np.float32),
-        _oblique_affine((0.9, 0.9, 2.5), axis=2, degrees=12.0),
-        modality="CT",
-    )
-    mr_array = np.abs(np.asarray(mr.image)).astype(np.float32)
+    ct = body_phantom((16, 96, 96), (2.5, 3.6, 3.6), n_nodules=2, seed=seed)
+    ct_image = ct.to_images()[0].canonical()  # phantom axes (slice, row, col) -> RAS
+    ct_image.affine = _oblique_affine(ct_image.spacing, axis=2, degrees=12.0)
+    mr = brain_phantom((12, 96, 80), contrast="t1", seed=seed).magnitude.numpy()
     mr_image = Image(
-        mr_array[None] * 1000.0,
+        (1000.0 * mr.transpose(2, 1, 0))[None].astype(np.float32),
         _oblique_affine((1.1, 1.0, 3.0), axis=0, degrees=15.0),
         modality="MR",
     )
@@ -88,7 +84,7 @@ def stage_io(out: Path) -> list[Row]:
 
 
 def _save_overview(images: dict[str, Image], path: Path) -> None:
-    """Middle axial slice of each volume, for a person to glance at."""
+    """Middle slice of each volume in radiological view (patient right on the left, anterior up)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +94,8 @@ def _save_overview(images: dict[str, Image], path: Path) -> None:
     for ax, (name, image) in zip(np.atleast_1d(axes), images.items()):
         vol = image.array[0]
         window = (-400, 600) if image.modality == "CT" else (None, None)
-        ax.imshow(vol[:, :, vol.shape[2] // 2].T, cmap="gray", vmin=window[0], vmax=window[1])
+        view = np.rot90(vol[:, :, vol.shape[2] // 2].T, 2)  # RAS array -> radiological display
+        ax.imshow(view, cmap="gray", vmin=window[0], vmax=window[1])
         ax.set_title(f"{name}  {'x'.join(map(str, image.spatial_shape))}")
         ax.axis("off")
     fig.tight_layout()
