@@ -37,9 +37,9 @@ MU_WATER = 0.0193  # 1/mm, water at 70 keV
 def check_hu(image: Any, name: str = "image") -> None:
     """Raise :class:`InputError` unless ``image`` looks like CT in Hounsfield units.
 
-    Refused: NaN/Inf; all values inside [-1, 1] (an image normalised to [0, 1] or [-1, 1]
-    rather than HU); values below -3100 or above 40000 HU (stored values without the DICOM
-    rescale, or not CT). Everything else passes, including crops without air.
+    Refused: NaN/Inf; non-constant values all inside [-1, 1] (an image normalised to [0, 1] or
+    [-1, 1] rather than HU); values below -3100 or above 40000 HU (stored values without the
+    DICOM rescale, or not CT). Everything else passes, including crops without air.
 
     >>> check_hu(np.array([-1000.0, 0.0, 40.0]))
     >>> check_hu(np.array([0.0, 0.5, 1.0]))
@@ -52,7 +52,7 @@ def check_hu(image: Any, name: str = "image") -> None:
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise InputError(f"{name} is empty or holds NaN/Inf; fix or mask those voxels first")
     lo, hi = float(arr.min()), float(arr.max())
-    if lo >= -1.0 and hi <= 1.0:
+    if -1.0 <= lo < hi <= 1.0:  # a constant image (all water, all air) is left alone
         raise InputError(
             f"{name} values all lie in [-1, 1], not Hounsfield units (air -1000, water 0); "
             "undo the normalisation or apply the DICOM rescale slope/intercept"
