@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,16 @@ from scipy import ndimage
 
 from medimg.errors import InputError
 from medimg.phantoms.mri import TISSUES, MRIPhantom, brain_phantom, knee_phantom
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and OpenMP spin-waits slow them 20x or more when
+    the two cores are shared with another process; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _means(p: MRIPhantom) -> dict[str, float]:

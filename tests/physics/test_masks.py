@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,16 @@ from medimg.physics.masks import (
 
 LINE_MASKS = [random_mask, equispaced_mask]
 ALL_MASKS = [random_mask, equispaced_mask, poisson_disc_mask, radial_mask]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and OpenMP spin-waits slow them 20x or more when
+    the two cores are shared with another process; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("make", LINE_MASKS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,6 +12,16 @@ from medimg.errors import InputError
 from medimg.physics.noise import ComplexGaussianNoise, GaussianNoise, coil_covariance
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and OpenMP spin-waits slow them 20x or more when
+    the two cores are shared with another process; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _signal(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -18,6 +20,16 @@ from medimg.physics.solvers import (
 )
 
 C128 = torch.complex128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and OpenMP spin-waits slow them 20x or more when
+    the two cores are shared with another process; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Matrix(LinearOperator):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,16 @@ from medimg.physics.noise import ComplexGaussianNoise
 from medimg.tasks.reconstruct.mri.baselines import cg_sense, cs_tv, cs_wavelet, zero_filled
 
 SHAPE = (80, 80)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and OpenMP spin-waits slow them 20x or more when
+    the two cores are shared with another process; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

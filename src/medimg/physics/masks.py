@@ -247,7 +247,7 @@ def radial_mask(
 
 
 def acceleration_of(mask: torch.Tensor, shape: tuple[int, ...] | None = None) -> float:
-    """Realised acceleration ``numel / sampled`` of ``mask`` broadcast to ``shape`` (default own)."""
+    """Realised acceleration ``numel / sampled`` of ``mask`` broadcast to ``shape`` (or its own)."""
     m = torch.as_tensor(mask, dtype=torch.float32)
     if shape is not None:
         m = m.expand(shape)

@@ -169,7 +169,8 @@ class FiniteDifference(LinearOperator):
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         parts = y.unbind(1)
         dims = range(parts[0].ndim - self.ndim, parts[0].ndim)
-        return sum(torch.roll(g, 1, d) - g for g, d in zip(parts, dims))  # type: ignore[return-value]
+        out = sum(torch.roll(g, 1, d) - g for g, d in zip(parts, dims))
+        return out  # type: ignore[return-value]
 
 
 _FILTERS = {  # orthonormal low-pass reconstruction filters (Daubechies 1992)
