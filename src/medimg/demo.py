@@ -1,12 +1,16 @@
 """``medimg demo``: one command that exercises the pipeline end to end on synthetic data.
 
-Each stage is a function ``(out_dir) -> list[row]`` appended to :data:`STAGES`; a row is a dict
-printed as one line of the final table. Stages write only inside their own sub-folder of the
-demo folder, which belongs to the demo and is rewritten on every run.
+Each stage is a function ``(out_dir) -> list[row]``; a row is a dict printed as one line of the
+final table, and ``row["status"] == "ok"`` marks success. The io stage lives here; each task
+provides ``stage`` in its own ``demo`` module, listed in :data:`TASK_STAGES`. Stages write only
+inside their own sub-folder of the demo folder, which belongs to the demo and is rewritten on
+every run.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
 import time
 from collections.abc import Callable
@@ -103,8 +107,35 @@ def _save_overview(images: dict[str, Image], path: Path) -> None:
     plt.close(fig)
 
 
-#: The demo's stages in order; task issues append theirs.
-STAGES: list[tuple[str, Stage]] = [("io", stage_io)]
+#: Task stages in order: (name, module with ``stage(out_dir) -> rows``). A module that is not
+#: part of this version yet is left out of the run.
+TASK_STAGES: list[tuple[str, str]] = [
+    ("recon-mri", "medimg.tasks.reconstruct.mri.demo"),
+    ("recon-ct", "medimg.tasks.reconstruct.ct.demo"),
+    ("segment", "medimg.tasks.segment.demo"),
+    ("register", "medimg.tasks.register.demo"),
+    ("detect", "medimg.tasks.detect.demo"),
+    ("diagnose", "medimg.tasks.diagnose.demo"),
+]
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _task_stages() -> list[tuple[str, Stage]]:
+    return [
+        (name, importlib.import_module(module).stage)
+        for name, module in TASK_STAGES
+        if _module_exists(module)
+    ]
+
+
+#: The demo's stages in order (set at import: io, then every task stage that exists).
+STAGES: list[tuple[str, Stage]] = [("io", stage_io), *_task_stages()]
 
 
 def _print_table(rows: list[Row]) -> None:
