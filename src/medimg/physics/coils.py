@@ -119,18 +119,23 @@ def _espirit_one(
     grid[..., m // 2 : m // 2 + k, m // 2 : m // 2 + k] = kernels
     phi = ifft2c(grid) * m
     g_small = torch.einsum("jcxy,jdxy->cdxy", phi, phi.conj()) / (k * k)  # (N, N, m, m)
-    # Exact Fourier interpolation of G onto the image grid.
-    coef = fft2c(g_small)
-    big = torch.zeros(ncoil, ncoil, height, width, dtype=torch.complex128)
-    r0, c0 = height // 2 - m // 2, width // 2 - m // 2
-    rs, cs = slice(max(r0, 0), min(r0 + m, height)), slice(max(c0, 0), min(c0 + m, width))
-    big[..., rs, cs] = coef[..., rs.start - r0 : rs.stop - r0, cs.start - c0 : cs.stop - c0]
-    g = ifft2c(big) * (math.sqrt(height * width) / m)
-    g = g.permute(2, 3, 0, 1)  # (H, W, N, N)
-    g = 0.5 * (g + g.conj().transpose(-1, -2))
-    lam, vec = torch.linalg.eigh(g)
-    maps = vec[..., -1]  # (H, W, N), eigenvalue ~1 where there is signal
-    keep = lam[..., -1] > crop
+    # Evaluate the polynomial exactly on the image grid, G[y, x] = E_y coef E_x^T, in blocks of
+    # rows so that memory stays O(rows W N^2) even for 640x368 15-coil k-space.
+    coef = fft2c(g_small) / m  # (N, N, m, m) coefficients at frequencies -m/2..m/2-1
+    freq = torch.arange(m, dtype=torch.float64) - m // 2
+
+    def basis(n: int) -> torch.Tensor:  # (n, m): exp(2 pi i f (p - n // 2) / n)
+        pos = torch.arange(n, dtype=torch.float64) - n // 2
+        return torch.exp(2j * math.pi * pos[:, None] * freq[None] / n)
+
+    ey, right = basis(height), torch.einsum("cdab,xb->cdax", coef, basis(width))
+    lam = torch.empty(height, width, dtype=torch.float64)
+    maps = torch.empty(height, width, ncoil, dtype=torch.complex128)
+    for r in range(0, height, 16):
+        g = torch.einsum("ya,cdax->yxcd", ey[r : r + 16], right)  # (rows, W, N, N)
+        vals, vecs = torch.linalg.eigh(0.5 * (g + g.conj().transpose(-1, -2)))
+        lam[r : r + 16], maps[r : r + 16] = vals[..., -1], vecs[..., -1]  # eigenvalue ~1
+    keep = lam > crop
     # Remove the per-pixel phase ambiguity against one virtual coil (the maps' main mode).
     cov = torch.einsum("pc,pd->cd", maps[keep], maps[keep].conj()) if keep.any() else None
     ref = torch.linalg.eigh(cov)[1][:, -1] if cov is not None else maps.new_ones(ncoil)
