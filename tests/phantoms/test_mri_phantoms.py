@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+import medimg.phantoms.mri
 from medimg.errors import InputError
 from medimg.phantoms.mri import TISSUES, MRIPhantom, brain_phantom, knee_phantom
 
@@ -130,3 +132,8 @@ def test_bad_arguments() -> None:
         knee_phantom((32,))
     with pytest.raises(InputError, match="oversample"):
         knee_phantom((32, 32), oversample=0)
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(medimg.phantoms.mri)
+    assert result.attempted > 0 and result.failed == 0

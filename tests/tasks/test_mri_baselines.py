@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
+import medimg.tasks.reconstruct.mri.baselines as baselines
 from medimg.errors import InputError
 from medimg.metrics.image_quality import (
     nmse,
@@ -134,3 +136,8 @@ def test_slicewise_metrics_agree_with_volume_metrics() -> None:
     assert nmse(gt, pred) == pytest.approx(((gt - pred) ** 2).sum() / (gt**2).sum())
     with pytest.raises(ValueError, match="data_range"):
         psnr_slicewise(gt, pred, data_range=np.array([1.0, 0.0, 1.0]))
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(baselines)
+    assert result.attempted > 0 and result.failed == 0

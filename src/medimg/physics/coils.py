@@ -171,7 +171,8 @@ def espirit_maps(
     Returns
     -------
     torch.Tensor
-        complex64 maps shaped like ``kspace``, with ``sum_c |S_c|^2 = 1`` inside the support.
+        complex64 maps shaped like ``kspace``, with ``sum_c |S_c|^2 = 1`` inside the support,
+        on ``kspace``'s device (the small eigenproblems are solved on the CPU in float64).
 
     Raises
     ------
