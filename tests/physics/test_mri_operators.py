@@ -78,6 +78,14 @@ OPERATORS: dict[str, Factory] = {
         (2, 37, 31),
         float("inf"),
     ),
+    "multi_2d_even_per_sample_mask": lambda: (
+        MultiCoilMRI(
+            birdcage_maps(4, (32, 30)),
+            torch.stack([poisson_disc_mask((32, 30), 3, seed=s) for s in (0, 1)]),
+        ),
+        (2, 32, 30),
+        1.0,
+    ),
     "multi_3d": lambda: (
         MultiCoilMRI(birdcage_maps(4, (9, 13, 11), rings=2), torch.ones(13, 11), ndim=3),
         (2, 9, 13, 11),
@@ -96,6 +104,13 @@ def test_adjointness(name: str, device: str) -> None:
     op = op.to(device)
     error = op.adjointness_error(_rand(shape).to(device))
     assert error < 1e-5, f"{name}: <Ax, y> != <x, A^H y> (relative error {error:.2e})"
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_normal_is_adjoint_of_forward(name: str) -> None:
+    op, shape, _ = OPERATORS[name]()
+    x = _rand(shape, seed=3)
+    assert torch.allclose(op.normal(x), op.A_adjoint(op.A(x)))
 
 
 @pytest.mark.parametrize("name", list(OPERATORS))

@@ -234,7 +234,7 @@ class MultiCoilMRI(_MRIBase):
                 f"got shape {tuple(maps.shape)}"
             )
         self.register_buffer("coil_maps", maps)  # (Bs, N, *spatial)
-        self._check_spatial(tuple(maps.shape), maps.shape[0], "coil_maps")
+        self._check_spatial(tuple(maps.shape), self.mask.shape[0], "coil_maps")
         # For even sizes the centred FFT is s C F C (C the (-1)^(i+j) checkerboard, s = +-1):
         # C folded into the maps and s C into the mask save the two shift copies of every FFT
         # (a third of the time of A^H A). Odd sizes keep the shifts.
