@@ -129,11 +129,16 @@ def _open_msd(root: Path) -> SegDataset:
     grouped = group_channels(images_dir, ending)
     cases = []
     for case, files in grouped.items():
-        if len(files) != len(channel_names):
-            nxt = len(files) if len(files) < len(channel_names) else len(channel_names)
+        if len(files) < len(channel_names):
+            raise InputError(
+                f"case {case!r} is missing channel file {case}_{len(files):04d}{ending} "
+                f"(dataset.json declares {len(channel_names)} channels); add it",
+                images_dir,
+            )
+        if len(files) > len(channel_names):
             raise InputError(
                 f"case {case!r} has {len(files)} channel files but dataset.json declares "
-                f"{len(channel_names)} channels; add or remove {case}_{nxt:04d}{ending}",
+                f"{len(channel_names)}; fix channel_names or remove the extra files",
                 images_dir,
             )
         label = labels_dir / f"{case}{ending}"

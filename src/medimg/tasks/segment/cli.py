@@ -1,0 +1,152 @@
+"""``medimg segment simulate|plan|train|predict|evaluate``: the pipeline verbs, one each."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.phantoms.segmentation import write_folder_dataset, write_msd_dataset
+
+    if args.layout == "msd":
+        root = write_msd_dataset(
+            args.out, args.kind, n_train=args.cases, n_test=args.test, seed=args.seed
+        )
+    else:
+        root = write_folder_dataset(args.out, args.kind, n=args.cases, seed=args.seed)
+    print(f"wrote a synthetic {args.kind.upper()} set ({args.layout} layout) to {root}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from medimg.datasets.msd import check_dataset, open_dataset
+    from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
+    from medimg.tasks.segment.plan import make_plan, save_plan
+
+    ds = open_dataset(args.dataset, modality=args.modality)
+    fp = fingerprint_from_cases(ds, check_dataset(ds))
+    plan = make_plan(fp, memory_budget_mb=args.memory_mb, base_features=args.base_features,
+                     network=args.network, configuration=args.configuration,
+                     max_steps=args.max_steps)  # fmt: skip
+    out = Path(args.out or Path(args.dataset) / "plan.yaml")
+    save_fingerprint(fp, out.with_name("fingerprint.json"))
+    save_plan(plan, out)
+    print(f"wrote {out}: {plan.configuration}, spacing {plan.target_spacing} mm, "
+          f"patch {plan.patch_size}, batch {plan.batch_size}, {len(plan.pool_strides)} poolings")  # fmt: skip
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medimg.tasks.segment.train import train_preset, train_segmentation
+
+    if args.preset == "default":
+        res = train_preset(args.out or "runs/segment/default", max_steps=args.max_steps,
+                           device=args.device, progress=not args.quiet)  # fmt: skip
+    else:
+        if args.dataset is None:
+            raise SystemExit("error: DATASET is required unless --preset default")
+        out = args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
+        res = train_segmentation(args.dataset, out, fold=args.fold, plan=args.plan,
+                                 max_steps=args.max_steps, device=args.device,
+                                 progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+    print(f"trained to step {res.last_step}; best dice {res.best_metric} at step {res.best_step}; "
+          f"model folder {res.run_dir}")  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.segment.predict import predict_path
+
+    written = predict_path(args.input, args.output, model=args.model, device=args.device,
+                           mirror=not args.no_mirror, overwrite=args.overwrite)  # fmt: skip
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.segment.evaluate import evaluate_folders
+
+    out = args.out or Path(args.pred_dir) / "evaluation"
+    res = evaluate_folders(args.pred_dir, args.gt_dir, out, nsd_tolerance_mm=args.nsd_tolerance,
+                           images_dir=args.images)  # fmt: skip
+    for k, est in res["summary"].items():
+        print(f"label {k}: Dice {est['dice']}  HD95 {est['hd95']} mm")
+    print(f"wrote {out}/metrics.csv, summary.md, cases.png")
+    return 0
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the segmentation verbs to ``medimg segment``."""
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "write a synthetic 3D segmentation set (CT-like organs or MR-like tissues)",
+              "medimg segment simulate data/SynthCT --kind ct --cases 16 --test 4")  # fmt: skip
+    p.add_argument("out", help="output folder")
+    p.add_argument("--kind", choices=("ct", "mr"), default="ct")
+    p.add_argument("--layout", choices=("msd", "folder"), default="msd")
+    p.add_argument("--cases", type=int, default=12, help="training cases")
+    p.add_argument("--test", type=int, default=4, help="held-out cases (msd layout: imagesTs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "plan", "fingerprint a dataset and write its training plan (editable YAML)",
+              "medimg segment plan data/SynthCT            # writes data/SynthCT/plan.yaml")  # fmt: skip
+    p.add_argument(
+        "dataset", help="MSD/nnU-Net raw folder (dataset.json) or images/+labels/ folder"
+    )
+    p.add_argument("--out", help="plan file (default DATASET/plan.yaml)")
+    p.add_argument("--modality", help="CT or MR for a plain folder (default: MR, z-score)")
+    p.add_argument("--memory-mb", type=float, default=1024.0, help="training memory budget")
+    p.add_argument("--base-features", type=int, default=16)
+    p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet")
+    p.add_argument("--configuration", choices=("2d", "3d"), help="override the 2D/3D choice")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.set_defaults(func=_plan)
+
+    p = _verb(sub, "train", "train one fold (or all cases) of a planned dataset",
+              "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
+              "medimg segment train --preset default      # the shipped default model's recipe")  # fmt: skip
+    p.add_argument("dataset", nargs="?", help="dataset folder")
+    p.add_argument("--fold", type=int, default=0, help="fold K of the k-fold split; -1 = all cases")
+    p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
+    p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
+    p.add_argument("--out", help="run/model folder (default runs/segment/<dataset>/fold_K)")
+    p.add_argument("--max-steps", type=int, help="override the plan's max_steps")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "segment a file, a folder of images or a DICOM series",
+              "medimg segment predict ct.nii.gz ct_labels.nii.gz\n"
+              "medimg segment predict scans/ preds/ --model runs/segment/SynthCT/fold_0\n"
+              "medimg segment predict dicom_series/ out/   # NIfTI + DICOM-SEG")  # fmt: skip
+    p.add_argument("input", help="image file, folder of images (_0000 channels) or DICOM folder")
+    p.add_argument("output", help="output .nii.gz (single input) or folder")
+    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--no-mirror", action="store_true", help="skip test-time mirroring (faster)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "score predictions against ground truth (CSV, Markdown, PNG)",
+              "medimg segment evaluate preds/ data/SynthCT/labelsTs --images data/SynthCT/imagesTs")  # fmt: skip
+    p.add_argument("pred_dir")
+    p.add_argument("gt_dir")
+    p.add_argument("--out", help="report folder (default PRED_DIR/evaluation)")
+    p.add_argument("--images", help="image folder for the PNG background")
+    p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,102 @@
+"""``medimg segment`` verbs end to end on a tiny synthetic set, and their one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medimg.cli import main
+from medimg.io.api import load, save
+from medimg.io.image import Image
+
+TINY = {"shape": (32, 32, 8), "spacing": (12.0, 12.0, 15.0)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """simulate -> plan -> train (a few steps) through the CLI; returns (data, model) folders."""
+    from medimg.phantoms.segmentation import write_msd_dataset
+
+    tmp = tmp_path_factory.mktemp("seg")
+    torch.set_num_threads(1)
+    data = write_msd_dataset(tmp / "data", "ct", n_train=2, n_test=2, seed=0, **TINY)
+    assert main(["segment", "plan", str(data), "--memory-mb", "32", "--base-features", "4"]) == 0
+    model = tmp / "model"
+    argv = ["segment", "train", str(data), "--fold", "-1", "--plan", str(data / "plan.yaml"),
+            "--max-steps", "3", "--out", str(model), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    return data, model
+
+
+@pytest.mark.parametrize("verb", ["simulate", "plan", "train", "predict", "evaluate"])
+def test_every_verb_has_help_with_example(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", verb, "--help"])
+    assert exc.value.code == 0
+    assert "example:\n  medimg segment " + verb in capsys.readouterr().out
+
+
+def test_predict_folder_and_evaluate(trained, tmp_path, capsys):
+    data, model = trained
+    preds = tmp_path / "preds"
+    assert main(["segment", "predict", str(data / "imagesTs"), str(preds), "--model", str(model),
+                 "--no-mirror", "--device", "cpu"]) == 0  # fmt: skip
+    names = sorted(p.name for p in preds.iterdir())
+    assert names == ["ct_002.nii.gz", "ct_003.nii.gz"]
+    pred, ref = (
+        load(preds / names[0], is_label=True),
+        load(data / "imagesTs" / "ct_002_0000.nii.gz"),
+    )
+    assert pred.spatial_shape == ref.spatial_shape and np.allclose(pred.affine, ref.affine)
+    report = tmp_path / "report"
+    argv = ["segment", "evaluate", str(preds), str(data / "labelsTs"), "--out", str(report),
+            "--images", str(data / "imagesTs")]  # fmt: skip
+    assert main(argv) == 0
+    assert {"metrics.csv", "summary.md", "cases.png"} <= {p.name for p in report.iterdir()}
+    csv = (report / "metrics.csv").read_text().splitlines()
+    assert csv[0] == "case,label,name,dice,iou,hd95,assd,nsd" and len(csv) == 1 + 2 * 3
+    assert "[" in (report / "summary.md").read_text()  # CIs
+
+
+def test_predict_dicom_series_writes_nifti_and_seg(trained, tmp_path):
+    data, model = trained
+    image = load(data / "imagesTs" / "ct_002_0000.nii.gz", modality="CT")
+    series = save(image, tmp_path / "series")
+    out = tmp_path / "out"
+    argv = ["segment", "predict", str(series), str(out), "--model", str(model), "--no-mirror"]
+    assert main(argv) == 0
+    assert (out / "series.nii.gz").is_file() and (out / "series_seg.dcm").is_file()
+
+
+def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
+    data, model = trained
+    flat = save(Image(np.zeros((1, 16, 16), np.float32)), tmp_path / "flat.nii.gz")
+    assert (
+        main(["segment", "predict", str(flat), str(tmp_path / "o.nii.gz"), "--model", str(model)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "2D image given to a model planned for 3D data" in err and "\n" not in err
+    two = save(Image(np.zeros((2, 8, 8, 4), np.float32)), tmp_path / "two.nii.gz")
+    assert (
+        main(["segment", "predict", str(two), str(tmp_path / "o.nii.gz"), "--model", str(model)])
+        == 2
+    )
+    assert "2 channel(s) but the model expects 1" in capsys.readouterr().err
+    assert main(["segment", "plan", str(tmp_path / "nowhere")]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    # a prediction on another grid than its ground truth
+    preds = tmp_path / "p"
+    lab = load(data / "labelsTs" / "ct_002.nii.gz", is_label=True)
+    save(Image(lab.array[:, :16], lab.affine, is_label=True), preds / "ct_002.nii.gz")
+    assert main(["segment", "evaluate", str(preds), str(data / "labelsTs")]) == 2
+    assert "differs from the ground truth" in capsys.readouterr().err
