@@ -7,11 +7,11 @@ Gaussian importance map (``sigma = patch / 8`` per axis, as nnU-Net; floored at 
 blend is ``Σ w·y / Σ w``.
 
 Memory: windows are visited column by column along the **last** spatial axis. All windows of one
-column cover the same slab ``[z0, z0 + patch_z)``, and no later window reaches below the next
-column's start, so after each column the slab part ``[z0, z1)`` is final: it is normalised,
-reduced (argmax into a uint8 label map, or written out as probabilities) and dropped. The only
-float accumulator is one ``(K, X, Y, patch_z)`` float32 slab plus its ``(X, Y, patch_z)`` weight
-sum, so peak memory grows with ``K × X × Y × patch_z``, not with ``K`` times the volume.
+column cover the same slab ``[z0, z0 + patch_z)`` and no later window reaches below the next
+column's start, so after each column ``[z0, z1)`` is final: it is normalised, reduced (streaming
+argmax into a uint8 label map, or copied out as probabilities) and cleared. The only float
+accumulator is a ``(K, X, Y, patch_z)`` float32 ring buffer along the last axis plus its
+``(X, Y, patch_z)`` weight sum: peak memory grows with ``K·X·Y·patch_z``, not ``K`` × volume.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from medimg.errors import InputError
 
@@ -57,11 +58,7 @@ def _window_starts(size: int, patch: int, overlap: float) -> list[int]:
 
 
 def _check_args(
-    image: torch.Tensor,
-    patch_size: Sequence[int],
-    overlap: float,
-    batch_size: int,
-    mirror: Sequence[int],
+    image: torch.Tensor, patch_size: Sequence[int], overlap: float, bs: int, mirror: Sequence[int]
 ) -> tuple[int, ...]:
     if not isinstance(image, torch.Tensor):
         raise InputError(f"image must be a torch.Tensor (C, *spatial), got {type(image).__name__}")
@@ -75,10 +72,9 @@ def _check_args(
         raise InputError(f"patch_size must be positive, got {patch}")
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    bad = [a for a in mirror if not 0 <= int(a) < len(patch)]
-    if bad:
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {bs!r}")
+    if any(not 0 <= int(a) < len(patch) for a in mirror):
         raise InputError(f"mirror_axes are spatial axes 0..{len(patch) - 1}, got {list(mirror)}")
     return patch
 
@@ -93,8 +89,6 @@ def _predict_mirrored(
         y = torch.softmax(y, dim=1) if softmax else y
         y = y.flip(dims) if dims else y
         total = y if dims == () else total.add_(y)  # flips[0] is () : no extra copy
-    if len(flips) == 1 and not softmax:
-        return total.clone()  # the predictor's own tensor: never write into it
     return total.div_(len(flips)) if len(flips) > 1 else total
 
 
@@ -124,23 +118,23 @@ def _windows(
         for r in range(len(set(mirror_axes)) + 1)
         for combo in itertools.combinations(sorted({int(a) for a in mirror_axes}), r)
     ]
-    acc: torch.Tensor | None = None
-    wsum = torch.zeros((*padded[:-1], patch[-1]), dtype=torch.float32, device=device)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=math.prod(len(s) for s in starts), desc="sliding window", unit="win")
+    corners = list(itertools.product(*starts[:-1]))
+    depth = patch[-1]  # ring buffer along the last axis: absolute z lives at z % depth
+    # every column adds the same weights at the same (x, y) and local z: sum them once
+    col_w = torch.zeros((*padded[:-1], depth), dtype=torch.float32, device=device)
+    for corner in corners:
+        col_w[tuple(slice(c, c + p) for c, p in zip(corner, patch))] += weight
+    wsum, acc = torch.zeros_like(col_w), None
+    n_win = len(corners) * len(starts[-1])
+    bar = tqdm(total=n_win, desc="sliding window", unit="win", disable=not progress)
     z_starts = starts[-1]
     for j, z0 in enumerate(z_starts):
-        corners = list(itertools.product(*starts[:-1]))
+        ring = _ring_pieces(z0, depth, depth)
         for b0 in range(0, len(corners), batch_size):
             batch = corners[b0 : b0 + batch_size]
-            boxes = [
-                tuple(slice(c, c + p) for c, p in zip((*corner, z0), patch)) for corner in batch
-            ]
-            x = torch.stack([image[(slice(None), *box)] for box in boxes]).to(device)
-            out = _predict_mirrored(predictor, x, flips, softmax)
+            boxes = [tuple(slice(c, c + p) for c, p in zip(corner, patch)) for corner in batch]
+            x = torch.stack([image[(slice(None), *b, slice(z0, z0 + depth))] for b in boxes])
+            out = _predict_mirrored(predictor, x.to(device), flips, softmax)
             k_ok = num_classes is None or out.shape[1] == num_classes
             if out.shape[0] != len(batch) or tuple(out.shape[2:]) != patch or not k_ok:
                 raise InputError(
@@ -149,29 +143,30 @@ def _windows(
                 )
             if acc is None:
                 acc = torch.zeros((out.shape[1], *wsum.shape), dtype=torch.float32, device=device)
-            out.mul_(weight)
             for k, box in enumerate(boxes):
-                local = (*box[:-1], slice(0, patch[-1]))
-                acc[(slice(None), *local)] += out[k]
-                wsum[local] += weight
-            if bar is not None:
-                bar.update(len(batch))
+                for r, a, b in ring:  # += y·w without a temporary
+                    acc[(slice(None), *box, r)].addcmul_(out[k][..., a:b], weight[..., a:b])
+            bar.update(len(batch))
         assert acc is not None
+        for r, a, b in ring:
+            wsum[..., r] += col_w[..., a:b]
         z1 = z_starts[j + 1] if j + 1 < len(z_starts) else padded[-1]
-        n = z1 - z0
-        slab = acc[..., :n]
-        slab.div_(wsum[..., :n])  # in place: these slices are final and about to be dropped
-        yield z0, z1, slab
-        # move the still-open part [z1, z0 + patch) to the front in non-overlapping chunks
-        keep = patch[-1] - n
-        for i in range(0, keep, n):
-            c = min(n, keep - i)
-            acc[..., i : i + c] = acc[..., n + i : n + i + c]
-            wsum[..., i : i + c] = wsum[..., n + i : n + i + c]
-        acc[..., keep:] = 0
-        wsum[..., keep:] = 0
-    if bar is not None:
-        bar.close()
+        for r, a, b in _ring_pieces(z0, z1 - z0, depth):  # [z0, z1) is final: emit and clear
+            slab = acc[..., r].div_(wsum[..., r])
+            yield z0 + a, z0 + b, slab
+            slab.zero_()
+            wsum[..., r] = 0
+    bar.close()
+
+
+def _ring_pieces(z0: int, n: int, depth: int) -> list[tuple[slice, int, int]]:
+    """Ring slices holding absolute ``[z0, z0 + n)``, each with its offsets ``[a, b)`` from z0."""
+    r = z0 % depth
+    first = min(n, depth - r)
+    pieces = [(slice(r, r + first), 0, first)]
+    if n > first:
+        pieces.append((slice(0, n - first), first, n))
+    return pieces
 
 
 def _prepare(
@@ -196,6 +191,18 @@ def _crop(pads: list[tuple[int, int]], shape: Sequence[int], z0: int, z1: int) -
         return None
     src = (*(slice(p[0], p[0] + s) for p, s in zip(pads[:-1], shape[:-1])), slice(a - z0, b - z0))
     return src, slice(a - lo, b - lo)
+
+
+def _argmax_uint8(probs: torch.Tensor) -> torch.Tensor:
+    """``argmax`` over axis 0 as uint8, first maximum wins (no int64 index array, no strided
+    reduction: one elementwise pass per class)."""
+    best = probs[0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=probs.device)
+    for k in range(1, probs.shape[0]):
+        better = probs[k] > best
+        labels.masked_fill_(better, k)
+        torch.maximum(best, probs[k], out=best)
+    return labels
 
 
 @torch.inference_mode()
@@ -249,18 +256,9 @@ def sliding_window_segment(
         x, predictor, patch, overlap, batch_size, mirror_axes, dev, True, progress, num_classes
     )
     for z0, z1, slab in blocks:
-        where = _crop(pads, shape, z0, z1)
-        if where is None:
-            continue
-        src, dst = where
-        part = slab[(slice(None), *src)]
-        if probs:
-            out[..., dst] = part.cpu().numpy()
-        else:
-            # argmax a few slices at a time so the int64 index temporary stays small
-            for i in range(0, part.shape[-1], 8):
-                lab = part[..., i : i + 8].argmax(0).to(torch.uint8).cpu().numpy()
-                out[..., dst.start + i : dst.start + i + lab.shape[-1]] = lab
+        if (where := _crop(pads, shape, z0, z1)) is not None:
+            part = slab[(slice(None), *where[0])]
+            out[..., where[1]] = (part if probs else _argmax_uint8(part)).cpu().numpy()
     return out
 
 
@@ -292,9 +290,7 @@ def sliding_window_logits(
     ):
         if out is None:
             out = torch.empty((slab.shape[0], *shape), dtype=torch.float32)
-        where = _crop(pads, shape, z0, z1)
-        if where is not None:
-            src, dst = where
-            out[..., dst] = slab[(slice(None), *src)].cpu()
+        if (where := _crop(pads, shape, z0, z1)) is not None:
+            out[..., where[1]] = slab[(slice(None), *where[0])].cpu()
     assert out is not None
     return out
