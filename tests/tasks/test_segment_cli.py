@@ -100,3 +100,22 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
     save(Image(lab.array[:, :16], lab.affine, is_label=True), preds / "ct_002.nii.gz")
     assert main(["segment", "evaluate", str(preds), str(data / "labelsTs")]) == 2
     assert "differs from the ground truth" in capsys.readouterr().err
+
+
+def test_fold_ensemble_folder(trained, tmp_path):
+    """A folder with plan.yaml and fold_*/best/ is an ensemble: probabilities are averaged."""
+    import shutil
+
+    from medimg.tasks.segment.predict import Segmenter
+
+    data, model = trained
+    ens = tmp_path / "ens"
+    for k in (0, 1):
+        shutil.copytree(model / "best", ens / f"fold_{k}" / "best")
+    shutil.copy2(model / "plan.yaml", ens / "plan.yaml")
+    single, both = Segmenter(model, device="cpu"), Segmenter(ens, device="cpu")
+    assert len(both.models) == 2
+    image = load(data / "imagesTs" / "ct_003_0000.nii.gz", modality="CT")
+    a = single.segment(image, mirror=False).array
+    b = both.segment(image, mirror=False).array
+    assert np.array_equal(a, b)  # two identical members: the ensemble equals one of them

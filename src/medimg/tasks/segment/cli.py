@@ -53,15 +53,22 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.train import train_preset, train_segmentation
 
     if args.preset == "default":
-        res = train_preset(args.out or "runs/segment/default", max_steps=args.max_steps,
-                           device=args.device, progress=not args.quiet)  # fmt: skip
+        work = Path(args.out or "runs/segment/default")
+        res = train_preset(work, max_steps=args.max_steps, device=args.device,
+                           progress=not args.quiet)  # fmt: skip
     else:
         if args.dataset is None:
-            raise SystemExit("error: DATASET is required unless --preset default")
+            from medimg.errors import InputError
+
+            raise InputError("train needs a DATASET folder (or --preset default)")
         out = args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
         res = train_segmentation(args.dataset, out, fold=args.fold, plan=args.plan,
                                  max_steps=args.max_steps, device=args.device,
                                  progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+    if args.export:
+        from medimg.tasks.segment.train import export_model
+
+        print(f"exported the model to {export_model(res.run_dir, args.export)}")
     print(f"trained to step {res.last_step}; best dice {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     return 0
@@ -118,7 +125,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
 
     p = _verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
-              "medimg segment train --preset default      # the shipped default model's recipe")  # fmt: skip
+              "medimg segment train --preset default --export src/medimg/tasks/segment/default")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
     p.add_argument("--fold", type=int, default=0, help="fold K of the k-fold split; -1 = all cases")
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
@@ -128,6 +135,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--export", help="also copy plan.yaml + best weights into this model folder")
     p.set_defaults(func=_train)
 
     p = _verb(sub, "predict", "segment a file, a folder of images or a DICOM series",

@@ -27,7 +27,7 @@ from medimg.tasks.segment.models import build_network
 from medimg.tasks.segment.plan import SegPlan, load_plan, make_plan, save_plan
 from medimg.tasks.segment.predict import sliding_labels
 
-__all__ = ["SegRun", "dice_per_class", "train_segmentation"]
+__all__ = ["SegRun", "dice_per_class", "export_model", "train_preset", "train_segmentation"]
 
 
 @dataclasses.dataclass
@@ -160,6 +160,23 @@ def train_preset(
     save_plan(plan, work / "plan.yaml")
     return train_segmentation(data, work / "model", fold=-1, plan=plan, max_steps=max_steps,
                               progress=progress, device=device, overwrite=True, resume=False)  # fmt: skip
+
+
+def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's ``plan.yaml`` and best (else last) weights into a model folder ``dest``
+    (what ships in ``medimg/tasks/segment/default``)."""
+    import shutil
+
+    from medimg.engine import find_checkpoint
+
+    run, out = Path(run_dir), Path(dest)
+    ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
+    if ckpt is None or not (run / "plan.yaml").is_file():
+        raise InputError("no finished training here (plan.yaml and best/ or last/)", run)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "plan.yaml", out / "plan.yaml")
+    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    return out
 
 
 def _choose_postprocessing(
