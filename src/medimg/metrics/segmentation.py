@@ -250,7 +250,8 @@ def summarize(
     for i, case in enumerate(per_case):
         if list(case) != labels:
             raise InputError(
-                f"case {i} scores labels {list(case)} but case 0 scores {labels}; score the same labels"
+                f"case {i} scores labels {list(case)} but case 0 scores {labels}; "
+                "score the same labels in every case"
             )
     summary: dict[int, dict[str, Estimate]] = {}
     for lab in labels:
