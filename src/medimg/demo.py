@@ -48,7 +48,7 @@ def demo_volumes(seed: int = 0) -> dict[str, Image]:
     from medimg.phantoms.mri import brain_phantom
 
     ct = body_phantom((16, 96, 96), (2.5, 3.6, 3.6), n_nodules=2, seed=seed)
-    ct_image = ct.to_images()[0].canonical()  # phantom axes (slice, row, col) -> RAS
+    ct_image = ct.to_images()[0]
     ct_image.affine = _oblique_affine(ct_image.spacing, axis=2, degrees=12.0)
     mr = brain_phantom((12, 96, 80), contrast="t1", seed=seed).magnitude.numpy()
     mr_image = Image(

@@ -103,9 +103,15 @@ def test_spacing_sets_physical_size() -> None:
 
 def test_images_and_affine(volume: CTPhantom) -> None:
     hu, lab = volume.to_images()
-    assert hu.modality == "CT" and lab.is_label and hu.spatial_shape == (20, 96, 96)
-    assert np.allclose(sorted(hu.spacing), [4.0, 4.0, 10.0])
-    assert hu.orientation == "IPL"  # slices go down, rows posterior, columns to the left
+    assert hu.modality == "CT" and lab.is_label and hu.spatial_shape == (96, 96, 20)
+    assert np.allclose(hu.spacing, [4.0, 4.0, 10.0])
+    assert hu.orientation == "RAS"  # the project's (C, X, Y, Z) convention
+    # same voxels at the same world points as the phantom's own (slice, row, col) affine
+    z, r, c = 3, 40, 17
+    world = volume.affine[:3, :3] @ [z, r, c] + volume.affine[:3, 3]
+    ijk = np.rint(hu.world_to_voxel(world)).astype(int)
+    assert hu.array[0][tuple(ijk)] == volume.hu[z, r, c]
+    assert lab.array[0][tuple(ijk)] == volume.labels[z, r, c]
 
 
 @pytest.mark.parametrize(

@@ -62,9 +62,15 @@ class CTPhantom:
     nodules: list[Nodule] = field(default_factory=list)
 
     def to_images(self) -> tuple[Image, Image]:
-        """The HU image and the label map as channel-first :class:`~medimg.io.image.Image`."""
-        hu = Image(self.hu[None], self.affine, modality="CT")
-        return hu, Image(self.labels[None], self.affine, modality="SEG", is_label=True)
+        """The HU image and the label map as :class:`~medimg.io.image.Image`, in the project's
+        ``(C, X, Y[, Z])`` convention (reoriented to the closest RAS+; world positions kept)."""
+        if self.hu.ndim == 2:  # (row, col) -> (col, row) = (X, Y)
+            swap = self.affine[:, [1, 0, 2, 3]]
+            hu = Image(self.hu.T[None], swap, modality="CT")
+            return hu, Image(self.labels.T[None], swap, modality="SEG", is_label=True)
+        hu = Image(self.hu[None], self.affine, modality="CT").canonical()
+        labels = Image(self.labels[None], self.affine, modality="SEG", is_label=True)
+        return hu, labels.canonical()
 
 
 def shepp_logan_hu(size: int = 256) -> np.ndarray:
