@@ -13,9 +13,12 @@ Filters (frequency ``nu`` in units of Nyquist, ``c`` = ``frequency_scaling``; ze
 ``ram-lak`` 1, ``shepp-logan`` ``sinc(nu / 2c)``, ``cosine`` ``cos(pi nu / 2c)``, ``hann``
 ``(1 + cos(pi nu / c)) / 2``. Projections are zero-padded to ``max(64, 2^ceil(log2 2 (n_det + 2)))``.
 
-Back-projection is pixel-driven with linear interpolation on the detector. Its weights form a
-sparse matrix (two entries per view and pixel), built once per device/dtype and applied with one
-sparse-dense product; above ``max_matrix_mb`` it is computed view-chunk by view-chunk instead.
+Back-projection is pixel-driven: the filtered projections are first upsampled ``upsample``
+times by sinc interpolation (zero-padding their spectrum, which costs one longer inverse FFT),
+then read with linear interpolation; ``upsample=1`` is plain linear interpolation, as
+``iradon``. The weights form a sparse matrix (two entries per view and pixel), built once per
+device/dtype and applied with one sparse product; above ``max_matrix_mb`` it is computed
+view-chunk by view-chunk instead.
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ class FBP(nn.Module):
     circle
         Reconstruct only inside the circle inscribed in the image (zero outside), as
         ``skimage.transform.iradon(circle=True)``; it also saves time.
+    upsample
+        Sinc upsampling of the filtered projections before linear interpolation (1 = none).
+    max_matrix_mb
+        Largest sparse back-projection matrix kept (per device/dtype); larger ones are chunked.
 
     >>> from medimg.physics.ct import CTProjector
     >>> g = ParallelBeamGeometry(image_shape=(64, 64), n_views=96, pixel_size=0.5)
@@ -125,26 +132,31 @@ class FBP(nn.Module):
         frequency_scaling: float = 1.0,
         *,
         circle: bool = False,
+        upsample: int = 2,
         max_matrix_mb: float = 512.0,
     ) -> None:
         super().__init__()
         if not isinstance(geometry, (ParallelBeamGeometry, FanBeamGeometry)):
             raise InputError(f"geometry must be a Parallel/FanBeamGeometry, got {type(geometry)}")
+        if int(upsample) < 1:
+            raise InputError(f"upsample must be an integer >= 1, got {upsample}")
         g = self.geometry = geometry
+        self.up, self.max_matrix_mb = int(upsample), float(max_matrix_mb)
         n_det = int(g.n_det)  # type: ignore[arg-type]
         self.n_pad = max(64, 2 ** math.ceil(math.log2(2 * (n_det + _MARGIN))))  # no wrap-around
-        self.max_matrix_mb = float(max_matrix_mb)
-        spec = _kernel_spectrum(g, filter_name, frequency_scaling, self.n_pad)
-        self.register_buffer("spectrum", spec)  # float64; cast to the data dtype on use
-        pre = torch.ones(g.sinogram_shape, dtype=torch.float64)
+        self.n_up = self.n_pad * self.up  # filtered samples per view, circular
         if isinstance(g, FanBeamGeometry):
-            pre = pre * g.source_iso * g.det_coords().cos()
+            pre = g.source_iso * g.det_coords().cos()[None, :].expand(g.sinogram_shape)
             full = abs(g.angle_range - 2 * math.pi) < 1e-9
-            pre = pre if full else 2 * pre * _parker(g)  # short scan covers each line once
-            self.view_weight = g.angle_range / g.n_views
+            pre = pre if full else 2 * pre * _parker(g)  # a short scan covers each line once
+            self.register_buffer("pre_weight", pre.contiguous())
+            view_weight = g.angle_range / g.n_views
         else:
-            self.view_weight = math.pi / g.n_views
-        self.register_buffer("pre_weight", pre)
+            self.pre_weight = None
+            view_weight = math.pi / g.n_views
+        spec = _kernel_spectrum(g, filter_name, frequency_scaling, self.n_pad)
+        # scalars folded into the spectrum (float64; cast on use): fewer passes over the data
+        self.register_buffer("spectrum", spec * (view_weight * self.up))
         h, w = g.image_shape
         rr, cc = torch.meshgrid(
             torch.arange(h, dtype=torch.float64),
@@ -159,19 +171,16 @@ class FBP(nn.Module):
         self._rc = torch.stack([rr.reshape(-1)[inside], cc.reshape(-1)[inside]], 1)
         self._matrix: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    # ----------------------------------------------------------------- filtering
-    def filter(self, sinogram: torch.Tensor) -> torch.Tensor:
-        """Weighted, ramp-filtered projections ``(C, V, n_det + 4)`` (2 extra samples per side)."""
-        p = sinogram * self.pre_weight.to(sinogram.dtype)
-        q = torch.fft.irfft(
-            torch.fft.rfft(p, n=self.n_pad) * self.spectrum.to(p.dtype), n=self.n_pad
-        )
-        n_det = p.shape[-1]
-        return torch.cat([q[..., self.n_pad - _MARGIN :], q[..., : n_det + _MARGIN]], dim=-1)
+    def _filtered(self, p: torch.Tensor) -> torch.Tensor:
+        """Weighted, filtered projections ``(C, V, n_up)``, ``up`` samples per detector pitch;
+        circular: the last samples are the signal left of element 0, where it spills over."""
+        if self.pre_weight is not None:
+            p = p * self.pre_weight.to(p.dtype)
+        spec = torch.fft.rfft(p, n=self.n_pad) * self.spectrum.to(p.dtype)
+        return torch.fft.irfft(spec, n=self.n_up)  # zero-padded spectrum: sinc interpolation
 
-    # ----------------------------------------------------------------- back-projection
     def _footprint(self, views: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """Detector index (into the extended projections) and weight, each ``(v, P)`` float64."""
+        """Upsampled detector position (may be < 0) and weight per view and pixel, ``(v, P)``."""
         g = self.geometry
         (r0, c0), d = g.iso_center, g.pixel_size  # type: ignore[misc]
         x = (self._rc[:, 1] - c0) * d
@@ -185,13 +194,15 @@ class FBP(nn.Module):
             cross, dot = ang.sin() * vy + ang.cos() * vx, ang.sin() * vx - ang.cos() * vy
             u = torch.atan2(cross, dot) / g.det_unit
             weight = 1.0 / (vx**2 + vy**2)
-        return u + g.det_center + _MARGIN, weight  # type: ignore[operator]
+        return (u + g.det_center) * self.up, weight  # type: ignore[operator]
 
     def _sparse(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        g, n_ext = self.geometry, int(self.geometry.n_det) + 2 * _MARGIN  # type: ignore[arg-type]
-        n_pix, n_v = self._rc.shape[0], g.n_views
-        mb = 2 * n_pix * n_v * (4 + torch.finfo(dtype).bits / 8) / 2**20
-        if mb > self.max_matrix_mb or n_v * n_ext >= 2**31:
+        """CSR ``(H W, V n_up)``: two linear-interpolation weights per view and pixel."""
+        g, n, m = self.geometry, self.n_up, _MARGIN * self.up
+        n_pix, n_v, (h, w) = self._rc.shape[0], g.n_views, g.image_shape
+        if 2 * n_pix * n_v * (4 + torch.finfo(dtype).bits / 8) / 2**20 > self.max_matrix_mb:
+            return None
+        if max(n_v * n, 2 * n_pix * n_v) >= 2**31:  # int32 indices
             return None
         key = (device, dtype)
         if key not in self._matrix:
@@ -203,40 +214,46 @@ class FBP(nn.Module):
                 u, wt = self._footprint(sl)
                 i0 = torch.floor(u)
                 frac, i0 = u - i0, i0.long()
+                base = torch.arange(sl.start, sl.stop)[:, None] * n
                 for k, (idx, wk) in enumerate(((i0, 1 - frac), (i0 + 1, frac))):
-                    ok = (idx >= 0) & (idx < n_ext)
-                    base = torch.arange(sl.start, sl.stop)[:, None] * n_ext
-                    cols[:, sl, k] = (idx.clamp(0, n_ext - 1) + base).T.to(torch.int32)
+                    ok = (idx >= -m) & (idx < int(g.n_det) * self.up + m)  # type: ignore[arg-type]
+                    cols[:, sl, k] = (idx.clamp(-m, n - m - 1) % n + base).T.to(torch.int32)
                     vals[:, sl, k] = (wk * wt * ok).T.to(dtype)
-            crow = torch.arange(n_pix + 1, dtype=torch.int32) * (2 * n_v)
+            counts = torch.zeros(h * w, dtype=torch.int64)
+            counts[self.pixels] = 2 * n_v  # rows outside the circle stay empty
+            crow = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]).to(torch.int32)
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self._matrix[key] = torch.sparse_csr_tensor(
                     crow,
                     cols.reshape(-1),
                     vals.reshape(-1),
-                    size=(n_pix, n_v * n_ext),
+                    size=(h * w, n_v * n),
                     check_invariants=False,
                 ).to(device)
         return self._matrix[key]
 
-    def backproject(self, q: torch.Tensor) -> torch.Tensor:
-        """Pixel-driven back-projection of extended projections ``(C, V, n_det + 4)``."""
-        c, n_v, n_ext = q.shape
+    def _backproject(self, q: torch.Tensor) -> torch.Tensor:
+        """Pixel-driven back-projection of ``_filtered`` output ``(C, V, n_up)`` -> ``(C, H W)``."""
+        c, n_v, n = q.shape
         matrix = self._sparse(q.device, q.dtype)
-        if matrix is not None:
-            vals = matrix @ q.reshape(c, n_v * n_ext).T  # [P, C]
-            return vals.T
-        out = q.new_zeros(c, self._rc.shape[0])
+        if matrix is not None:  # one sparse product; a vector product for one image is faster
+            flat = q.reshape(c, n_v * n)
+            return (matrix @ flat[0])[None] if c == 1 else (matrix @ flat.T).T
+        m = _MARGIN * self.up
+        ext = torch.cat([q[..., n - m :], q[..., : int(self.geometry.n_det) * self.up + m]], -1)  # type: ignore[arg-type]
+        vals = q.new_zeros(c, self._rc.shape[0])
         step = max(1, 2**22 // max(self._rc.shape[0] * c, 1))
         for a in range(0, n_v, step):
             sl = slice(a, min(a + step, n_v))
             u, wt = self._footprint(sl)
-            grid = torch.stack([(2 * u + 1) / n_ext - 1, torch.zeros_like(u)], -1)[:, None]
-            grid = grid.to(q.device, q.dtype)
-            rows = q[:, sl].permute(1, 0, 2)[:, :, None, :]  # [v,C,1,n_ext]
+            gx = (2 * (u + m) + 1) / ext.shape[-1] - 1
+            grid = torch.stack([gx, torch.zeros_like(gx)], -1)[:, None].to(q.device, q.dtype)
+            rows = ext[:, sl].permute(1, 0, 2)[:, :, None, :]  # [v,C,1,n_ext]
             s = F.grid_sample(rows, grid, mode="bilinear", align_corners=False)  # [v,C,1,P]
-            out = out + (s[:, :, 0] * wt.to(q.device, q.dtype)[:, None]).sum(0)
+            vals = vals + (s[:, :, 0] * wt.to(q.device, q.dtype)[:, None]).sum(0)
+        out = q.new_zeros(c, self.geometry.image_shape[0] * self.geometry.image_shape[1])
+        out[:, self.pixels.to(q.device)] = vals
         return out
 
     def forward(self, sinogram: torch.Tensor) -> torch.Tensor:
@@ -249,12 +266,10 @@ class FBP(nn.Module):
             )
         if not sinogram.is_floating_point():
             sinogram = sinogram.float()
-        if not bool(torch.isfinite(sinogram).all()):
+        if not bool(torch.isfinite(sinogram.sum())):  # NaN and Inf reach the sum: one pass
             raise InputError("sinogram holds NaN or Inf; fix or mask those samples before FBP")
         lead, (h, w) = sinogram.shape[:-2], g.image_shape
-        vals = self.backproject(self.filter(sinogram.reshape(-1, *g.sinogram_shape)))
-        out = vals.new_zeros(vals.shape[0], h * w)
-        out[:, self.pixels.to(out.device)] = vals * self.view_weight
+        out = self._backproject(self._filtered(sinogram.reshape(-1, *g.sinogram_shape)))
         return out.reshape(*lead, h, w)
 
 
