@@ -287,7 +287,7 @@ def fbp(
     """Functional :class:`FBP`; the operator for the last few settings is kept for reuse."""
     key = (geometry, filter_name, float(frequency_scaling), bool(circle))
     if key not in _CACHE:
-        if len(_CACHE) >= 4:
+        if len(_CACHE) >= 2:  # each may hold a sparse matrix of up to max_matrix_mb
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = FBP(geometry, filter_name, frequency_scaling, circle=circle)
     return _CACHE[key].to(sinogram.device)(sinogram)
