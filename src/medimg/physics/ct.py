@@ -3,7 +3,8 @@
 ``y = A x``: ``x`` is an image of attenuation (any unit per mm, e.g. mu in 1/mm) laid out
 ``(..., H, W)`` (rows top to bottom, columns left to right; ``(B, 1, H, W)`` or a stack of axial
 slices ``(B, 1, Z, H, W)``), ``y`` the line integrals ``(..., n_views, n_det)`` (dimensionless when
-``x`` is in 1/mm). World frame: ``x`` along columns, ``y`` up (towards row 0), in mm, origin at
+``x`` is in 1/mm). A volume from :mod:`medimg.phantoms.ct` ``(Z, H, W)`` goes in as it is.
+World frame: ``x`` along columns, ``y`` up (towards row 0), in mm, origin at
 the rotation axis ``iso_center``. Parallel view ``theta`` measures ``s = x cos(theta) +
 y sin(theta)`` (scikit-image's ``radon`` convention); fan view ``beta`` puts the source at
 ``DSO (-sin(beta), cos(beta))`` and its ray at fan angle ``gamma`` equals the parallel ray
@@ -36,6 +37,10 @@ __all__ = ["CTGeometry", "CTProjector", "FanBeamGeometry", "ParallelBeamGeometry
 
 @dataclass(frozen=True, kw_only=True)
 class _Geometry:
+    """Shared fields: image ``(H, W)`` of ``pixel_size`` mm; ``n_views`` angles from
+    ``start_angle`` over ``angle_range`` (rad, end excluded); ``n_det`` elements of pitch
+    ``det_spacing`` mm; ray sampling step ``sample_step`` in pixels (1 = scikit-image)."""
+
     image_shape: tuple[int, int]
     n_views: int
     pixel_size: float = 1.0
