@@ -1,0 +1,232 @@
+"""Learned multi-coil MRI reconstruction: unrolled VarNet and MoDL, and a U-Net baseline.
+
+Every network is called as ``net(y, physics)`` with undersampled k-space ``y`` complex64
+``(B, N, H, W)`` and ``physics`` a :class:`~medimg.physics.mri.MultiCoilMRI` (mask and coil
+maps), or, for the VarNet, which estimates its own maps, simply the mask (``(H, W)``,
+``(W,)`` or ``(B, H, W)``). It returns the complex image ``(B, H, W)``; its magnitude is the
+reconstruction (compared with fastMRI's RSS target). Inputs are scaled by ``s``, the peak of the
+zero-filled RSS per item, before the network and the output is multiplied back, so the same
+weights serve any k-space scaling.
+
+* :class:`VarNet` (E2E-VarNet-style, Sriram et al. 2020, written in the image domain):
+  maps ``S = R(C(F^H L y)) / RSS`` from the ACS-only coil images (``L`` keeps the ACS block,
+  ``C`` a complex U-Net shared over coils); then ``x_0 = A^H y`` and ``T`` cascades
+  ``x_{t+1} = x_t - eta_t A^H (A x_t - y) - G_t(x_t)`` (soft data consistency with a learned
+  step ``eta_t`` and a per-cascade complex U-Net ``G_t``), ``A = M F S``.
+* :class:`MoDL` (Aggarwal et al. 2019): one shared denoiser ``D``, ``K`` iterations of
+  ``z = D(x_k)`` then ``x_{k+1} = (A^H A + lam I)^{-1} (A^H y + lam z)`` by conjugate gradients
+  (:func:`medimg.physics.solvers.conjugate_gradient`), ``lam > 0`` learned.
+* :class:`ZeroFilledUNet`: a complex (two-channel) U-Net on the coil-combined ``A^H y``.
+
+The U-Nets are MONAI's ``ComplexUnet`` (BasicUNet on real/imaginary channels, padded to a
+multiple of 16, with its own per-item normalisation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.apps.reconstruction.networks.nets.complex_unet import ComplexUnet
+from torch import nn
+
+from medimg.errors import InputError
+from medimg.physics.masks import acs_region
+from medimg.physics.mri import MultiCoilMRI, check_kspace, ifft2c, rss
+from medimg.physics.solvers import conjugate_gradient
+
+__all__ = ["MODELS", "MoDL", "ModelConfig", "VarNet", "ZeroFilledUNet", "build_model"]
+__all__ += ["check_inputs"]
+
+MODELS = ("varnet", "modl", "unet")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture of one network; round-trips to YAML inside the training config."""
+
+    name: str = "varnet"
+    cascades: int = 5  # VarNet cascades / MoDL iterations
+    features: tuple[int, ...] = (8, 8, 16, 32, 64, 8)  # ComplexUnet's six widths
+    sens_features: tuple[int, ...] = (4, 4, 8, 16, 32, 4)  # VarNet's sensitivity U-Net
+    cg_iter: int = 5  # MoDL's CG steps per iteration
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise InputError(f"model must be one of {', '.join(MODELS)}, got {self.name!r}")
+        for key in ("features", "sens_features"):
+            v = getattr(self, key)
+            if len(v) != 6 or min(v) < 1:
+                raise InputError(f"ModelConfig.{key} needs six positive widths, got {v}")
+        if self.cascades < 1 or self.cg_iter < 1:
+            raise InputError(
+                f"cascades and cg_iter must be >= 1, got {self.cascades}, {self.cg_iter}"
+            )
+
+
+def _unet(features: Sequence[int]) -> ComplexUnet:
+    return ComplexUnet(spatial_dims=2, features=tuple(features))
+
+
+def _apply(unet: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Complex ``(B, H, W)`` through a MONAI ComplexUnet (``(B, 1, H, W, 2)`` layout)."""
+    out = unet(torch.view_as_real(x)[:, None])
+    return torch.view_as_complex(out[:, 0].contiguous())
+
+
+def check_inputs(y: torch.Tensor, mask: torch.Tensor, need_acs: bool = False) -> None:
+    """One-line :class:`InputError` for unusable inputs: real, NaN/Inf or wrongly shaped
+    k-space, a mask that does not fit it, or (``need_acs``) a mask without a fully sampled
+    centre from which coil maps could be estimated."""
+    check_kspace(y)
+    if y.ndim != 4:
+        raise InputError(f"k-space must be multi-coil (B, N, H, W), got shape {tuple(y.shape)}")
+    m = torch.as_tensor(mask)
+    m = m[None] if m.ndim == 1 else m
+    h, w = y.shape[-2:]
+    if m.ndim not in (2, 3) or m.shape[-1] != w or m.shape[-2] not in (1, h) or (
+        m.ndim == 3 and m.shape[0] not in (1, y.shape[0])
+    ):  # fmt: skip
+        raise InputError(
+            f"mask shape {tuple(mask.shape)} does not match k-space shape {tuple(y.shape)}; "
+            f"the mask must be (W,), (H, W) or (B, H, W) with H, W = {h}, {w}"
+        )
+    if need_acs:
+        rows, cols = acs_region(m, (h, w))
+        if cols.stop - cols.start < 2 or rows.stop - rows.start < 2:
+            raise InputError(
+                "the mask has no fully sampled centre (ACS lines), needed to estimate coil "
+                "maps; sample the centre (center_fraction > 0) or give maps to MoDL/U-Net"
+            )
+
+
+class _MRINet(nn.Module):
+    """Scaling, argument checks and the ``(y, physics)`` call shared by the networks."""
+
+    needs_maps = True
+
+    def forward(self, y: torch.Tensor, physics: MultiCoilMRI | torch.Tensor) -> torch.Tensor:
+        if isinstance(physics, MultiCoilMRI):
+            mask, maps = physics.mask, physics.coil_maps
+        elif isinstance(physics, torch.Tensor) and not self.needs_maps:
+            mask, maps = physics, None
+        else:
+            raise InputError(
+                f"{type(self).__name__} needs physics=MultiCoilMRI(coil_maps, mask) "
+                "(maps e.g. from medimg.physics.coils.espirit_maps)"
+            )
+        check_inputs(y, mask, need_acs=not self.needs_maps)
+        mask = mask.to(y.device).float()
+        scale = rss(ifft2c(y), 1).flatten(1).amax(1).clamp_min(1e-12)  # (B,) zero-filled peak
+        x = self._reconstruct(y / scale.view(-1, 1, 1, 1), mask, maps)
+        return x * scale.view(-1, 1, 1)
+
+    def _reconstruct(
+        self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SensitivityNet(nn.Module):
+    """Coil maps from the ACS block: ``S_c = C(F^H L y_c) / sqrt(sum_c |C(F^H L y_c)|^2)``."""
+
+    def __init__(self, features: Sequence[int]) -> None:
+        super().__init__()
+        self.unet = _unet(features)
+
+    def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, h, w = y.shape
+        rows, cols = acs_region(mask, (h, w))
+        low = torch.zeros(h, w, device=y.device)
+        low[rows, cols] = 1.0  # keep the calibration block only: smooth coil images
+        coil = ifft2c(y * low).reshape(b * n, h, w)
+        maps = _apply(self.unet, coil).reshape(b, n, h, w)
+        return maps / rss(maps, 1).clamp_min(1e-12)[:, None]
+
+
+class VarNet(_MRINet):
+    """E2E-VarNet-style unrolled network with learned coil maps; see the module docstring.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from medimg.physics.masks import equispaced_mask
+    >>> net = VarNet(cascades=2)
+    >>> y = torch.randn(1, 4, 32, 32, dtype=torch.complex64)
+    >>> net(y, equispaced_mask((32, 32), 4, 0.16)).shape
+    torch.Size([1, 32, 32])
+    """
+
+    needs_maps = False
+
+    def __init__(
+        self,
+        cascades: int = 5,
+        features: Sequence[int] = (8, 8, 16, 32, 64, 8),
+        sens_features: Sequence[int] = (4, 4, 8, 16, 32, 4),
+    ) -> None:
+        super().__init__()
+        self.sens = SensitivityNet(sens_features)
+        self.regs = nn.ModuleList(_unet(features) for _ in range(cascades))
+        self.eta = nn.Parameter(torch.ones(cascades))
+
+    def _reconstruct(
+        self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
+    ) -> torch.Tensor:
+        op = MultiCoilMRI(self.sens(y, mask), mask, check_inputs=False)
+        x = op.A_adjoint(y)
+        for eta, reg in zip(self.eta, self.regs):
+            x = x - eta * op.A_adjoint(op.A(x) - y) - _apply(reg, x)
+        return x
+
+
+class MoDL(_MRINet):
+    """MoDL: shared denoiser alternated with CG data consistency; see the module docstring."""
+
+    def __init__(
+        self, iterations: int = 5, features: Sequence[int] = (8, 8, 16, 32, 64, 8), cg_iter: int = 5
+    ) -> None:
+        super().__init__()
+        self.denoiser = _unet(features)
+        self.iterations, self.cg_iter = iterations, cg_iter
+        self.lam_raw = nn.Parameter(torch.tensor(0.5413))  # softplus -> lam = 1 at start
+
+    def _reconstruct(
+        self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
+    ) -> torch.Tensor:
+        op = MultiCoilMRI(maps.to(y.device), mask, check_inputs=False)  # type: ignore[union-attr]
+        lam = F.softplus(self.lam_raw)
+        aty = op.A_adjoint(y)
+        x = aty
+        for _ in range(self.iterations):
+            z = _apply(self.denoiser, x)
+            x = conjugate_gradient(
+                lambda v: op.normal(v) + lam * v, aty + lam * z, x0=z, max_iter=self.cg_iter
+            )
+        return x
+
+
+class ZeroFilledUNet(_MRINet):
+    """End-to-end complex U-Net on the SENSE-combined zero-filled image ``A^H y``."""
+
+    def __init__(self, features: Sequence[int] = (16, 16, 32, 64, 128, 16)) -> None:
+        super().__init__()
+        self.unet = _unet(features)
+
+    def _reconstruct(
+        self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
+    ) -> torch.Tensor:
+        op = MultiCoilMRI(maps.to(y.device), mask, check_inputs=False)  # type: ignore[union-attr]
+        return _apply(self.unet, op.A_adjoint(y))
+
+
+def build_model(config: ModelConfig | str = "varnet", **overrides: object) -> _MRINet:
+    """The network named by ``config`` (a :class:`ModelConfig` or a name plus overrides)."""
+    cfg = ModelConfig(config, **overrides) if isinstance(config, str) else config  # type: ignore[arg-type]
+    if cfg.name == "varnet":
+        return VarNet(cfg.cascades, cfg.features, cfg.sens_features)
+    if cfg.name == "modl":
+        return MoDL(cfg.cascades, cfg.features, cfg.cg_iter)
+    return ZeroFilledUNet(cfg.features)
