@@ -125,3 +125,15 @@ def test_bad_arguments(kwargs: dict) -> None:
         args["spacing"] = (4.0,) * 4
     with pytest.raises(InputError):
         body_phantom(**args)
+
+
+def test_volume_round_trips_through_nifti(volume: CTPhantom, tmp_path) -> None:
+    from medimg.io.api import load, save
+
+    hu, lab = volume.to_images()
+    back = load(save(hu, tmp_path / "ct.nii.gz"))
+    np.testing.assert_allclose(back.array, hu.array)
+    np.testing.assert_allclose(back.affine, hu.affine, atol=1e-5)
+    labels = load(save(lab, tmp_path / "labels.nii.gz"), is_label=True)
+    assert np.array_equal(labels.array, lab.array)
+    assert np.isin(np.unique(volume.labels), np.unique(labels.array)).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from medimg.errors import InputError
@@ -43,8 +45,14 @@ def build_network(plan: SegPlan) -> nn.Module:
         from monai.networks.nets import SegResNet
 
         blocks = (1, 2, 2, 4)[: min(4, len(plan.pool_strides) + 1)]
+        groups = math.gcd(8, plan.filters[0])  # GroupNorm needs groups dividing the width
         return SegResNet(
-            dims, init_filters=plan.filters[0], in_channels=c_in, out_channels=k, blocks_down=blocks
+            dims,
+            init_filters=plan.filters[0],
+            in_channels=c_in,
+            out_channels=k,
+            blocks_down=blocks,
+            norm=("GROUP", {"num_groups": groups}),
         )
     raise InputError(f"plan.network must be dynunet or segresnet, got {plan.network!r}")
 
