@@ -1,0 +1,144 @@
+"""``medimg detect simulate|train|predict|evaluate``: the nodule-detection verbs, one each."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.datasets.luna16 import write_luna16
+
+    root = write_luna16(args.out, args.cases, seed=args.seed, n_subsets=args.subsets,
+                        progress=not args.quiet)  # fmt: skip
+    print(f"wrote {args.cases} synthetic chest CTs in the LUNA16 layout to {root}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medimg.tasks.detect.train import DetectConfig, train_detector, train_preset
+
+    resume = "auto" if args.resume else False
+    if args.preset == "default":
+        work = Path(args.out or "runs/detect/default")
+        res = train_preset(work, max_steps=args.max_steps, device=args.device,
+                           progress=not args.quiet, resume=resume)  # fmt: skip
+    else:
+        if args.dataset is None:
+            from medimg.errors import InputError
+
+            raise InputError("train needs a LUNA16 DATASET folder (or --preset default)")
+        cfg = DetectConfig(val_subsets=tuple(args.val_subsets))
+        out = args.out or f"runs/detect/{Path(args.dataset).name}"
+        res = train_detector(args.dataset, out, cfg, max_steps=args.max_steps, device=args.device,
+                             progress=not args.quiet, resume=resume,
+                             overwrite=args.overwrite)  # fmt: skip
+    if args.export:
+        from medimg.tasks.detect.train import export_model
+
+        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+    print(f"trained to step {res.last_step}; best CPM {res.best_metric} at step {res.best_step}; "
+          f"model folder {res.run_dir}")  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.detect.predict import predict_path
+
+    written = predict_path(args.input, args.output, model=args.model, device=args.device,
+                           flips=args.flips, figures=not args.no_figures,
+                           overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {written[0]} and {written[1]}" + (f" and {len(written) - 2} figure(s)"
+                                                    if len(written) > 2 else ""))  # fmt: skip
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.detect.evaluate import evaluate_candidates
+
+    out = args.out or Path(args.candidates).parent / "evaluation"
+    s = evaluate_candidates(args.candidates, args.annotations, out, excluded=args.excluded,
+                            scans=args.scans, fp_per_scan=args.fp_per_scan,
+                            threshold=args.threshold, n_resamples=args.bootstrap)  # fmt: skip
+    for r, e in s["froc"].items():
+        print(f"sensitivity at {r:>5} FPs/scan: {e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]")
+    c = s["cpm"]
+    print(f"CPM {c['value']:.4f} [{c['low']:.4f}, {c['high']:.4f}] over {s['n_scans']} scans, "
+          f"{s['n_nodules']} nodules")  # fmt: skip
+    op = s["operating_point"]
+    print(f"at threshold {op['threshold']:.4g} ({op['fp_per_scan']:.3g} FPs/scan): sensitivity "
+          f"{op['sensitivity']['value']:.3f}, precision {op['precision']['value']:.3f}")  # fmt: skip
+    print(f"wrote {out}/froc.csv, summary.md, summary.json, froc.png")
+    return 0
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the detection verbs to ``medimg detect``."""
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
+              "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4")  # fmt: skip
+    p.add_argument("out", help="output folder (must be new or empty)")
+    p.add_argument("--cases", type=int, default=10)
+    p.add_argument("--subsets", type=int, default=2, help="subset<k> folders (LUNA16's folds)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "train", "train the centre-point nodule detector on a LUNA16-layout folder",
+              "medimg detect train data/SynthLUNA --val-subsets subset0\n"
+              "medimg detect train --preset default --export src/medimg/tasks/detect/default")  # fmt: skip
+    p.add_argument("dataset", nargs="?", help="LUNA16-layout folder")
+    p.add_argument(
+        "--preset", choices=("default",), help="simulate data and train the default model"
+    )
+    p.add_argument("--val-subsets", nargs="+", default=["subset0"], help="held-out subset folders")
+    p.add_argument("--out", help="run folder (default runs/detect/<dataset>)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
+              "medimg detect predict scan.mhd out/\n"
+              "medimg detect predict data/SynthLUNA/subset0 preds/ --model runs/detect/SynthLUNA\n"
+              "medimg detect predict dicom_series/ out/ --flips")  # fmt: skip
+    p.add_argument(
+        "input", help="CT file (.mhd/.mha/.nrrd/.nii[.gz]), folder of them, or DICOM folder"
+    )
+    p.add_argument("output", help="output folder (candidates.csv, candidates.json, figures/)")
+    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "LUNA16 FROC/CPM of a candidates CSV, with bootstrap CIs and a curve",
+              "medimg detect evaluate preds/candidates.csv data/SynthLUNA/annotations.csv \\\n"
+              "    --excluded data/SynthLUNA/annotations_excluded.csv --scans data/SynthLUNA/subset0")  # fmt: skip
+    p.add_argument(
+        "candidates", help="CSV: seriesuid,coordX,coordY,coordZ,probability[,diameter_mm]"
+    )
+    p.add_argument("annotations", help="LUNA16 annotations.csv (world LPS mm)")
+    p.add_argument("--excluded", help="annotations_excluded.csv (hits there are ignored)")
+    p.add_argument("--scans", help="seriesuids.csv or a folder of .mhd volumes: the scans counted")
+    p.add_argument("--out", help="report folder (default: beside the candidates, evaluation/)")
+    p.add_argument("--fp-per-scan", type=float, default=1.0, help="operating point to report")
+    p.add_argument("--threshold", type=float, help="report the operating point at this score")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,171 @@
+"""``predict``: CT files, folders or DICOM series -> nodule candidates in world coordinates.
+
+Writes into an output folder:
+
+* ``candidates.csv``: LUNA16's submission format
+  ``seriesuid,coordX,coordY,coordZ,probability`` plus ``diameter_mm``; coordinates are **LPS** mm
+  (the frame of ``.mhd`` files and of LUNA16's CSVs), so the file feeds LUNA16's own evaluation;
+* ``candidates.json``: per series, the findings with ``center_lps_mm``, ``center_ras_mm``,
+  ``diameter_mm``, ``score`` and the box ``[x0, y0, z0, x1, y1, z1]`` (RAS+ mm);
+* ``figures/<seriesuid>.png``: the top findings on axial, coronal and sagittal slices.
+
+The series uid is the file name without extension (LUNA16 names volumes by uid) or, for a DICOM
+folder, the folder name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medimg.errors import InputError
+from medimg.io.image import Image
+from medimg.io.output import atomic_path, check_output
+from medimg.tasks.detect.infer import Candidate, InferenceConfig, detect_volume, load_model_folder
+from medimg.typing import PathType
+
+__all__ = ["DEFAULT_MODEL", "Detector", "find_inputs", "predict_path", "write_candidates"]
+
+DEFAULT_MODEL = Path(__file__).parent / "default"
+_IMAGE_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nii", ".nii.gz")
+
+
+class Detector:
+    """A loaded detection model: ``Detector().detect(image)`` -> candidates, best first."""
+
+    def __init__(self, model: PathType | None = None, device: str = "cpu", flips: bool = False):
+        from medimg.engine import resolve_device
+
+        self.model, cfg = load_model_folder(model or DEFAULT_MODEL)
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.spacing = float(cfg["model"]["spacing"])
+        inf = dict(cfg.get("inference", {}))
+        inf["flips"] = bool(flips or inf.get("flips", False))
+        self.inference = InferenceConfig(**inf)
+
+    def detect(self, image: Image) -> list[Candidate]:
+        return detect_volume(self.model, image, self.spacing, self.inference, self.device)
+
+
+def _suffix(p: Path) -> str:
+    return ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix.lower()
+
+
+def find_inputs(path: PathType) -> list[tuple[str, Path]]:
+    """``[(seriesuid, path)]``: one image file, the image files under a folder (recursively,
+    e.g. a LUNA16 root), or a DICOM series folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", p)
+    if p.is_file():
+        if _suffix(p) not in _IMAGE_SUFFIXES and _suffix(p) not in (".dcm", ""):
+            raise InputError(f"not a CT volume; give one of {', '.join(_IMAGE_SUFFIXES)}", p)
+        return [(p.name[: -len(_suffix(p))] if _suffix(p) else p.name, p)]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and _suffix(f) in _IMAGE_SUFFIXES)
+    if files:
+        return [(f.name[: -len(_suffix(f))], f) for f in files]
+    return [(p.name, p)]  # a DICOM series folder (medimg.io.load says if it is not)
+
+
+def write_candidates(rows: dict[str, list[Candidate]], out_dir: Path, overwrite: bool) -> None:
+    """``candidates.csv`` and ``candidates.json`` (module doc) into ``out_dir``."""
+    from medimg.metrics.detection import centers_to_boxes
+
+    with atomic_path(out_dir / "candidates.csv", overwrite) as tmp:
+        lines = ["seriesuid,coordX,coordY,coordZ,probability,diameter_mm"]
+        for uid, cands in rows.items():
+            for c in cands:
+                x, y, z = c.center_lps
+                lines.append(f"{uid},{x:.3f},{y:.3f},{z:.3f},{c.score:.6f},{c.diameter_mm:.2f}")
+        tmp.write_text("\n".join(lines) + "\n")
+    doc = {
+        uid: [
+            {"center_lps_mm": [round(v, 3) for v in c.center_lps],
+             "center_ras_mm": [round(v, 3) for v in c.center_ras],
+             "diameter_mm": round(c.diameter_mm, 2), "score": round(c.score, 6),
+             "box_ras_mm": [round(v, 3) for v in centers_to_boxes([c.center_ras], [c.diameter_mm])[0]]}
+            for c in cands
+        ]
+        for uid, cands in rows.items()
+    }  # fmt: skip
+    with atomic_path(out_dir / "candidates.json", overwrite) as tmp:
+        tmp.write_text(json.dumps({"coordinate_note": "LPS and RAS+ world mm", "series": doc},
+                                  indent=1))  # fmt: skip
+
+
+def figure(image: Image, cands: list[Candidate], path: Path, top: int = 3) -> Path:
+    """Axial, coronal and sagittal slices through each of the ``top`` findings (lung window,
+    radiological view: patient's right on the left), circles of the predicted diameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    img = image.canonical()
+    arr, sp = img.array[0], img.spacing
+    middle = tuple(img.voxel_to_world(np.asarray(arr.shape) / 2))
+    shown = cands[:top] or [Candidate(middle, 0.0, 0.0)]  # type: ignore[arg-type]
+    fig, axes = plt.subplots(len(shown), 3, figsize=(9, 3 * len(shown)), squeeze=False)
+    for row, c in zip(axes, shown):
+        v = np.clip(
+            np.round(img.world_to_voxel(c.center_ras)).astype(int), 0, np.subtract(arr.shape, 1)
+        )
+        views = [(arr[:, :, v[2]], (v[0], v[1]), (sp[0], sp[1]), "axial"),
+                 (arr[:, v[1], :], (v[0], v[2]), (sp[0], sp[2]), "coronal"),
+                 (arr[v[0], :, :], (v[1], v[2]), (sp[1], sp[2]), "sagittal")]  # fmt: skip
+        for ax, (sl, (a, b), (sa, sb), name) in zip(row, views):
+            ax.imshow(sl.T, cmap="gray", vmin=-1350, vmax=150, origin="lower",
+                      extent=(-0.5 * sa, (sl.shape[0] - 0.5) * sa, -0.5 * sb, (sl.shape[1] - 0.5) * sb))  # fmt: skip
+            if c.diameter_mm > 0:
+                ax.add_patch(
+                    Circle((a * sa, b * sb), c.diameter_mm / 2 + 3, fill=False, ec="yellow")
+                )
+            if name != "sagittal":
+                ax.invert_xaxis()  # radiological: patient's right (+x) on the left
+            ax.set_title(f"{name}  score {c.score:.2f}  {c.diameter_mm:.0f} mm", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def predict_path(
+    input_path: PathType,
+    output_dir: PathType,
+    *,
+    model: PathType | None = None,
+    device: str = "cpu",
+    flips: bool = False,
+    figures: bool = True,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Detect nodules in every volume of ``input_path``; write the outputs of the module doc
+    into ``output_dir``. Returns the written paths."""
+    from tqdm import tqdm
+
+    from medimg.io.api import load
+
+    inputs = find_inputs(input_path)
+    out = Path(output_dir)
+    src = Path(input_path).resolve()
+    if out.resolve() == src or (src.is_dir() and src in out.resolve().parents):
+        raise InputError("the output folder must not be inside the input; choose another", out)
+    check_output(out / "candidates.csv", overwrite)
+    det = Detector(model, device, flips)
+    rows: dict[str, list[Candidate]] = {}
+    written = []
+    for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
+        image = load(path, modality="CT")
+        with torch.inference_mode():
+            rows[uid] = det.detect(image)
+        if figures:
+            written.append(figure(image, rows[uid], out / "figures" / f"{uid}.png"))
+    write_candidates(rows, out, overwrite)
+    return [out / "candidates.csv", out / "candidates.json", *written]

@@ -1,0 +1,178 @@
+"""Training the nodule detector on a LUNA16-layout folder through :class:`medimg.engine.Trainer`.
+
+Scans of the ``val_subsets`` folders are held out for validation (metric: LUNA16 CPM of the
+whole-volume candidates, higher is better; the best checkpoint is kept); the other subsets give
+random 48^3 patches (96 mm), half centred near a nodule (positive oversampling), the rest anywhere, so
+vessels, bifurcations and the chest wall are the negatives the focal loss learns from. The run
+folder (``config.yaml`` + ``best/``, ``last/``) is a model folder for ``medimg detect predict``;
+``train --resume`` continues a killed run to the same weights (the engine's exact resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medimg.datasets.luna16 import Luna16, open_luna16
+from medimg.engine import TrainConfig, Trainer, TrainResult, find_checkpoint, seed_everything
+from medimg.errors import InputError
+from medimg.metrics.detection import ScanMatch, froc, match_luna16
+from medimg.tasks.detect.data import PatchDataset, Prepared, prepare, to_voxels
+from medimg.tasks.detect.infer import InferenceConfig, detect_prepared
+from medimg.tasks.detect.models import build_detector, centernet_loss
+
+__all__ = ["DEFAULT_PRESET", "DetectConfig", "ModelConfig", "export_model", "train_detector",
+           "train_preset"]  # fmt: skip
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Network widths and the isotropic grid (mm) it works on."""
+
+    channels: tuple[int, ...] = (12, 24, 48, 96)
+    spacing: float = 2.0
+
+
+@dataclasses.dataclass
+class DetectConfig:
+    """A detection run, written to ``config.yaml`` (and compared on resume)."""
+
+    dataset: str = ""
+    val_subsets: tuple[str, ...] = ("subset0",)
+    patch: int = 48
+    samples_per_epoch: int = 400
+    pos_fraction: float = 0.5
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            max_steps=1600, batch_size=2, lr=2e-3, lr_schedule="cosine", warmup_steps=50,
+            val_every=250, val_metric="cpm", val_mode="max", checkpoint_every=250,
+            grad_clip=5.0, weight_decay=1e-4,
+        )
+    )  # fmt: skip
+
+
+def _prepare_scans(ds: Luna16, uids: list[str], spacing: float, progress: bool):
+    out = []
+    for uid in tqdm(uids, desc="prepare scans", disable=not progress):
+        image, nod, exc = ds.load(uid)
+        out.append((prepare(image, spacing), nod, exc))
+    return out
+
+
+def evaluate_scans(
+    model: torch.nn.Module,
+    scans: list[tuple[Prepared, np.ndarray, np.ndarray]],
+    cfg: InferenceConfig,
+    device: torch.device | str = "cpu",
+) -> list[ScanMatch]:
+    """LUNA16 matches of the model's candidates on prepared scans with RAS+ ground truth."""
+    matches = []
+    for prep, nod, exc in scans:
+        cands = detect_prepared(model, prep, cfg, device)
+        xyz = np.asarray([c.center_ras for c in cands]).reshape(-1, 3)
+        matches.append(match_luna16(xyz, [c.score for c in cands], nod[:, :3], nod[:, 3],
+                                    exc[:, :3], exc[:, 3]))  # fmt: skip
+    return matches
+
+
+def train_detector(
+    dataset: str | Path,
+    out_dir: str | Path,
+    config: DetectConfig | None = None,
+    *,
+    max_steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    resume: bool | str = "auto",
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train on ``dataset`` (LUNA16 layout) into ``out_dir``; see the module doc."""
+    t0 = time.perf_counter()
+    cfg = dataclasses.replace(config or DetectConfig(), dataset=str(dataset))
+    cfg.train = dataclasses.replace(cfg.train, progress=progress)
+    if max_steps is not None:
+        every = max(1, max_steps // 4)
+        cfg.train = dataclasses.replace(cfg.train, max_steps=max_steps, val_every=every,
+                                        checkpoint_every=every,
+                                        warmup_steps=min(cfg.train.warmup_steps, max_steps // 4))  # fmt: skip
+    if device is not None:
+        cfg.train = dataclasses.replace(cfg.train, device=device)  # type: ignore[arg-type]
+    ds = open_luna16(dataset)
+    val_ids = ds.uids(list(cfg.val_subsets))
+    train_ids = [u for u in ds.uids() if u not in val_ids]
+    if not train_ids or not val_ids:
+        raise InputError(
+            f"need scans both in the validation subsets {list(cfg.val_subsets)} and in others; "
+            f"found {len(val_ids)} and {len(train_ids)} (see the subset* folders)",
+            dataset,
+        )
+    sp = cfg.model.spacing
+    train_scans = _prepare_scans(ds, train_ids, sp, progress)
+    val_scans = _prepare_scans(ds, val_ids, sp, progress)
+    data = PatchDataset([p for p, _, _ in train_scans], [to_voxels(p, n) for p, n, _ in train_scans],
+                        cfg.patch, max(cfg.samples_per_epoch, cfg.train.batch_size),
+                        cfg.pos_fraction)  # fmt: skip
+    seed_everything(cfg.train.seed)
+    model = build_detector(cfg.model.channels)
+
+    def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return centernet_loss(net(batch["image"]), batch)
+
+    def validate(net: torch.nn.Module) -> dict[str, float]:
+        dev = next(net.parameters()).device
+        res = froc(evaluate_scans(net, val_scans, cfg.inference, dev))
+        return {"cpm": res.cpm, **{f"sens@{r:g}": s for r, s in zip(res.rates, res.sensitivities)}}
+
+    trainer = Trainer(model, data, step, cfg.train, out_dir, validate=validate, run_config=cfg)
+    result = trainer.fit(resume=resume, overwrite=overwrite)
+    (Path(out_dir) / "train_time_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return result
+
+
+#: ``medimg detect train --preset default``: the shipped model's recipe (seeds 0..35 train and
+#: validate, 1000.. are held out).
+DEFAULT_PRESET = {"n_cases": 30, "n_subsets": 6, "seed": 0, "max_steps": 1600}
+
+
+def train_preset(
+    work_dir: str | Path,
+    *,
+    max_steps: int | None = None,
+    progress: bool = True,
+    device: str | None = None,
+    resume: bool | str = "auto",
+) -> TrainResult:
+    """Simulate the preset's LUNA16-layout set into ``work_dir/data`` (once) and train on it
+    into ``work_dir/model``."""
+    from medimg.datasets.luna16 import write_luna16
+
+    p, work = DEFAULT_PRESET, Path(work_dir)
+    data = work / "data"
+    if not (data / "annotations.csv").is_file():
+        if data.exists():
+            shutil.rmtree(data)  # a half-written simulation of ours
+        write_luna16(data, p["n_cases"], seed=p["seed"], n_subsets=p["n_subsets"],
+                     progress=progress)  # fmt: skip
+    steps = max_steps if max_steps is not None else p["max_steps"]
+    return train_detector(data, work / "model", max_steps=steps, progress=progress,
+                          device=device, resume=resume)  # fmt: skip
+
+
+def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's ``config.yaml`` and best (else last) weights into a model folder ``dest``."""
+    run, out = Path(run_dir), Path(dest)
+    ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
+    if ckpt is None or not (run / "config.yaml").is_file():
+        raise InputError("no finished training here (config.yaml and best/ or last/)", run)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "config.yaml", out / "config.yaml")
+    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    return out
