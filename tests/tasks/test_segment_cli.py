@@ -119,3 +119,63 @@ def test_fold_ensemble_folder(trained, tmp_path):
     a = single.segment(image, mirror=False).array
     b = both.segment(image, mirror=False).array
     assert np.array_equal(a, b)  # two identical members: the ensemble equals one of them
+
+
+def test_plain_folder_layout_end_to_end(tmp_path, capsys):
+    """plan -> train -> predict -> evaluate on images/ + labels/ pairs (no dataset.json)."""
+    from medimg.phantoms.segmentation import write_folder_dataset
+
+    data = write_folder_dataset(tmp_path / "plain", "ct", n=2, seed=5, **TINY)
+    plan = tmp_path / "plan.yaml"
+    argv = ["segment", "plan", str(data), "--modality", "CT", "--out", str(plan),
+            "--memory-mb", "32", "--base-features", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "modality: CT" in plan.read_text() and "- kidney" not in plan.read_text()
+    model = tmp_path / "model"
+    argv = ["segment", "train", str(data), "--fold", "-1", "--plan", str(plan), "--max-steps",
+            "2", "--out", str(model), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    preds = tmp_path / "preds"
+    argv = ["segment", "predict", str(data / "images"), str(preds), "--model", str(model),
+            "--no-mirror", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in preds.glob("*.nii.gz")) == ["ct_005.nii.gz", "ct_006.nii.gz"]
+    assert main(["segment", "evaluate", str(preds), str(data / "labels")]) == 0
+    csv = (preds / "evaluation" / "metrics.csv").read_text().splitlines()
+    assert len(csv) == 1 + 2 * 3  # 2 cases x labels 1..3
+
+
+def _corrupt(data, tmp_path, how: str):
+    """A copy of the MSD set ``data`` with one problem the issue lists."""
+    import shutil
+
+    bad = tmp_path / how
+    shutil.copytree(data, bad, ignore=shutil.ignore_patterns("plan.yaml", "fingerprint.json"))
+    label = bad / "labelsTr" / "ct_001.nii.gz"
+    lab = load(label, is_label=True)
+    if how == "geometry":
+        save(Image(lab.array[:, :, :20], lab.affine, is_label=True), label, overwrite=True)
+    elif how == "undeclared":
+        arr = lab.array.copy()
+        arr[0, 0, 0, 0] = 7
+        save(Image(arr, lab.affine, is_label=True), label, overwrite=True)
+    else:
+        (bad / "imagesTr" / "ct_001_0000.nii.gz").unlink()
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("how", "words"),
+    [
+        ("geometry", "label geometry (32, 20, 8)"),
+        ("undeclared", "label value 7 is not declared in dataset.json"),
+        ("missing", "has no image; expected imagesTr/ct_001_0000.nii.gz"),
+    ],
+)
+def test_bad_datasets_are_one_line_errors(trained, tmp_path, capsys, how, words):
+    data, _ = trained
+    bad = _corrupt(data, tmp_path, how)
+    assert main(["segment", "plan", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+    assert not (bad / "plan.yaml").exists()
