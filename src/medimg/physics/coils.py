@@ -150,7 +150,7 @@ def espirit_maps(
     kernel_size: int = 6,
     calib_size: int = 24,
     threshold: float = 0.02,
-    crop: float = 0.95,
+    crop: float = 0.8,
 ) -> torch.Tensor:
     """Estimate coil sensitivities from the ACS block of undersampled 2D k-space (ESPIRiT).
 
@@ -167,6 +167,8 @@ def espirit_maps(
         Singular values above ``threshold * max`` span the signal subspace.
     crop
         Pixels whose top eigenvalue is below ``crop`` get zero sensitivity (outside the object).
+        0.8 as BART's ``ecalib``: 0.95 also zeroed dark tissue (bone, T1 CSF) inside phantoms,
+        which cost CS/SENSE 15 dB at 4x, 128x128, 8 coils.
 
     Returns
     -------

@@ -11,8 +11,10 @@ weights serve any k-space scaling.
 * :class:`VarNet` (E2E-VarNet-style, Sriram et al. 2020, written in the image domain):
   maps ``S = R(C(F^H L y)) / RSS`` from the ACS-only coil images (``L`` keeps the ACS block,
   ``C`` a complex U-Net shared over coils); then ``x_0 = A^H y`` and ``T`` cascades
-  ``x_{t+1} = x_t - eta_t A^H (A x_t - y) - G_t(x_t)`` (soft data consistency with a learned
-  step ``eta_t`` and a per-cascade complex U-Net ``G_t``), ``A = M F S``.
+  ``x_{t+1} = x_t - eta_t A^H (A x_t - y) - g_t G_t(x_t)`` (soft data consistency with a
+  learned step ``eta_t`` and a per-cascade complex U-Net ``G_t``), ``A = M F S``. The gains
+  ``g_t`` (and the map refinement's) start at zero, so the untrained network is ``T`` gradient
+  steps of SENSE with ACS maps; this made training on one CPU core converge several times faster.
 * :class:`MoDL` (Aggarwal et al. 2019): one shared denoiser ``D``, ``K`` iterations of
   ``z = D(x_k)`` then ``x_{k+1} = (A^H A + lam I)^{-1} (A^H y + lam z)`` by conjugate gradients
   (:func:`medimg.physics.solvers.conjugate_gradient`), ``lam > 0`` learned.
@@ -34,7 +36,7 @@ from torch import nn
 
 from medimg.errors import InputError
 from medimg.physics.masks import acs_region
-from medimg.physics.mri import MultiCoilMRI, check_kspace, ifft2c, rss
+from medimg.physics.mri import MultiCoilMRI, check_kspace, fft2c, ifft2c, rss
 from medimg.physics.solvers import conjugate_gradient
 
 __all__ = ["MODELS", "MoDL", "ModelConfig", "VarNet", "ZeroFilledUNet", "build_model"]
@@ -130,19 +132,36 @@ class _MRINet(nn.Module):
 
 
 class SensitivityNet(nn.Module):
-    """Coil maps from the ACS block: ``S_c = C(F^H L y_c) / sqrt(sum_c |C(F^H L y_c)|^2)``."""
+    """Coil maps from the ACS block: ``S_c = C(F^H L y_c) / sqrt(sum_c |C(F^H L y_c)|^2)``.
 
-    def __init__(self, features: Sequence[int]) -> None:
+    Sensitivities are smooth, so the U-Net ``C`` runs on a grid ``factor`` times coarser: the
+    ACS-only k-space is cropped to its centre, ``C`` is applied to the low-resolution coil
+    images, and the result is sinc-interpolated back (zero-padded in k-space). This is the same
+    band-limited map model ESPIRiT uses, at 1/16 of the full-grid cost for ``factor=4``.
+    The U-Net refines the classical estimate (normalised ACS coil images) through a gain that
+    starts at zero (ReZero), so training starts from working maps instead of random ones.
+    """
+
+    def __init__(self, features: Sequence[int], factor: int = 4) -> None:
         super().__init__()
         self.unet = _unet(features)
+        self.factor = factor
+        self.gain = nn.Parameter(torch.zeros(()))
 
     def forward(self, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, h, w = y.shape
         rows, cols = acs_region(mask, (h, w))
         low = torch.zeros(h, w, device=y.device)
         low[rows, cols] = 1.0  # keep the calibration block only: smooth coil images
-        coil = ifft2c(y * low).reshape(b * n, h, w)
-        maps = _apply(self.unet, coil).reshape(b, n, h, w)
+        lh, lw = (
+            min(s, max(32, 2 * (s // (2 * self.factor)))) for s in (h, w)
+        )  # U-Net needs >= 32
+        top, left = h // 2 - lh // 2, w // 2 - lw // 2  # keeps the centre sample centred
+        crop = (y * low)[..., top : top + lh, left : left + lw]
+        coil = ifft2c(crop).reshape(b * n, lh, lw)
+        k = fft2c(coil + self.gain * _apply(self.unet, coil)).reshape(b, n, lh, lw)
+        pad = (left, w - lw - left, top, h - lh - top)
+        maps = ifft2c(torch.complex(F.pad(k.real, pad), F.pad(k.imag, pad)))
         return maps / rss(maps, 1).clamp_min(1e-12)[:, None]
 
 
@@ -171,14 +190,15 @@ class VarNet(_MRINet):
         self.sens = SensitivityNet(sens_features)
         self.regs = nn.ModuleList(_unet(features) for _ in range(cascades))
         self.eta = nn.Parameter(torch.ones(cascades))
+        self.gain = nn.Parameter(torch.zeros(cascades))
 
     def _reconstruct(
         self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
     ) -> torch.Tensor:
         op = MultiCoilMRI(self.sens(y, mask), mask, check_inputs=False)
         x = op.A_adjoint(y)
-        for eta, reg in zip(self.eta, self.regs):
-            x = x - eta * op.A_adjoint(op.A(x) - y) - _apply(reg, x)
+        for eta, gain, reg in zip(self.eta, self.gain, self.regs):
+            x = x - eta * op.A_adjoint(op.A(x) - y) - gain * _apply(reg, x)
         return x
 
 

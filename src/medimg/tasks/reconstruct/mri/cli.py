@@ -1,0 +1,192 @@
+"""``medimg recon mri simulate|train|predict|evaluate``: the MRI reconstruction verbs."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+_ALL = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.mri.simulate import SimulateSpec, write_simulated_set
+
+    spec = SimulateSpec(kind=args.kind, contrast=args.contrast, shape=(args.size, args.size),
+                        slices=args.slices, coils=args.coils, mask=args.mask,
+                        acceleration=args.acceleration, center_fraction=args.center_fraction,
+                        snr_db=None if args.snr_db <= 0 else args.snr_db, full=args.full)  # fmt: skip
+    files = write_simulated_set(args.out, spec, n=args.volumes, seed=args.seed,
+                                overwrite=args.overwrite, progress=not args.quiet)  # fmt: skip
+    what = "fully sampled" if args.full else f"{args.mask} {args.acceleration:g}x"
+    print(f"wrote {len(files)} fastMRI-layout volume(s) ({what}, {args.coils} coils) to {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medimg.engine import from_yaml
+    from medimg.tasks.reconstruct.mri.train import (
+        DEFAULT_DIR,
+        MRITrainConfig,
+        export_model,
+        preset,
+        train_mri,
+    )
+
+    _threads(args.threads)
+    cfg = from_yaml(MRITrainConfig, args.config) if args.config else preset(args.preset, args.model)
+    if args.h5:
+        cfg.h5_files = [str(p) for p in _h5_files(args.h5)]
+    if args.max_steps is not None:
+        cfg.train = dataclasses.replace(cfg.train, max_steps=args.max_steps,
+                                        val_every=min(cfg.train.val_every, args.max_steps))  # fmt: skip
+    cfg.train = dataclasses.replace(cfg.train, progress=not args.quiet,
+                                    device=args.device or cfg.train.device)  # fmt: skip
+    out = args.out or f"runs/recon_mri/{args.preset}_{cfg.model.name}"
+    res = train_mri(cfg, out, resume="auto" if not args.overwrite else False,
+                    overwrite=args.overwrite, init=args.init)  # fmt: skip
+    print(f"trained to step {res.last_step}; best validation PSNR {res.best_metric:.2f} dB at "
+          f"step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+    if args.export:
+        dest = DEFAULT_DIR if args.export == "default" else args.export
+        print(f"exported the model to {export_model(res.run_dir, dest, overwrite=True)}")
+    return 0
+
+
+def _h5_files(paths: Sequence[str]) -> list[Path]:
+    from medimg.errors import InputError
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(p.glob("*.h5")) if p.is_dir() else [p]
+    if not out:
+        raise InputError(f"no .h5 files in {', '.join(paths)}")
+    return out
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.mri.predict import predict_path
+
+    _threads(args.threads)
+    formats = ("nifti", "dicom") if args.format == "both" else (args.format,)
+    written = predict_path(args.input, args.output, method=args.method, model=args.model,
+                           formats=formats, device=args.device, overwrite=args.overwrite,
+                           progress=not args.quiet, acceleration=args.acceleration,
+                           mask_kind=args.mask, center_fraction=args.center_fraction,
+                           coils=args.coils, seed=args.seed)  # fmt: skip
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.mri.evaluate import evaluate_files
+
+    _threads(args.threads)
+    models: dict[str, str | None] = {} if args.no_default else {"varnet (default)": None}
+    for m in args.model or []:
+        label, _, path = m.rpartition("=")
+        models[label or Path(path).name] = path
+    out = args.out or Path("runs/recon_mri/evaluation") / Path(args.data).resolve().name
+    summary = evaluate_files(args.data, out, classical=args.methods, models=models,
+                             progress=not args.quiet)  # fmt: skip
+    for label, est in summary.items():
+        print(f"{label:>20}: PSNR {est['psnr']} dB  SSIM {est['ssim']}  NMSE {est['nmse']}")
+    print(f"wrote {out}/metrics.csv, summary.md, panel.png")
+    return 0
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the MRI verbs to ``medimg recon mri``."""
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "write phantom volumes as fastMRI-layout HDF5 (undersampled k-space + ground truth)",
+              "medimg recon mri simulate data/mri_4x --kind brain --volumes 8 --acceleration 4\n"
+              "medimg recon mri simulate data/knee_full --kind knee --full   # fully sampled")  # fmt: skip
+    p.add_argument("out", help="output folder for phantom_<seed>.h5 files")
+    p.add_argument("--kind", choices=("brain", "knee", "mixed"), default="brain")
+    p.add_argument("--contrast", choices=("t1", "t2", "pd"), default="t1")
+    p.add_argument("--volumes", type=int, default=4)
+    p.add_argument("--slices", type=int, default=4, help="slices per volume")
+    p.add_argument("--size", type=int, default=128, help="matrix H = W")
+    p.add_argument("--coils", type=int, default=8)
+    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
+    p.add_argument("--acceleration", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08, help="ACS fraction")
+    p.add_argument("--snr-db", type=float, default=30.0, help="k-space SNR; <= 0: no noise")
+    p.add_argument("--full", action="store_true", help="store fully sampled k-space, no mask")
+    p.add_argument("--seed", type=int, default=100_000, help="first phantom seed (held out)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "train", "train a VarNet, MoDL or U-Net on simulated phantoms or fastMRI files",
+              "medimg recon mri train --preset default --export default   # the shipped model\n"
+              "medimg recon mri train --model modl --out runs/recon_mri/modl\n"
+              "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default")  # fmt: skip
+    p.add_argument("--preset", choices=("default", "tiny"), default="default")
+    p.add_argument("--model", choices=("varnet", "modl", "unet"), default="varnet")
+    p.add_argument("--config", help="a config.yaml (from a run) instead of a preset")
+    p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
+    p.add_argument("--init", help="fine-tune from this model folder")
+    p.add_argument("--out", help="run folder (default runs/recon_mri/<preset>_<model>)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--export", help="copy the best weights to a model folder ('default': shipped)")
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "reconstruct .h5 k-space, or undersample + reconstruct an image/DICOM series",
+              "medimg recon mri predict data/mri_4x/phantom_100000.h5 out/\n"
+              "medimg recon mri predict data/mri_4x/ out/ --method cs_wavelet\n"
+              "medimg recon mri predict t1_dicom/ out/ --acceleration 4   # retrospective")  # fmt: skip
+    p.add_argument("input", help=".h5 file, folder of .h5 files, image file or DICOM folder")
+    p.add_argument("output", help="output folder (<name>.nii.gz and <name>_dicom/)")
+    p.add_argument("--method", choices=(*_ALL, "net"), default="net")
+    p.add_argument("--model", help="model/run folder for --method net (default: shipped model)")
+    p.add_argument("--format", choices=("both", "nifti", "dicom"), default="both")
+    p.add_argument("--acceleration", type=float,
+                   help="undersample fully sampled input (images: default 4)")  # fmt: skip
+    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--coils", type=int, default=8, help="simulated coils for image input")
+    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95% CIs and a PNG panel",
+              "medimg recon mri evaluate data/mri_4x\n"
+              "medimg recon mri evaluate data/mri_4x --methods zero_filled cs_wavelet cs_tv \\\n"
+              "    --model modl=runs/recon_mri/modl")  # fmt: skip
+    p.add_argument("data", help="folder of .h5 files with reconstruction_rss (from simulate)")
+    p.add_argument("--methods", nargs="+", choices=_ALL, default=["zero_filled", "cs_wavelet"])
+    p.add_argument("--model", action="append", help="LABEL=FOLDER of a trained network (repeat)")
+    p.add_argument("--no-default", action="store_true", help="leave out the shipped model")
+    p.add_argument("--out", help="report folder (default runs/recon_mri/evaluation/<DATA name>)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,171 @@
+"""``medimg recon mri predict``: k-space files or images in, NIfTI and DICOM series out.
+
+Inputs
+------
+* fastMRI-layout ``.h5`` (multi-coil): the stored k-space is reconstructed as it is, with the
+  stored ``mask`` (else the non-zero phase-encode columns). A fully sampled file is undersampled
+  first when ``acceleration`` is given (retrospective undersampling, as in fastMRI's validation).
+  Like fastMRI, the image is centre-cropped to the header's recon matrix; the pixel spacing is
+  the header's recon field of view over that matrix, the slice spacing its z field of view.
+  fastMRI files carry no patient orientation, so the grid is written as axial (LPS identity).
+* a magnitude image (NIfTI, NRRD/MHA, DICOM file or series folder): each slice is treated as the
+  fully sampled object and undersampled retrospectively: multi-coil k-space is simulated with
+  ``coils`` birdcage maps and a ``mask_kind`` mask at ``acceleration`` along the DICOM columns,
+  then reconstructed. The output keeps the input's geometry and intensity units.
+
+Outputs: ``<out>/<name>.nii.gz`` and the series ``<out>/<name>_dicom/`` (modality MR), never
+over an existing file unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medimg.datasets.fastmri import read_fastmri
+from medimg.errors import InputError
+from medimg.io.image import LPS_TO_RAS, Image
+from medimg.physics.coils import birdcage_maps
+from medimg.physics.mri import fft2c
+from medimg.tasks.reconstruct.mri.data import make_mask
+from medimg.tasks.reconstruct.mri.infer import Reconstructor, as_kspace, mask_from_kspace
+
+__all__ = ["KspaceCase", "case_from_h5", "case_from_image", "load_case", "predict_path"]
+
+
+@dataclasses.dataclass
+class KspaceCase:
+    """Undersampled k-space ready to reconstruct, and how to put the result back on a grid."""
+
+    name: str
+    kspace: torch.Tensor  # complex64 (S, N, H, W)
+    mask: torch.Tensor  # (W,) or (H, W)
+    affine: np.ndarray  # of the output Image (1, W', H', S): DICOM column, row, slice
+    crop: tuple[int, int] | None = None  # centre crop (h, w) of the (H, W) reconstruction
+    target: np.ndarray | None = None  # (S, h, w) ground truth when the file has it
+    maps: torch.Tensor | None = None  # known coil maps (simulated from an image)
+
+
+def _crop(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    ch, cw = min(size[0], h), min(size[1], w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top : top + ch, left : left + cw]
+
+
+def case_from_h5(
+    path: str | Path,
+    acceleration: float | None = None,
+    mask_kind: str = "equispaced",
+    center_fraction: float = 0.08,
+    seed: int = 0,
+) -> KspaceCase:
+    """Read a multi-coil fastMRI file; see the module docstring."""
+    vol = read_fastmri(path)
+    if not vol.multicoil:
+        raise InputError("single-coil k-space; the MRI networks need multi-coil (S, N, H, W)", path)
+    k = as_kspace(vol.kspace)
+    h, w = k.shape[-2:]
+    if vol.mask is not None:
+        mask = torch.as_tensor(np.asarray(vol.mask, np.float32))
+        k = k * mask  # stored lines only (a test file is zero elsewhere already)
+    else:
+        mask = mask_from_kspace(k)
+        if acceleration is not None and bool(mask.all()):
+            mask = make_mask(mask_kind, (h, w), acceleration, center_fraction, seed)[0]
+            k = k * mask
+    crop, spacing = None, (1.0, 1.0, 1.0)
+    if vol.header is not None:
+        rx, ry, _ = vol.header.recon_size
+        fx, fy, fz = vol.header.recon_fov_mm
+        crop, spacing = (rx, ry), (fy / max(ry, 1), fx / max(rx, 1), fz)  # column, row, slice
+    affine = LPS_TO_RAS @ np.diag([*spacing, 1.0])  # axial LPS identity (no orientation stored)
+    target = vol.reconstruction
+    if target is not None and crop is not None and target.shape[-2:] != tuple(crop):
+        target = None
+    return KspaceCase(Path(path).name.removesuffix(".h5"), k, mask, affine, crop, target)
+
+
+def case_from_image(
+    image: Image,
+    name: str,
+    acceleration: float = 4.0,
+    mask_kind: str = "equispaced",
+    center_fraction: float = 0.08,
+    coils: int = 8,
+    seed: int = 0,
+) -> KspaceCase:
+    """Retrospectively undersampled multi-coil k-space of a magnitude image's slices."""
+    arr = np.asarray(image.array, dtype=np.float32)
+    if arr.shape[0] != 1:
+        raise InputError(f"expected a one-channel image, got {arr.shape[0]} channels", name)
+    if not np.isfinite(arr).all():
+        raise InputError("the image contains NaN or Inf values; fix or mask them first", name)
+    vol = arr[0] if arr.ndim == 4 else arr[0][..., None]  # (X, Y, Z)
+    slices = torch.from_numpy(np.ascontiguousarray(vol.transpose(2, 1, 0)))  # (S, rows, cols)
+    h, w = slices.shape[-2:]
+    maps = birdcage_maps(coils, (h, w))
+    mask = make_mask(mask_kind, (h, w), acceleration, center_fraction, seed)
+    k = fft2c(maps[None] * slices[:, None].to(torch.complex64)) * mask
+    return KspaceCase(name, k, mask, image.affine, None, slices.numpy(), maps)
+
+
+def load_case(path: str | Path, **options: object) -> KspaceCase:
+    """A ``.h5`` file (:func:`case_from_h5`) or any image medimg reads (:func:`case_from_image`)."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in (".h5", ".hdf5"):
+        keys = ("acceleration", "mask_kind", "center_fraction", "seed")
+        return case_from_h5(p, **{k: v for k, v in options.items() if k in keys})  # type: ignore[arg-type]
+    from medimg.io.api import load
+
+    name = p.name.split(".")[0] if p.is_file() else p.name
+    opts = {k: v for k, v in options.items() if v is not None}
+    return case_from_image(load(p), name, **opts)  # type: ignore[arg-type]
+
+
+def to_image(recon: np.ndarray, case: KspaceCase) -> Image:
+    """``(S, h, w)`` magnitudes as an MR :class:`Image` ``(1, w, h, S)`` with the case's grid."""
+    vol = np.ascontiguousarray(recon.transpose(2, 1, 0))[None].astype(np.float32)
+    return Image(vol, case.affine, modality="MR", meta={"source": case.name})
+
+
+def predict_path(
+    inputs: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "net",
+    model: str | Path | None = None,
+    formats: tuple[str, ...] = ("nifti", "dicom"),
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+    **options: object,
+) -> list[Path]:
+    """Reconstruct a file, a DICOM folder or a folder of ``.h5`` files into ``out_dir``."""
+    from medimg.io.api import save
+
+    src = Path(inputs)
+    if not src.exists():
+        raise InputError("no such file or folder; check the input path", src)
+    files = sorted(src.glob("*.h5")) if src.is_dir() and any(src.glob("*.h5")) else [src]
+    out = Path(out_dir)
+    if out.resolve() == (src if src.is_dir() else src.parent).resolve():
+        raise InputError("the output folder must not be the input folder; choose another", out)
+    recon = Reconstructor(method, model, device)
+    written: list[Path] = []
+    for f in files:
+        case = load_case(f, **options)
+        maps = case.maps if recon.needs_maps else None
+        image = to_image(_crop(recon(case.kspace, case.mask, maps, progress), case.crop), case)
+        desc = f"medimg MRI recon ({method})"
+        if "nifti" in formats:
+            written.append(save(image, out / f"{case.name}.nii.gz", overwrite=overwrite))
+        if "dicom" in formats:
+            written.append(save(image, out / f"{case.name}_dicom", overwrite=overwrite,
+                                series_description=desc))  # fmt: skip
+    return written
