@@ -1,0 +1,170 @@
+"""``medimg register simulate|train|predict|evaluate``: the pipeline verbs, one each."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str, aliases=()):
+    return sub.add_parser(
+        name, help=help_, description=help_, aliases=list(aliases),
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.lower().split("x"))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.phantoms.registration import write_pair_dataset
+
+    root = write_pair_dataset(args.out, args.kind, n_train=args.pairs, n_test=args.test,
+                              seed=args.seed, shape=_shape(args.shape), spacing=args.spacing)  # fmt: skip
+    print(f"wrote {args.pairs}+{args.test} synthetic {args.kind} pairs to {root} (dataset.json)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medimg.tasks.register.train import export_model, train_preset, train_registration
+
+    if args.preset == "default":
+        res = train_preset(args.out or "runs/register/default", mode=args.mode,
+                           max_steps=args.max_steps, device=args.device, progress=not args.quiet)  # fmt: skip
+    else:
+        if args.dataset is None:
+            from medimg.errors import InputError
+
+            raise InputError(
+                "train needs a DATASET (dataset.json, .json or .csv) or --preset default"
+            )
+        out = args.out or f"runs/register/{Path(args.dataset).stem}/{args.mode or 'unsupervised'}"
+        cfg = None
+        if args.config:
+            from medimg.tasks.register.train import load_config
+
+            cfg = load_config(args.config)
+        res = train_registration(args.dataset, out, cfg, mode=args.mode or "unsupervised",
+                                 max_steps=args.max_steps, device=args.device,
+                                 progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+    if args.export:
+        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+    print(f"trained to step {res.last_step}; best {res.best_metric} at step {res.best_step}; "
+          f"model folder {res.run_dir}")  # fmt: skip
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.io.api import load
+    from medimg.io.output import check_output
+
+    check_output(Path(args.out) / "warped.nii.gz", args.overwrite)
+    fixed, moving = load(args.fixed), load(args.moving)
+    ml = load(args.moving_labels, is_label=True) if args.moving_labels else None
+    fl = load(args.fixed_labels, is_label=True) if args.fixed_labels else None
+    if args.method == "model":
+        from medimg.tasks.register.predict import Registrator
+
+        reg = Registrator(args.model, device=args.device)
+        res = reg.register(fixed, moving, moving_labels=ml, affine=args.affine,
+                           instance_steps=args.instance_opt, time_budget_s=args.time_budget)  # fmt: skip
+    else:
+        from medimg.tasks.register.baseline import sitk_register
+
+        res = sitk_register(fixed, moving, args.method, moving_labels=ml)
+    from medimg.tasks.register.predict import write_outputs
+
+    for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl, overwrite=args.overwrite):
+        print(f"wrote {p}")
+    print(f"registered in {res.seconds:.2f} s ({res.cpu_seconds:.2f} s CPU)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.register.evaluate import evaluate_dataset
+
+    out = args.out or Path("runs/register/evaluation") / Path(args.dataset).with_suffix("").name
+    res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods.split(",")),
+                           model=args.model, split=args.split, instance_steps=args.instance_opt,
+                           device=args.device, progress=not args.quiet)  # fmt: skip
+    for method, est in res["summary"].items():
+        print(f"{method:13s} " + "  ".join(f"{k} {v}" for k, v in est.items()))
+    print(f"wrote {out}/metrics.csv and summary.md")
+    return 0
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the registration verbs to ``medimg register``."""
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "write synthetic pairs with known fields, labels and landmarks",
+              "medimg register simulate data/RegMR --kind mr --pairs 24 --test 8 --shape 48x48x48 --spacing 4\n"
+              "medimg register simulate data/RegMRCT --kind mr-ct     # multi-modal pairs")  # fmt: skip
+    p.add_argument("out", help="output folder (Learn2Reg-style dataset.json)")
+    p.add_argument("--kind", choices=("mr", "mr-ct", "ct"), default="mr")
+    p.add_argument("--pairs", type=int, default=12, help="training pairs")
+    p.add_argument("--test", type=int, default=4, help="held-out pairs (registration_test)")
+    p.add_argument("--shape", default="48x48x48", help="grid, e.g. 64x64x64 or 96x96 (2D)")
+    p.add_argument("--spacing", type=float, default=4.0, help="isotropic voxel size (mm)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "train", "train a registration network (unsupervised, weak or full supervision)",
+              "medimg register train data/RegMR --mode weak\n"
+              "medimg register train data/RegMR/dataset.json --supervision full --max-steps 500\n"
+              "medimg register train --preset default --export src/medimg/tasks/register/default")  # fmt: skip
+    p.add_argument("dataset", nargs="?", help="dataset.json (or its folder), pairs .json or .csv")
+    p.add_argument("--mode", "--supervision", dest="mode",
+                   choices=("unsupervised", "weak", "supervised", "full"),
+                   help="unsupervised: similarity + smoothness; weak: + Dice of warped labels; "
+                        "supervised/full: regress the true field")  # fmt: skip
+    p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
+    p.add_argument("--config", help="reg.yaml with network/loss/engine settings")
+    p.add_argument("--out", help="run/model folder")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--export", help="also copy reg.yaml + best weights into this model folder")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
+              "medimg register predict fixed.nii.gz moving.nii.gz out/ --moving-labels mlab.nii.gz\n"
+              "medimg register predict fixed.nii.gz moving.nii.gz out/ --instance-opt 50\n"
+              "medimg register pair fixed.nii.gz moving.nii.gz out_demons/ --method sitk-demons",
+              aliases=("pair",))  # fmt: skip
+    p.add_argument("fixed")
+    p.add_argument("moving")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--moving-labels", help="label map of the moving image (warped too)")
+    p.add_argument("--fixed-labels", help="label map of the fixed image (Dice in summary.json)")
+    p.add_argument("--method", default="model", choices=("model", "sitk-demons", "sitk-bspline"))
+    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument("--affine", action="store_true", help="affine stage before the network")
+    p.add_argument("--instance-opt", type=int, default=0, metavar="N",
+                   help="refine the field for N optimisation steps")  # fmt: skip
+    p.add_argument("--time-budget", type=float, help="seconds allowed for --instance-opt")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "compare methods on held-out pairs (CSV + Markdown with CIs)",
+              "medimg register evaluate data/RegMR --methods identity,model,model+io,sitk-demons")  # fmt: skip
+    p.add_argument("dataset", help="dataset.json (or its folder), pairs .json or .csv")
+    p.add_argument(
+        "--methods",
+        default="identity,model,sitk-demons",
+        help="comma-separated: identity, model, model+io, sitk-demons, sitk-bspline",
+    )
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--model", help="model folder (default: the shipped default model)")
+    p.add_argument("--instance-opt", type=int, default=50, help="steps for model+io")
+    p.add_argument("--out", help="report folder (default runs/register/evaluation/<dataset>)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,136 @@
+"""Evaluation: several methods on the same pairs, side by side, with bootstrap CIs.
+
+Methods: ``identity``, ``model`` (the network), ``model+io`` (network + instance optimisation),
+``sitk-demons``, ``sitk-bspline``. Per pair and method: mean Dice and HD95 (mm) of the warped
+moving labels, % folded voxels, std of log-Jacobian, end-point error (mm, with a true field), TRE
+(mm, with landmarks), wall and CPU seconds. Writes ``metrics.csv`` and ``summary.md`` (mean with a
+95 % percentile-bootstrap interval over pairs).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from medimg.errors import InputError
+from medimg.metrics.registration import (
+    endpoint_error,
+    folding_fraction,
+    jacobian_determinant,
+    label_overlap,
+    log_jacobian_std,
+    target_registration_error,
+)
+from medimg.metrics.stats import bootstrap_ci
+from medimg.tasks.register.data import Pair, load_pair, read_pairs
+from medimg.tasks.register.predict import RegResult
+
+__all__ = ["ALL_METHODS", "evaluate_dataset", "pair_metrics", "run_method"]
+
+ALL_METHODS = ("identity", "model", "model+io", "sitk-demons", "sitk-bspline")
+COLUMNS = ("dice", "hd95_mm", "folding_pct", "sdlogj", "epe_mm", "tre_mm", "seconds", "cpu_seconds")
+
+
+def _identity(pair: Pair) -> RegResult:
+    from medimg.tasks.register.fields import field_image
+
+    nd = pair.fixed.spatial_ndim
+    zero = np.zeros((nd, *pair.fixed.spatial_shape), np.float32)
+    return RegResult(pair.moving, field_image(zero, pair.fixed), pair.moving_label)
+
+
+def run_method(method: str, pair: Pair, registrator=None, instance_steps: int = 50) -> RegResult:
+    """Register ``pair`` with ``method`` (see :data:`ALL_METHODS`)."""
+    if method == "identity":
+        return _identity(pair)
+    if method in ("model", "model+io"):
+        steps = instance_steps if method == "model+io" else 0
+        return registrator.register(pair.fixed, pair.moving, moving_labels=pair.moving_label,
+                                    instance_steps=steps)  # fmt: skip
+    if method.startswith("sitk-"):
+        from medimg.tasks.register.baseline import sitk_register
+
+        return sitk_register(pair.fixed, pair.moving, method, moving_labels=pair.moving_label)
+    raise InputError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
+
+
+def pair_metrics(pair: Pair, result: RegResult) -> dict[str, float]:
+    """The :data:`COLUMNS` of one registered pair (NaN where the pair lacks the ground truth)."""
+    affine = pair.fixed.affine
+    jac = jacobian_determinant(result.field.array, affine)
+    row = {"folding_pct": 100 * folding_fraction(jac), "sdlogj": log_jacobian_std(jac),
+           "seconds": result.seconds, "cpu_seconds": result.cpu_seconds}  # fmt: skip
+    row["dice"] = row["hd95_mm"] = row["epe_mm"] = row["tre_mm"] = float("nan")
+    if pair.fixed_label is not None and result.warped_labels is not None:
+        labels = [int(v) for v in np.unique(pair.fixed_label.array) if v]
+        scores = label_overlap(result.warped_labels.array, pair.fixed_label.array, labels,
+                               pair.fixed.spacing)  # fmt: skip
+        row["dice"] = float(np.mean([s["dice"] for s in scores.values()]))
+        row["hd95_mm"] = float(np.mean([s["hd95"] for s in scores.values()]))
+    if pair.field is not None:
+        row["epe_mm"] = endpoint_error(result.field.array, pair.field)
+    if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
+        tre = target_registration_error(pair.fixed_landmarks, pair.moving_landmarks,
+                                        result.field.array, affine)  # fmt: skip
+        row["tre_mm"] = float(tre.mean())
+    return row
+
+
+def evaluate_dataset(
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    methods: tuple[str, ...] = ("identity", "model", "sitk-demons"),
+    model: str | Path | None = None,
+    split: str = "test",
+    instance_steps: int = 50,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Run ``methods`` on the ``split`` pairs of ``dataset``; write ``metrics.csv`` and
+    ``summary.md`` into ``out_dir``; return ``{"rows": [...], "summary": {method: {col: Estimate}}}``."""
+    from tqdm import tqdm
+
+    bad = [m for m in methods if m not in ALL_METHODS]
+    if bad:
+        raise InputError(f"unknown method {bad[0]!r}; choose from {', '.join(ALL_METHODS)}")
+    specs = read_pairs(dataset, split)
+    if not specs:
+        raise InputError(f"no '{split}' pairs in the pair list", dataset)
+    registrator = None
+    if any(m.startswith("model") for m in methods):
+        from medimg.tasks.register.predict import Registrator
+
+        registrator = Registrator(model, device=device)
+    rows = []
+    for spec in tqdm(specs, desc="evaluate", disable=not progress):
+        pair = load_pair(spec)
+        for method in methods:
+            res = run_method(method, pair, registrator, instance_steps)
+            rows.append({"pair": pair.name, "method": method, **pair_metrics(pair, res)})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "metrics.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["pair", "method", *COLUMNS])
+        w.writeheader()
+        w.writerows(
+            [{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+        )
+    summary: dict[str, dict] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        summary[method] = {c: bootstrap_ci([r[c] for r in mine]) for c in COLUMNS
+                           if all(np.isfinite(r[c]) for r in mine)}  # fmt: skip
+    lines = [f"# Registration: {len(specs)} '{split}' pairs of {dataset}", "",
+             "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]  # fmt: skip
+    for method, est in summary.items():
+        lines.append(f"| {method} | " + " | ".join(str(est.get(c, "n/a")) for c in COLUMNS) + " |")
+    note = (
+        "Mean [95 % bootstrap interval over pairs]. Dice/HD95: warped moving labels vs fixed "
+        "labels (mean over labels); EPE/TRE in mm; folding: % voxels with det J <= 0."
+    )
+    lines += ["", note]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return {"rows": rows, "summary": summary}

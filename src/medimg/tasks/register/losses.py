@@ -1,0 +1,122 @@
+"""Training losses of the three supervision modes, from MONAI's building blocks.
+
+* similarity: ``mse``, ``lncc`` (windowed local normalised cross-correlation, MONAI
+  ``LocalNormalizedCrossCorrelationLoss``), ``mi`` (global mutual information, MONAI
+  ``GlobalMutualInformationLoss``; for multi-modal pairs such as MR-CT);
+* regulariser on the displacement (voxels): ``diffusion`` (first derivatives, MONAI
+  ``DiffusionLoss``) or ``bending`` (second derivatives, MONAI ``BendingEnergyLoss``);
+* weak supervision: soft Dice (MONAI ``DiceLoss``, background excluded) of the moving one-hot
+  labels warped bilinearly against the fixed labels;
+* full supervision: mean squared end-point error against the true field (voxels).
+
+Modes: ``unsupervised`` = similarity + reg; ``weak`` = Dice + ``sim_weight`` x similarity + reg;
+``supervised`` = field error + reg.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medimg.errors import InputError
+from medimg.tasks.register.transform import warp
+
+__all__ = ["LossConfig", "RegistrationLoss", "one_hot", "regulariser", "similarity"]
+
+MODES = ("unsupervised", "weak", "supervised")
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Which terms and weights (recorded in ``reg.yaml``)."""
+
+    mode: Literal["unsupervised", "weak", "supervised"] = "unsupervised"
+    similarity: Literal["lncc", "mse", "mi"] = "lncc"
+    lncc_kernel: int = 7
+    regulariser: Literal["diffusion", "bending"] = "diffusion"
+    reg_weight: float = 1.0
+    sim_weight: float = 1.0
+    dice_weight: float = 1.0
+    field_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.similarity not in ("lncc", "mse", "mi"):
+            raise InputError(f"similarity must be lncc, mse or mi, got {self.similarity!r}")
+        if self.regulariser not in ("diffusion", "bending"):
+            raise InputError(f"regulariser must be diffusion or bending, got {self.regulariser!r}")
+        if self.lncc_kernel < 3 or self.lncc_kernel % 2 == 0:
+            raise InputError(f"lncc_kernel must be odd and >= 3, got {self.lncc_kernel}")
+
+
+def similarity(name: str, spatial_dims: int, kernel: int = 7) -> nn.Module:
+    """Image dissimilarity ``loss(warped, fixed)`` (lower is better)."""
+    from monai.losses import GlobalMutualInformationLoss, LocalNormalizedCrossCorrelationLoss
+
+    if name == "lncc":
+        return LocalNormalizedCrossCorrelationLoss(spatial_dims=spatial_dims, kernel_size=kernel)
+    if name == "mi":
+        return GlobalMutualInformationLoss(num_bins=32)
+    if name == "mse":
+        return nn.MSELoss()
+    raise InputError(f"similarity must be lncc, mse or mi, got {name!r}")
+
+
+def regulariser(name: str) -> nn.Module:
+    """Smoothness penalty of a ``(B, nd, *S)`` displacement."""
+    from monai.losses import BendingEnergyLoss, DiffusionLoss
+
+    if name == "diffusion":
+        return DiffusionLoss()
+    if name == "bending":
+        return BendingEnergyLoss()
+    raise InputError(f"regulariser must be diffusion or bending, got {name!r}")
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, 1, *S)`` integer labels -> ``(B, K, *S)`` float one-hot."""
+    oh = F.one_hot(labels[:, 0].long().clamp(0, num_classes - 1), num_classes)
+    return oh.movedim(-1, 1).float()
+
+
+class RegistrationLoss(nn.Module):
+    """``loss(field, batch) -> (total, {term: value})`` for one mode (see the module docstring).
+
+    ``batch`` holds ``fixed``/``moving`` ``(B, 1, *S)``; ``fixed_label``/``moving_label``
+    ``(B, 1, *S)`` for weak supervision; ``field`` ``(B, nd, *S)`` voxels for full supervision.
+    """
+
+    def __init__(self, config: LossConfig, spatial_dims: int, num_classes: int = 0) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        self.cfg, self.num_classes = config, num_classes
+        self.sim = similarity(config.similarity, spatial_dims, config.lncc_kernel)
+        self.reg = regulariser(config.regulariser)
+        self.dice = DiceLoss(include_background=False, smooth_nr=1e-5, smooth_dr=1e-5)
+        if config.mode == "weak" and num_classes < 2:
+            raise InputError("weak supervision needs label maps with at least one foreground label")
+
+    def forward(
+        self, field: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, terms = self.cfg, {}
+        terms["reg"] = self.reg(field)
+        total = cfg.reg_weight * terms["reg"]
+        if cfg.mode == "supervised":
+            terms["field"] = ((field - batch["field"]) ** 2).sum(1).mean()
+            return total + cfg.field_weight * terms["field"], terms
+        warped = warp(batch["moving"], field)
+        if cfg.mode == "unsupervised" or cfg.sim_weight > 0:
+            terms["sim"] = self.sim(warped, batch["fixed"])
+            total = total + (cfg.sim_weight if cfg.mode == "weak" else 1.0) * terms["sim"]
+        if cfg.mode == "weak":
+            moved = warp(one_hot(batch["moving_label"], self.num_classes), field)
+            terms["dice"] = self.dice(moved, one_hot(batch["fixed_label"], self.num_classes))
+            total = total + cfg.dice_weight * terms["dice"]
+        return total, terms

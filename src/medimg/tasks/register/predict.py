@@ -1,0 +1,250 @@
+"""Registering a pair: network field, optional affine stage and instance optimisation, outputs.
+
+:class:`Registrator` loads a model folder (``reg.yaml`` + ``model.safetensors``; the shipped
+``default/`` when none is named) and :meth:`Registrator.register` returns a :class:`RegResult`
+on the fixed grid. Steps: moving (and labels) resampled onto the fixed grid in world
+coordinates; intensities normalised; optional affine stage (an affine map optimised with the
+similarity loss on the half-resolution pair, Adam, 100 steps); the network's field; optional
+instance optimisation (``steps`` Adam updates of a half-resolution correction under
+similarity + regulariser, stopped early by ``time_budget_s``, the refinement that wins Learn2Reg);
+then warping. :func:`write_outputs` writes what other tools read (see :mod:`.fields`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medimg.errors import CheckpointError, InputError
+from medimg.io.image import Image
+from medimg.tasks.register.data import normalise, to_grid
+from medimg.tasks.register.transform import affine_field, compose, resize_field, to_mm, warp
+
+__all__ = ["DEFAULT_MODEL", "RegResult", "Registrator", "check_overlap", "write_outputs"]
+
+DEFAULT_MODEL = Path(__file__).parent / "default"
+
+
+@dataclass
+class RegResult:
+    """``warped`` moving image, ``field`` (RAS+ mm vector image), optional ``warped_labels``,
+    ``seconds`` (wall) and ``cpu_seconds`` of the registration, ``info`` (stages, steps)."""
+
+    warped: Image
+    field: Image
+    warped_labels: Image | None = None
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+def check_overlap(fixed: np.ndarray, moving: np.ndarray, stage: str) -> None:
+    """Refuse a pair whose foregrounds (above the 0.1 level of normalised intensity) share less
+    than 5 % of the smaller one: registration would only follow noise."""
+    f, m = fixed > 0.1, moving > 0.1
+    small = min(int(f.sum()), int(m.sum()))
+    if small == 0 or int((f & m).sum()) < 0.05 * small:
+        raise InputError(
+            f"fixed and moving images do not overlap {stage}; check that both cover the same "
+            "anatomy in world coordinates (origin/direction), or pre-align them"
+        )
+
+
+def _affine_stage(fixed: torch.Tensor, moving: torch.Tensor, sim, steps: int = 100) -> torch.Tensor:
+    """Voxel affine displacement optimised on the half-resolution pair (matrix about the grid
+    centre in normalised coordinates, F.affine_grid convention)."""
+    nd = fixed.ndim - 2
+    pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
+    f, m = pool(fixed, 2), pool(moving, 2)
+    theta = torch.eye(nd, nd + 1)[None].requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=0.01)
+    flip = list(range(nd))[::-1]  # affine_grid orders coordinates (x=last axis, ...)
+    for _ in range(steps):
+        grid = F.affine_grid(theta, list(f.shape), align_corners=True)
+        loss = sim(F.grid_sample(m, grid, align_corners=True, padding_mode="border"), f)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # normalised [-1, 1] (reversed axes) -> voxel matrix on the full grid
+        shape = fixed.shape[2:]
+        t = theta[0].detach().clone()
+        a_n = t[flip][:, flip]
+        b_n = t[flip, nd]
+        half = torch.tensor([max((s - 1) / 2, 0.5) for s in shape])
+        a = torch.diag(half) @ a_n @ torch.diag(1 / half)
+        b = half + b_n * half - a @ half
+        matrix = torch.cat([a, b[:, None]], 1)[None]
+        return affine_field(matrix, tuple(shape))
+
+
+class Registrator:
+    """A trained registration network ready to register pairs."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu") -> None:
+        from medimg.engine import find_checkpoint, load_weights, resolve_device
+        from medimg.tasks.register.losses import regulariser, similarity
+        from medimg.tasks.register.models import build_model
+        from medimg.tasks.register.train import load_config
+
+        folder = Path(model) if model else DEFAULT_MODEL
+        if not (folder / "reg.yaml").is_file():
+            raise CheckpointError(
+                "not a registration model folder (no reg.yaml); pass a run folder of "
+                "'medimg register train' or omit --model for the default model",
+                folder,
+            )
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            found = find_checkpoint(folder / "best") or find_checkpoint(folder / "last")
+            if found is None:
+                raise CheckpointError("no weights (model.safetensors, best/ or last/)", folder)
+            weights = found
+        self.config = load_config(folder / "reg.yaml")
+        self.device = resolve_device(device)
+        self.net = build_model(self.config.model).eval().to(self.device)
+        load_weights(self.net, weights)
+        nd, lc = self.config.model.spatial_dims, self.config.loss
+        self.sim = similarity(lc.similarity, nd, lc.lncc_kernel)
+        self.reg = regulariser(lc.regulariser)
+
+    def _instance_opt(self, f, m, field, steps, budget, reg_weight) -> tuple[torch.Tensor, int]:
+        half = tuple(max(1, s // 2) for s in f.shape[2:])
+        delta = torch.zeros(1, f.ndim - 2, *half, device=f.device, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=0.05)
+        t0, done = time.perf_counter(), 0
+        for _ in range(steps):
+            if budget is not None and time.perf_counter() - t0 > budget:
+                break
+            u = field + resize_field(delta, tuple(f.shape[2:]))
+            loss = self.sim(warp(m, u), f) + reg_weight * self.reg(u)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+        with torch.no_grad():
+            return field + resize_field(delta, tuple(f.shape[2:])), done
+
+    def register(
+        self,
+        fixed: Image,
+        moving: Image,
+        *,
+        moving_labels: Image | None = None,
+        affine: bool = False,
+        instance_steps: int = 0,
+        time_budget_s: float | None = None,
+    ) -> RegResult:
+        """Register ``moving`` to ``fixed``; see the module docstring."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        nd = self.config.model.spatial_dims
+        for name, img in (("fixed", fixed), ("moving", moving)):
+            if img.num_channels != 1:
+                raise InputError(
+                    f"the {name} image must have one channel, it has {img.num_channels}"
+                )
+        if fixed.spatial_ndim != moving.spatial_ndim:
+            raise InputError(
+                f"fixed is {fixed.spatial_ndim}D but moving is {moving.spatial_ndim}D; register "
+                "images of the same dimensionality"
+            )
+        if fixed.spatial_ndim != nd:
+            raise InputError(
+                f"this model registers {nd}D images, the pair is {fixed.spatial_ndim}D"
+            )
+        on_grid = to_grid(moving, fixed)
+        f_np, m_np = normalise(fixed.array), normalise(on_grid.array)
+        check_overlap(f_np, m_np, "in world coordinates")
+        f = torch.from_numpy(f_np)[None].to(self.device)
+        m = torch.from_numpy(m_np)[None].to(self.device)
+        info: dict = {"affine": affine, "instance_steps": 0}
+        with torch.enable_grad():
+            pre = _affine_stage(f, m, self.sim) if affine else None
+        if pre is not None:
+            check_overlap(f_np, warp(m, pre)[0].cpu().numpy(), "after the affine stage")
+        with torch.no_grad():
+            field = self.net(f, m if pre is None else warp(m, pre))
+            if pre is not None:
+                field = compose(pre, field)
+        if instance_steps > 0:
+            with torch.enable_grad():
+                field, done = self._instance_opt(f, m, field, instance_steps, time_budget_s,
+                                                 self.config.loss.reg_weight)  # fmt: skip
+            info["instance_steps"] = done
+        with torch.no_grad():
+            src = torch.from_numpy(on_grid.array.astype(np.float32))[None].to(self.device)
+            warped = warp(src, field)[0].cpu().numpy()
+            wl = None
+            if moving_labels is not None:
+                lab = to_grid(moving_labels, fixed, label=True)
+                moved = warp(torch.from_numpy(lab.array.astype(np.float32))[None].to(self.device),
+                             field, mode="nearest")  # fmt: skip
+                wl = Image(moved[0].cpu().numpy().astype(lab.array.dtype), fixed.affine.copy(),
+                           modality="SEG", is_label=True)  # fmt: skip
+        from medimg.tasks.register.fields import field_image
+
+        u_mm = to_mm(field, fixed.affine)
+        return RegResult(
+            warped=Image(warped, fixed.affine.copy(), modality=moving.modality),
+            field=field_image(u_mm, fixed),
+            warped_labels=wl,
+            seconds=time.perf_counter() - t0,
+            cpu_seconds=time.process_time() - c0,
+            info=info,
+        )
+
+
+def write_outputs(
+    result: RegResult,
+    fixed: Image,
+    moving: Image,
+    out_dir: str | Path,
+    *,
+    fixed_labels: Image | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write ``warped.nii.gz``, ``field.nii.gz`` (ITK/ANTs LPS displacement), ``transform.h5``,
+    ``jacobian.nii.gz``, ``warped_labels.nii.gz`` (if any), ``summary.json`` and
+    ``overview.png`` into ``out_dir``; returns the paths."""
+    from medimg.io.api import save
+    from medimg.io.output import check_output
+    from medimg.metrics.registration import folding_fraction, jacobian_determinant, label_overlap
+    from medimg.tasks.register.fields import save_field, save_transform
+    from medimg.tasks.register.figures import overview_png
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jac = jacobian_determinant(result.field.array, fixed.affine)
+    written = [
+        save(result.warped, out / "warped.nii.gz", overwrite=overwrite),
+        save_field(result.field, out / "field.nii.gz", overwrite=overwrite),
+        save_transform(result.field, out / "transform.h5", overwrite=overwrite),
+        save(
+            Image(jac[None].astype(np.float32), fixed.affine),
+            out / "jacobian.nii.gz",
+            overwrite=overwrite,
+        ),
+    ]
+    summary = {"seconds": round(result.seconds, 3), "cpu_seconds": round(result.cpu_seconds, 3),
+               "folding_pct": 100 * folding_fraction(jac), **result.info}  # fmt: skip
+    if result.warped_labels is not None:
+        written.append(
+            save(result.warped_labels, out / "warped_labels.nii.gz", overwrite=overwrite)
+        )
+        if fixed_labels is not None:
+            fl = to_grid(fixed_labels, fixed, label=True)
+            labels = [int(v) for v in np.unique(fl.array) if v]
+            scores = label_overlap(result.warped_labels.array, fl.array, labels, fixed.spacing)
+            summary["dice"] = {str(k): round(v["dice"], 4) for k, v in scores.items()}
+    path = check_output(out / "summary.json", overwrite)
+    path.write_text(json.dumps(summary, indent=2))
+    written.append(path)
+    png = check_output(out / "overview.png", overwrite)
+    overview_png(fixed, to_grid(moving, fixed), result.warped, result.field, jac, png)
+    written.append(png)
+    return written

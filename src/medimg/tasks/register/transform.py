@@ -1,0 +1,156 @@
+"""The spatial transformer: dense displacement fields in voxels inside, in mm at the edges.
+
+Tensors are batched ``(B, C, X, Y[, Z])``; a displacement field ``u`` is ``(B, nd, X, Y[, Z])``
+with channel ``i`` the displacement along array axis ``i`` in voxels (MONAI's ``Warp``/``DVF2DDF``
+convention), and warping means ``warped(x) = moving(x + u(x))``. At the edges fields are
+converted to world millimetres (RAS+) with the grid's affine (:func:`to_mm` / :func:`to_voxels`),
+so a field means the same thing on any voxel grid and in ITK (see :mod:`.fields`).
+
+* :func:`warp` — MONAI ``Warp`` (bilinear or nearest, border or zero padding).
+* :func:`compose` — the field of "warp by ``first``, then warp the result by ``second``".
+* :func:`integrate` — scaling and squaring of a stationary velocity field (MONAI ``DVF2DDF``);
+  ``integrate(-v)`` is the inverse transform, which is how the diffeomorphic models get inverse
+  consistency.
+* :func:`affine_field` — the displacement of a voxel-space affine map.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medimg.errors import InputError
+
+__all__ = [
+    "affine_field",
+    "compose",
+    "identity_grid",
+    "integrate",
+    "resize_field",
+    "to_mm",
+    "to_voxels",
+    "warp",
+]
+
+
+@cache
+def _warper(mode: str, padding: str) -> torch.nn.Module:
+    from monai.networks.blocks import Warp
+
+    with warnings.catch_warnings():  # "using PyTorch native grid_sample": expected on CPU
+        warnings.simplefilter("ignore")
+        return Warp(mode=mode, padding_mode=padding)
+
+
+@cache
+def _integrator(steps: int) -> torch.nn.Module:
+    from monai.networks.blocks import DVF2DDF
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return DVF2DDF(num_steps=steps, mode="bilinear", padding_mode="border")
+
+
+def _check(image: torch.Tensor, field: torch.Tensor) -> None:
+    nd = field.ndim - 2
+    if nd not in (2, 3) or field.shape[1] != nd:
+        raise InputError(
+            f"a field must be (B, nd, *spatial) with nd = 2 or 3, got {tuple(field.shape)}"
+        )
+    if image.ndim != field.ndim or image.shape[2:] != field.shape[2:]:
+        raise InputError(
+            f"image {tuple(image.shape)} and field {tuple(field.shape)} need the same batch layout "
+            "and spatial shape"
+        )
+
+
+def warp(
+    image: torch.Tensor, field: torch.Tensor, mode: str = "bilinear", padding: str = "border"
+) -> torch.Tensor:
+    """``image(x + field(x))`` for ``(B, C, *S)`` images and ``(B, nd, *S)`` voxel fields.
+
+    ``mode``: ``bilinear`` (images, one-hot labels) or ``nearest`` (label maps); ``padding``:
+    ``border`` (repeat the edge), ``zeros`` or ``reflection``.
+    """
+    _check(image, field)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = _warper(mode, padding)(image.to(field.dtype), field)
+    return out
+
+
+def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Field of warping by ``first`` and then warping the result by ``second``:
+    ``c(x) = second(x) + first(x + second(x))``, so ``warp(warp(m, first), second) ≈ warp(m, c)``."""
+    return second + warp(first, second, padding="border")
+
+
+def integrate(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
+    """Displacement of ``exp(v)`` for a stationary velocity field (scaling and squaring)."""
+    if velocity.ndim - 2 not in (2, 3) or velocity.shape[1] != velocity.ndim - 2:
+        raise InputError(f"a velocity field must be (B, nd, *spatial), got {tuple(velocity.shape)}")
+    if steps <= 0:
+        return velocity
+    return _integrator(int(steps))(velocity)
+
+
+def identity_grid(shape: tuple[int, ...], device: Any = None, dtype: Any = None) -> torch.Tensor:
+    """Voxel coordinates ``(nd, *shape)``: the points where a field is defined."""
+    axes = [torch.arange(s, device=device, dtype=dtype or torch.float32) for s in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def affine_field(matrix: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Displacement ``(B, nd, *shape)`` of voxel affine maps ``x -> A x + t`` given as
+    ``(B, nd, nd+1)`` or ``(B, nd+1, nd+1)`` matrices acting on voxel indices."""
+    nd = len(shape)
+    m = matrix[:, :nd, :]
+    grid = identity_grid(shape, matrix.device, matrix.dtype).reshape(nd, -1)
+    mapped = m[:, :, :nd] @ grid + m[:, :, nd:]
+    return (mapped - grid).reshape(matrix.shape[0], nd, *shape)
+
+
+def resize_field(field: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resample a voxel field to another grid over the same extent (voxel centres aligned like
+    average pooling, ``align_corners=False``), rescaling the displacements per axis."""
+    mode = "bilinear" if field.ndim == 4 else "trilinear"
+    out = F.interpolate(field, size=shape, mode=mode, align_corners=False)
+    scale = torch.tensor([n / o for n, o in zip(shape, field.shape[2:])], dtype=field.dtype)
+    return out * scale.to(field.device).reshape(1, -1, *[1] * len(shape))
+
+
+def _linear(affine: Any, nd: int) -> np.ndarray:
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise InputError(f"affine must be 4x4, got {a.shape}")
+    return a[:nd, :nd]
+
+
+def to_mm(field_vox: Any, affine: Any) -> np.ndarray:
+    """Voxel field ``(nd, *S)`` or ``(1, nd, *S)`` -> world mm components ``M u``, ``(nd, *S)``."""
+    u = (
+        field_vox.detach().cpu().numpy()
+        if isinstance(field_vox, torch.Tensor)
+        else np.asarray(field_vox)
+    )
+    if u.ndim >= 4 and u.shape[0] == 1 and u.shape[1] == u.ndim - 2:
+        u = u[0]
+    nd = u.shape[0]
+    if u.ndim != nd + 1:
+        raise InputError(f"a field must be (nd, *spatial) with nd channels, got {u.shape}")
+    return np.tensordot(_linear(affine, nd), u.astype(np.float64), axes=1).astype(np.float32)
+
+
+def to_voxels(field_mm: Any, affine: Any) -> torch.Tensor:
+    """World-mm field ``(nd, *S)`` -> batched voxel field ``(1, nd, *S)`` (torch float32)."""
+    u = np.asarray(field_mm, dtype=np.float64)
+    nd = u.shape[0]
+    if u.ndim != nd + 1:
+        raise InputError(f"a field must be (nd, *spatial) with nd channels, got {u.shape}")
+    inv = np.linalg.inv(_linear(affine, nd))
+    return torch.from_numpy(np.tensordot(inv, u, axes=1).astype(np.float32))[None]
