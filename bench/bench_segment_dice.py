@@ -43,7 +43,8 @@ def main() -> None:
     steps = best_step = None
     if args.model:
         model_dir = Path(args.model)
-        t_train = float((model_dir / "train_time_s.txt").read_text())
+        timing = model_dir / "train_time_s.txt"  # written when a training finishes
+        t_train = float(timing.read_text()) if timing.is_file() else float("nan")
         val = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
         steps = max(r["step"] for r in val if r.get("kind") == "train")
         best = [r for r in val if r.get("kind") == "val" and r.get("best")]

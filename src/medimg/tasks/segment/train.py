@@ -136,7 +136,7 @@ def train_segmentation(
 
 #: ``medimg segment train --preset default``: the shipped default model's recipe.
 DEFAULT_PRESET = {"kind": "ct", "n_train": 16, "n_test": 6, "seed": 0, "memory_budget_mb": 128.0,
-                  "base_features": 8, "max_steps": 1000}  # fmt: skip
+                  "base_features": 8, "max_steps": 1500}  # fmt: skip
 
 
 def train_preset(
