@@ -1,0 +1,102 @@
+"""Low-dose CT denoising: the shipped RED-CNN and WGAN-GP against low-dose FBP (issue 4).
+
+Held-out body-phantom slices (seeds 10000..; training used 0-47, validation 5000-5003),
+128 x 128 at 3 mm, 192 parallel views, 1e5 photons per element at full dose, simulated at 25 %
+dose (Poisson + electronic noise, Hann FBP). Reference: the full-dose FBP of the same slice
+(independent noise), as with scanner pairs.
+
+Figures:
+- PSNR gain of RED-CNN over low-dose FBP in the soft-tissue window C=40 W=400 HU (both images
+  clipped to the window, data range 400 HU); target >= 4 dB. Also the gain in the abdomen
+  window C=60 W=400 and RMSE in HU (unclipped).
+- Edge sharpness: 10-90 % width (mm) of the radial edge of every nodule of >= 9 mm
+  (angle-averaged edge-spread function, ``metrics.ct.disk_edge_width``), as a ratio to the
+  full-dose width; target for the GAN: within 10 % (ratio <= 1.10). RED-CNN's ratio shows the
+  over-smoothing the GAN is meant to avoid.
+- Training time of both shipped models (recorded by training; CPU, see their model cards).
+
+Run: ``.venv/bin/python bench/bench_ct_denoise.py [--cases 24]`` (about a minute). Exit 1 if a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+
+import numpy as np
+import torch
+
+from medimg.metrics.ct import disk_edge_width, rmse_hu, windowed_psnr
+from medimg.metrics.stats import bootstrap_ci
+from medimg.tasks.reconstruct.ct import data as D
+from medimg.tasks.reconstruct.ct.evaluate import MIN_NODULE_MM
+from medimg.tasks.reconstruct.ct.predict import DEFAULT_DIR, denoise_slices, load_model
+from medimg.tasks.reconstruct.ct.train import HELD_OUT_SEED
+
+
+def _train_minutes(name: str) -> float:
+    f = DEFAULT_DIR / name / "train_time_s.txt"
+    return float(f.read_text()) / 60 if f.is_file() else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", type=int, default=24)
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    sim = D.SimConfig(dose_fraction=0.25)
+    pairs = D.simulate_slices(range(HELD_OUT_SEED, HELD_OUT_SEED + args.cases), sim)
+    low = np.stack([p.low for p in pairs])
+    images = {"low-dose FBP": low}
+    for name in ("redcnn", "wgan"):
+        net, _ = load_model(name)
+        images[name] = denoise_slices(net, low)
+    rows = {}
+    for m, imgs in images.items():
+        psnr = [windowed_psnr(p.full, x).value for p, x in zip(pairs, imgs)]
+        psnr_abd = [windowed_psnr(p.full, x, window="abdomen").value for p, x in zip(pairs, imgs)]
+        rows[m] = {"psnr": np.array(psnr), "psnr_abd": np.array(psnr_abd),
+                   "rmse": np.array([rmse_hu(p.full, x) for p, x in zip(pairs, imgs)])}  # fmt: skip
+    widths: dict[str, list[float]] = {m: [] for m in ["full dose", *images]}
+    for i, p in enumerate(pairs):
+        for n in p.nodules:
+            if n["diameter_mm"] < MIN_NODULE_MM:
+                continue
+            c, r = tuple(map(float, n["center_voxel"][-2:])), n["diameter_mm"] / 2 / sim.pixel_mm
+            widths["full dose"].append(disk_edge_width(p.full, c, r, sim.pixel_mm))
+            for m, imgs in images.items():
+                widths[m].append(disk_edge_width(imgs[i], c, r, sim.pixel_mm))
+    full_w = np.array(widths["full dose"])
+    print(f"{args.cases} held-out slices at 25 % dose; reference full-dose FBP; "
+          f"{len(full_w)} nodules >= {MIN_NODULE_MM:g} mm for edge widths")  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.1f} (2-CPU machine); {date.today()}")
+    print(f"{'method':14s} {'PSNR soft C40W400':>22s} {'PSNR abd C60W400':>18s} {'RMSE HU':>9s} "
+          f"{'edge mm':>8s} {'edge/full':>22s}")  # fmt: skip
+    base = rows["low-dose FBP"]
+    for m, r in rows.items():
+        w = np.array(widths[m])
+        ratio = bootstrap_ci(w / full_w) if len(w) else None
+        print(f"{m:14s} {bootstrap_ci(r['psnr'])!s:>22s} {r['psnr_abd'].mean():18.2f} "
+              f"{r['rmse'].mean():9.1f} {w.mean():8.2f} {ratio!s:>22s}")  # fmt: skip
+    print(f"{'full dose':14s} {'':>22s} {'':>18s} {'':>9s} {full_w.mean():8.2f}")
+    gain = bootstrap_ci(rows["redcnn"]["psnr"] - base["psnr"])
+    gain_gan = bootstrap_ci(rows["wgan"]["psnr"] - base["psnr"])
+    gan_ratio = float(np.mean(np.array(widths["wgan"]) / full_w))
+    red_ratio = float(np.mean(np.array(widths["redcnn"]) / full_w))
+    minutes = _train_minutes("redcnn"), _train_minutes("wgan")
+    print(f"RED-CNN PSNR gain over low-dose FBP (soft-tissue window C=40 W=400 HU): {gain} dB "
+          f"(target >= 4)")  # fmt: skip
+    print(f"WGAN-GP PSNR gain: {gain_gan} dB")
+    print(f"edge width ratio to full dose: WGAN-GP {gan_ratio:.3f} (target <= 1.10), "
+          f"RED-CNN {red_ratio:.3f}")  # fmt: skip
+    print(f"training time: RED-CNN {minutes[0]:.1f} min + WGAN-GP {minutes[1]:.1f} min "
+          f"= {sum(minutes):.1f} min CPU wall (target <= 20)")  # fmt: skip
+    ok = gain.value >= 4 and abs(gan_ratio - 1) <= 0.10 and sum(minutes) <= 20
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""``medimg recon ct simulate|reconstruct|train|predict|evaluate``: the low-dose CT verbs."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _sim_config(args: argparse.Namespace, dose: float = 1.0):
+    from medimg.tasks.reconstruct.ct.data import SimConfig
+
+    return SimConfig(image_size=args.size, pixel_mm=args.pixel_mm, n_views=args.views, i0=args.i0,
+                     dose_fraction=dose, filter_name=args.filter)  # fmt: skip
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.ct.data import write_pairs
+
+    cfg = _sim_config(args, args.doses[0])
+    seeds = range(args.seed, args.seed + args.cases)
+    out = write_pairs(args.out, seeds, cfg, doses=tuple(args.doses), fmt=args.format,
+                      sinograms=not args.no_sinograms, overwrite=args.overwrite)  # fmt: skip
+    doses = ", ".join(f"{d:.0%}" for d in args.doses)
+    print(f"wrote {args.cases} cases (full dose + {doses}, {args.format}) to {out}")
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from medimg.errors import InputError
+    from medimg.io.api import save
+    from medimg.physics.ct import CTProjector
+    from medimg.physics.ct_dose import counts_to_line_integrals
+    from medimg.tasks.reconstruct.ct.baselines import fbp_hu, tv_reconstruct_hu
+    from medimg.tasks.reconstruct.ct.data import axial_affine, geometry, slice_image
+
+    src = Path(args.sinogram)
+    try:
+        sino = torch.from_numpy(np.load(src)).float()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read a .npy sinogram ({exc})", src) from None
+    if args.counts:
+        sino = counts_to_line_integrals(sino, args.i0)
+    g = geometry(_sim_config(args))
+    if tuple(sino.shape[-2:]) != g.sinogram_shape:
+        raise InputError(
+            f"sinogram shape {tuple(sino.shape)} does not match the geometry "
+            f"(views, detectors) = {g.sinogram_shape} of --size {args.size} --views {args.views}; "
+            "pass the scan's --size/--views", src,
+        )  # fmt: skip
+    if args.method == "fbp":
+        hu = fbp_hu(sino, g, filter_name=args.filter)
+    else:
+        hu = tv_reconstruct_hu(sino, CTProjector(g), i0=args.i0, lam=args.tv_lam)
+    n = args.size
+    image = slice_image(hu.reshape(n, n).numpy(), axial_affine(n, args.pixel_mm))
+    out = save(image, args.output, overwrite=args.overwrite)
+    print(f"wrote {out} ({args.method}, HU)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medimg.engine import from_yaml
+    from medimg.tasks.reconstruct.ct.train import (
+        CTTrainConfig,
+        export_model,
+        preset_config,
+        train_ct,
+    )
+
+    cfg = (
+        from_yaml(CTTrainConfig, args.config)
+        if args.config
+        else preset_config(args.model, args.preset)
+    )
+    changes = {"progress": not args.quiet}
+    if args.max_steps is not None:
+        changes["max_steps"] = args.max_steps
+    if args.device is not None:
+        changes["device"] = args.device
+    cfg.train = dataclasses.replace(cfg.train, **changes)
+    if args.init is not None:
+        cfg.init = args.init
+    out = args.out or f"runs/recon/ct/{cfg.model}-{args.preset}"
+    resume = "auto" if args.resume else False
+    res = train_ct(cfg, out, resume=resume, overwrite=args.overwrite)
+    print(f"trained {cfg.model} to step {res.last_step}; best validation PSNR {res.best_metric} dB "
+          f"(soft-tissue window) at step {res.best_step}; model folder {res.run_dir}")  # fmt: skip
+    if args.export:
+        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.ct.predict import predict_path
+
+    out = predict_path(args.input, args.output, model=args.model, device=args.device,
+                       overwrite=args.overwrite, assume_hu=args.assume_hu)  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.ct.evaluate import evaluate_folder
+
+    out = args.out or Path(args.data) / "evaluation"
+    res = evaluate_folder(args.data, out, models=args.models or (), dose=args.dose,
+                          window=args.window, iterative=not args.no_iterative,
+                          device=args.device, max_cases=args.max_cases)  # fmt: skip
+    print((Path(out) / "summary.md").read_text(), end="")
+    print(f"wrote {out}/metrics.csv, summary.md, panel.png ({res['window']})")
+    return 0
+
+
+def _add_scanner(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size in mm (default 3)")
+    p.add_argument("--views", type=int, default=192, help="parallel-beam views over 180 degrees")
+    p.add_argument("--i0", type=float, default=1e5,
+                   help="full-dose photons per detector element and view (default 1e5)")  # fmt: skip
+    p.add_argument(
+        "--filter", default="hann", help="FBP filter: ram-lak, shepp-logan, cosine, hann"
+    )
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the low-dose CT verbs to ``medimg recon ct``."""
+    from medimg.metrics.ct import WINDOWS
+
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "simulate body phantoms as full-dose / low-dose FBP pairs",
+              "medimg recon ct simulate data/ldct --cases 8 --doses 0.25 0.1\n"
+              "medimg recon ct simulate data/ldct_dicom --format dicom --cases 2")  # fmt: skip
+    p.add_argument("out", help="output folder (case_<seed>/ + cases.json)")
+    p.add_argument("--cases", type=int, default=8)
+    p.add_argument("--seed", type=int, default=10000,
+                   help="first phantom seed (default 10000: held out from training)")  # fmt: skip
+    p.add_argument("--doses", type=float, nargs="+", default=[0.25],
+                   help="dose fractions of the low-dose scans (default 0.25)")  # fmt: skip
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
+    p.add_argument("--no-sinograms", action="store_true", help="skip the .npy sinograms")
+    p.add_argument("--overwrite", action="store_true")
+    _add_scanner(p)
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "reconstruct", "reconstruct a parallel-beam sinogram (.npy) by FBP or PWLS-TV",
+              "medimg recon ct reconstruct data/ldct/case_10000/sino_low_025.npy low.nii.gz\n"
+              "medimg recon ct reconstruct counts.npy tv.nii.gz --counts --i0 2.5e4 --method pwls-tv")  # fmt: skip
+    p.add_argument("sinogram", help="(views, detectors) line integrals, or counts with --counts")
+    p.add_argument("output", help="output .nii.gz or DICOM folder")
+    p.add_argument("--method", choices=("fbp", "pwls-tv"), default="fbp")
+    p.add_argument("--counts", action="store_true", help="the file holds photon counts")
+    p.add_argument("--tv-lam", type=float, default=5.0, help="PWLS-TV prior weight")
+    p.add_argument("--overwrite", action="store_true")
+    _add_scanner(p)
+    p.set_defaults(func=_reconstruct)
+
+    p = _verb(sub, "train", "train a denoiser (redcnn, wgan) or learned primal-dual (lpd)",
+              "medimg recon ct train --preset default --model redcnn\n"
+              "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
+              "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
+    p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn")
+    p.add_argument("--preset", choices=("default", "tiny"), default="default")
+    p.add_argument(
+        "--config", help="CTTrainConfig YAML (e.g. a run's config.yaml) instead of a preset"
+    )
+    p.add_argument("--init", help="wgan: RED-CNN model folder to start the generator ('default')")
+    p.add_argument("--out", help="run folder (default runs/recon/ct/<model>-<preset>)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out if there is one"
+    )
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--export", help="copy config + best weights into this model folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
+              "medimg recon ct predict low.nii.gz denoised.nii.gz\n"
+              "medimg recon ct predict scans/low_dose/ denoised_dicom/ --model wgan")  # fmt: skip
+    p.add_argument("input", help="image file or DICOM folder, in HU")
+    p.add_argument("output", help="output file (.nii.gz ...) or folder for a DICOM series")
+    p.add_argument("--model", help="redcnn (default), wgan, or a model/run folder")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--assume-hu", action="store_true",
+                   help="accept an image without negative values as HU")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "score FBP, PWLS-TV and networks on a simulated set (table + PNG)",
+              "medimg recon ct evaluate data/ldct --out reports/ldct\n"
+              "medimg recon ct evaluate data/ldct --models redcnn wgan runs/recon/ct/lpd-default")  # fmt: skip
+    p.add_argument("data", help="folder written by 'medimg recon ct simulate'")
+    p.add_argument("--out", help="report folder (default DATA/evaluation)")
+    p.add_argument("--models", nargs="*", help="redcnn, wgan or model folders (default: shipped)")
+    p.add_argument("--dose", type=float, help="which simulated dose (default: the first)")
+    p.add_argument("--window", choices=sorted(WINDOWS), default="soft_tissue")
+    p.add_argument("--no-iterative", action="store_true", help="skip PWLS-TV (slowest column)")
+    p.add_argument("--max-cases", type=int)
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,292 @@
+"""Paired full-dose / low-dose CT slices simulated from body phantoms, in memory and on disk.
+
+A sample is one axial slice of :func:`medimg.phantoms.ct.body_phantom` (thorax or abdomen, slice
+height jittered) projected by :class:`~medimg.physics.ct.CTProjector`, given transmission noise
+(Poisson + electronic, :mod:`medimg.physics.ct_dose`) at full dose and at ``dose_fraction`` of
+it, and reconstructed by FBP (:func:`~medimg.tasks.reconstruct.ct.baselines.fbp_hu`). The
+full-dose FBP is the training target and the reference of every metric, as with scanner data
+(the Mayo low-dose challenge pairs); the noiseless phantom is kept beside it.
+
+Networks see ``HU / 1000`` (water 0, air -1): :func:`to_net` / :func:`from_net`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medimg.engine import derive_seed
+from medimg.errors import InputError
+from medimg.phantoms.ct import REGION_Z, body_phantom
+from medimg.physics.ct import CTProjector, ParallelBeamGeometry
+from medimg.physics.ct_dose import simulate_sinogram
+from medimg.tasks.reconstruct.ct.baselines import fbp_hu
+
+__all__ = [
+    "HU_SCALE",
+    "PatchDataset",
+    "SimConfig",
+    "SliceDataset",
+    "SlicePair",
+    "axial_affine",
+    "from_net",
+    "geometry",
+    "simulate_slice",
+    "simulate_slices",
+    "slice_image",
+    "to_net",
+    "write_pairs",
+]  # fmt: skip
+
+HU_SCALE = 1000.0  # network units: HU / 1000
+
+
+def to_net(hu: Any) -> torch.Tensor:
+    """HU -> network units (``HU / 1000``), float32 tensor."""
+    return (
+        torch.as_tensor(np.asarray(hu, dtype=np.float32) if not torch.is_tensor(hu) else hu)
+        / HU_SCALE
+    )
+
+
+def from_net(x: torch.Tensor) -> torch.Tensor:
+    """Network units -> HU."""
+    return x * HU_SCALE
+
+
+@dataclasses.dataclass
+class SimConfig:
+    """How slices are simulated: grid, scanner geometry, flux and dose, FBP filter.
+
+    ``i0`` is photons per detector element and view at full dose; at 3 mm pixels and 192 views
+    1e5 gives ~15 HU noise in soft tissue at full dose and ~35 HU at 25 %.
+    """
+
+    image_size: int = 128
+    pixel_mm: float = 3.0
+    n_views: int = 192
+    i0: float = 1e5
+    dose_fraction: float = 0.25
+    electronic_std: float = 5.0
+    filter_name: str = "hann"
+    regions: tuple[str, ...] = ("thorax", "abdomen")
+    z_jitter_mm: float = 50.0
+    nodule_mm: tuple[float, float] = (3.0, 30.0)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16 or not self.pixel_mm > 0 or self.n_views < 8:
+            raise InputError(
+                f"SimConfig needs image_size >= 16, pixel_mm > 0, n_views >= 8; got "
+                f"{self.image_size}, {self.pixel_mm}, {self.n_views}"
+            )
+        if not 0 < self.dose_fraction <= 1 or not self.i0 > 0:
+            raise InputError(
+                f"dose_fraction must be in (0, 1] and i0 > 0, got {self.dose_fraction}, {self.i0}"
+            )
+        bad = [r for r in self.regions if r not in REGION_Z]
+        if bad or not self.regions:
+            raise InputError(f"regions must be a non-empty subset of {sorted(REGION_Z)}, got {bad}")
+
+
+def geometry(cfg: SimConfig) -> ParallelBeamGeometry:
+    """The parallel-beam geometry of ``cfg`` (detector covers the whole image)."""
+    n = cfg.image_size
+    return ParallelBeamGeometry(image_shape=(n, n), n_views=cfg.n_views, pixel_size=cfg.pixel_mm)
+
+
+@dataclasses.dataclass
+class SlicePair:
+    """One simulated slice: ``phantom``/``full``/``low`` HU ``(H, W)`` float32, ``labels``,
+    sinograms (line integrals ``(n_views, n_det)``), the phantom's affine and nodules."""
+
+    seed: int
+    region: str
+    phantom: np.ndarray
+    labels: np.ndarray
+    full: np.ndarray
+    low: np.ndarray
+    sino_full: np.ndarray
+    sino_low: np.ndarray
+    affine: np.ndarray
+    nodules: list[dict[str, Any]]
+
+
+_PROJECTORS: dict[tuple, CTProjector] = {}
+
+
+def _projector(cfg: SimConfig) -> CTProjector:
+    g = geometry(cfg)
+    if g not in _PROJECTORS:  # the projector caches its sampling grids: keep it
+        _PROJECTORS.clear()
+        _PROJECTORS[g] = CTProjector(g)  # type: ignore[index]
+    return _PROJECTORS[g]  # type: ignore[index]
+
+
+def simulate_slice(seed: int, cfg: SimConfig, *, dose_fraction: float | None = None) -> SlicePair:
+    """Simulate slice ``seed``: region and slice height drawn from ``seed``, independent noise
+    at full dose and at ``dose_fraction`` (default ``cfg.dose_fraction``)."""
+    dose = cfg.dose_fraction if dose_fraction is None else float(dose_fraction)
+    if not 0 < dose <= 1:
+        raise InputError(f"dose fraction must be in (0, 1], got {dose}")
+    rng = np.random.default_rng(derive_seed(seed, 7))
+    region = cfg.regions[int(rng.integers(len(cfg.regions)))]
+    z = REGION_Z[region] + float(rng.uniform(-1, 1)) * cfg.z_jitter_mm
+    n, d = cfg.image_size, cfg.pixel_mm
+    ph = body_phantom((n, n), (d, d), z_center=z, seed=seed, nodule_diameter_mm=cfg.nodule_mm)
+    op, g = _projector(cfg), geometry(cfg)
+    x = torch.from_numpy(ph.hu)[None, None]
+    kw = {"i0": cfg.i0, "electronic_std": cfg.electronic_std}
+    sino_f = simulate_sinogram(x, op, dose_fraction=1.0, seed=derive_seed(seed, 1), **kw)
+    sino_l = simulate_sinogram(x, op, dose_fraction=dose, seed=derive_seed(seed, 2), **kw)
+    full = fbp_hu(sino_f, g, filter_name=cfg.filter_name)[0, 0].numpy()
+    low = fbp_hu(sino_l, g, filter_name=cfg.filter_name)[0, 0].numpy()
+    nods = [dataclasses.asdict(nd) for nd in ph.nodules]
+    return SlicePair(seed, region, ph.hu, ph.labels, full, low, sino_f[0, 0].numpy(),
+                     sino_l[0, 0].numpy(), ph.affine, nods)  # fmt: skip
+
+
+_SLICE_CACHE: dict[tuple, SlicePair] = {}
+
+
+def simulate_slices(
+    seeds: list[int] | range, cfg: SimConfig, *, dose_fraction: float | None = None
+) -> list[SlicePair]:
+    """:func:`simulate_slice` for each seed (about 1 s each at 128 x 128). The last 128 slices
+    are kept in memory (treat them as read-only): a resumed or repeated run in the same process
+    does not simulate them again."""
+    out = []
+    for s in seeds:
+        key = (int(s), dataclasses.astuple(cfg), dose_fraction)
+        if key not in _SLICE_CACHE:
+            if len(_SLICE_CACHE) >= 128:
+                _SLICE_CACHE.pop(next(iter(_SLICE_CACHE)))
+            _SLICE_CACHE[key] = simulate_slice(int(s), cfg, dose_fraction=dose_fraction)
+        out.append(_SLICE_CACHE[key])
+    return out
+
+
+class PatchDataset(Dataset):
+    """Random ``patch`` x ``patch`` crops of (low, full) slice pairs, flipped/rotated at random.
+
+    Indices only count samples per epoch: what a read returns comes from the global numpy RNG,
+    which :class:`medimg.engine.SeededSamples` seeds per ``(seed, step, index)``. Crops centred
+    in air (below -900 HU in the full-dose image) are redrawn up to three times: they teach
+    nothing about tissue.
+    """
+
+    def __init__(self, pairs: list[SlicePair], patch: int, samples_per_epoch: int = 512) -> None:
+        if not pairs:
+            raise InputError("PatchDataset needs at least one slice pair")
+        size = min(p.full.shape[-1] for p in pairs)
+        if not 8 <= patch <= size:
+            raise InputError(f"patch must be in [8, {size}] pixels, got {patch}")
+        self.low = [to_net(p.low) for p in pairs]
+        self.full = [to_net(p.full) for p in pairs]
+        self.patch, self.n = int(patch), int(samples_per_epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rand = np.random  # seeded per (seed, step, index) by the engine's SeededSamples
+        k = int(rand.randint(len(self.full)))
+        full, low, p = self.full[k], self.low[k], self.patch
+        for _ in range(4):
+            r = int(rand.randint(full.shape[0] - p + 1))
+            c = int(rand.randint(full.shape[1] - p + 1))
+            if full[r + p // 2, c + p // 2] > -0.9:
+                break
+        pair = torch.stack([low[r : r + p, c : c + p], full[r : r + p, c : c + p]])
+        pair = torch.rot90(pair, int(rand.randint(4)), dims=(1, 2))
+        if rand.rand() < 0.5:
+            pair = pair.flip(2)
+        return {"input": pair[0:1].contiguous(), "target": pair[1:2].contiguous()}
+
+
+class SliceDataset(Dataset):
+    """Whole slices with their low-dose sinograms, for models that use the projector (LPD)."""
+
+    def __init__(self, pairs: list[SlicePair]) -> None:
+        if not pairs:
+            raise InputError("SliceDataset needs at least one slice pair")
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        p = self.pairs[index]
+        return {"sino": torch.from_numpy(p.sino_low)[None].float(),
+                "input": to_net(p.low)[None], "target": to_net(p.full)[None]}  # fmt: skip
+
+
+def axial_affine(size: int, pixel_mm: float) -> np.ndarray:
+    """``(row, col, 0)`` -> RAS+ mm of a ``size`` x ``size`` axial slice centred on the axis, as
+    the phantoms lay it out: rows run posterior, columns to the patient's left."""
+    a = np.zeros((4, 4))
+    a[:3, 0], a[:3, 1], a[:3, 2] = (0, -pixel_mm, 0), (-pixel_mm, 0, 0), (0, 0, -pixel_mm)
+    a[:2, 3], a[3, 3] = (size - 1) / 2 * pixel_mm, 1.0
+    return a
+
+
+def slice_image(hu: np.ndarray, affine: np.ndarray, is_label: bool = False):
+    """A ``(row, col)`` slice with its ``(row, col, 0)`` affine as an :class:`Image` (CT or SEG)."""
+    from medimg.io.image import Image
+
+    swap = affine[:, [1, 0, 2, 3]]  # (row, col) arrays -> the project's (X=col, Y=row)
+    return Image(hu.T[None], swap, modality="SEG" if is_label else "CT", is_label=is_label)
+
+
+def write_pairs(
+    out_dir: str | Path,
+    seeds: list[int] | range,
+    cfg: SimConfig,
+    *,
+    doses: tuple[float, ...] = (0.25,),
+    fmt: str = "nifti",
+    sinograms: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``case_<seed>/`` folders: ``phantom``, ``full``, ``low_<pct>`` (one per dose),
+    ``labels`` (NIfTI ``.nii.gz``, or DICOM series folders with HU rescale for ``fmt="dicom"``),
+    optional sinograms ``.npy`` and ``cases.json`` with the simulation settings and nodules."""
+    from medimg.io.api import save
+
+    if fmt not in ("nifti", "dicom"):
+        raise InputError(f"fmt must be 'nifti' or 'dicom', got {fmt!r}")
+    out = Path(out_dir)
+    ext = ".nii.gz" if fmt == "nifti" else ""
+    index = []
+    for seed in seeds:
+        case = out / f"case_{int(seed):05d}"
+        case.mkdir(parents=True, exist_ok=True)
+        base = None
+        for dose in doses:
+            pair = simulate_slice(int(seed), cfg, dose_fraction=dose)
+            name = f"low_{round(100 * dose):03d}"
+            save(slice_image(pair.low, pair.affine), case / f"{name}{ext}", overwrite=overwrite)
+            if sinograms:
+                np.save(case / f"sino_{name}.npy", pair.sino_low)
+            base = pair
+        assert base is not None
+        save(slice_image(base.full, base.affine), case / f"full{ext}", overwrite=overwrite)
+        save(slice_image(base.phantom, base.affine), case / f"phantom{ext}", overwrite=overwrite)
+        if fmt == "nifti":  # label maps are not CT: NIfTI only
+            save(
+                slice_image(base.labels, base.affine, True),
+                case / "labels.nii.gz",
+                overwrite=overwrite,
+            )
+        if sinograms:
+            np.save(case / "sino_full.npy", base.sino_full)
+        index.append({"case": case.name, "seed": int(seed), "region": base.region,
+                      "nodules": base.nodules})  # fmt: skip
+    meta = {"sim": dataclasses.asdict(cfg), "doses": list(doses), "format": fmt, "cases": index}
+    (out / "cases.json").write_text(json.dumps(meta, indent=1))
+    return out

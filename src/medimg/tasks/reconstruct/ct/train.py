@@ -1,0 +1,231 @@
+"""Training the CT networks through :class:`medimg.engine.Trainer`, and the presets.
+
+- ``redcnn``: MSE on random low/full-dose patch pairs.
+- ``wgan``: first the perceptual feature extractor (a :class:`PatchAutoencoder`, L1
+  reconstruction of full-dose patches, in ``<run>/feature_ae``), then generator + critic with
+  :func:`~.losses.wgan_losses`; the generator may start from a trained RED-CNN (``init``).
+- ``lpd``: whole slices, MSE, the scan's projector inside the network.
+
+Training slices use seeds ``0..n_train-1``, validation ``5000..``, held-out evaluation
+``10000..`` (:data:`HELD_OUT_SEED`). Validation metric: PSNR in the soft-tissue window
+(C=40 W=400 HU) against the full-dose FBP. A run folder (``config.yaml`` + ``best/``) is a model
+folder for :func:`~.predict.load_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medimg.engine import TrainConfig, Trainer, TrainResult, load_weights, seed_everything
+from medimg.errors import InputError
+from medimg.metrics.ct import windowed_psnr
+from medimg.physics.ct import CTProjector
+from medimg.tasks.reconstruct.ct import data as D
+from medimg.tasks.reconstruct.ct.losses import GANPair, wgan_losses
+from medimg.tasks.reconstruct.ct.models import MODELS, PatchAutoencoder, build_model
+
+__all__ = ["HELD_OUT_SEED", "CTTrainConfig", "build_for", "export_model", "preset_config",
+           "train_ct", "train_preset"]  # fmt: skip
+
+VAL_SEED, HELD_OUT_SEED = 5000, 10000
+
+
+@dataclasses.dataclass
+class CTTrainConfig:
+    """Everything a CT training run depends on; written to the run's ``config.yaml``."""
+
+    model: str = "redcnn"
+    sim: D.SimConfig = dataclasses.field(default_factory=D.SimConfig)
+    n_train: int = 48
+    n_val: int = 4
+    patch: int = 48
+    samples_per_epoch: int = 1024
+    features: int = 32
+    kernel: int = 5
+    critic_features: int = 32
+    ae_features: int = 16
+    ae_steps: int = 300
+    lambda_perc: float = 0.1
+    lambda_adv: float = 1e-3
+    lambda_gp: float = 10.0
+    lambda_mse: float = 1.0
+    init: str = ""  # wgan: model folder of a RED-CNN whose weights start the generator
+    lpd_iter: int = 5
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.n_train < 1 or self.n_val < 1:
+            raise InputError(f"n_train and n_val must be >= 1, got {self.n_train}, {self.n_val}")
+
+
+def _train_cfg(**kw: Any) -> TrainConfig:
+    base = {"batch_size": 16, "lr": 1e-3, "optimizer": "adam", "lr_schedule": "cosine",
+            "val_metric": "psnr", "val_mode": "max", "grad_clip": 1.0, "log_every": 20}  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConfig:
+    """``default``: the shipped models' recipes (~10 min on 2 CPU cores); ``tiny``: 64 x 64
+    slices at 6 mm for tests (seconds)."""
+    if preset == "tiny":
+        sim = D.SimConfig(image_size=64, pixel_mm=6.0, n_views=96, i0=5e3)
+        steps = {"redcnn": 150, "wgan": 60, "lpd": 40}[model] if model in MODELS else 1
+        return CTTrainConfig(model=model, sim=sim, n_train=6, n_val=2, patch=32,
+                             samples_per_epoch=256, features=16, critic_features=8,
+                             ae_features=8, ae_steps=30, lpd_iter=2,
+                             train=_train_cfg(max_steps=steps, batch_size=8, lr=2e-3,
+                                              val_every=steps, checkpoint_every=steps,
+                                              progress=False))  # fmt: skip
+    if preset != "default":
+        raise InputError(f"preset must be 'default' or 'tiny', got {preset!r}")
+    if model == "redcnn":  # 40 px patches, 900 steps: ~15 min on one busy CPU core
+        return CTTrainConfig(patch=40, features=24, kernel=5, train=_train_cfg(
+            max_steps=900, lr=2e-3, val_every=150, checkpoint_every=150))  # fmt: skip
+    if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would
+        return CTTrainConfig(model="wgan", init="default", patch=40, features=24, critic_features=16,
+                             ae_steps=200, train=_train_cfg(max_steps=300, lr=1e-4, val_every=100,
+                                                            checkpoint_every=100))  # fmt: skip
+    return CTTrainConfig(model="lpd", n_train=32, train=_train_cfg(
+        max_steps=600, batch_size=2, lr=5e-4, val_every=150, checkpoint_every=150))  # fmt: skip
+
+
+def build_for(cfg: CTTrainConfig) -> torch.nn.Module:
+    """The untrained network a config describes (a :class:`GANPair` for ``wgan``)."""
+    if cfg.model == "wgan":
+        return GANPair(cfg.features, cfg.critic_features, cfg.ae_features, cfg.kernel)
+    if cfg.model == "lpd":
+        return build_model("lpd", n_iter=cfg.lpd_iter, features=cfg.features)
+    return build_model("redcnn", features=cfg.features, kernel=cfg.kernel)
+
+
+def _psnr_slices(pred: list[np.ndarray], pairs: list[D.SlicePair]) -> float:
+    return float(np.mean([windowed_psnr(p.full, x).value for x, p in zip(pred, pairs)]))
+
+
+def _denoise_all(net: torch.nn.Module, pairs: list[D.SlicePair]) -> list[np.ndarray]:
+    dev = next(net.parameters()).device
+    with torch.no_grad():
+        return [D.from_net(net(D.to_net(p.low)[None, None].to(dev)))[0, 0].cpu().numpy()
+                for p in pairs]  # fmt: skip
+
+
+def _train_extractor(
+    cfg: CTTrainConfig, pairs: list[D.SlicePair], out: Path, resume: Any
+) -> PatchAutoencoder:
+    """Stage 1 of the GAN: the autoencoder whose features define the perceptual loss."""
+    seed_everything(cfg.train.seed)
+    ae = PatchAutoencoder(cfg.ae_features)
+    full_only = [dataclasses.replace(p, low=p.full) for p in pairs]  # input = target = full dose
+    ds = D.PatchDataset(full_only, cfg.patch, cfg.samples_per_epoch)
+    tc = dataclasses.replace(cfg.train, max_steps=cfg.ae_steps, lr=1e-3, val_metric="loss",
+                             val_mode="min", val_every=cfg.ae_steps, checkpoint_every=cfg.ae_steps)  # fmt: skip
+
+    def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.l1_loss(net(batch["target"]), batch["target"])
+
+    res = Trainer(ae, ds, step, tc, out / "feature_ae").fit(resume=resume, overwrite=True)
+    load_weights(ae, res.last_checkpoint)
+    return ae
+
+
+def train_ct(
+    cfg: CTTrainConfig, out_dir: str | Path, *, resume: bool | str = False, overwrite: bool = False
+) -> TrainResult:
+    """Simulate the slices, train ``cfg.model`` into ``out_dir`` and return the engine's result."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    train_pairs = D.simulate_slices(range(cfg.n_train), cfg.sim)
+    val_pairs = D.simulate_slices(range(VAL_SEED, VAL_SEED + cfg.n_val), cfg.sim)
+    seed_everything(cfg.train.seed)
+    model = build_for(cfg)
+    if cfg.model == "lpd":
+        op = CTProjector(D.geometry(cfg.sim))
+        model.calibrate(op, (cfg.sim.image_size,) * 2)  # type: ignore[operator]
+        dataset: Any = D.SliceDataset(train_pairs)
+
+        def step(net: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+            return F.mse_loss(net(b["sino"], op.to(b["sino"].device), b["input"]), b["target"])
+
+        def validate(net: torch.nn.Module) -> dict[str, float]:
+            dev = next(net.parameters()).device
+            preds = [D.from_net(net(torch.from_numpy(p.sino_low)[None, None].to(dev), op.to(dev),
+                                    D.to_net(p.low)[None, None].to(dev)))[0, 0].cpu().numpy()
+                     for p in val_pairs]  # fmt: skip
+            return {"psnr": _psnr_slices(preds, val_pairs)}
+    else:
+        dataset = D.PatchDataset(train_pairs, cfg.patch, cfg.samples_per_epoch)
+        if cfg.model == "wgan":
+            ae = _train_extractor(cfg, train_pairs, out, resume)
+            model.extractor.load_state_dict(ae.state_dict())  # type: ignore[union-attr]
+            if cfg.init:
+                from medimg.tasks.reconstruct.ct.predict import load_model
+
+                init_net, _ = load_model(None if cfg.init == "default" else cfg.init)
+                model.generator.load_state_dict(init_net.state_dict())  # type: ignore[union-attr]
+            weights = {
+                k: getattr(cfg, k) for k in ("lambda_perc", "lambda_adv", "lambda_gp", "lambda_mse")
+            }
+
+            def step(net: torch.nn.Module, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                return wgan_losses(net, b["input"], b["target"], **weights)  # type: ignore[arg-type]
+        else:
+
+            def step(net: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+                return F.mse_loss(net(b["input"]), b["target"])
+
+        def validate(net: torch.nn.Module) -> dict[str, float]:
+            return {"psnr": _psnr_slices(_denoise_all(net, val_pairs), val_pairs)}
+
+    trainer = Trainer(model, dataset, step, cfg.train, out, validate=validate, run_config=cfg)
+    result = trainer.fit(resume=resume, overwrite=overwrite)
+    (out / "train_time_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return result
+
+
+def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a run's ``config.yaml``, best (else last) weights and training time into the model
+    folder ``dest`` (what ships in ``medimg/tasks/reconstruct/ct/default/<model>``)."""
+    import shutil
+
+    from medimg.engine import find_checkpoint
+
+    run, out = Path(run_dir), Path(dest)
+    ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
+    if ckpt is None or not (run / "config.yaml").is_file():
+        raise InputError("no finished training here (config.yaml and best/ or last/)", run)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "config.yaml", out / "config.yaml")
+    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    if (run / "train_time_s.txt").is_file():
+        shutil.copy2(run / "train_time_s.txt", out / "train_time_s.txt")
+    return out
+
+
+def train_preset(
+    model: str,
+    out_dir: str | Path,
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    max_steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the ``default`` recipe of ``model`` into ``out_dir`` (see :func:`preset_config`)."""
+    cfg = preset_config(model, "default")
+    changes: dict[str, Any] = {"progress": progress}
+    if max_steps is not None:
+        changes["max_steps"] = int(max_steps)
+    if device is not None:
+        changes["device"] = device
+    cfg.train = dataclasses.replace(cfg.train, **changes)
+    return train_ct(cfg, out_dir, resume=resume, overwrite=overwrite)
