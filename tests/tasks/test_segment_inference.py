@@ -79,6 +79,20 @@ def test_labels_are_the_argmax_of_the_probabilities() -> None:
     assert len(set(labels.ravel().tolist())) == 3  # the net does not predict one class only
 
 
+def test_logit_blending_labels_equal_monai_argmax() -> None:
+    net = _net(3, classes=4, seed=3)
+    image = torch.randn((2, 23, 19, 15), generator=torch.Generator().manual_seed(4))
+    kw = {"patch_size": (10, 8, 8), "overlap": 0.5, "batch_size": 2}
+    ref = _monai(image, net, kw["patch_size"], 0.5, 2)
+    logits = sliding_window_segment(image, net, num_classes=4, softmax=False,
+                                     return_probabilities=True, **kw)  # fmt: skip
+    labels = sliding_window_segment(image, net, num_classes=4, softmax=False, **kw)
+    assert float((torch.from_numpy(logits) - ref).abs().max()) <= 1e-5
+    top2 = ref.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-4  # ties within float rounding may flip either way
+    assert (torch.from_numpy(labels).long() == ref.argmax(0))[clear].all()
+
+
 def test_constant_logits_give_their_softmax_everywhere_including_padding_and_edges() -> None:
     logits = torch.tensor([0.3, -1.0, 2.0, 0.0])
 

@@ -218,6 +218,7 @@ def sliding_window_segment(
     device: str | torch.device | None = None,
     progress: bool = False,
     return_probabilities: bool = False,
+    softmax: bool = True,
 ) -> np.ndarray:
     """Segment a whole image with a patch-based network, within bounded memory.
 
@@ -239,6 +240,11 @@ def sliding_window_segment(
         Where windows and the slab accumulator live (default: the image's device).
     return_probabilities
         Return the blended softmax ``(K, *spatial)`` float32 instead of labels.
+    softmax
+        Blend per-window softmax probabilities (default; what mirroring and fold ensembles
+        average). ``False`` blends the predictor's raw outputs, as MONAI's
+        ``sliding_window_inference`` does, when it already returns probabilities or when labels
+        from blended logits are wanted.
 
     Returns
     -------
@@ -253,7 +259,7 @@ def sliding_window_segment(
     probs = return_probabilities
     out = np.empty((num_classes, *shape) if probs else shape, np.float32 if probs else np.uint8)
     blocks = _windows(
-        x, predictor, patch, overlap, batch_size, mirror_axes, dev, True, progress, num_classes
+        x, predictor, patch, overlap, batch_size, mirror_axes, dev, softmax, progress, num_classes
     )
     for z0, z1, slab in blocks:
         if (where := _crop(pads, shape, z0, z1)) is not None:
