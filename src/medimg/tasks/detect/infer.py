@@ -54,7 +54,8 @@ class Candidate:
 def _maps(model: torch.nn.Module, x: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
     from monai.inferers import sliding_window_inference
 
-    roi = tuple(min(cfg.window, s) for s in x.shape[2:])
+    # windows a multiple of 16 (the UNet's total stride); MONAI pads a smaller volume up to them
+    roi = tuple(min(cfg.window, -(-s // 16) * 16) for s in x.shape[2:])
     run = lambda t: sliding_window_inference(  # noqa: E731
         t, roi, 1, model, overlap=cfg.overlap, mode="gaussian", padding_mode="replicate"
     )
