@@ -111,7 +111,7 @@ def xray_case(seed: int, positive: bool, size: int = 64, i0: float = 4e4) -> Dia
         air = _chord(g, *lung, rng.uniform(65, 85))
         if side > 0:  # the heart sits in front of the left lung
             air = np.clip(air - _chord(g, 25, 45, 65, 55, 60), 0, None)
-        vessels = 1 + 0.15 * _texture(rng, g.u.shape, 1.2)  # vessel/airway texture in the lung
+        vessels = 1 + 0.03 * _texture(rng, g.u.shape, 1.0)  # vessel/airway texture in the lung
         path -= air * (_MU["tissue"] - _MU["lung"]) * vessels
     spine = 36 * np.sqrt(np.clip(1 - (g.u / 18) ** 2, 0, None))
     path += spine * (_MU["bone"] - _MU["tissue"])
@@ -123,9 +123,9 @@ def xray_case(seed: int, positive: bool, size: int = 64, i0: float = 4e4) -> Dia
             path += on * 15.0 * (_MU["bone"] - _MU["tissue"]) * np.exp(-(((g.w - wr) / 5.5) ** 2))
     boxes, meta = [], {}
     if positive:
-        r = rng.uniform(7.0, 14.0)
+        r = rng.uniform(8.0, 15.0)
         u0, w0 = _lung_point(rng, lungs, r + 6)
-        density = rng.uniform(0.35, 0.8)  # part-solid to solid
+        density = rng.uniform(1.5, 2.5)  # solid, partly calcified
         ball = _chord(g, u0, w0, r, r, r)
         path += ball * density * (_MU["tissue"] - _MU["lung"])
         boxes.append(g.box(u0, w0, r))

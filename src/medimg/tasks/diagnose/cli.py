@@ -1,0 +1,158 @@
+"""``medimg diagnose simulate|train|predict|evaluate|explain``."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["add_verbs"]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from medimg.tasks.diagnose.sources import write_simulated_set
+
+    root = write_simulated_set(args.out, args.kind, n_train=args.cases, n_val=args.val,
+                               n_test=args.test, seed=args.seed, overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote a synthetic {args.kind} set to {root} (manifest.csv, ground_truth.json)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medimg.tasks.diagnose.sources import train_from_args
+
+    res, summary, out = train_from_args(args)
+    print(f"trained to step {res.last_step}; best validation AUC {res.best_metric:.4f} at step "
+          f"{res.best_step}; temperature {summary['temperature']:.3f}; model folder {out}")  # fmt: skip
+    if args.export:
+        from medimg.tasks.diagnose.sources import export_model
+
+        print(f"exported the model to {export_model(out, args.export)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.diagnose.predict import predict_path
+
+    explain = None if args.explain == "none" else args.explain
+    written = predict_path(args.input, args.output, model=args.model, device=args.device,
+                           explain=explain, overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {written[0]} and {len(written) - 1} explanation files")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medimg.tasks.diagnose.evaluate import evaluate_predictions
+
+    out = args.out or Path(args.predictions).parent / "evaluation"
+    res = evaluate_predictions(args.predictions, args.manifest, out, threshold=args.threshold,
+                               overwrite=args.overwrite)  # fmt: skip
+    print((Path(out) / "metrics.md").read_text().rstrip())
+    print(
+        f"wrote {out}/metrics.json, metrics.md"
+        + (", roc.png, reliability.png" if "binary" in res else "")
+    )
+    return 0
+
+
+def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    """Add the diagnosis verbs to ``medimg diagnose``."""
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    p = _verb(sub, "simulate", "write a synthetic diagnosis set: NIfTI images + manifest.csv + lesion boxes",
+              "medimg diagnose simulate data/dx_xray --kind xray --cases 400\n"
+              "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
+    p.add_argument("out", help="output folder")
+    p.add_argument("--kind", choices=("xray", "ctpet", "ct3d"), default="xray")
+    p.add_argument("--cases", type=int, default=200, help="training cases")
+    p.add_argument("--val", type=int, default=50, help="validation cases")
+    p.add_argument("--test", type=int, default=100, help="test cases")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_simulate)
+
+    p = _verb(sub, "train", "train a classifier (full, MIL or semi supervision; fusion of modalities)",
+              "medimg diagnose train data/dx_xray --supervision full\n"
+              "medimg diagnose train data/dx_xray --supervision semi --labelled-fraction 0.1\n"
+              "medimg diagnose train data/dx_ctpet --fusion late\n"
+              "medimg diagnose train data/dx_ct3d --supervision mil\n"
+              "medimg diagnose train pneumoniamnist.npz\n"
+              "medimg diagnose train --preset default --export src/medimg/tasks/diagnose/default")  # fmt: skip
+    p.add_argument(
+        "data", nargs="?", help="folder with manifest.csv, a manifest .csv, or a MedMNIST .npz"
+    )
+    p.add_argument(
+        "--preset", choices=("default",), help="train the shipped default model's recipe"
+    )
+    p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full")
+    p.add_argument("--labelled-fraction", type=float, default=1.0,
+                   help="semi: keep labels of this share of training cases (patient-level)")  # fmt: skip
+    p.add_argument(
+        "--modalities",
+        nargs="+",
+        help="modality names in manifest column order (default: from the data)",
+    )
+    p.add_argument("--fusion", choices=("early", "late", "intermediate"), default="early")
+    p.add_argument("--arch", choices=("resnet", "densenet"), default="resnet")
+    p.add_argument(
+        "--width", type=int, default=16, help="network width (channels of the first stage)"
+    )
+    p.add_argument("--classes", nargs="+", help="declared class names (default: labels found)")
+    p.add_argument("--input-size", type=int, nargs="+", help="resize images to this size")
+    p.add_argument("--max-steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run/model folder (default runs/diagnose/<data>_<supervision>)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
+    p.set_defaults(func=_train)
+
+    p = _verb(sub, "predict", "probabilities, calibrated probabilities and explanation maps",
+              "medimg diagnose predict chest.nii.gz out/\n"
+              "medimg diagnose predict data/dx_xray/images/ out/ --explain gradcam++\n"
+              "medimg diagnose predict data/dx_ctpet/manifest.csv out/ --model runs/diagnose/dx_ctpet_full")  # fmt: skip
+    p.add_argument(
+        "input", help="image file, folder of images, DICOM folder or manifest .csv (multi-modal)"
+    )
+    p.add_argument(
+        "output", help="output folder (predictions.csv, *_heatmap.nii.gz, *_overlay.png)"
+    )
+    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument(
+        "--explain", choices=("gradcam", "gradcam++", "occlusion", "none"), default="gradcam"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "explain", "explanation maps only (same outputs as predict)",
+              "medimg diagnose explain case.nii.gz out/ --explain occlusion")  # fmt: skip
+    for a in ("input", "output"):
+        p.add_argument(a)
+    p.add_argument("--model")
+    p.add_argument("--explain", choices=("gradcam", "gradcam++", "occlusion"), default="gradcam")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = _verb(sub, "evaluate", "score predictions: AUC with CIs, sens/spec, ECE, ROC + reliability PNGs",
+              "medimg diagnose evaluate out/predictions.csv data/dx_xray/manifest.csv")  # fmt: skip
+    p.add_argument("predictions", help="predictions.csv from predict")
+    p.add_argument("manifest", help="manifest .csv with the true labels")
+    p.add_argument("--out", help="report folder (default: next to the predictions, evaluation/)")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="operating point on the calibrated probability"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,189 @@
+"""What a diagnosis sample is, and where samples come from (phantoms, manifests, MedMNIST).
+
+A sample is the channel-first array ``x`` ``(M * C, X, Y[, Z])`` at the model's input size with
+its modalities stacked, a ``present`` mask ``(M,)``, and a target: a float 0/1 (binary), a class
+index (multi-class) or a 0/1 vector (multi-label). :class:`CaseArrays` holds a set of them.
+
+Intensities are mapped to about [0, 1] per modality: a fixed window when the modality has
+physical units (CT in HU, PET in SUV), else the image's 1st-99th percentiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.utils.data import Dataset
+
+from medimg.errors import InputError
+from medimg.io.image import Image
+
+__all__ = [
+    "CaseArrays",
+    "PairedSemiDataset",
+    "SampleDataset",
+    "from_phantoms",
+    "load_case_images",
+    "prepare_image",
+]
+
+#: Default intensity windows by modality code: physical units map the same way in every image.
+WINDOWS: dict[str, tuple[float, float]] = {"CT": (-1000.0, 400.0), "PT": (0.0, 8.0)}
+
+
+def normalise(array: np.ndarray, window: Sequence[float] | None) -> np.ndarray:
+    """Map intensities to about [0, 1]: ``window`` ``(lo, hi)``, else 1st-99th percentiles."""
+    a = np.asarray(array, dtype=np.float32)
+    if window is None:
+        lo, hi = np.percentile(a, [1.0, 99.0])
+    else:
+        lo, hi = float(window[0]), float(window[1])
+    return np.clip((a - lo) / max(hi - lo, 1e-6), -0.5, 1.5).astype(np.float32)
+
+
+def resize(array: np.ndarray, size: Sequence[int], order: int = 1) -> np.ndarray:
+    """Resample ``(C, *spatial)`` to ``(C, *size)`` (linear; identity when sizes match)."""
+    if tuple(array.shape[1:]) == tuple(size):
+        return array
+    zoom = [1.0] + [s / n for s, n in zip(size, array.shape[1:])]
+    return ndimage.zoom(array, zoom, order=order, grid_mode=True, mode="nearest")
+
+
+def prepare_image(image: Image, size: Sequence[int], window: Sequence[float] | None) -> np.ndarray:
+    """An :class:`Image` as model input ``(C, *size)``: normalised, then resized."""
+    if image.spatial_ndim != len(size):
+        raise InputError(
+            f"the model takes {len(size)}D images, got a {image.spatial_ndim}D image of shape "
+            f"{image.spatial_shape}; pass {len(size)}D files"
+        )
+    return resize(normalise(image.array, window), size)
+
+
+@dataclass
+class CaseArrays:
+    """Samples of one split: ``x`` ``(N, M*C, ...)``, ``y``, ``present`` ``(N, M)``, ids, and
+    the phantom ground truth for explanation checks (boxes, per-slice labels) when known."""
+
+    x: np.ndarray
+    y: np.ndarray
+    present: np.ndarray
+    case_ids: list[str]
+    boxes: list[list[tuple[int, ...]]] = field(default_factory=list)
+    instance_labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> CaseArrays:
+        idx = np.asarray(idx, dtype=np.int64)
+        return CaseArrays(self.x[idx], self.y[idx], self.present[idx],
+                          [self.case_ids[i] for i in idx],
+                          [self.boxes[i] for i in idx] if self.boxes else [],
+                          None if self.instance_labels is None else self.instance_labels[idx])  # fmt: skip
+
+    def select_modalities(self, keep: Sequence[int], channels: int = 1) -> CaseArrays:
+        """The same cases with only modalities ``keep`` (for single-modality baselines)."""
+        ch = [m * channels + c for m in keep for c in range(channels)]
+        return CaseArrays(self.x[:, ch], self.y, self.present[:, list(keep)], self.case_ids,
+                          self.boxes, self.instance_labels)  # fmt: skip
+
+
+def from_phantoms(
+    cases: Sequence, windows: Sequence[Sequence[float] | None] | None = None, prefix: str = "case"
+) -> CaseArrays:
+    """Arrays of :class:`~medimg.phantoms.diagnosis.DiagnosisCase` objects at their own size."""
+    if not cases:
+        raise InputError("no cases")
+    mods = list(cases[0].images)
+    windows = windows or [WINDOWS.get(m) for m in mods]
+    x = np.stack([np.stack([normalise(c.images[m], w) for m, w in zip(mods, windows)])
+                  for c in cases])  # fmt: skip
+    y = np.array([c.label for c in cases], np.float32)
+    inst = None
+    if cases[0].instance_labels is not None:
+        inst = np.stack([c.instance_labels for c in cases])
+    return CaseArrays(x, y, np.ones((len(cases), len(mods)), bool),
+                      [f"{prefix}{i:04d}" for i in range(len(cases))],
+                      [list(c.boxes) for c in cases], inst)  # fmt: skip
+
+
+def load_case_images(paths: Sequence, modalities: int) -> list[Image | None]:
+    """Read one case's files (``None`` = missing modality) and check they share a grid."""
+    from medimg.io.api import load
+
+    if len(paths) != modalities:
+        raise InputError(
+            f"the model takes {modalities} modalities, got {len(paths)} file(s) for this case; "
+            "give one file per modality (an empty manifest cell marks a missing one)"
+        )
+    images = [None if p is None else load(p) for p in paths]
+    first = next((im for im in images if im is not None), None)
+    if first is None:
+        raise InputError("every modality of this case is missing")
+    for p, im in zip(paths, images):
+        if im is not None and im.spatial_shape != first.spatial_shape:
+            raise InputError(
+                f"modalities are not co-registered: {im.spatial_shape} vs {first.spatial_shape}; "
+                "resample them onto one grid first",
+                p,
+            )
+    return images
+
+
+def _augment(x: np.ndarray, strength: float) -> np.ndarray:
+    """Label-preserving jitter: shift by up to 1 px, intensity gain/offset, Gaussian noise.
+    Plain numpy on the global RNG, which the engine seeds per ``(seed, step, index)``."""
+    shift = np.random.randint(-1, 2, size=x.ndim - 1)  # noqa: NPY002
+    x = np.roll(x, tuple(shift), axis=tuple(range(1, x.ndim)))
+    gain = 1 + strength * 0.05 * np.random.randn()  # noqa: NPY002
+    x = x * gain + strength * 0.02 * np.random.randn()  # noqa: NPY002
+    return (x + strength * 0.01 * np.random.randn(*x.shape)).astype(np.float32)  # noqa: NPY002
+
+
+class SampleDataset(Dataset):
+    """Training samples with augmentation and, for fusion models, random modality dropout
+    (so a case with a modality missing at inference is a situation the model has seen)."""
+
+    def __init__(self, data: CaseArrays, augment: float = 1.0, modality_dropout: float = 0.0):
+        self.data, self.augment, self.drop = data, augment, modality_dropout
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x, present = self.data.x[i], self.data.present[i].copy()
+        if self.augment:
+            x = _augment(x, self.augment)
+        if self.drop and present.sum() > 1 and np.random.rand() < self.drop:  # noqa: NPY002
+            present[np.random.randint(len(present))] = False  # noqa: NPY002
+        return {"x": torch.from_numpy(np.ascontiguousarray(x)),
+                "y": torch.as_tensor(self.data.y[i]),
+                "present": torch.from_numpy(present)}  # fmt: skip
+
+
+class PairedSemiDataset(Dataset):
+    """Semi-supervised items: every unlabelled image paired with a labelled one (cycled), so
+    each batch holds equal numbers of both however few labels there are. The unlabelled image
+    comes as two independently augmented views (student and teacher inputs)."""
+
+    def __init__(self, labelled: CaseArrays, unlabelled: CaseArrays, augment: float = 1.0):
+        if len(labelled) == 0 or len(unlabelled) == 0:
+            raise InputError("semi-supervised training needs labelled and unlabelled images")
+        self.lab, self.unl, self.augment = labelled, unlabelled, augment
+
+    def __len__(self) -> int:
+        return max(len(self.unl), len(self.lab))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        j = np.random.randint(len(self.lab))  # noqa: NPY002
+        xu = self.unl.x[i % len(self.unl)]
+        out = {
+            "x": _augment(self.lab.x[j], self.augment),
+            "xu_student": _augment(xu, self.augment),
+            "xu_teacher": _augment(xu, self.augment),
+        }
+        return {**{k: torch.from_numpy(v) for k, v in out.items()},
+                "y": torch.as_tensor(self.lab.y[j])}  # fmt: skip

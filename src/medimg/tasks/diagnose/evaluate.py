@@ -1,0 +1,158 @@
+"""Scoring predictions: per-class table with AUC confidence intervals, operating-point metrics,
+ECE before/after temperature scaling, ROC curve and reliability diagram PNGs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import InputError
+from medimg.io.output import atomic_path, check_output
+from medimg.metrics.classification import (
+    auc_bootstrap_ci,
+    auc_delong_ci,
+    binary_metrics,
+    expected_calibration_error,
+    per_class_table,
+    reliability_curve,
+    roc_curve,
+)
+from medimg.typing import PathType
+
+__all__ = ["evaluate_binary", "evaluate_predictions", "plot_reliability", "plot_roc"]
+
+
+def evaluate_binary(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    calibrated: np.ndarray | None = None,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """AUC with DeLong and bootstrap intervals, metrics at ``threshold`` (on the calibrated
+    probability when given) and ECE of both probabilities."""
+    cal = probs if calibrated is None else calibrated
+    out: dict[str, Any] = {"n": len(labels), "n_positive": int(np.sum(labels))}
+    d, b = auc_delong_ci(labels, probs), auc_bootstrap_ci(labels, probs)
+    out["auc"] = d.value
+    out["auc_delong_ci"] = [d.low, d.high]
+    out["auc_bootstrap_ci"] = [b.low, b.high]
+    out.update(binary_metrics(labels, cal, threshold))
+    out["ece"] = expected_calibration_error(probs, labels)
+    out["ece_calibrated"] = expected_calibration_error(cal, labels)
+    return out
+
+
+def plot_roc(labels: np.ndarray, probs: np.ndarray, path: PathType, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr, _ = roc_curve(labels, probs)
+    ci = auc_delong_ci(labels, probs)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, lw=2, label=f"AUC {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}]")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title or "ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(
+    labels: np.ndarray, curves: dict[str, np.ndarray], path: PathType, n_bins: int = 10
+) -> Path:
+    """Reliability diagram: accuracy against confidence per bin for each named probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    for name, p in curves.items():
+        rc = reliability_curve(p, labels, n_bins)
+        ok = rc["count"] > 0
+        ece = expected_calibration_error(p, labels, n_bins)
+        ax.plot(rc["confidence"][ok], rc["accuracy"][ok], "o-", label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0.45, 1), ylim=(0, 1.02),
+           title="reliability")  # fmt: skip
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: PathType) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def _read_predictions(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "case_id" not in rows[0]:
+        raise InputError("not a predictions.csv written by 'medimg diagnose predict'", path)
+    classes = [k[5:] for k in rows[0] if k.startswith("prob_")]
+    return {r["case_id"]: r for r in rows}, classes
+
+
+def evaluate_predictions(
+    predictions: PathType, manifest: PathType, out_dir: PathType, *, threshold: float = 0.5,
+    overwrite: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Score ``predictions.csv`` against the labels of a manifest (cases matched by id); writes
+    ``metrics.json``, ``metrics.md``, ``roc.png`` and ``reliability.png`` into ``out_dir``."""
+    from medimg.datasets.manifest import read_manifest
+
+    preds, pos_names = _read_predictions(Path(predictions))
+    man = read_manifest(manifest, check_files=False, allow_missing_modality=True)
+    rows = [r for r in man.rows if r.case_id in preds]
+    if not rows:
+        raise InputError(
+            "no case of the manifest appears in the predictions (ids differ)", manifest
+        )
+    out = Path(out_dir)
+    check_output(out / "metrics.json", overwrite)
+    result: dict[str, Any] = {"cases": len(rows), "missing": len(man.rows) - len(rows)}
+    y = np.array([r.labels[0] for r in rows])
+    if len(pos_names) == 1:  # binary
+        p = np.array([float(preds[r.case_id][f"prob_{pos_names[0]}"]) for r in rows])
+        pc = np.array([float(preds[r.case_id][f"calibrated_{pos_names[0]}"]) for r in rows])
+        result["binary"] = evaluate_binary(y, p, pc, threshold)
+        plot_roc(y, p, out / "roc.png", title=f"{pos_names[0]} vs rest")
+        plot_reliability(y, {"raw": p, "temperature-scaled": pc}, out / "reliability.png")
+        table = per_class_table(
+            y, pc, "binary", man.classes or ["negative", pos_names[0]], threshold
+        )
+    else:
+        pc = np.array(
+            [[float(preds[r.case_id][f"calibrated_{c}"]) for c in pos_names] for r in rows]
+        )
+        table = per_class_table(y, pc, "multiclass", pos_names, threshold)
+        result["ece_calibrated"] = expected_calibration_error(pc, y)
+    result["per_class"] = table
+    lines = [
+        "| class | n pos | AUC | sens | spec | F1 | bal. acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in table:
+        lines.append(f"| {t['class']} | {int(t['n_positive'])} | {t['auc']:.3f} | {t['sensitivity']:.3f} | "
+                     f"{t['specificity']:.3f} | {t['f1']:.3f} | {t['balanced_accuracy']:.3f} |")  # fmt: skip
+    if "binary" in result:
+        b = result["binary"]
+        lines += ["", (f"AUC {b['auc']:.3f}, 95% CI DeLong [{b['auc_delong_ci'][0]:.3f}, "
+                  f"{b['auc_delong_ci'][1]:.3f}], bootstrap [{b['auc_bootstrap_ci'][0]:.3f}, "
+                  f"{b['auc_bootstrap_ci'][1]:.3f}]; ECE raw {b['ece']:.3f}, "
+                  f"temperature-scaled {b['ece_calibrated']:.3f}")]  # fmt: skip
+    with atomic_path(out / "metrics.md", overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "metrics.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, default=float))
+    return result

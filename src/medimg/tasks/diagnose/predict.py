@@ -1,0 +1,219 @@
+"""Inference: probabilities, calibrated probabilities and explanation maps for image files.
+
+A model folder holds ``model.yaml`` and ``model.safetensors`` (a training run folder, or the
+shipped ``default/``). Explanation maps are computed at the model's input size and written on
+the input image's own grid (same shape and affine) as NIfTI, plus a PNG overlay: Grad-CAM
+(default), Grad-CAM++ or occlusion for CNNs, the per-slice attention for MIL models.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medimg.engine import load_weights, resolve_device
+from medimg.errors import CheckpointError, InputError
+from medimg.explain import heatmap_image, saliency_map, save_overlay_png
+from medimg.io.image import Image
+from medimg.io.output import atomic_path, check_output
+from medimg.tasks.diagnose.calibration import probabilities
+from medimg.tasks.diagnose.data import load_case_images, prepare_image
+from medimg.tasks.diagnose.train import MODEL_WEIGHTS, MODEL_YAML, build_model, load_config
+from medimg.typing import PathType
+
+__all__ = ["DEFAULT_MODEL", "CasePrediction", "Diagnoser", "predict_path"]
+
+DEFAULT_MODEL = Path(__file__).with_name("default")
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
+
+
+@dataclass
+class CasePrediction:
+    """One case's output; ``probs``/``calibrated`` per class name (binary: the positive class)."""
+
+    probs: dict[str, float]
+    calibrated: dict[str, float]
+    predicted: str
+    missing: list[str]
+    heatmap: Image | None = None
+    attention: list[float] = field(default_factory=list)
+
+
+def _as_2d(image: Image) -> Image:
+    """A single-slice volume ``(C, X, Y, 1)`` as a 2D image on the same affine."""
+    if image.spatial_ndim == 3 and image.spatial_shape[2] == 1:
+        return Image(image.array[..., 0], image.affine, modality=image.modality, meta=image.meta)
+    return image
+
+
+class Diagnoser:
+    """A loaded diagnosis model. ``model``: a model/run folder (default: the shipped model)."""
+
+    def __init__(self, model: PathType | None = None, device: str = "auto") -> None:
+        folder = Path(model) if model is not None else DEFAULT_MODEL
+        if not (folder / MODEL_YAML).is_file() or not (folder / MODEL_WEIGHTS).is_file():
+            raise CheckpointError(
+                f"not a diagnosis model folder (needs {MODEL_YAML} and {MODEL_WEIGHTS}); "
+                "train one with 'medimg diagnose train' or omit --model for the default",
+                folder,
+            )
+        self.folder, self.cfg = folder, load_config(folder / MODEL_YAML)
+        self.device = resolve_device(device)
+        self.model = load_weights(build_model(self.cfg), folder / MODEL_WEIGHTS).to(self.device)
+        self.model.eval()
+
+    @property
+    def positive_classes(self) -> list[str]:
+        return self.cfg.classes[1:] if self.cfg.task == "binary" else list(self.cfg.classes)
+
+    def _inputs(self, images: list[Image | None]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        cfg = self.cfg
+        if len(images) != len(cfg.modalities):
+            raise InputError(f"the model takes {len(cfg.modalities)} modalities "
+                             f"({', '.join(cfg.modalities)}), got {len(images)}")  # fmt: skip
+        present = [im is not None for im in images]
+        if not any(present):
+            raise InputError("every modality of this case is missing")
+        if not all(present) and (len(images) == 1 or cfg.supervision == "mil"):
+            raise InputError("this model cannot predict without its input image")
+        chans = []
+        for im, w in zip(images, cfg.windows):
+            if im is None:
+                chans.append(np.zeros((cfg.channels, *cfg.input_size), np.float32))
+                continue
+            if im.num_channels != cfg.channels:
+                raise InputError(f"the model takes {cfg.channels}-channel images, "
+                                 f"got {im.num_channels} channels")  # fmt: skip
+            chans.append(prepare_image(im, cfg.input_size, w))
+        x = torch.from_numpy(np.concatenate(chans)[None]).to(self.device)
+        missing = [m for m, p in zip(cfg.modalities, present) if not p]
+        return x, torch.tensor([present], device=self.device), missing
+
+    def _cam_layer(self, present: torch.Tensor) -> str:
+        layer = self.cfg.cam_layer
+        if hasattr(self.model, "encoders"):  # per-modality encoders: explain the first present one
+            m = int(torch.nonzero(present[0])[0])
+            layer = layer.replace("encoder.", f"encoders.{m}.", 1)
+        return layer
+
+    def predict(
+        self, images: list[Image | None], explain: str | None = "gradcam"
+    ) -> CasePrediction:
+        """Predict one case from one image per modality (``None`` = missing, flagged)."""
+        images = [None if im is None else _as_2d(im) for im in images]
+        x, present, missing = self._inputs(images)
+        cfg = self.cfg
+        with torch.no_grad():
+            logits = self.model(x, present).float().cpu().numpy()
+        p = probabilities(logits, cfg.task)[0]
+        pc = probabilities(logits, cfg.task, cfg.temperature)[0]
+        names = self.positive_classes
+        probs = dict(zip(names, np.atleast_1d(p).tolist()))
+        cal = dict(zip(names, np.atleast_1d(pc).tolist()))
+        if cfg.task == "binary":
+            predicted = cfg.classes[int(pc >= 0.5)]
+            cls = 0
+        elif cfg.task == "multiclass":
+            predicted = cfg.classes[int(np.argmax(pc))]
+            cls = int(np.argmax(pc))
+        else:
+            predicted = ";".join(n for n, v in cal.items() if v >= 0.5)
+            cls = int(np.argmax(pc))
+        reference = next(im for im in images if im is not None)
+        out = CasePrediction(probs, cal, predicted, missing)
+        if cfg.supervision == "mil":
+            with torch.no_grad():
+                att = self.model.attention(x)[0].cpu().numpy()  # type: ignore[operator]
+            out.attention = att.tolist()
+            grid = np.broadcast_to(att, cfg.input_size).astype(np.float32)  # weight per slice
+            out.heatmap = heatmap_image(grid, reference)
+        elif explain:
+            heat = saliency_map(self.model, x, method=explain, target_layer=self._cam_layer(present),
+                                class_idx=cls, present=present)[0]  # fmt: skip
+            out.heatmap = heatmap_image(heat, reference)
+        return out
+
+
+def _cases(inputs: PathType, modalities: int) -> list[tuple[str, list[Path | None]]]:
+    """``(case_id, files)``: one image file, a folder of single-modality files, or a manifest."""
+    p = Path(inputs)
+    if p.suffix.lower() == ".csv":
+        from medimg.datasets.manifest import read_manifest
+
+        m = read_manifest(p, num_modalities=modalities, allow_missing_modality=True,
+                          require_labels=False)  # fmt: skip
+        return [(r.case_id, list(r.paths)) for r in m.rows]
+    if (
+        p.is_dir()
+        and not any(f.is_dir() for f in p.iterdir())
+        and not any(f.name.lower().endswith(IMAGE_SUFFIXES) for f in p.iterdir())
+    ):
+        files = [p]  # a DICOM series folder with extension-less files
+    elif p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.name.lower().endswith(IMAGE_SUFFIXES))
+    elif p.exists():
+        files = [p]
+    else:
+        raise InputError("input not found; give an image file, a folder or a manifest .csv", p)
+    if not files:
+        raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder", p)
+    if modalities != 1:
+        raise InputError(
+            f"the model takes {modalities} modalities per case; list them in a manifest CSV "
+            "(path,path2,...)",
+            p,
+        )
+    return [(f.name.split(".")[0], [f]) for f in files]
+
+
+def predict_path(
+    inputs: PathType,
+    out_dir: PathType,
+    *,
+    model: PathType | None = None,
+    device: str = "auto",
+    explain: str | None = "gradcam",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Predict every case under ``inputs``; writes ``out_dir/predictions.csv`` and, per case,
+    ``<case>_heatmap.nii.gz`` (on the input's grid) and ``<case>_overlay.png``."""
+    dx = Diagnoser(model, device)
+    out = Path(out_dir)
+    table = check_output(out / "predictions.csv", overwrite)
+    cases = _cases(inputs, len(dx.cfg.modalities))
+    from tqdm import tqdm
+
+    from medimg.io.api import save
+
+    rows, written = [], []
+    for case_id, files in tqdm(cases, desc="diagnose", disable=len(cases) < 5):
+        images = load_case_images(files, len(dx.cfg.modalities))
+        pred = dx.predict(images, explain=explain)
+        row: dict[str, object] = {
+            "case_id": case_id,
+            "files": ";".join(str(f or "") for f in files),
+        }
+        row.update({f"prob_{k}": f"{v:.6f}" for k, v in pred.probs.items()})
+        row.update({f"calibrated_{k}": f"{v:.6f}" for k, v in pred.calibrated.items()})
+        row["predicted"] = pred.predicted
+        row["missing_modalities"] = ";".join(pred.missing)
+        if pred.attention:
+            row["top_slice"] = int(np.argmax(pred.attention))
+        if pred.heatmap is not None:
+            ref = next(im for im in images if im is not None)
+            nii = save(pred.heatmap, out / f"{case_id}_heatmap.nii.gz", overwrite=overwrite)
+            png = save_overlay_png(ref, pred.heatmap, out / f"{case_id}_overlay.png",
+                                   title=f"{case_id}: {pred.predicted}", overwrite=overwrite)  # fmt: skip
+            row["heatmap"] = nii.name
+            written += [nii, png]
+        rows.append(row)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(table, overwrite=overwrite) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return [table, *written]

@@ -1,0 +1,212 @@
+"""Where training data comes from: simulated sets on disk, CSV manifests, MedMNIST files; the
+default preset; exporting a model folder."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from medimg.engine import TrainConfig, TrainResult
+from medimg.errors import InputError
+from medimg.io.output import check_output
+from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
+from medimg.tasks.diagnose.train import (
+    MODEL_WEIGHTS,
+    MODEL_YAML,
+    DiagnoseConfig,
+    train_diagnosis,
+)
+from medimg.typing import PathType
+
+__all__ = ["export_model", "load_manifest_arrays", "train_from_args", "train_preset",
+           "write_simulated_set"]  # fmt: skip
+
+CLASSES = ["negative", "positive"]
+
+
+def write_simulated_set(
+    out: PathType, kind: str, *, n_train: int = 200, n_val: int = 50, n_test: int = 100,
+    seed: int = 0, overwrite: bool = False,
+) -> Path:  # fmt: skip
+    """Phantom cases as NIfTI (one file per modality) + ``manifest.csv`` (path[,path2], label,
+    patient_id, split) + ``ground_truth.json`` (lesion boxes, per-slice labels, findings)."""
+    from medimg.io.api import save
+    from medimg.phantoms.diagnosis import make_cases
+
+    root = Path(out)
+    check_output(root / "manifest.csv", overwrite)
+    rows, truth = [], {}
+    for split, n, s in (
+        ("train", n_train, seed),
+        ("val", n_val, seed + 1),
+        ("test", n_test, seed + 2),
+    ):
+        for t, case in enumerate(make_cases(kind, n, seed=s) if n else []):
+            cid = f"{split}{t:04d}"
+            paths = []
+            for mod, image in case.to_images().items():
+                rel = f"images/{cid}_{mod}.nii.gz"
+                save(image, root / rel, overwrite=overwrite)
+                paths.append(rel)
+            rows.append([*paths, CLASSES[case.label], cid, split])
+            truth[cid] = {"label": case.label, "finding": case.finding, "boxes": case.boxes,
+                          "instance_labels": None if case.instance_labels is None
+                          else case.instance_labels.tolist()}  # fmt: skip
+    n_mod = len(rows[0]) - 3
+    header = ["path", *[f"path{i}" for i in range(2, n_mod + 1)], "label", "patient_id", "split"]
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    (root / "ground_truth.json").write_text(json.dumps({"kind": kind, "cases": truth}, indent=1))
+    return root
+
+
+def load_manifest_arrays(
+    manifest, rows, size: list[int] | None, windows: list
+) -> tuple[CaseArrays, list[int]]:
+    """Read a manifest's rows into arrays at ``size`` (default: the first image's size)."""
+    xs, present = [], []
+    for r in rows:
+        images = load_case_images(list(r.paths), manifest.num_modalities)
+        ref = next(im for im in images if im is not None)
+        size = size or list(ref.spatial_shape)
+        chans = [np.zeros((ref.num_channels, *size), np.float32) if im is None
+                 else prepare_image(im, size, w) for im, w in zip(images, windows)]  # fmt: skip
+        xs.append(np.concatenate(chans))
+        present.append([im is not None for im in images])
+    if manifest.multilabel:
+        y = np.zeros((len(rows), len(manifest.classes)), np.float32)
+        for i, r in enumerate(rows):
+            y[i, list(r.labels)] = 1
+    else:
+        y = np.array([r.labels[0] for r in rows], np.float32)
+    arrays = CaseArrays(np.stack(xs), y, np.array(present, bool), [r.case_id for r in rows])
+    return arrays, list(size)  # type: ignore[arg-type]
+
+
+_CODES = ("CT", "PT", "MR", "DX", "CR", "US", "NM", "MG")
+
+
+def _modalities_of(manifest) -> list[str]:
+    """Modality per path column: a ``_<CODE>`` file-name suffix (NIfTI stores none), else the
+    modality the reader reports (DICOM)."""
+    from medimg.io.api import load
+
+    out = []
+    for _i, p in enumerate(next(r for r in manifest.rows if all(r.paths)).paths):
+        code = p.name.split(".")[0].rsplit("_", 1)[-1].upper()
+        out.append(code if code in _CODES else load(p).modality)
+    return out
+
+
+def _labelled_split(train: CaseArrays, fraction: float, seed: int) -> tuple[CaseArrays, CaseArrays]:
+    """Keep labels for ``fraction`` of the cases (stratified); the rest become unlabelled."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(train.y if train.y.ndim == 1 else train.y[:, 0]):
+        idx = np.nonzero((train.y if train.y.ndim == 1 else train.y[:, 0]) == c)[0]
+        keep += rng.permutation(idx)[: max(1, round(fraction * len(idx)))].tolist()
+    rest = np.setdiff1d(np.arange(len(train)), keep)
+    return train.subset(sorted(keep)), train.subset(rest)
+
+
+def _train_cfg(args: argparse.Namespace, steps: int) -> TrainConfig:
+    return TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine",
+                       val_every=max(steps // 10, 1), checkpoint_every=max(steps // 10, 1),
+                       seed=args.seed, device=args.device, progress=not args.quiet)  # fmt: skip
+
+
+def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
+    """``medimg diagnose train``: resolve the data source, build the config, train."""
+    if args.preset == "default":
+        out = Path(args.out or "runs/diagnose/default")
+        res, summary = train_preset(out, max_steps=args.max_steps if args.max_steps != 600 else None,
+                                    device=args.device, progress=not args.quiet)  # fmt: skip
+        return res, summary, out
+    if args.data is None:
+        raise InputError(
+            "train needs DATA (a folder with manifest.csv, a .csv or a .npz), or --preset default"
+        )
+    src = Path(args.data)
+    base = dict(supervision=args.supervision, fusion=args.fusion, arch=args.arch, width=args.width,
+                train=_train_cfg(args, args.max_steps))  # fmt: skip
+    if src.suffix == ".npz":
+        from medimg.datasets.medmnist import load_medmnist
+
+        mm = load_medmnist(src)
+        (xtr, ytr), (xva, yva) = mm.splits["train"], mm.splits["val"]
+        classes = args.classes or [str(k) for k in range(mm.num_classes)]
+        cfg = DiagnoseConfig(task=mm.task, classes=classes, modalities=["OT"], channels=mm.channels,
+                             windows=[[0.0, 1.0]], input_size=list(xtr.shape[2:]), **base)  # fmt: skip
+        one = lambda x, y: CaseArrays(x, y.astype(np.float32), np.ones((len(x), 1), bool),  # noqa: E731
+                                      [f"c{i}" for i in range(len(x))])  # fmt: skip
+        train, val = one(xtr, ytr), one(xva, yva)
+    else:
+        from medimg.datasets.manifest import patient_split, read_manifest
+
+        man = read_manifest(src / "manifest.csv" if src.is_dir() else src, classes=args.classes,
+                            allow_missing_modality=args.fusion != "early")  # fmt: skip
+        mods = args.modalities or _modalities_of(man)
+        if len(mods) != man.num_modalities:
+            raise InputError(f"--modalities names {len(mods)} modalities but the manifest has "
+                             f"{man.num_modalities} path columns")  # fmt: skip
+        windows = [list(WINDOWS[m]) if m in WINDOWS else None for m in mods]
+        if man.split("train"):
+            tr_rows, va_rows = man.split("train"), man.split("val")
+        else:
+            tr_rows, va_rows = patient_split(man.rows, 0.2, args.seed)
+        train, size = load_manifest_arrays(man, tr_rows, args.input_size, windows)
+        val, _ = load_manifest_arrays(man, va_rows, size, windows)
+        cfg = DiagnoseConfig(task="multilabel" if man.multilabel else ("binary" if len(man.classes) == 2 else "multiclass"),
+                             classes=man.classes, modalities=mods, windows=windows, input_size=size, **base)  # fmt: skip
+    unlabelled = None
+    if args.supervision == "semi":
+        if not 0 < args.labelled_fraction < 1:
+            raise InputError(
+                "semi supervision needs --labelled-fraction between 0 and 1 (e.g. 0.1)"
+            )
+        train, unlabelled = _labelled_split(train, args.labelled_fraction, args.seed)
+    out = Path(args.out or f"runs/diagnose/{src.stem}_{args.supervision}")
+    res, summary = train_diagnosis(
+        cfg, train, val, out, unlabelled=unlabelled, overwrite=args.overwrite
+    )
+    return res, summary, out
+
+
+#: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules).
+DEFAULT_PRESET = {"kind": "xray", "n_train": 1600, "n_val": 300, "seed": 0, "max_steps": 1200,
+                  "width": 16, "batch_size": 32, "lr": 2e-3}  # fmt: skip
+
+
+def train_preset(
+    out: PathType, *, max_steps: int | None = None, device: str = "auto", progress: bool = True
+) -> tuple[TrainResult, dict]:
+    """Train the default model on fresh phantoms (seeds 0/1; held-out figures use seed 2)."""
+    from medimg.phantoms.diagnosis import make_cases
+    from medimg.tasks.diagnose.data import from_phantoms
+
+    p = DEFAULT_PRESET
+    train = from_phantoms(make_cases(str(p["kind"]), int(p["n_train"]), seed=int(p["seed"])))
+    val = from_phantoms(make_cases(str(p["kind"]), int(p["n_val"]), seed=int(p["seed"]) + 1))
+    steps = int(max_steps or p["max_steps"])
+    tcfg = TrainConfig(max_steps=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+                       lr_schedule="cosine", val_every=max(steps // 10, 1),
+                       checkpoint_every=max(steps // 10, 1), device=device, progress=progress)  # fmt: skip
+    cfg = DiagnoseConfig(classes=["normal", "nodule"], modalities=["DX"], windows=[None],
+                         input_size=list(train.x.shape[2:]), width=int(p["width"]), train=tcfg)  # fmt: skip
+    return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False)
+
+
+def export_model(run_dir: PathType, dest: PathType) -> Path:
+    """Copy ``model.yaml`` and ``model.safetensors`` of a finished run into ``dest``."""
+    run, out = Path(run_dir), Path(dest)
+    if not (run / MODEL_YAML).is_file() or not (run / MODEL_WEIGHTS).is_file():
+        raise InputError(f"no finished training here ({MODEL_YAML} and {MODEL_WEIGHTS})", run)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_YAML, MODEL_WEIGHTS):
+        shutil.copy2(run / name, out / name)
+    return out

@@ -1,0 +1,235 @@
+"""Training under full, weak (MIL) and semi supervision, through :class:`medimg.engine.Trainer`.
+
+- ``full``: image labels; weighted loss for class imbalance (BCE ``pos_weight`` = negatives /
+  positives per label, or inverse-frequency class weights for cross-entropy).
+- ``mil``: only case labels for a volume; attention MIL over its slices (see ``models``).
+- ``semi``: mean teacher (Tarvainen & Valpola 2017): the student learns from the labelled
+  images plus a consistency loss to an exponential moving average of itself (the teacher) on
+  differently augmented unlabelled images; the teacher is the model kept.
+
+Validation AUC picks the best step; a temperature is then fitted on the validation logits. The
+run folder becomes a model folder: ``model.yaml`` (this config, with the temperature) and
+``model.safetensors`` (the plain classifier), next to the engine's ``best/`` and ``last/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medimg.engine import TrainConfig, Trainer, TrainResult, load_weights, seed_everything
+from medimg.engine.config import from_yaml, to_yaml
+from medimg.errors import InputError
+from medimg.metrics.classification import roc_auc
+from medimg.tasks.diagnose.calibration import fit_temperature, probabilities
+from medimg.tasks.diagnose.data import CaseArrays, PairedSemiDataset, SampleDataset
+from medimg.tasks.diagnose.models import build_classifier, default_cam_layer
+
+__all__ = ["DiagnoseConfig", "build_model", "load_config", "predict_logits", "train_diagnosis"]
+
+MODEL_YAML, MODEL_WEIGHTS = "model.yaml", "model.safetensors"
+
+
+@dataclasses.dataclass
+class DiagnoseConfig:
+    """Everything that defines a diagnosis model; written as ``model.yaml``."""
+
+    supervision: Literal["full", "mil", "semi"] = "full"
+    task: Literal["binary", "multiclass", "multilabel"] = "binary"
+    classes: list[str] = dataclasses.field(default_factory=lambda: ["negative", "positive"])
+    modalities: list[str] = dataclasses.field(default_factory=lambda: ["DX"])
+    channels: int = 1  # per modality
+    windows: list[list[float] | None] = dataclasses.field(default_factory=lambda: [None])
+    input_size: list[int] = dataclasses.field(default_factory=lambda: [64, 64])
+    fusion: Literal["early", "late", "intermediate"] = "early"
+    arch: Literal["resnet", "densenet"] = "resnet"
+    width: int = 16
+    balance_classes: bool = True
+    augment: float = 1.0
+    modality_dropout: float = 0.2  # fusion models only
+    ema_decay: float = 0.99  # semi
+    consistency_weight: float = 10.0  # semi
+    consistency_rampup: int = 200  # semi: steps to reach the full weight
+    temperature: float = 1.0  # fitted after training
+    cam_layer: str = ""  # default: chosen from arch
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.windows) != len(self.modalities):
+            raise InputError(
+                f"windows ({len(self.windows)}) must give one entry per modality "
+                f"({len(self.modalities)}); use null for per-image percentiles"
+            )
+        k = len(self.classes)
+        if k < 2 or (self.task == "binary" and k != 2):
+            raise InputError(
+                f"{self.task} needs {'2' if self.task == 'binary' else '>= 2'} classes, got {k}"
+            )
+        if self.supervision == "mil" and (self.task != "binary" or len(self.input_size) != 3):
+            raise InputError(
+                "mil supervision takes binary labels of 3D volumes (slices = instances)"
+            )
+        if not self.cam_layer:
+            self.cam_layer = default_cam_layer(self.arch)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.task == "binary" else len(self.classes)
+
+
+def load_config(path: str | Path) -> DiagnoseConfig:
+    return from_yaml(DiagnoseConfig, path)
+
+
+def build_model(cfg: DiagnoseConfig) -> nn.Module:
+    return build_classifier(arch=cfg.arch, spatial_dims=len(cfg.input_size), channels=cfg.channels,
+                            modalities=len(cfg.modalities), num_outputs=cfg.num_outputs,
+                            fusion=cfg.fusion, mil=cfg.supervision == "mil", width=cfg.width)  # fmt: skip
+
+
+def _loss_fn(cfg: DiagnoseConfig, y: np.ndarray):
+    """The supervised loss, weighted against class imbalance of the training labels ``y``."""
+    if cfg.task == "multiclass":
+        counts = np.bincount(y.astype(int), minlength=len(cfg.classes)).astype(np.float64)
+        w = counts.sum() / np.maximum(counts, 1) / len(counts) if cfg.balance_classes else None
+        weight = None if w is None else torch.tensor(w, dtype=torch.float32)
+        return lambda logits, t: F.cross_entropy(
+            logits, t.long(), weight=None if weight is None else weight.to(logits.device)
+        )
+    pos = y.reshape(len(y), -1).mean(axis=0)
+    pw = torch.tensor((1 - pos) / np.maximum(pos, 1e-3), dtype=torch.float32)
+    pw = pw if cfg.balance_classes else None
+
+    def bce(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.float().reshape(logits.shape)
+        return F.binary_cross_entropy_with_logits(
+            logits, t, pos_weight=None if pw is None else pw.to(logits.device)
+        )
+
+    return bce
+
+
+class MeanTeacher(nn.Module):
+    """A student and its EMA teacher in one module, so checkpoints and resume keep both."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student, self.teacher = student, copy.deepcopy(student)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MeanTeacher:
+        self.student.train(mode)
+        self.teacher.train(False)  # the teacher always predicts with running BN statistics
+        return self
+
+    @torch.no_grad()
+    def update_teacher(self, decay: float) -> None:
+        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
+            t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+        for t, s in zip(self.teacher.buffers(), self.student.buffers()):
+            t.copy_(s)
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        return self.teacher(x, present)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: CaseArrays, batch: int = 64) -> np.ndarray:
+    """Logits ``(N, K)`` of ``data`` in eval mode on the model's device."""
+    dev = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(data), batch):
+        x = torch.from_numpy(data.x[i : i + batch]).to(dev)
+        present = torch.from_numpy(data.present[i : i + batch]).to(dev)
+        out.append(model(x, present).float().cpu().numpy())
+    model.train(was)
+    return np.concatenate(out)
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray, task: str) -> float:
+    """AUC (binary), or the mean one-vs-rest AUC over classes/labels present in both states."""
+    if task == "binary":
+        return roc_auc(labels, probs)
+    y = np.eye(probs.shape[1])[labels.astype(int)] if task == "multiclass" else labels
+    aucs = [
+        roc_auc(y[:, k], probs[:, k]) for k in range(probs.shape[1]) if 0 < y[:, k].sum() < len(y)
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def train_diagnosis(
+    cfg: DiagnoseConfig,
+    train: CaseArrays,
+    val: CaseArrays,
+    out_dir: str | Path,
+    *,
+    unlabelled: CaseArrays | None = None,
+    resume: bool | str = "auto",
+    overwrite: bool = False,
+) -> tuple[TrainResult, dict[str, float]]:
+    """Train ``cfg`` on ``train`` (+ ``unlabelled`` for ``semi``), validate on ``val``; returns
+    the engine's result and a summary (validation AUC, temperature, NLL before/after)."""
+    if cfg.supervision == "semi" and unlabelled is None:
+        raise InputError("semi supervision needs unlabelled images (labelled_fraction < 1)")
+    if len(val) < 2:
+        raise InputError("need at least 2 validation cases for model selection and calibration")
+    out = Path(out_dir)
+    seed_everything(cfg.train.seed)
+    net = build_model(cfg)
+    loss_fn = _loss_fn(cfg, train.y)
+    if cfg.supervision == "semi":
+        model: nn.Module = MeanTeacher(net)
+        data = PairedSemiDataset(train, unlabelled, cfg.augment)  # type: ignore[arg-type]
+    else:
+        model = net
+        drop = cfg.modality_dropout if len(cfg.modalities) > 1 else 0.0
+        data = SampleDataset(train, cfg.augment, drop)
+
+    def step(m: nn.Module, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
+        if cfg.supervision != "semi":
+            return {"loss": loss_fn(m(batch["x"], batch.get("present")), batch["y"])}
+        mt: MeanTeacher = m.module if hasattr(m, "module") else m  # type: ignore[assignment]
+        mt.update_teacher(0.0 if ctx.step == 0 else min(cfg.ema_decay, 1 - 1 / (ctx.step + 1)))
+        sup = loss_fn(mt.student(batch["x"]), batch["y"])
+        ps = mt.student(batch["xu_student"])
+        with torch.no_grad():
+            pt = mt.teacher(batch["xu_teacher"])
+        act = (lambda z: z.softmax(1)) if cfg.task == "multiclass" else torch.sigmoid
+        ramp = float(np.exp(-5 * (1 - min(ctx.step / max(cfg.consistency_rampup, 1), 1.0)) ** 2))
+        cons = F.mse_loss(act(ps), act(pt))
+        return {"loss": sup + cfg.consistency_weight * ramp * cons, "sup": sup, "cons": cons}
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        p = probabilities(predict_logits(m, val), cfg.task)
+        return {"auc": macro_auc(val.y, p, cfg.task)}
+
+    tcfg = dataclasses.replace(cfg.train, val_metric="auc", val_mode="max")
+    trainer = Trainer(model, data, step, tcfg, out, validate=validate, run_config=cfg)
+    result = trainer.fit(resume=resume, overwrite=overwrite)
+    load_weights(model, result.best_checkpoint or result.last_checkpoint)
+    final = model.teacher if isinstance(model, MeanTeacher) else model
+    logits = predict_logits(final, val)
+    cfg = dataclasses.replace(cfg, temperature=fit_temperature(logits, val.y, cfg.task))
+    from safetensors.torch import save_model
+
+    save_model(final.cpu(), str(out / MODEL_WEIGHTS))
+    to_yaml(cfg, out / MODEL_YAML)
+    from medimg.tasks.diagnose.calibration import nll
+
+    summary = {
+        "val_auc": macro_auc(val.y, probabilities(logits, cfg.task), cfg.task),
+        "temperature": cfg.temperature,
+        "val_nll": nll(logits, val.y, cfg.task),
+        "val_nll_calibrated": nll(logits, val.y, cfg.task, cfg.temperature),
+    }
+    return result, summary
