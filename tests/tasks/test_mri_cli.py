@@ -50,7 +50,7 @@ def model_dir(tmp_path_factory):
 
 def test_simulate_writes_the_fastmri_test_layout_with_ground_truth(data) -> None:
     files = sorted(data.glob("*.h5"))
-    assert [f.name for f in files] == ["phantom_100000.h5", "phantom_100001.h5"]
+    assert [f.name for f in files] == ["phantom_200000.h5", "phantom_200001.h5"]
     vol = read_fastmri(files[0])
     assert vol.kspace.shape == (2, 4, 32, 32) and vol.kspace.dtype == np.complex64
     assert vol.mask.shape == (32,) and vol.reconstruction.shape == (2, 32, 32)
@@ -64,11 +64,11 @@ def test_simulate_writes_the_fastmri_test_layout_with_ground_truth(data) -> None
 
 
 def test_predict_h5_writes_nifti_and_dicom_with_header_geometry(data, tmp_path) -> None:
-    src = data / "phantom_100000.h5"
+    src = data / "phantom_200000.h5"
     out = tmp_path / "out"
     argv = ["recon", "mri", "predict", str(src), str(out), "--method", "zero_filled", "--quiet"]
     assert main(argv) == 0
-    nii, dcm = load(out / "phantom_100000.nii.gz"), load(out / "phantom_100000_dicom")
+    nii, dcm = load(out / "phantom_200000.nii.gz"), load(out / "phantom_200000_dicom")
     expected = reconstruct(read_fastmri(src).kspace, method="zero_filled")  # (S, H, W)
     assert nii.array.shape == (1, 32, 32, 2) and dcm.modality == "MR"
     np.testing.assert_allclose(nii.array[0].transpose(2, 1, 0), expected, rtol=1e-5, atol=1e-7)
@@ -126,7 +126,7 @@ def _h5(path, kspace, mask=None):
 
 
 def test_bad_inputs_end_in_one_line_errors(tmp_path, capsys, data) -> None:
-    k = read_fastmri(data / "phantom_100000.h5").kspace
+    k = read_fastmri(data / "phantom_200000.h5").kspace
     no_acs = np.ones(32, bool)
     no_acs[12:20] = False
     bad = {

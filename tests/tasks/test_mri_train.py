@@ -118,3 +118,14 @@ def test_bad_inputs_are_one_line_input_errors() -> None:
         assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="needs physics=MultiCoilMRI"):
         build_model("modl")(y, mask)
+
+
+def test_shipped_default_model_beats_zero_filled_on_a_held_out_phantom() -> None:
+    from medimg.tasks.reconstruct.mri.data import PhantomSlices, SimConfig
+
+    net, cfg = load_model()  # src/medimg/tasks/reconstruct/mri/default
+    held = SimConfig(kind="brain", shape=(128, 128), coils=8, seed_base=300_000, num_phantoms=1)
+    case = PhantomSlices(held, 1).sample(0, seed=0)
+    zf = float(train_mod._psnr(zero_filled(case["kspace"][None]), case["target"][None]))
+    assert cfg.model.name == "varnet"
+    assert _mean_psnr(net, [case]) > zf + 4.0

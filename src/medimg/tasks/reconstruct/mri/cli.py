@@ -134,7 +134,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--center-fraction", type=float, default=0.08, help="ACS fraction")
     p.add_argument("--snr-db", type=float, default=30.0, help="k-space SNR; <= 0: no noise")
     p.add_argument("--full", action="store_true", help="store fully sampled k-space, no mask")
-    p.add_argument("--seed", type=int, default=100_000, help="first phantom seed (held out)")
+    p.add_argument("--seed", type=int, default=200_000, help="first phantom seed (held out)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
