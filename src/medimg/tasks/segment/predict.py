@@ -31,13 +31,15 @@ DEFAULT_MODEL = Path(__file__).parent / "default"
 def _predictor(
     models: Sequence[nn.Module], plan: SegPlan
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Batch -> log of the fold-averaged softmax (a 2D plan runs on (X, Y, 1) windows)."""
+    """Batch -> fold-averaged softmax probabilities (a 2D plan runs on (X, Y, 1) windows)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
         flat = plan.configuration == "2d" and x.ndim == 5
         xin = x[..., 0] if flat else x
-        prob = sum(torch.softmax(m(xin), dim=1) for m in models) / len(models)
-        out = torch.log(prob.clamp_min(1e-8))
+        out = models[0](xin).softmax(1)
+        for m in models[1:]:
+            out += m(xin).softmax(1)
+        out = out.div_(len(models)) if len(models) > 1 else out
         return out[..., None] if flat else out
 
     return run
@@ -52,45 +54,25 @@ def sliding_labels(
     device: torch.device | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """uint8 labels of a preprocessed ``(C, *spatial)`` array."""
+    """uint8 labels of a preprocessed ``(C, *spatial)`` array.
+
+    The predictor already returns probabilities, so windows and mirror flips blend them as they
+    are (``softmax=False``): the same result as blending per-window softmax, without a second
+    softmax per window.
+    """
+    from medimg.tasks.segment.inference import sliding_window_segment
+
     patch = list(plan.patch_size)
     if plan.configuration == "2d" and array.ndim == 4:
         patch = [*patch, 1]
     mirror_axes = tuple(plan.mirror_axes) if mirror else ()
     x = torch.from_numpy(np.ascontiguousarray(array))
-    predictor = _predictor(models, plan)
-    try:
-        from medimg.tasks.segment.inference import sliding_window_segment
-    except ImportError:  # until the memory-bounded window lands: MONAI's plain one
-        return _monai_sliding(x, predictor, patch, mirror_axes, device)
     out = sliding_window_segment(
-        x, predictor, patch_size=tuple(patch), num_classes=plan.num_classes, overlap=0.5,
-        batch_size=2, mirror_axes=mirror_axes, device=device, progress=progress,
+        x, _predictor(models, plan), patch_size=tuple(patch), num_classes=plan.num_classes,
+        overlap=0.5, batch_size=2, mirror_axes=mirror_axes, device=device, progress=progress,
+        softmax=False,
     )  # fmt: skip
     return np.asarray(out, dtype=np.uint8)
-
-
-def _monai_sliding(x, predictor, patch, mirror_axes, device) -> np.ndarray:
-    from monai.inferers import sliding_window_inference
-
-    def mirrored(b: torch.Tensor) -> torch.Tensor:
-        outs = [torch.softmax(predictor(b), 1)]
-        for a in mirror_axes:
-            outs.append(torch.softmax(predictor(b.flip(a + 2)), 1).flip(a + 2))
-        return sum(outs) / len(outs)
-
-    dev = device or torch.device("cpu")
-    with torch.no_grad():
-        prob = sliding_window_inference(
-            x[None].to(dev),
-            patch,
-            2,
-            mirrored,
-            overlap=0.5,
-            mode="gaussian",
-            padding_mode="constant",
-        )
-    return prob[0].argmax(0).to(torch.uint8).cpu().numpy()
 
 
 class Segmenter:
