@@ -143,3 +143,11 @@ def test_bad_inputs_end_in_one_line_errors(tmp_path, capsys, data) -> None:
         assert main(argv) == 2, words
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and words in err, err
+
+
+@pytest.mark.parametrize("verb", ["simulate", "train", "predict", "evaluate"])
+def test_every_verb_has_help_with_an_example(verb, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["recon", "mri", verb, "--help"])
+    assert exit_.value.code == 0
+    assert "example:" in capsys.readouterr().out

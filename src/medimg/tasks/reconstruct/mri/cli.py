@@ -14,7 +14,7 @@ _ALL = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
 
 def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
     return sub.add_parser(
-        name, help=help_, description=help_,
+        name, help=help_, description=help_.replace("%%", "%"),
         epilog="example:\n" + textwrap.indent(example.strip(), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
@@ -178,7 +178,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95% CIs and a PNG panel",
+    p = _verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95%% CIs and a PNG panel",
               "medimg recon mri evaluate data/mri_4x\n"
               "medimg recon mri evaluate data/mri_4x --methods zero_filled cs_wavelet cs_tv \\\n"
               "    --model modl=runs/recon_mri/modl")  # fmt: skip
