@@ -111,3 +111,15 @@ def test_bad_inputs_give_one_line_errors(data, tmp_path, capsys) -> None:
     err = _run_error(["recon", "ct", "predict", str(norm), str(tmp_path / "o.nii.gz")], capsys)
     assert "Hounsfield" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.nii.gz").exists()
+
+
+def test_train_tiny_preset_resumes_and_exports(tmp_path, capsys) -> None:
+    run, model = tmp_path / "run", tmp_path / "model"
+    argv = ["recon", "ct", "train", "--preset", "tiny", "--max-steps", "4", "--out", str(run),
+            "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "--resume", "--export", str(model)]) == 0  # finished: nothing to redo
+    out = capsys.readouterr().out
+    assert "to step 4" in out and "exported" in out
+    assert sorted(p.name for p in model.iterdir())[:2] == ["config.yaml", "model.safetensors"]
+    assert main(argv) == 2  # an existing run is neither resumed nor replaced silently
