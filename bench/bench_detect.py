@@ -3,6 +3,10 @@ layout, seeds 1000+, never seen in training) and whole-volume CPU inference time
 256x256x200 CT.
 
     .venv/bin/python bench/bench_detect.py [--model runs/detect/default/model] [--scans 8]
+        [--threads 1]
+
+One torch thread by default: on a shared (oversubscribed) CPU, OpenMP threads spin-wait and two
+threads run several times slower than one.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ def _rss_mib(field: str) -> float:
     return float("nan")
 
 
-def child(path: str, model: str | None) -> None:
+def child(path: str, model: str | None, threads: int) -> None:
     """Load a volume, detect, print timing and memory (run in a fresh process)."""
     import torch
 
     from medimg.io.api import load
     from medimg.tasks.detect.predict import Detector
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     det = Detector(model)
     image = load(path, modality="CT")
     before = _rss_mib("VmRSS")
@@ -45,10 +49,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="model folder (default: the shipped default model)")
     ap.add_argument("--scans", type=int, default=8, help="held-out scans for the FROC")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.model)
+        return child(args.child, args.model, args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
     from medimg.datasets.luna16 import _write_mhd, write_luna16
     from medimg.phantoms.detection import nodule_ct_case
     from medimg.tasks.detect.evaluate import evaluate_candidates
@@ -77,13 +85,15 @@ def main() -> None:
             print(f"  CPM, IoU >= 0.1 variant: {s['cpm_iou']['cpm']:.4f}")
         case = nodule_ct_case(2000, shape=(256, 256, 200), spacing=(1.4, 1.4, 1.0))
         _write_mhd(case.image, t / "big.mhd")
-        cmd = [sys.executable, __file__, "--child", str(t / "big.mhd")]
+        cmd = [sys.executable, __file__, "--child", str(t / "big.mhd"), "--threads",
+               str(args.threads)]  # fmt: skip
         cmd += ["--model", args.model] if args.model else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         sec, peak, base, n = out.split("RESULT")[1].split()
         print(
             f"256x256x200 CT (1.4x1.4x1.0 mm): {sec} s, peak RSS {peak} MiB "
-            f"({base} MiB after loading torch, model and volume), {n} candidates, 2 threads"
+            f"({base} MiB after loading torch, model and volume), {n} candidates, "
+            f"{args.threads} thread(s)"
         )
     print(f"load average {os.getloadavg()[0]:.2f}")
 

@@ -12,9 +12,12 @@ def test_train_predict_evaluate(tmp_path, capsys):
     data = write_luna16(tmp_path / "luna", 2, progress=False, shape=(64, 64, 20),
                         spacing=(5.5, 5.5, 7.0), n_nodules=(2, 2))  # fmt: skip
     run = tmp_path / "run"
-    args = ["detect", "train", str(data), "--max-steps", "2", "--out", str(run), "--quiet"]
+    # a coarse 5.5 mm grid and 16^3 patches keep it a few CPU seconds
+    args = ["detect", "train", str(data), "--max-steps", "2", "--out", str(run), "--quiet",
+            "--spacing", "5.5", "--patch", "16", "--threads", "1"]  # fmt: skip
     assert main(args) == 0
     assert (run / "config.yaml").is_file() and (run / "last" / "model.safetensors").is_file()
+    assert "spacing: 5.5" in (run / "config.yaml").read_text()
     assert main(["detect", "predict", str(data), str(tmp_path / "pred"), "--model", str(run)]) == 0
     header = (tmp_path / "pred" / "candidates.csv").read_text().splitlines()[0]
     assert header == "seriesuid,coordX,coordY,coordZ,probability,diameter_mm"

@@ -46,8 +46,8 @@ def test_tiny_training_finds_spheres_better_than_chance(tmp_path):
                         samples_per_epoch=16)  # fmt: skip
     seed_everything(0)
     model = build_detector((8, 16, 32))
-    cfg = TrainConfig(max_steps=120, batch_size=2, lr=3e-3, progress=False, device="cpu",
-                      checkpoint_every=120, log_every=20)  # fmt: skip
+    cfg = TrainConfig(max_steps=80, batch_size=2, lr=3e-3, progress=False, device="cpu",
+                      checkpoint_every=80, log_every=20)  # fmt: skip
     Trainer(model, data, lambda m, b: centernet_loss(m(b["image"]), b), cfg, tmp_path).fit()
     inf = InferenceConfig(window=32, min_score=0.01, max_candidates=20)
     trained = _cpm(test, lambda p: [(c.center_ras, c.score)

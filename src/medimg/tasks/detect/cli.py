@@ -18,6 +18,14 @@ def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
     )  # fmt: skip
 
 
+def _threads(n: int | None) -> None:
+    # one thread is the fast choice on a shared CPU: OpenMP workers spin-wait when oversubscribed
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from medimg.datasets.luna16 import write_luna16
 
@@ -30,6 +38,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.train import DetectConfig, train_detector, train_preset
 
+    _threads(args.threads)
     resume = "auto" if args.resume else False
     if args.preset == "default":
         work = Path(args.out or "runs/detect/default")
@@ -41,6 +50,10 @@ def _train(args: argparse.Namespace) -> int:
 
             raise InputError("train needs a LUNA16 DATASET folder (or --preset default)")
         cfg = DetectConfig(val_subsets=tuple(args.val_subsets))
+        if args.patch is not None:
+            cfg.patch = args.patch
+        if args.spacing is not None:
+            cfg.model.spacing = args.spacing
         out = args.out or f"runs/detect/{Path(args.dataset).name}"
         res = train_detector(args.dataset, out, cfg, max_steps=args.max_steps, device=args.device,
                              progress=not args.quiet, resume=resume,
@@ -57,6 +70,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.predict import predict_path
 
+    _threads(args.threads)
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            flips=args.flips, figures=not args.no_figures,
                            overwrite=args.overwrite)  # fmt: skip
@@ -110,6 +124,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
     p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
+    p.add_argument("--patch", type=int, help="training patch edge in voxels (default 40)")
+    p.add_argument("--spacing", type=float, help="isotropic grid of the model, mm (default 2)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
@@ -125,6 +142,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 

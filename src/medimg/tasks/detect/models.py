@@ -24,27 +24,32 @@ __all__ = ["OUT_CHANNELS", "build_detector", "centernet_loss", "focal_heatmap_lo
 OUT_CHANNELS = 5
 
 
-def build_detector(channels: tuple[int, ...] = (12, 24, 48, 96), prior: float = 0.01) -> nn.Module:
-    """MONAI ``UNet`` (residual units, instance norm) with 5 output channels; the heatmap bias
-    starts at ``logit(prior)`` so early training is not swamped by background (RetinaNet's
-    prior-probability initialisation)."""
+def build_detector(
+    channels: tuple[int, ...] = (12, 24, 48, 96), prior: float = 0.01, features: int = 16
+) -> nn.Module:
+    """MONAI ``UNet`` (residual units, instance norm) giving ``features`` channels, then a
+    1x1x1 convolution to the 5 outputs whose heatmap bias starts at ``logit(prior)`` (RetinaNet's
+    prior-probability initialisation, so early training is not swamped by background).
+
+    Why the separate head: the UNet's top block ends in an instance-normalised, PReLU'd
+    transposed convolution plus an identity residual, so its own output channels are
+    zero-mean per volume (bad for a log diameter) and a bias cannot set the heatmap prior."""
     from monai.networks.nets import UNet
 
     net = UNet(
         spatial_dims=3,
         in_channels=1,
-        out_channels=OUT_CHANNELS,
+        out_channels=features,
         channels=tuple(channels),
         strides=(2,) * (len(channels) - 1),
         num_res_units=1,
         norm="instance",
     )
-    last = [m for m in net.modules() if isinstance(m, nn.ConvTranspose3d | nn.Conv3d)][-1]
-    if last.bias is not None:
-        with torch.no_grad():
-            last.bias.zero_()
-            last.bias[0] = math.log(prior / (1 - prior))
-    return net
+    head = nn.Conv3d(features, OUT_CHANNELS, kernel_size=1)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[0] = math.log(prior / (1 - prior))
+    return nn.Sequential(net, head)
 
 
 def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
