@@ -117,7 +117,7 @@ def test_bad_inputs_are_one_line_input_errors() -> None:
             check_inputs(k, m, need_acs=acs)
         assert "\n" not in str(err.value)
     with pytest.raises(InputError, match="needs physics=MultiCoilMRI"):
-        build_model("modl")(y, mask)
+        build_model("unet")(y, mask)
 
 
 def test_shipped_default_model_beats_zero_filled_on_a_held_out_phantom() -> None:

@@ -64,7 +64,8 @@ def _train(args: argparse.Namespace) -> int:
                                     device=args.device or cfg.train.device)  # fmt: skip
     out = args.out or f"runs/recon_mri/{args.preset}_{cfg.model.name}"
     res = train_mri(cfg, out, resume="auto" if not args.overwrite else False,
-                    overwrite=args.overwrite, init=args.init)  # fmt: skip
+                    overwrite=args.overwrite, init=args.init,
+                    allow_config_change=args.allow_config_change)  # fmt: skip
     print(f"trained to step {res.last_step}; best validation PSNR {res.best_metric:.2f} dB at "
           f"step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
     if args.export:
@@ -154,6 +155,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--export", help="copy the best weights to a model folder ('default': shipped)")
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run with changed settings (e.g. a larger --max-steps)")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 

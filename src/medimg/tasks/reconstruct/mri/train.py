@@ -114,8 +114,10 @@ def train_mri(
     resume: bool | str = "auto",
     overwrite: bool = False,
     init: str | Path | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
-    """Train ``cfg.model`` into ``run_dir`` (resumable); ``init`` fine-tunes from a model."""
+    """Train ``cfg.model`` into ``run_dir`` (resumable); ``init`` fine-tunes from a model;
+    ``allow_config_change`` resumes a run with a changed config (e.g. more ``max_steps``)."""
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model)
     if init is not None:
@@ -137,7 +139,7 @@ def train_mri(
 
     trainer = Trainer(model, _training_data(cfg), step, cfg.train, run_dir, validate=validate,
                       run_config=cfg)  # fmt: skip
-    return trainer.fit(resume=resume, overwrite=overwrite)  # type: ignore[arg-type]
+    return trainer.fit(resume=resume, overwrite=overwrite, allow_config_change=allow_config_change)  # type: ignore[arg-type]
 
 
 def load_model(path: str | Path | None = None) -> tuple[torch.nn.Module, MRITrainConfig]:
