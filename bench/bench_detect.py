@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--model", help="model folder (default: the shipped default model)")
     ap.add_argument("--scans", type=int, default=8, help="held-out scans for the FROC")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--data", help="keep the simulated scans here and reuse them on a rerun")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -63,8 +64,10 @@ def main() -> None:
     from medimg.tasks.detect.predict import predict_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        data = write_luna16(t / "heldout", args.scans, seed=1000, n_subsets=1, progress=False)
+        t, keep = Path(tmp), Path(args.data or tmp)
+        data = keep / f"heldout{args.scans}"
+        if not (data / "annotations.csv").is_file():
+            write_luna16(data, args.scans, seed=1000, n_subsets=1, progress=False)
         t0 = time.perf_counter()
         predict_path(data, t / "pred", model=args.model, figures=False)
         per_scan = (time.perf_counter() - t0) / args.scans
@@ -83,9 +86,11 @@ def main() -> None:
         print(f"  CPM {c['value']:.4f} [{c['low']:.4f}, {c['high']:.4f}]")
         if "cpm_iou" in s:
             print(f"  CPM, IoU >= 0.1 variant: {s['cpm_iou']['cpm']:.4f}")
-        case = nodule_ct_case(2000, shape=(256, 256, 200), spacing=(1.4, 1.4, 1.0))
-        _write_mhd(case.image, t / "big.mhd")
-        cmd = [sys.executable, __file__, "--child", str(t / "big.mhd"), "--threads",
+        big = keep / "big.mhd"
+        if not big.is_file():
+            case = nodule_ct_case(2000, shape=(256, 256, 200), spacing=(1.4, 1.4, 1.0))
+            _write_mhd(case.image, big)
+        cmd = [sys.executable, __file__, "--child", str(big), "--threads",
                str(args.threads)]  # fmt: skip
         cmd += ["--model", args.model] if args.model else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

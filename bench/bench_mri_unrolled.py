@@ -1,4 +1,4 @@
-"""Unrolled VarNet (the shipped default model) against zero-filling and CS-L1 on held-out phantoms.
+"""An unrolled network (default: the shipped VarNet) against zero-filling and CS-L1 on held-out phantoms.
 
 Held-out data: ``--cases`` brain/knee phantom slices (seeds 200000+, never seen in training or
 validation), 128x128, 8 birdcage coils, 30 dB k-space SNR, equispaced masks at 4x and 8x with
@@ -38,7 +38,9 @@ def _scores(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
             "nmse": nmse(gt, pred)}  # fmt: skip
 
 
-def quality(net: torch.nn.Module, accel: float, cases: int) -> dict[str, dict[str, list[float]]]:
+def quality(
+    net: torch.nn.Module, label: str, accel: float, cases: int
+) -> dict[str, dict[str, list[float]]]:
     cfg = SimConfig(kind="mixed", shape=(128, 128), coils=8, accelerations=(accel,),
                     center_fraction=0.08, snr_db=30.0, num_phantoms=cases, seed_base=200_000)  # fmt: skip
     data = PhantomSlices(cfg, cases)
@@ -51,7 +53,7 @@ def quality(net: torch.nn.Module, accel: float, cases: int) -> dict[str, dict[st
                 "zero-filled": zero_filled(y)[0],
                 "CS-L1 (ESPIRiT maps)": cs_wavelet(y, mask)[0].abs(),
                 "CS-L1 (true maps)": cs_wavelet(y, mask, s["maps"])[0].abs(),
-                "VarNet (default)": net(y, mask)[0].abs(),
+                label: net(y, mask)[0].abs(),
             }
         for name, img in recons.items():
             for k, v in _scores(gt, img.numpy()).items():
@@ -96,21 +98,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    net, _ = load_model(args.model)
+    net, cfg = load_model(args.model)
+    label = f"{cfg.model.name} ({args.model or 'default'})"
     print(f"training: {training_time(args.run)}")
     for accel in (4.0, 8.0):
-        res = quality(net, accel, args.cases)
+        res = quality(net, label, accel, args.cases)
         print(f"\n{accel:g}x equispaced, {args.cases} held-out phantoms, 128x128, 8 coils")
         for name, metrics in res.items():
             est = {k: bootstrap_ci(v) for k, v in metrics.items()}
-            print(f"  {name:22s} PSNR {est['psnr']} dB  SSIM {est['ssim']}  NMSE {est['nmse']}")
-        net_psnr = np.array(res["VarNet (default)"]["psnr"])
+            print(f"  {name:24s} PSNR {est['psnr']} dB  SSIM {est['ssim']}  NMSE {est['nmse']}")
+        net_psnr = np.array(res[label]["psnr"])
         for ref in ("zero-filled", "CS-L1 (ESPIRiT maps)", "CS-L1 (true maps)"):
             gain = bootstrap_ci(net_psnr - np.array(res[ref]["psnr"]))
-            print(f"  VarNet - {ref}: {gain} dB (paired)")
+            print(f"  {cfg.model.name} - {ref}: {gain} dB (paired)")
     for threads in (1, 2):
         ms = inference_ms(net, threads, args.repeats)
-        print(f"\nVarNet inference, one 320x320 15-coil slice, {threads} thread(s): {ms:.0f} ms")
+        print(f"\n{label} inference, one 320x320 15-coil slice, {threads} thread(s): {ms:.0f} ms")
     print(f"{date.today()}, torch {torch.__version__}, load average {os.getloadavg()}")
 
 

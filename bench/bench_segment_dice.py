@@ -7,11 +7,11 @@ chosen post-processing) and reports the plan, Dice/HD95 per label and the times.
 
     .venv/bin/python bench/bench_segment_dice.py --work runs/bench_segment [--max-steps 3000]
 
-``--model DIR`` skips training and scores an existing preset run instead, e.g. the default
-model's own training (``medimg segment train --preset default --out runs/segment/default``):
+``--model DIR`` skips training and scores a trained run or model folder instead (the preset's
+data set is written into ``WORK/data`` first if it is not there), e.g. the shipped default:
 
-    .venv/bin/python bench/bench_segment_dice.py --work runs/segment/default \
-        --model runs/segment/default/model
+    .venv/bin/python bench/bench_segment_dice.py --work runs/seg_score \
+        --model src/medimg/tasks/segment/default
 """
 
 from __future__ import annotations
@@ -45,10 +45,17 @@ def main() -> None:
         model_dir = Path(args.model)
         timing = model_dir / "train_time_s.txt"  # written when a training finishes
         t_train = float(timing.read_text()) if timing.is_file() else float("nan")
-        val = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
-        steps = max(r["step"] for r in val if r.get("kind") == "train")
+        log = model_dir / "metrics.jsonl"  # absent in an exported model folder
+        val = [json.loads(s) for s in log.read_text().splitlines()] if log.is_file() else []
+        steps = max((r["step"] for r in val if r.get("kind") == "train"), default=None)
         best = [r for r in val if r.get("kind") == "val" and r.get("best")]
         best_step = best[-1]["step"] if best else None
+        if not (work / "data" / "imagesTs").is_dir():  # the preset's held-out phantoms
+            from medimg.phantoms.segmentation import write_msd_dataset
+            from medimg.tasks.segment.train import DEFAULT_PRESET as p
+
+            write_msd_dataset(work / "data", str(p["kind"]), n_train=int(p["n_train"]),
+                              n_test=int(p["n_test"]), seed=int(p["seed"]))  # fmt: skip
     else:
         t0 = time.perf_counter()
         result = train_preset(work, max_steps=args.max_steps, progress=False, device="cpu")
