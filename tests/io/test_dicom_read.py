@@ -121,6 +121,21 @@ def test_image_without_plane_geometry_is_2d():
     np.testing.assert_array_equal(stripes, [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255] * 3])
 
 
+def test_cine_loop_without_geometry_stacks_frames_in_order():
+    """A multi-frame ultrasound loop (no plane geometry): frames along the third axis, in stored
+    order, the same pixels SimpleITK reads, with the frame time kept and the axis named."""
+    import SimpleITK as sitk
+
+    path = get_testdata_file("SC_rgb_rle_2frame.dcm")
+    img = read_dicom(path)
+    assert img.array.shape == (3, 100, 100, 2)
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(path))  # (T, Y, X, C)
+    np.testing.assert_array_equal(img.array.transpose(3, 2, 1, 0), ref)
+    assert "frame_axis" in img.meta
+    us = read_dicom(get_testdata_file("examples_ybr_color.dcm"))  # 30-frame YBR cine
+    assert us.array.shape == (3, 320, 240, 30) and us.meta["frame_time_ms"] == pytest.approx(33.333)
+
+
 # ------------------------------------------------------------------ compressed syntaxes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -144,6 +145,34 @@ def test_nifti_scaled_int_file_gives_scaled_floats(tmp_path):
     nib.save(img, tmp_path / "s.nii")
     back = read_nifti(tmp_path / "s.nii")
     np.testing.assert_allclose(back.array[0], np.arange(60).reshape(3, 4, 5) * 0.5 - 10.0)
+
+
+@pytest.mark.parametrize("kind", ["pair", "mgz"])
+def test_nibabel_pair_and_mgh_read_with_geometry(tmp_path, kind, oblique_affine):
+    """NIfTI .hdr/.img pairs and FreeSurfer .mgz read like .nii (values and affine kept)."""
+    from medimg.io.api import load
+
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    if kind == "pair":
+        path = tmp_path / "vol.hdr"
+        nib.save(nib.Nifti1Pair(data, oblique_affine), path)
+    else:
+        path = tmp_path / "vol.mgz"
+        nib.save(nib.MGHImage(data, oblique_affine), path)
+    img = load(path)
+    np.testing.assert_array_equal(img.array[0], data)
+    np.testing.assert_allclose(img.affine, oblique_affine, atol=1e-4)
+
+
+def test_cifti_is_refused_in_one_line():
+    from medimg.io.api import load
+
+    path = Path(nib.__file__).parent / "tests" / "data" / "row_major.dconn.nii"
+    if not path.is_file():
+        pytest.skip("nibabel's wheel ships no CIFTI test file")
+    with pytest.raises(ImageReadError, match="no voxel grid") as err:
+        load(path)
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------- bad input

@@ -19,6 +19,10 @@ Format = Literal["nifti", "itk", "dicom"]
 _SUFFIXES: dict[str, Format] = {
     ".nii": "nifti",
     ".nii.gz": "nifti",
+    ".hdr": "nifti",  # read-only: NIfTI/Analyze pairs and FreeSurfer MGH, through nibabel
+    ".img": "nifti",
+    ".mgz": "nifti",
+    ".mgh": "nifti",
     ".nrrd": "itk",
     ".nhdr": "itk",
     ".mha": "itk",
@@ -27,7 +31,9 @@ _SUFFIXES: dict[str, Format] = {
     ".dicom": "dicom",
     ".ima": "dicom",
 }
-KNOWN = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, .dcm and DICOM folders"
+KNOWN = (
+    ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, .dcm and DICOM folders (read also .hdr/.img, .mgz)"
+)
 
 
 def _suffix(path: Path) -> str:

@@ -33,6 +33,8 @@ from medimg.typing import PathType
 __all__ = ["ITK_SUFFIXES", "NIFTI_SUFFIXES", "read_itk", "read_nifti", "write_itk", "write_nifti"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Read-only, also through nibabel: NIfTI/Analyze header+image pairs and FreeSurfer MGH.
+NIBABEL_READ_SUFFIXES = (*NIFTI_SUFFIXES, ".hdr", ".img", ".mgz", ".mgh")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 _NIFTI_INTENT_VECTOR = 1007
 
@@ -110,7 +112,8 @@ def _storable(image: Image, path: Path, allow_nonfinite: bool) -> np.ndarray:
 def read_nifti(
     path: PathType, *, modality: str = "OT", is_label: bool = False, allow_nonfinite: bool = False
 ) -> Image:
-    """Read a ``.nii`` / ``.nii.gz`` file (NIfTI-1 or NIfTI-2) with nibabel.
+    """Read a ``.nii`` / ``.nii.gz`` file (NIfTI-1 or NIfTI-2) with nibabel; also a
+    ``.hdr``/``.img`` pair (NIfTI or Analyze 7.5) or a FreeSurfer ``.mgz``/``.mgh`` volume.
 
     Parameters
     ----------
@@ -132,9 +135,15 @@ def read_nifti(
     """
     import nibabel as nib
 
-    p = _check_readable(path, NIFTI_SUFFIXES, "use read_itk for NRRD/MetaImage")
+    p = _check_readable(path, NIBABEL_READ_SUFFIXES, "use read_itk for NRRD/MetaImage")
     try:
         img = nib.load(p)
+        if not hasattr(img, "affine"):  # CIFTI-2: grayordinates, no voxel grid
+            raise ImageReadError(
+                f"is a {type(img).__name__.removesuffix('Image')} file (surface/grayordinate "
+                "data, no voxel grid), not a volume; use the NIfTI volume it was made from",
+                p,
+            )
         data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when set
         affine = np.asarray(img.affine, dtype=np.float64)
         intent = int(img.header.get("intent_code", 0)) if hasattr(img.header, "get") else 0

@@ -119,7 +119,11 @@ def _check_complete(ds: Dataset, path: Path, *, pixels: bool) -> Dataset:
         return ds  # a DICOMDIR: complete without SOPClassUID/Modality
     expects_pixels = "Rows" in ds or "Image Storage" in UID(sop).name
     if problem is None and "SOPClassUID" not in ds:
-        problem = "its header lacks SOPClassUID"
+        if not is_image(ds):  # a bare dataset, not an image: skipped in folders, refused alone
+            return ds
+        if not any(t in ds for t in PIXEL_TAGS):
+            problem = "its header lacks SOPClassUID and the pixel data"
+        # an image lacking only SOPClassUID (non-conformant exports) is read as one
     if problem is None and expects_pixels:
         if not is_image(ds) or (pixels and not any(t in ds for t in PIXEL_TAGS)):
             problem = "its header ends before the pixel data"

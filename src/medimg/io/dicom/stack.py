@@ -82,6 +82,20 @@ def _flat_grid(frame: Frame) -> Grid:
     return Grid([frame], LPS_TO_RAS @ np.diag([dx, dy, 1.0, 1.0]), is_3d=False, notes=notes)
 
 
+def _frame_stack(frames: list[Frame]) -> Grid:
+    """Frames of one multi-frame file without plane geometry (an ultrasound or X-ray cine loop,
+    a multi-frame secondary capture): a ``(C, X, Y, T)`` stack in stored frame order on ITK's
+    default orientation, as SimpleITK reads them. The third axis is frame number, not space:
+    its 1.0 "spacing" is recorded as ``meta["frame_axis"]``, with FrameTime when present."""
+    flat = _flat_grid(frames[0])
+    flat.affine[:3, 2] = LPS_TO_RAS[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    notes: dict[str, object] = {**flat.notes, "frame_axis": "frames (no slice geometry)"}
+    frame_time = frames[0].ds.get("FrameTime")
+    if frame_time not in (None, ""):
+        notes["frame_time_ms"] = float(frame_time)
+    return Grid(frames, flat.affine, notes=notes)
+
+
 def _check_duplicates(frames: list[Frame], d: np.ndarray, source: Path) -> None:
     same = np.flatnonzero(np.diff(d) < POSITION_ATOL_MM / 10)
     if same.size:
@@ -150,6 +164,8 @@ def build_grid(frames: list[Frame], source: Path, *, allow_gaps: bool, tilt: str
     if not any(placed):
         if len(frames) == 1:
             return _flat_grid(frames[0])
+        if len({f.path for f in frames}) == 1 and all(f.index is not None for f in frames):
+            return _frame_stack(frames)
         raise DicomError(
             f"{len(frames)} images without ImagePositionPatient/ImageOrientationPatient (cine, "
             "projections or secondary captures?) cannot be stacked into a volume; read one file",
