@@ -42,7 +42,7 @@ def test_full_supervision_beats_chance_and_calibrates(tmp_path):
 
     model = Diagnoser(tmp_path / "run", device="cpu").model
     p = probabilities(predict_logits(model, test), "binary")
-    assert roc_auc(test.y, p) > 0.8
+    assert roc_auc(test.y, p) > 0.95  # chance is 0.5; this run reaches 1.0
     assert summary["val_nll_calibrated"] <= summary["val_nll"] + 1e-9
 
 
@@ -56,7 +56,7 @@ def test_late_fusion_predicts_with_a_modality_missing(tmp_path):
     test = _blobs(32, 3, modalities=2)
     test.present[:, 1] = False  # PET missing for every case
     p = probabilities(predict_logits(dx.model, test), "binary")
-    assert np.isfinite(p).all() and roc_auc(test.y, p) > 0.6
+    assert np.isfinite(p).all() and roc_auc(test.y, p) > 0.75  # one modality at half contrast: 0.87
 
 
 def test_mil_learns_from_case_labels_only(tmp_path):
@@ -82,7 +82,7 @@ def test_mil_learns_from_case_labels_only(tmp_path):
     dx = Diagnoser(tmp_path / "run", device="cpu")
     test = bags(32, 2)
     p = probabilities(predict_logits(dx.model, test), "binary")
-    assert roc_auc(test.y, p) > 0.75
+    assert roc_auc(test.y, p) > 0.9  # reaches 1.0
     with torch.no_grad():
         att = dx.model.attention(torch.from_numpy(test.x)).numpy()
     pos = test.y == 1
@@ -100,7 +100,7 @@ def test_semi_supervised_runs_and_keeps_the_teacher(tmp_path):
     p = probabilities(
         predict_logits(Diagnoser(tmp_path / "run", device="cpu").model, val), "binary"
     )
-    assert roc_auc(val.y, p) > 0.6
+    assert roc_auc(val.y, p) > 0.85  # 16 labels + 80 unlabelled: reaches 1.0
     with pytest.raises(InputError, match="needs unlabelled images"):
         train_diagnosis(_cfg(supervision="semi"), train, val, tmp_path / "x")
 
@@ -111,3 +111,25 @@ def test_temperature_fixes_overconfidence():
     z = rng.normal(0, 1, 2000) + (2 * y - 1)  # N(+-1, 1): true log-odds 2z
     t = fit_temperature(4.0 * z[:, None], y, "binary")  # logits 2x too confident
     assert 1.7 < t < 2.3
+
+
+def test_config_without_pool_loads_as_average_pooling(tmp_path):
+    from medimg.engine.config import to_yaml
+    from medimg.tasks.diagnose.models import build_classifier
+    from medimg.tasks.diagnose.train import load_config
+
+    to_yaml(_cfg(), tmp_path / "model.yaml")
+    assert load_config(tmp_path / "model.yaml").pool == "max"  # the default now
+    text = (tmp_path / "model.yaml").read_text()
+    old = "".join(line for line in text.splitlines(True) if not line.startswith("pool:"))
+    assert old != text
+    (tmp_path / "old.yaml").write_text(old)
+    assert load_config(tmp_path / "old.yaml").pool == "avg"  # trained before the option
+    net = build_classifier(
+        arch="resnet", spatial_dims=2, channels=1, modalities=1, num_outputs=1, width=8
+    )
+    assert isinstance(net.encoder.avgpool, torch.nn.AdaptiveMaxPool2d)
+    with pytest.raises(InputError, match="pool must be one of"):
+        build_classifier(
+            arch="resnet", spatial_dims=2, channels=1, modalities=1, num_outputs=1, pool="mean"
+        )

@@ -4,8 +4,10 @@ Three kinds, all with the lesion's box as ground truth for explanations:
 
 - ``xray``: a chest radiograph computed as a projection. Body, lungs, heart, spine and ribs
   are ellipsoids/tubes whose line integrals are analytic; the log image ``-log(I / I0)`` after
-  Poisson counting at ``I0`` photons and detector blur. Positive: a lung nodule (a sphere of
-  partial density), 14-28 mm, behind ribs and vessel texture.
+  Poisson counting at ``I0`` and detector blur. Positive: a lung nodule or small mass (a
+  sphere of partial density), 24-40 mm across by default, behind ribs and vessel texture. At
+  the 64 px default (5.9 mm pixels) smaller nodules (16-30 mm, the first version) are ~3 px
+  wide with the contrast of a rib and took ~1000 steps to be found at all; see ``radius_mm``.
 - ``ctpet``: an axial thorax slice as co-registered CT (HU) and PET (SUV, 7 mm FWHM blur,
   Poisson-like noise). Positive: a PET-avid solid nodule. Negatives are a mix of nothing, a
   benign (non-avid) nodule and an avid focus without a nodule (inflammation), so each modality
@@ -97,8 +99,16 @@ def _lung_point(rng: np.random.Generator, lungs: list[tuple], margin: float) -> 
     return u0 + rho * (a - margin) * np.cos(phi), w0 + rho * (b - margin) * np.sin(phi)
 
 
-def xray_case(seed: int, positive: bool, size: int = 64, i0: float = 4e4) -> DiagnosisCase:
-    """A PA chest radiograph ``(X, Y)`` as line integrals; positive cases hold one nodule."""
+def xray_case(
+    seed: int,
+    positive: bool,
+    size: int = 64,
+    i0: float = 4e4,
+    radius_mm: tuple[float, float] = (12.0, 20.0),
+    density: tuple[float, float] = (1.5, 2.5),
+) -> DiagnosisCase:
+    """A PA chest radiograph ``(X, Y)`` as line integrals; positive cases hold one nodule of
+    radius in ``radius_mm`` and attenuation ``density`` x (soft tissue - lung)."""
     rng = np.random.default_rng(seed)
     g = _Grid(size, 380.0)
     body_a, body_c = rng.uniform(150, 175), rng.uniform(100, 125)
@@ -123,13 +133,13 @@ def xray_case(seed: int, positive: bool, size: int = 64, i0: float = 4e4) -> Dia
             path += on * 15.0 * (_MU["bone"] - _MU["tissue"]) * np.exp(-(((g.w - wr) / 5.5) ** 2))
     boxes, meta = [], {}
     if positive:
-        r = rng.uniform(8.0, 15.0)
+        r = rng.uniform(*radius_mm)
         u0, w0 = _lung_point(rng, lungs, r + 6)
-        density = rng.uniform(1.5, 2.5)  # solid, partly calcified
+        rho = rng.uniform(*density)
         ball = _chord(g, u0, w0, r, r, r)
-        path += ball * density * (_MU["tissue"] - _MU["lung"])
+        path += ball * rho * (_MU["tissue"] - _MU["lung"])
         boxes.append(g.box(u0, w0, r))
-        meta = {"radius_mm": r, "density": density}
+        meta = {"radius_mm": r, "density": rho}
     counts = rng.poisson(i0 * np.exp(-path)).astype(np.float64)
     image = -np.log(np.maximum(counts, 1.0) / i0)
     image = ndimage.gaussian_filter(image, 0.6)  # detector blur

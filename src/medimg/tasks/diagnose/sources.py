@@ -178,7 +178,7 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
 
 
 #: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules).
-DEFAULT_PRESET = {"kind": "xray", "n_train": 1600, "n_val": 300, "seed": 0, "max_steps": 1200,
+DEFAULT_PRESET = {"kind": "xray", "n_train": 2400, "n_val": 300, "seed": 0, "max_steps": 1000,
                   "width": 16, "batch_size": 32, "lr": 2e-3}  # fmt: skip
 
 

@@ -51,6 +51,7 @@ class DiagnoseConfig:
     fusion: Literal["early", "late", "intermediate"] = "early"
     arch: Literal["resnet", "densenet"] = "resnet"
     width: int = 16
+    pool: Literal["max", "avg"] = "max"  # global pooling of the encoder's last map
     balance_classes: bool = True
     augment: float = 1.0
     modality_dropout: float = 0.2  # fusion models only
@@ -85,13 +86,27 @@ class DiagnoseConfig:
 
 
 def load_config(path: str | Path) -> DiagnoseConfig:
+    """A ``model.yaml``; one written before ``pool`` existed was trained with average pooling."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except yaml.YAMLError:
+        data = None  # from_yaml reports it
+    if isinstance(data, dict) and "pool" not in data:
+        try:
+            return from_yaml(DiagnoseConfig, {**data, "pool": "avg"})
+        except InputError as exc:
+            raise InputError(str(exc), path=p) from None
     return from_yaml(DiagnoseConfig, path)
 
 
 def build_model(cfg: DiagnoseConfig) -> nn.Module:
     return build_classifier(arch=cfg.arch, spatial_dims=len(cfg.input_size), channels=cfg.channels,
                             modalities=len(cfg.modalities), num_outputs=cfg.num_outputs,
-                            fusion=cfg.fusion, mil=cfg.supervision == "mil", width=cfg.width)  # fmt: skip
+                            fusion=cfg.fusion, mil=cfg.supervision == "mil", width=cfg.width,
+                            pool=cfg.pool)  # fmt: skip
 
 
 def _loss_fn(cfg: DiagnoseConfig, y: np.ndarray):
