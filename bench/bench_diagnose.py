@@ -1,11 +1,19 @@
 """Diagnosis figures of issue 8 on held-out phantoms, at a size set on the command line.
 
-Prints: supervised AUC, ECE before/after temperature scaling, Grad-CAM peak-in-box rate over
-true positives (X-ray nodules); semi-supervised (10% labels, mean teacher) vs labelled-only;
-CT-only / PET-only vs early and late fusion; attention MIL vs an instance-supervised slice
-classifier (case score = max slice probability) and the attention hit rate.
+Parts (``--only``, default all):
 
-    .venv/bin/python bench/bench_diagnose.py --n-train 400 --steps 150 --width 8
+- ``xray``: supervised AUC, ECE before/after temperature scaling, Grad-CAM peak-in-box rate
+  over true positives (X-ray nodules, 24-40 mm).
+- ``semi``: mean teacher with 10% labels vs the same network on the labelled 10% only.
+- ``fusion``: CT-only / PET-only vs early, late and intermediate fusion (CT+PET slices whose
+  classes each modality alone separates only partly).
+- ``mil``: attention MIL on case labels vs an instance-supervised slice classifier (case
+  score = max slice probability) and the attention hit rate on the lesion slices.
+
+Every model is trained from scratch on one CPU thread; the figures and the process CPU time
+of each part are printed as JSON.
+
+    .venv/bin/python bench/bench_diagnose.py --n-train 2400 --steps 1000 --width 16
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from medimg.tasks.diagnose.calibration import probabilities
 from medimg.tasks.diagnose.data import CaseArrays, from_phantoms
 from medimg.tasks.diagnose.train import DiagnoseConfig, predict_logits, train_diagnosis
 
+PARTS = ("xray", "semi", "fusion", "mil")
+
 
 def _fit(cfg, train, val, name, unlabelled=None):
     _res, summary = train_diagnosis(cfg, train, val, f"runs/bench_diagnose/{name}",
@@ -33,11 +43,12 @@ def _fit(cfg, train, val, name, unlabelled=None):
     return Diagnoser(f"runs/bench_diagnose/{name}", device="cpu"), summary
 
 
-def _cfg(args, **kw) -> DiagnoseConfig:
-    t = TrainConfig(max_steps=args.steps, batch_size=args.batch, lr=2e-3, lr_schedule="cosine",
-                    val_every=max(args.steps // 5, 1), checkpoint_every=args.steps, progress=False,
-                    device="cpu")  # fmt: skip
-    return DiagnoseConfig(width=args.width, train=t, **kw)
+def _cfg(args, steps=None, batch=None, lr=None, **kw) -> DiagnoseConfig:
+    steps = steps or args.steps
+    t = TrainConfig(max_steps=steps, batch_size=batch or args.batch, lr=lr or args.lr,
+                    lr_schedule="cosine", val_every=max(steps // 10, 1), checkpoint_every=steps,
+                    progress=False, device="cpu", seed=args.seed)  # fmt: skip
+    return DiagnoseConfig(width=args.width, pool=args.pool, train=t, **kw)
 
 
 def _auc(dx, data: CaseArrays) -> tuple[float, np.ndarray, np.ndarray]:
@@ -45,73 +56,79 @@ def _auc(dx, data: CaseArrays) -> tuple[float, np.ndarray, np.ndarray]:
     return roc_auc(data.y, probabilities(logits, "binary")), logits, data.y
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n-train", type=int, default=400)
-    ap.add_argument("--n-test", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--width", type=int, default=8)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    out: dict[str, float] = {}
-    t0 = time.perf_counter()
-    sets = {k: [from_phantoms(make_cases(k, n, seed=s)) for n, s in
-                ((args.n_train, 11), (args.n_test // 2, 12), (args.n_test, 13))]
-            for k in ("xray", "ctpet")}  # fmt: skip
-    tr, va, te = sets["xray"]
+def _sets(kind: str, n_train: int, n_val: int, n_test: int, seeds=(11, 12, 13)) -> list:
+    return [from_phantoms(make_cases(kind, n, seed=s))
+            for n, s in ((n_train, seeds[0]), (n_val, seeds[1]), (n_test, seeds[2]))]  # fmt: skip
+
+
+def part_xray(args, out: dict) -> None:
+    tr, va, te = _sets("xray", args.n_train, args.n_val, args.n_test)
     size = list(tr.x.shape[2:])
     dx, _ = _fit(_cfg(args, modalities=["DX"], windows=[None], input_size=size), tr, va, "full")
     auc, logits, y = _auc(dx, te)
     out["xray_full_auc"] = auc
+    out["temperature"] = dx.cfg.temperature
     out["ece_raw"] = expected_calibration_error(probabilities(logits, "binary"), y)
     out["ece_temperature"] = expected_calibration_error(
         probabilities(logits, "binary", dx.cfg.temperature), y
     )
     from medimg.explain import saliency_map
 
-    logit_pos = (probabilities(logits, "binary") >= 0.5) & (y == 1)
-    idx = np.nonzero(logit_pos)[0]
-    cases = make_cases("xray", args.n_test, seed=13)
+    tp = np.nonzero((probabilities(logits, "binary") >= 0.5) & (y == 1))[0]
     hits = []
-    for i in idx:
+    for i in tp:
         heat = saliency_map(dx.model, torch.from_numpy(te.x[i : i + 1]), method="gradcam",
                             target_layer=dx.cfg.cam_layer)[0]  # fmt: skip
         pi, pj = np.unravel_index(np.argmax(heat), heat.shape)
-        b = cases[i].boxes[0]
+        b = te.boxes[i][0]
         hits.append(b[0] <= pi < b[2] and b[1] <= pj < b[3])
     out["gradcam_in_box_rate"] = float(np.mean(hits)) if hits else float("nan")
     out["gradcam_true_positives"] = len(hits)
 
+
+def part_semi(args, out: dict) -> None:
+    n = args.semi_n_train
+    tr, va, te = _sets("xray", n, args.n_val, args.n_test, seeds=(31, 32, 33))
+    size = list(tr.x.shape[2:])
     rng = np.random.default_rng(0)
-    lab = np.concatenate([rng.permutation(np.nonzero(tr.y == c)[0])[: max(1, len(tr) // 20)]
-                          for c in (0, 1)])  # fmt: skip
-    unl = np.setdiff1d(np.arange(len(tr)), lab)
-    base = _cfg(args, modalities=["DX"], windows=[None], input_size=size)
+    lab = np.concatenate(
+        [rng.permutation(np.nonzero(tr.y == c)[0])[: max(1, n // 20)] for c in (0, 1)]
+    )  # fmt: skip  10% labelled, stratified
+    unl = np.setdiff1d(np.arange(n), lab)
+    out["semi_labelled"], out["semi_unlabelled"] = len(lab), len(unl)
+    steps = args.semi_steps or args.steps
+    base = _cfg(args, steps=steps, modalities=["DX"], windows=[None], input_size=size)
     dx, _ = _fit(base, tr.subset(lab), va, "labelled_only")
     out["semi_labelled_only_auc"] = _auc(dx, te)[0]
-    semi = _cfg(args, supervision="semi", modalities=["DX"], windows=[None], input_size=size)
+    semi = _cfg(args, steps=steps, supervision="semi", modalities=["DX"], windows=[None],
+                input_size=size, consistency_rampup=steps // 3)  # fmt: skip
     dx, _ = _fit(semi, tr.subset(lab), va, "mean_teacher", unlabelled=tr.subset(unl))
     out["semi_mean_teacher_auc"] = _auc(dx, te)[0]
 
-    tr, va, te = sets["ctpet"]
+
+def part_fusion(args, out: dict) -> None:
+    tr, va, te = _sets("ctpet", args.fusion_n_train, args.n_val, args.n_test)
+    size = list(tr.x.shape[2:])
+    steps = args.fusion_steps or args.steps
     for m, name in ((0, "CT"), (1, "PT")):
-        cfg = _cfg(args, modalities=[name], windows=[None], input_size=size)
+        cfg = _cfg(args, steps=steps, modalities=[name], windows=[None], input_size=size)
         sel = [d.select_modalities([m]) for d in (tr, va, te)]
         dx, _ = _fit(cfg, sel[0], sel[1], f"only_{name}")
         out[f"fusion_{name}_only_auc"] = _auc(dx, sel[2])[0]
-    for fusion in ("early", "late"):
-        cfg = _cfg(
-            args, modalities=["CT", "PT"], windows=[None, None], input_size=size, fusion=fusion
-        )
+    for fusion in ("early", "late", "intermediate"):
+        cfg = _cfg(args, steps=steps, modalities=["CT", "PT"], windows=[None, None],
+                   input_size=size, fusion=fusion)  # fmt: skip
         dx, _ = _fit(cfg, tr, va, f"fusion_{fusion}")
         out[f"fusion_{fusion}_auc"] = _auc(dx, te)[0]
 
-    mil = [from_phantoms(make_cases("ct3d", n, seed=s)) for n, s in
-           ((args.n_train // 2, 21), (args.n_test // 4, 22), (args.n_test // 2, 23))]  # fmt: skip
+
+def part_mil(args, out: dict) -> None:
+    n = args.mil_n_train
+    mil = _sets("ct3d", n, max(args.n_val // 2, 2), args.n_test // 2, seeds=(21, 22, 23))
     shape = list(mil[0].x.shape[2:])
-    cfg = _cfg(args, supervision="mil", modalities=["CT"], windows=[None], input_size=shape)
-    cfg.train.batch_size = 8
+    steps = args.mil_steps or args.steps
+    cfg = _cfg(args, steps=steps, batch=8, supervision="mil", modalities=["CT"], windows=[None],
+               input_size=shape)  # fmt: skip
     dx, _ = _fit(cfg, mil[0], mil[1], "mil")
     out["mil_auc"] = _auc(dx, mil[2])[0]
     with torch.no_grad():
@@ -120,23 +137,49 @@ def main() -> None:
     out["mil_attention_hit_rate"] = float(
         mil[2].instance_labels[pos][np.arange(pos.sum()), att[pos].argmax(1)].mean()
     )
+    out["mil_lesion_slice_fraction"] = float(mil[2].instance_labels[pos].mean())  # chance
 
     def slices(d: CaseArrays) -> CaseArrays:
         x = d.x.transpose(0, 4, 1, 2, 3).reshape(-1, *d.x.shape[1:4])
-        n = x.shape[0]
+        k = x.shape[0]
         return CaseArrays(x, d.instance_labels.reshape(-1).astype(np.float32),
-                          np.ones((n, 1), bool), [str(i) for i in range(n)])  # fmt: skip
+                          np.ones((k, 1), bool), [str(i) for i in range(k)])  # fmt: skip
 
-    cfg = _cfg(args, modalities=["CT"], windows=[None], input_size=shape[:2])
+    # same images seen per step: a batch of 8 bags is 8 x Z slices
+    cfg = _cfg(args, steps=steps, batch=8 * shape[2], modalities=["CT"], windows=[None],
+               input_size=shape[:2])  # fmt: skip
     dx, _ = _fit(cfg, slices(mil[0]), slices(mil[1]), "instance")
     p = probabilities(predict_logits(dx.model, slices(mil[2])), "binary").reshape(len(mil[2]), -1)
     out["instance_supervised_auc"] = roc_auc(mil[2].y, p.max(axis=1))
-    out["seconds"] = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=1
-        )
-    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--n-train", type=int, default=2400, help="X-ray training cases")
+    ap.add_argument("--n-val", type=int, default=150)
+    ap.add_argument("--n-test", type=int, default=400)
+    ap.add_argument("--semi-n-train", type=int, default=800, help="10%% of them labelled")
+    ap.add_argument("--fusion-n-train", type=int, default=2400)
+    ap.add_argument("--mil-n-train", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--semi-steps", type=int)
+    ap.add_argument("--fusion-steps", type=int)
+    ap.add_argument("--mil-steps", type=int)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--pool", choices=("max", "avg"), default="max")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out: dict[str, float] = {}
+    for part in args.only:
+        t0 = time.process_time()
+        globals()[f"part_{part}"](args, out)
+        out[f"{part}_cpu_s"] = time.process_time() - t0
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in out.items()}, indent=1), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,11 +28,19 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import time
+
     from medimg.tasks.diagnose.sources import train_from_args
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cpu0 = time.process_time()
     res, summary, out = train_from_args(args)
     print(f"trained to step {res.last_step}; best validation AUC {res.best_metric:.4f} at step "
-          f"{res.best_step}; temperature {summary['temperature']:.3f}; model folder {out}")  # fmt: skip
+          f"{res.best_step}; temperature {summary['temperature']:.3f}; model folder {out}; "
+          f"{time.process_time() - cpu0:.0f} s CPU")  # fmt: skip
     if args.export:
         from medimg.tasks.diagnose.sources import export_model
 
@@ -115,6 +123,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
     p.set_defaults(func=_train)
 
