@@ -1,4 +1,5 @@
-"""``medimg detect simulate|train|predict|evaluate``: the nodule-detection verbs, one each."""
+"""``medimg detect simulate|train|predict|evaluate``: the nodule-detection verbs, one each (plus
+``train2d|predict2d`` for the 2.5D key-slice lesion detector, :mod:`.cli2d`)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--threshold", type=float, help="report the operating point at this score")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.set_defaults(func=_evaluate)
+
+    from medimg.tasks.detect.cli2d import add_verbs_2d
+
+    add_verbs_2d(sub)  # the 2.5D key-slice lesion detector

@@ -341,3 +341,23 @@ def load_lesion_model(folder: str | Path) -> tuple[nn.Module, Lesion2DConfig]:
     model = build_lesion_detector(2 * cfg.neighbours + 1, tuple(cfg.channels))
     load_weights(model, Path(ckpt) / "model.safetensors")
     return model.eval(), cfg
+
+
+#: ``medimg detect train2d --preset default``: the shipped 2.5D model's recipe (key slices of
+#: phantom chest CTs; seeds 5000-5039 train, 5500-5509 validate; 2000+ are never used).
+DEFAULT_PRESET_2D = {"train_seeds": (5000, 40), "val_seeds": (5500, 10), "max_steps": 1200}
+
+
+def train_lesion_preset(
+    out_dir: str | Path, *, max_steps: int | None = None, progress: bool = True
+) -> TrainResult:
+    """Simulate the preset's key slices and train the default 2.5D model into ``out_dir``."""
+    p = DEFAULT_PRESET_2D
+    train = synthetic_key_slices(p["train_seeds"][1], seed=p["train_seeds"][0])
+    val = synthetic_key_slices(p["val_seeds"][1], seed=p["val_seeds"][0])
+    cfg = Lesion2DConfig()
+    steps = int(max_steps or p["max_steps"])
+    cfg.train = dataclasses.replace(cfg.train, max_steps=steps, val_every=max(1, steps // 4),
+                                    checkpoint_every=max(1, steps // 4),
+                                    warmup_steps=min(cfg.train.warmup_steps, steps // 4))  # fmt: skip
+    return train_lesion_detector(train, val, out_dir, cfg, progress=progress)

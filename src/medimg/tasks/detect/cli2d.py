@@ -1,0 +1,216 @@
+"""``medimg detect train2d|predict2d``: the 2.5D key-slice lesion detector (:mod:`.lesion2d`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from medimg.errors import InputError
+
+__all__ = ["add_verbs_2d"]
+
+DEFAULT_MODEL_2D = Path(__file__).parent / "default_lesion2d"
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
+    return sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+
+
+def _train2d(args: argparse.Namespace) -> int:
+    import dataclasses
+    import shutil
+
+    from medimg.engine import find_checkpoint
+    from medimg.tasks.detect.lesion2d import (
+        Lesion2DConfig,
+        from_deeplesion,
+        train_lesion_detector,
+        train_lesion_preset,
+    )
+
+    _threads(args.threads)
+    if args.preset:
+        out = Path(args.out or "runs/detect2d/default")
+        train_lesion_preset(out, max_steps=args.max_steps, progress=not args.quiet)
+    else:
+        if not args.dataset:
+            raise InputError(
+                "give a DeepLesion root (DL_info.csv + Images_png) or --preset default"
+            )
+        cfg = Lesion2DConfig(neighbours=args.neighbours, spacing=args.spacing)
+        if args.max_steps:
+            cfg.train = dataclasses.replace(cfg.train, max_steps=args.max_steps,
+                                            val_every=max(1, args.max_steps // 4),
+                                            checkpoint_every=max(1, args.max_steps // 4),
+                                            warmup_steps=min(cfg.train.warmup_steps,
+                                                             args.max_steps // 4))  # fmt: skip
+        train = from_deeplesion(args.dataset, "train", args.neighbours)
+        val = from_deeplesion(args.dataset, "val", args.neighbours)
+        out = Path(args.out or f"runs/detect2d/{Path(args.dataset).name}")
+        train_lesion_detector(train, val, out, cfg, progress=not args.quiet,
+                              overwrite=args.overwrite)  # fmt: skip
+    if args.export:
+        ckpt = find_checkpoint(out / "best") or find_checkpoint(out / "last")
+        dest = Path(args.export)
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "config.yaml", dest / "config.yaml")
+        shutil.copy2(Path(ckpt) / "model.safetensors", dest / "model.safetensors")  # type: ignore[arg-type]
+        print(f"exported the best checkpoint to {dest}")
+    print(f"trained {out}")
+    return 0
+
+
+def _key_slices(args: argparse.Namespace, neighbours: int):
+    """Key slices of the input: a DeepLesion split, or one slice of a volume / a 2D image."""
+    from medimg.io.api import load
+    from medimg.io.image import Image
+    from medimg.tasks.detect.lesion2d import KeySlice, from_deeplesion
+
+    src = Path(args.input)
+    if (src / "DL_info.csv").is_file() or src.name == "DL_info.csv":
+        return from_deeplesion(src, args.split, neighbours), True
+    img = load(src, modality="CT")
+    if img.spatial_ndim == 3:
+        z = img.spatial_shape[2] // 2 if args.slice is None else args.slice
+        if not 0 <= z < img.spatial_shape[2]:
+            raise InputError(
+                f"--slice {z} is outside the volume's {img.spatial_shape[2]} slices", src
+            )
+        zs = np.clip(np.arange(z - neighbours, z + neighbours + 1), 0, img.spatial_shape[2] - 1)
+        planes = np.moveaxis(img.array[0][:, :, zs], 2, 0)
+        sp = img.spacing
+        ks = KeySlice(Image(planes, np.diag([-sp[0], -sp[1], 1.0, 1.0]), modality="CT"),
+                      np.zeros((0, 4)), f"{src.name}_z{z}")  # fmt: skip
+        ks.image.meta["volume_affine"], ks.image.meta["z"] = img.affine, z
+        return [ks], False
+    return [KeySlice(img, np.zeros((0, 4)), src.name)], False
+
+
+def _figure(ks, boxes: np.ndarray, scores: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    key = ks.image.array[ks.image.array.shape[0] // 2]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(key.T, cmap="gray", vmin=-160, vmax=240)  # soft-tissue window, rows down
+    for (x1, y1, x2, y2), s in zip(boxes[:5], scores[:5]):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="yellow", lw=1.2))
+        ax.text(x1, y1 - 1, f"{s:.2f}", color="yellow", fontsize=7)
+    for x1, y1, x2, y2 in ks.boxes:
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", lw=0.8, ls="--")
+        )
+    ax.set_title(f"{ks.name}: top findings (yellow), ground truth (green)", fontsize=8)
+    ax.axis("off")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _predict2d(args: argparse.Namespace) -> int:
+    from medimg.engine import resolve_device
+    from medimg.io.output import check_output
+    from medimg.metrics.detection import froc, match_iou
+    from medimg.tasks.detect.lesion2d import DEEPLESION_RATES, detect_key_slice, load_lesion_model
+
+    _threads(args.threads)
+    model, cfg = load_lesion_model(args.model or DEFAULT_MODEL_2D)
+    device = resolve_device(args.device)
+    model.to(device)
+    slices, has_truth = _key_slices(args, cfg.neighbours)
+    if not slices:
+        raise InputError(f"no key slices in the {args.split} split", args.input)
+    out = Path(args.output)
+    check_output(out / "detections.csv", overwrite=args.overwrite)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    rows, matches = [], []
+    for ks in slices:
+        boxes, scores = detect_key_slice(model, ks, cfg, device)
+        dx, dy = ks.image.spacing[:2]
+        for b, s in zip(boxes, scores):
+            row = {"slice": ks.name, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3],
+                   "width_mm": (b[2] - b[0]) * dx, "height_mm": (b[3] - b[1]) * dy, "score": s}  # fmt: skip
+            aff = ks.image.meta.get("volume_affine")
+            if aff is not None:  # centre in world RAS mm for a slice of a volume
+                c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, ks.image.meta["z"], 1.0])
+                row |= dict(zip(("x_ras", "y_ras", "z_ras"), (aff @ c)[:3]))
+            rows.append({k: (round(float(v), 4) if not isinstance(v, str) else v)
+                         for k, v in row.items()})  # fmt: skip
+        if has_truth:
+            matches.append(match_iou(boxes, scores, ks.boxes, iou_threshold=cfg.iou_hit))
+        if not args.no_figures:
+            _figure(ks, boxes, scores, out / "figures" / f"{ks.name}.png")
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or [
+        "slice",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "score",
+    ]
+    with (out / "detections.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "detections.json").write_text(json.dumps(rows, indent=1))
+    print(
+        f"wrote {len(rows)} findings on {len(slices)} key slice(s) to {out}/detections.csv, .json"
+    )
+    if has_truth:
+        res = froc(matches, DEEPLESION_RATES)
+        table = ", ".join(f"{r:g}: {s:.3f}" for r, s in zip(res.rates, res.sensitivities))
+        print(f"FROC (IoU >= {cfg.iou_hit}) sensitivity at FPs/image {table}; mean {res.cpm:.3f}")
+        (out / "froc.json").write_text(json.dumps(
+            {"rates": res.rates, "sensitivities": res.sensitivities, "mean": res.cpm,
+             "n_images": res.n_scans, "n_lesions": res.n_nodules}, indent=1))  # fmt: skip
+    return 0
+
+
+def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
+    """Add ``train2d`` and ``predict2d`` to ``medimg detect``."""
+    p = _verb(sub, "train2d", "train the 2.5D key-slice lesion detector (DeepLesion layout)",
+              "medimg detect train2d DeepLesion/ --neighbours 1 --out runs/detect2d/dl\n"
+              "medimg detect train2d --preset default --export src/medimg/tasks/detect/default_lesion2d")  # fmt: skip
+    p.add_argument("dataset", nargs="?", help="DeepLesion root: DL_info.csv + Images_png/")
+    p.add_argument("--preset", choices=("default",), help="phantom key slices, the default model")
+    p.add_argument("--out", help="run folder (default runs/detect2d/<dataset>)")
+    p.add_argument("--neighbours", type=int, default=1, help="slices each side as channels")
+    p.add_argument("--spacing", type=float, default=2.0, help="in-plane mm of the network")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train2d)
+
+    p = _verb(sub, "predict2d", "find lesions on CT key slices (boxes CSV/JSON, PNGs, FROC if truth)",
+              "medimg detect predict2d DeepLesion/ out/ --split test\n"
+              "medimg detect predict2d ct.nii.gz out/ --slice 42")  # fmt: skip
+    p.add_argument("input", help="DeepLesion root, a CT volume (+ --slice) or a 2D slice image")
+    p.add_argument("output", help="output folder (detections.csv, .json, figures/, froc.json)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--slice", type=int, help="key slice index of a volume (default: middle)")
+    p.add_argument("--model", help="model/run folder (default: the shipped 2.5D model)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_predict2d)
