@@ -92,6 +92,19 @@ def test_truncated_file(tmp_path, shape, keep):
     assert files[1].name in msg and "truncated" in msg
 
 
+def test_info_lists_the_readable_series_and_names_a_damaged_file(tmp_path):
+    """``medimg info`` keeps listing around a damaged file (and says so); reading stays strict."""
+    from medimg.io.api import describe
+
+    write_series(tmp_path / "good", random_volume((7, 9, 3)))
+    bad = write_series(tmp_path / "bad", random_volume((7, 9, 3)), seed=1)
+    truncate(bad[0], 400)  # its header is cut: no series UID can be read from it
+    lines = describe(tmp_path)
+    assert lines[0].startswith("[0]") and "CT" in lines[0] and "voxels" in lines[0]
+    assert lines[-1].startswith("skipped 1 unreadable file(s)") and bad[0].name in lines[-1]
+    assert "truncated" in _error(DicomError, tmp_path / "bad")
+
+
 def test_pydicom_truncated_test_file():
     msg = _error(DicomError, get_testdata_file("MR_truncated.dcm"))
     assert "ends inside PixelData (8130 of 8192 bytes)" in msg

@@ -140,8 +140,12 @@ def describe(path: PathType) -> list[str]:
     if p.is_dir():
         from medimg.io.dicom.series import list_series
 
-        found = list_series(p)
+        bad: list[str] = []
+        found = list_series(p, unreadable=bad)
         if not found:
             raise ImageReadError("no DICOM series found in this folder", p)
-        return [f"[{i}] {s.line()}" for i, s in enumerate(found)]
+        lines = [f"[{i}] {s.line()}" for i, s in enumerate(found)]
+        if bad:  # listed, not hidden: reading a series with such a file in it fails
+            lines.append(f"skipped {len(bad)} unreadable file(s), e.g. {bad[0]}")
+        return lines
     return [f"{p.name}: {load(p)!r}"]

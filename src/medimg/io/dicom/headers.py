@@ -223,11 +223,13 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     ]
 
 
-def scan(path: Path, *, pixels: bool) -> list[Frame]:
+def scan(path: Path, *, pixels: bool, unreadable: list[str] | None = None) -> list[Frame]:
     """Frames of every image instance at ``path`` (a file, or a folder searched recursively).
 
     Non-DICOM files and DICOM objects without pixels (DICOMDIR, SR, RTSTRUCT...) in a folder are
-    skipped; a single file that is either raises a one-line error saying which.
+    skipped; a single file that is either raises a one-line error saying which. A damaged file
+    in a folder raises too, unless ``unreadable`` is a list: then its one-line message is
+    appended there and the scan goes on (for listing what else the folder holds).
     """
     if not path.exists():
         raise ImageReadError("no such file or folder", path)
@@ -236,13 +238,18 @@ def scan(path: Path, *, pixels: bool) -> list[Frame]:
     frames: list[Frame] = []
     skipped: list[str] = []
     for f in find_files(path):
-        ds = read_header(f, pixels=pixels)
-        if ds is None:
-            continue
-        if is_image(ds):
-            frames.extend(frames_of(ds, f))
-        else:
-            skipped.append(kind(ds))
+        try:
+            ds = read_header(f, pixels=pixels)
+            if ds is None:
+                continue
+            if is_image(ds):
+                frames.extend(frames_of(ds, f))
+            else:
+                skipped.append(kind(ds))
+        except MedimgError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(str(exc))
     if not frames:
         found = f"; found only {', '.join(sorted(set(skipped)))}" if skipped else ""
         raise DicomError(f"no DICOM images in this folder{found}; point to an image series", path)

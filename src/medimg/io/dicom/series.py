@@ -92,18 +92,20 @@ def summarize(frames: list[Frame]) -> SeriesInfo:
     )
 
 
-def list_series(folder: PathType) -> list[SeriesInfo]:
+def list_series(folder: PathType, unreadable: list[str] | None = None) -> list[SeriesInfo]:
     """Summaries of the image series under ``folder`` (recursive), in ``series=`` index order.
 
     Reads headers only (stopping before the pixel data). Non-DICOM files and DICOM objects
-    without pixels (DICOMDIR, SR, RTSTRUCT...) are skipped.
+    without pixels (DICOMDIR, SR, RTSTRUCT...) are skipped. A damaged file is an error, unless
+    ``unreadable`` is a list, which then collects one message per damaged file.
 
     Examples
     --------
     >>> for i, s in enumerate(list_series("study/")):  # doctest: +SKIP
     ...     print(i, s.line())
     """
-    return [summarize(g) for g in group_series(scan(Path(folder), pixels=False))]
+    frames = scan(Path(folder), pixels=False, unreadable=unreadable)
+    return [summarize(g) for g in group_series(frames)]
 
 
 def _menu(groups: list[list[Frame]], limit: int = 4) -> str:
