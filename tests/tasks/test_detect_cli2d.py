@@ -57,6 +57,9 @@ def test_train2d_then_predict2d_on_deeplesion_and_a_volume(tmp_path, capsys):
                  "--model", str(run)]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert "outside the volume's 9 slices" in err and "\n" not in err
+    # the shipped default model works without --model
+    assert main(["detect", "predict2d", str(vol), str(tmp_path / "d"), "--no-figures"]) == 0
+    assert (tmp_path / "d" / "detections.csv").is_file()
     # outputs are never overwritten
     assert main(["detect", "predict2d", str(root), str(out), "--model", str(run)]) == 2
     assert "already exists" in capsys.readouterr().err
