@@ -121,5 +121,7 @@ def test_train_tiny_preset_resumes_and_exports(tmp_path, capsys) -> None:
     assert main([*argv, "--resume", "--export", str(model)]) == 0  # finished: nothing to redo
     out = capsys.readouterr().out
     assert "to step 4" in out and "exported" in out
-    assert sorted(p.name for p in model.iterdir())[:2] == ["config.yaml", "model.safetensors"]
+    assert sorted(p.name for p in model.iterdir()) == [
+        "config.yaml", "model.safetensors", "train_cpu_s.txt", "train_time_s.txt"]  # fmt: skip
+    assert float((model / "train_cpu_s.txt").read_text()) > 0
     assert main(argv) == 2  # an existing run is neither resumed nor replaced silently

@@ -73,6 +73,12 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -84,6 +90,10 @@ def _train(args: argparse.Namespace) -> int:
         train_ct,
     )
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = (
         from_yaml(CTTrainConfig, args.config)
         if args.config
@@ -101,7 +111,8 @@ def _train(args: argparse.Namespace) -> int:
     resume = "auto" if args.resume else False
     res = train_ct(cfg, out, resume=resume, overwrite=args.overwrite)
     print(f"trained {cfg.model} to step {res.last_step}; best validation PSNR {res.best_metric} dB "
-          f"(soft-tissue window) at step {res.best_step}; model folder {res.run_dir}")  # fmt: skip
+          f"(soft-tissue window, reference: {cfg.target}) at step {res.best_step}; "
+          f"model folder {res.run_dir}")  # fmt: skip
     if args.export:
         print(f"exported the model to {export_model(res.run_dir, args.export)}")
     return 0
@@ -190,6 +201,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
     p.add_argument("--export", help="copy config + best weights into this model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_train)
 
     p = _verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",

@@ -3,9 +3,11 @@
 A sample is one axial slice of :func:`medimg.phantoms.ct.body_phantom` (thorax or abdomen, slice
 height jittered) projected by :class:`~medimg.physics.ct.CTProjector`, given transmission noise
 (Poisson + electronic, :mod:`medimg.physics.ct_dose`) at full dose and at ``dose_fraction`` of
-it, and reconstructed by FBP (:func:`~medimg.tasks.reconstruct.ct.baselines.fbp_hu`). The
-full-dose FBP is the training target and the reference of every metric, as with scanner data
-(the Mayo low-dose challenge pairs); the noiseless phantom is kept beside it.
+it, and reconstructed by FBP (:func:`~medimg.tasks.reconstruct.ct.baselines.fbp_hu`). Beside
+the full-dose FBP (the reference scanner data offers, as in the Mayo low-dose challenge pairs)
+each sample keeps the phantom and the *noiseless scan* ``clean``: the same FBP of the phantom's
+noise-free line integrals, i.e. the truth at the scanner's resolution, which a phantom study can
+use as training target and reference (see ``CTTrainConfig.target``).
 
 Networks see ``HU / 1000`` (water 0, air -1): :func:`to_net` / :func:`from_net`.
 """
@@ -25,11 +27,12 @@ from medimg.engine import derive_seed
 from medimg.errors import InputError
 from medimg.phantoms.ct import REGION_Z, body_phantom
 from medimg.physics.ct import CTProjector, ParallelBeamGeometry
-from medimg.physics.ct_dose import simulate_sinogram
+from medimg.physics.ct_dose import hu_to_mu, simulate_sinogram
 from medimg.tasks.reconstruct.ct.baselines import fbp_hu
 
 __all__ = [
     "HU_SCALE",
+    "TARGETS",
     "PatchDataset",
     "SimConfig",
     "SliceDataset",
@@ -102,8 +105,9 @@ def geometry(cfg: SimConfig) -> ParallelBeamGeometry:
 
 @dataclasses.dataclass
 class SlicePair:
-    """One simulated slice: ``phantom``/``full``/``low`` HU ``(H, W)`` float32, ``labels``,
-    sinograms (line integrals ``(n_views, n_det)``), the phantom's affine and nodules."""
+    """One simulated slice: ``phantom``/``full``/``low``/``clean`` (noiseless scan: FBP of the
+    noise-free line integrals) HU ``(H, W)`` float32, ``labels``, sinograms (line integrals
+    ``(n_views, n_det)``), the phantom's affine and nodules."""
 
     seed: int
     region: str
@@ -115,6 +119,7 @@ class SlicePair:
     sino_low: np.ndarray
     affine: np.ndarray
     nodules: list[dict[str, Any]]
+    clean: np.ndarray
 
 
 _PROJECTORS: dict[tuple, CTProjector] = {}
@@ -146,9 +151,11 @@ def simulate_slice(seed: int, cfg: SimConfig, *, dose_fraction: float | None = N
     sino_l = simulate_sinogram(x, op, dose_fraction=dose, seed=derive_seed(seed, 2), **kw)
     full = fbp_hu(sino_f, g, filter_name=cfg.filter_name)[0, 0].numpy()
     low = fbp_hu(sino_l, g, filter_name=cfg.filter_name)[0, 0].numpy()
+    with torch.no_grad():  # the noiseless scan: same projector and FBP, no photon noise
+        clean = fbp_hu(op.A(hu_to_mu(x)), g, filter_name=cfg.filter_name)[0, 0].numpy()
     nods = [dataclasses.asdict(nd) for nd in ph.nodules]
     return SlicePair(seed, region, ph.hu, ph.labels, full, low, sino_f[0, 0].numpy(),
-                     sino_l[0, 0].numpy(), ph.affine, nods)  # fmt: skip
+                     sino_l[0, 0].numpy(), ph.affine, nods, clean)  # fmt: skip
 
 
 _SLICE_CACHE: dict[tuple, SlicePair] = {}
@@ -171,24 +178,40 @@ def simulate_slices(
     return out
 
 
-class PatchDataset(Dataset):
-    """Random ``patch`` x ``patch`` crops of (low, full) slice pairs, flipped/rotated at random.
+TARGETS = ("full", "clean")
 
-    Indices only count samples per epoch: what a read returns comes from the global numpy RNG,
-    which :class:`medimg.engine.SeededSamples` seeds per ``(seed, step, index)``. Crops centred
-    in air (below -900 HU in the full-dose image) are redrawn up to three times: they teach
-    nothing about tissue.
+
+class PatchDataset(Dataset):
+    """Random ``patch`` x ``patch`` crops of (low, target) slice pairs, flipped/rotated at random.
+
+    ``target``: ``"full"`` (the full-dose FBP, as scanner pairs give) or ``"clean"`` (the
+    noiseless scan, which only simulation gives). Indices only count samples per epoch: what a
+    read returns comes from the global numpy RNG, which :class:`medimg.engine.SeededSamples`
+    seeds per ``(seed, step, index)``. Crops centred in air (below -900 HU in the target) are
+    redrawn up to three times: they teach nothing about tissue. With ``tissue_focus`` the
+    redraw rule is stricter: the centre must lie in the soft-tissue window [-160, 240] HU.
     """
 
-    def __init__(self, pairs: list[SlicePair], patch: int, samples_per_epoch: int = 512) -> None:
+    def __init__(
+        self,
+        pairs: list[SlicePair],
+        patch: int,
+        samples_per_epoch: int = 512,
+        *,
+        target: str = "full",
+        tissue_focus: bool = False,
+    ) -> None:
         if not pairs:
             raise InputError("PatchDataset needs at least one slice pair")
+        if target not in TARGETS:
+            raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         size = min(p.full.shape[-1] for p in pairs)
         if not 8 <= patch <= size:
             raise InputError(f"patch must be in [8, {size}] pixels, got {patch}")
         self.low = [to_net(p.low) for p in pairs]
-        self.full = [to_net(p.full) for p in pairs]
+        self.full = [to_net(getattr(p, target)) for p in pairs]
         self.patch, self.n = int(patch), int(samples_per_epoch)
+        self.lo, self.hi = (-0.16, 0.24) if tissue_focus else (-0.9, np.inf)
 
     def __len__(self) -> int:
         return self.n
@@ -200,7 +223,7 @@ class PatchDataset(Dataset):
         for _ in range(4):
             r = int(rand.randint(full.shape[0] - p + 1))
             c = int(rand.randint(full.shape[1] - p + 1))
-            if full[r + p // 2, c + p // 2] > -0.9:
+            if self.lo < full[r + p // 2, c + p // 2] < self.hi:
                 break
         pair = torch.stack([low[r : r + p, c : c + p], full[r : r + p, c : c + p]])
         pair = torch.rot90(pair, int(rand.randint(4)), dims=(1, 2))
@@ -210,12 +233,15 @@ class PatchDataset(Dataset):
 
 
 class SliceDataset(Dataset):
-    """Whole slices with their low-dose sinograms, for models that use the projector (LPD)."""
+    """Whole slices with their low-dose sinograms, for models that use the projector (LPD);
+    ``target`` as in :class:`PatchDataset`."""
 
-    def __init__(self, pairs: list[SlicePair]) -> None:
+    def __init__(self, pairs: list[SlicePair], *, target: str = "full") -> None:
         if not pairs:
             raise InputError("SliceDataset needs at least one slice pair")
-        self.pairs = pairs
+        if target not in TARGETS:
+            raise InputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        self.pairs, self.target = pairs, target
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -223,7 +249,7 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         p = self.pairs[index]
         return {"sino": torch.from_numpy(p.sino_low)[None].float(),
-                "input": to_net(p.low)[None], "target": to_net(p.full)[None]}  # fmt: skip
+                "input": to_net(p.low)[None], "target": to_net(getattr(p, self.target))[None]}  # fmt: skip
 
 
 def axial_affine(size: int, pixel_mm: float) -> np.ndarray:
