@@ -3,7 +3,7 @@ layout, seeds 1000+, never seen in training) and whole-volume CPU inference time
 256x256x200 CT.
 
     .venv/bin/python bench/bench_detect.py [--model runs/detect/default/model] [--scans 8]
-        [--threads 1]
+        [--threads 1] [--flips] [--data /tmp/keep]
 
 One torch thread by default: on a shared (oversubscribed) CPU, OpenMP threads spin-wait and two
 threads run several times slower than one.
@@ -27,7 +27,7 @@ def _rss_mib(field: str) -> float:
     return float("nan")
 
 
-def child(path: str, model: str | None, threads: int) -> None:
+def child(path: str, model: str | None, threads: int, flips: bool) -> None:
     """Load a volume, detect, print timing and memory (run in a fresh process)."""
     import torch
 
@@ -35,7 +35,7 @@ def child(path: str, model: str | None, threads: int) -> None:
     from medimg.tasks.detect.predict import Detector
 
     torch.set_num_threads(threads)
-    det = Detector(model)
+    det = Detector(model, flips=flips)
     image = load(path, modality="CT")
     before = _rss_mib("VmRSS")
     t0 = time.perf_counter()
@@ -51,10 +51,12 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=8, help="held-out scans for the FROC")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--data", help="keep the simulated scans here and reuse them on a rerun")
+    ap.add_argument("--flips", action="store_true", help="test-time flips (4 passes) everywhere")
+    ap.add_argument("--skip-big", action="store_true", help="only the held-out FROC")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.model, args.threads)
+        return child(args.child, args.model, args.threads, args.flips)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -69,7 +71,7 @@ def main() -> None:
         if not (data / "annotations.csv").is_file():
             write_luna16(data, args.scans, seed=1000, n_subsets=1, progress=False)
         t0 = time.perf_counter()
-        predict_path(data, t / "pred", model=args.model, figures=False)
+        predict_path(data, t / "pred", model=args.model, flips=args.flips, figures=False)
         per_scan = (time.perf_counter() - t0) / args.scans
         s = evaluate_candidates(t / "pred" / "candidates.csv", data / "annotations.csv", t / "ev",
                                 excluded=data / "annotations_excluded.csv",
@@ -86,6 +88,9 @@ def main() -> None:
         print(f"  CPM {c['value']:.4f} [{c['low']:.4f}, {c['high']:.4f}]")
         if "cpm_iou" in s:
             print(f"  CPM, IoU >= 0.1 variant: {s['cpm_iou']['cpm']:.4f}")
+        if args.skip_big:
+            print(f"load average {os.getloadavg()[0]:.2f}")
+            return
         big = keep / "big.mhd"
         if not big.is_file():
             case = nodule_ct_case(2000, shape=(256, 256, 200), spacing=(1.4, 1.4, 1.0))
@@ -93,6 +98,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", str(big), "--threads",
                str(args.threads)]  # fmt: skip
         cmd += ["--model", args.model] if args.model else []
+        cmd += ["--flips"] if args.flips else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         sec, peak, base, n = out.split("RESULT")[1].split()
         print(
