@@ -45,3 +45,37 @@ def test_help(verb, capsys):
     with pytest.raises(SystemExit):
         main(["detect", verb, "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+def test_findings_become_a_dicom_seg_over_the_source_series(tmp_path, monkeypatch):
+    """``--seg``: findings above the score as spheres, one segment each, best first, in a DICOM
+    SEG on the source series' grid (read back at the planted world position)."""
+    import numpy as np
+
+    from medimg.io.api import save
+    from medimg.io.dicom.seg import read_dicom_seg
+    from medimg.io.image import Image
+    from medimg.tasks.detect import predict as pr
+    from medimg.tasks.detect.infer import Candidate
+
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    ct = Image(np.full((1, 24, 20, 10), -800.0, np.float32), affine, modality="CT")
+    series = tmp_path / "series"
+    save(ct, series)
+    cands = [Candidate((-20.0, -16.0, 12.0), 8.0, 0.9), Candidate((-30.0, -10.0, 21.0), 6.0, 0.7),
+             Candidate((-10.0, -10.0, 6.0), 6.0, 0.1)]  # fmt: skip
+    labels, names = pr.findings_label_map(ct, cands, 0.5)
+    assert sorted(names) == [1, 2] and names[1].startswith("finding 1: score 0.90")
+    assert labels.array[0, 10, 8, 4] == 1 and labels.array[0, 15, 5, 7] == 2
+    assert (labels.array == 1).sum() == pytest.approx(4 / 3 * np.pi * 4**3 / 12, rel=0.35)
+    monkeypatch.setattr(pr.Detector, "detect", lambda self, image: cands)
+    written = pr.predict_path(series, tmp_path / "out", figures=False, seg_threshold=0.5)
+    seg = read_dicom_seg(next(p for p in written if p.name.endswith("_seg.dcm")))
+    centre = np.argwhere(seg.array[0] == 1).mean(0)
+    world = seg.affine[:3, :3] @ centre + seg.affine[:3, 3]
+    np.testing.assert_allclose(world, (-20.0, -16.0, 12.0), atol=1.6)
+    from medimg.errors import InputError
+
+    nifti = save(ct, tmp_path / "ct.nii.gz")
+    with pytest.raises(InputError, match="needs a DICOM series folder"):
+        pr.predict_path(nifti, tmp_path / "o2", figures=False, seg_threshold=0.5)

@@ -74,7 +74,7 @@ def _predict(args: argparse.Namespace) -> int:
     _threads(args.threads)
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            flips=args.flips, figures=not args.no_figures,
-                           overwrite=args.overwrite)  # fmt: skip
+                           overwrite=args.overwrite, seg_threshold=args.seg)  # fmt: skip
     print(f"wrote {written[0]} and {written[1]}" + (f" and {len(written) - 2} figure(s)"
                                                     if len(written) > 2 else ""))  # fmt: skip
     return 0
@@ -134,7 +134,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = _verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
               "medimg detect predict scan.mhd out/\n"
               "medimg detect predict data/SynthLUNA/subset0 preds/ --model runs/detect/SynthLUNA\n"
-              "medimg detect predict dicom_series/ out/ --flips")  # fmt: skip
+              "medimg detect predict dicom_series/ out/ --flips --seg 0.5")  # fmt: skip
     p.add_argument(
         "input", help="CT file (.mhd/.mha/.nrrd/.nii[.gz]), folder of them, or DICOM folder"
     )
@@ -142,6 +142,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
+    p.add_argument("--seg", type=float, metavar="SCORE", help="DICOM series in: also write a "
+                   "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--overwrite", action="store_true")

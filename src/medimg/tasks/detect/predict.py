@@ -7,7 +7,10 @@ Writes into an output folder:
   (the frame of ``.mhd`` files and of LUNA16's CSVs), so the file feeds LUNA16's own evaluation;
 * ``candidates.json``: per series, the findings with ``center_lps_mm``, ``center_ras_mm``,
   ``diameter_mm``, ``score`` and the box ``[x0, y0, z0, x1, y1, z1]`` (RAS+ mm);
-* ``figures/<seriesuid>.png``: the top findings on axial, coronal and sagittal slices.
+* ``figures/<seriesuid>.png``: the top findings on axial, coronal and sagittal slices;
+* with ``seg_threshold`` and a DICOM series as input, ``<seriesuid>_seg.dcm``: a DICOM SEG
+  referencing that series, one segment per finding scoring at least the threshold (a sphere of
+  the finding's diameter), so a viewer shows the findings over the scan.
 
 The series uid is the file name without extension (LUNA16 names volumes by uid) or, for a DICOM
 folder, the folder name.
@@ -27,7 +30,14 @@ from medimg.io.output import atomic_path, check_output
 from medimg.tasks.detect.infer import Candidate, InferenceConfig, detect_volume, load_model_folder
 from medimg.typing import PathType
 
-__all__ = ["DEFAULT_MODEL", "Detector", "find_inputs", "predict_path", "write_candidates"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Detector",
+    "find_inputs",
+    "findings_label_map",
+    "predict_path",
+    "write_candidates",
+]
 
 DEFAULT_MODEL = Path(__file__).parent / "default"
 _IMAGE_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nii", ".nii.gz")
@@ -136,6 +146,32 @@ def figure(image: Image, cands: list[Candidate], path: Path, top: int = 3) -> Pa
     return path
 
 
+def findings_label_map(
+    image: Image, cands: list[Candidate], threshold: float, limit: int = 20
+) -> tuple[Image, dict[int, str]]:
+    """Label ``n`` = the ``n``-th best finding with score >= ``threshold`` (a sphere of its
+    diameter) on ``image``'s grid, and the segment names."""
+    grid = np.zeros(image.spatial_shape, np.uint8)
+    inv = np.linalg.inv(image.affine)
+    sp = np.asarray(image.spacing, dtype=np.float64)
+    names: dict[int, str] = {}
+    chosen = [c for c in sorted(cands, key=lambda c: -c.score) if c.score >= threshold][:limit]
+    for n, c in enumerate(chosen, start=1):
+        centre = inv[:3, :3] @ np.asarray(c.center_ras) + inv[:3, 3]
+        half = np.ceil(c.diameter_mm / 2 / sp).astype(int) + 1
+        lo = np.maximum(np.floor(centre).astype(int) - half, 0)
+        hi = np.minimum(np.ceil(centre).astype(int) + half + 1, grid.shape)
+        if np.any(hi <= lo):
+            continue
+        idx = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
+        world = idx @ image.affine[:3, :3].T + image.affine[:3, 3]
+        inside = np.linalg.norm(world - np.asarray(c.center_ras), axis=-1) <= c.diameter_mm / 2
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        grid[box][inside & (grid[box] == 0)] = n
+        names[n] = f"finding {n}: score {c.score:.2f}, {c.diameter_mm:.1f} mm"
+    return Image(grid[None], image.affine, is_label=True), names
+
+
 def predict_path(
     input_path: PathType,
     output_dir: PathType,
@@ -145,9 +181,11 @@ def predict_path(
     flips: bool = False,
     figures: bool = True,
     overwrite: bool = False,
+    seg_threshold: float | None = None,
 ) -> list[Path]:
     """Detect nodules in every volume of ``input_path``; write the outputs of the module doc
-    into ``output_dir``. Returns the written paths."""
+    into ``output_dir`` (a DICOM SEG per DICOM series when ``seg_threshold`` is set). Returns
+    the written paths."""
     from tqdm import tqdm
 
     from medimg.io.api import load
@@ -167,5 +205,15 @@ def predict_path(
             rows[uid] = det.detect(image)
         if figures:
             written.append(figure(image, rows[uid], out / "figures" / f"{uid}.png"))
+        if seg_threshold is not None:
+            if not path.is_dir():
+                raise InputError("a DICOM SEG needs a DICOM series folder as input (it references "
+                                 "the series); drop --seg or give the series folder", path)  # fmt: skip
+            labels, names = findings_label_map(image, rows[uid], seg_threshold)
+            if names:
+                from medimg.io.dicom.seg import write_dicom_seg
+
+                written.append(write_dicom_seg(labels, path, out / f"{uid}_seg.dcm",
+                                               segment_names=names, overwrite=overwrite))  # fmt: skip
     write_candidates(rows, out, overwrite)
     return [out / "candidates.csv", out / "candidates.json", *written]
