@@ -4,7 +4,8 @@ Parts (``--only``, default all):
 
 - ``xray``: supervised AUC, ECE before/after temperature scaling, Grad-CAM peak-in-box rate
   over true positives (X-ray nodules, 24-40 mm).
-- ``semi``: mean teacher with 10% labels vs the same network on the labelled 10% only.
+- ``semi``: mean teacher (+ confident pseudo-labels, ``--semi-pseudo``) with 10% labels vs
+  the same network on the labelled 10% only.
 - ``fusion``: CT-only / PET-only vs early, late and intermediate fusion (CT+PET slices whose
   classes each modality alone separates only partly).
 - ``mil``: attention MIL on case labels vs an instance-supervised slice classifier (case
@@ -13,7 +14,8 @@ Parts (``--only``, default all):
 Every model is trained from scratch on one CPU thread; the figures and the process CPU time
 of each part are printed as JSON.
 
-    .venv/bin/python bench/bench_diagnose.py --n-train 2400 --steps 1000 --width 16
+    .venv/bin/python bench/bench_diagnose.py            # all parts, ~23 min CPU
+    .venv/bin/python bench/bench_diagnose.py --only mil --mil-steps 1000
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def part_semi(args, out: dict) -> None:
     dx, _ = _fit(base, tr.subset(lab), va, "labelled_only")
     out["semi_labelled_only_auc"] = _auc(dx, te)[0]
     semi = _cfg(args, steps=steps, supervision="semi", modalities=["DX"], windows=[None],
-                input_size=size, consistency_rampup=steps // 3)  # fmt: skip
+                input_size=size, consistency_rampup=int(steps * args.semi_rampup),
+                consistency_weight=args.semi_consistency, pseudo_threshold=args.semi_pseudo)  # fmt: skip
     dx, _ = _fit(semi, tr.subset(lab), va, "mean_teacher", unlabelled=tr.subset(unl))
     out["semi_mean_teacher_auc"] = _auc(dx, te)[0]
 
@@ -165,7 +168,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--semi-steps", type=int)
     ap.add_argument("--fusion-steps", type=int)
-    ap.add_argument("--mil-steps", type=int)
+    ap.add_argument("--semi-consistency", type=float, default=1.0, help="mean-teacher MSE weight")
+    ap.add_argument(
+        "--semi-rampup", type=float, default=1 / 3, help="share of steps to full weight"
+    )
+    ap.add_argument("--semi-pseudo", type=float, default=0.9,
+                    help="teacher confidence for hard pseudo-labels (0: plain mean teacher)")  # fmt: skip
+    ap.add_argument(
+        "--mil-steps", type=int, default=2000, help="MIL learns late: ~700 steps at chance"
+    )
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=16)

@@ -105,6 +105,23 @@ def test_semi_supervised_runs_and_keeps_the_teacher(tmp_path):
         train_diagnosis(_cfg(supervision="semi"), train, val, tmp_path / "x")
 
 
+def test_semi_with_pseudo_labels_uses_confident_unlabelled_images(tmp_path):
+    import json
+
+    train, val, unl = _blobs(16, 0), _blobs(32, 1), _blobs(80, 4)
+    cfg = _cfg(supervision="semi", steps=30, pseudo_threshold=0.8, consistency_rampup=10)
+    train_diagnosis(cfg, train, val, tmp_path / "run", unlabelled=unl)
+    from medimg.tasks.diagnose.predict import Diagnoser
+
+    dx = Diagnoser(tmp_path / "run", device="cpu")
+    assert dx.cfg.pseudo_threshold == 0.8
+    p = probabilities(predict_logits(dx.model, val), "binary")
+    assert roc_auc(val.y, p) > 0.85
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    kept = [r["pseudo_kept"] for r in rows if "pseudo_kept" in r]
+    assert kept and max(kept) > 0  # the teacher became confident on some unlabelled images
+
+
 def test_temperature_fixes_overconfidence():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

@@ -5,7 +5,10 @@
 - ``mil``: only case labels for a volume; attention MIL over its slices (see ``models``).
 - ``semi``: mean teacher (Tarvainen & Valpola 2017): the student learns from the labelled
   images plus a consistency loss to an exponential moving average of itself (the teacher) on
-  differently augmented unlabelled images; the teacher is the model kept.
+  differently augmented unlabelled images; the teacher is the model kept. With
+  ``pseudo_threshold`` > 0 the teacher's confident calls on the unlabelled images (probability
+  beyond the threshold) also become hard targets for the student's other view (FixMatch-style,
+  Sohn et al. 2020), ramped up like the consistency term.
 
 Validation AUC picks the best step; a temperature is then fitted on the validation logits. The
 run folder becomes a model folder: ``model.yaml`` (this config, with the temperature) and
@@ -58,6 +61,7 @@ class DiagnoseConfig:
     ema_decay: float = 0.99  # semi
     consistency_weight: float = 10.0  # semi
     consistency_rampup: int = 200  # semi: steps to reach the full weight
+    pseudo_threshold: float = 0.0  # semi: > 0 adds FixMatch-style hard pseudo-labels (below)
     temperature: float = 1.0  # fitted after training
     cam_layer: str = ""  # default: chosen from arch
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -222,7 +226,22 @@ def train_diagnosis(
         act = (lambda z: z.softmax(1)) if cfg.task == "multiclass" else torch.sigmoid
         ramp = float(np.exp(-5 * (1 - min(ctx.step / max(cfg.consistency_rampup, 1), 1.0)) ** 2))
         cons = F.mse_loss(act(ps), act(pt))
-        return {"loss": sup + cfg.consistency_weight * ramp * cons, "sup": sup, "cons": cons}
+        loss = sup + cfg.consistency_weight * ramp * cons
+        out = {"sup": sup, "cons": cons}
+        if cfg.pseudo_threshold > 0:  # teacher's confident calls as hard targets of the student
+            qt = act(pt)
+            if cfg.task == "multiclass":
+                conf, hard = qt.max(1)
+                keep = (conf >= cfg.pseudo_threshold).float()
+                pl = (F.cross_entropy(ps, hard, reduction="none") * keep).sum()
+            else:
+                keep = ((qt >= cfg.pseudo_threshold) | (qt <= 1 - cfg.pseudo_threshold)).float()
+                pl = (F.binary_cross_entropy_with_logits(ps, (qt >= 0.5).float(),
+                                                         reduction="none") * keep).sum()  # fmt: skip
+            out["pseudo"] = pl / max(len(ps), 1)
+            out["pseudo_kept"] = keep.mean()
+            loss = loss + ramp * out["pseudo"]
+        return {"loss": loss, **out}
 
     def validate(m: nn.Module) -> dict[str, float]:
         p = probabilities(predict_logits(m, val), cfg.task)
