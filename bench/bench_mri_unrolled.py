@@ -9,7 +9,7 @@ and, as a stricter comparator, on the true simulated maps. The training time com
 run folder's ``metrics.jsonl``. Then the inference time of one 320x320 15-coil slice
 (median of ``--repeats`` after a warm-up). Run::
 
-    .venv/bin/python bench/bench_mri_unrolled.py --run runs/recon_mri/default
+    .venv/bin/python bench/bench_mri_unrolled.py --run runs/recon_mri/default_ft4x
 """
 
 from __future__ import annotations

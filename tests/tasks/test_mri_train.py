@@ -129,3 +129,14 @@ def test_shipped_default_model_beats_zero_filled_on_a_held_out_phantom() -> None
     zf = float(train_mod._psnr(zero_filled(case["kspace"][None]), case["target"][None]))
     assert cfg.model.name == "varnet"
     assert _mean_psnr(net, [case]) > zf + 4.0
+
+
+def test_finetune_preset_continues_the_default_architecture_at_4x_only() -> None:
+    stage1, stage2 = preset("default"), preset("finetune-4x")
+    shipped = load_model()[1]  # the shipped model's config is stage 2's
+    assert stage2.model == stage1.model == shipped.model
+    assert stage2.data.accelerations == shipped.data.accelerations == (4.0,)
+    assert 4.0 in stage1.data.accelerations and 8.0 in stage1.data.accelerations
+    assert stage2.train.max_steps == shipped.train.max_steps < stage1.train.max_steps
+    with pytest.raises(InputError, match="finetune-4x"):
+        preset("huge")

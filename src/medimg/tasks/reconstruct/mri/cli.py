@@ -141,10 +141,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.set_defaults(func=_simulate)
 
     p = _verb(sub, "train", "train a VarNet, MoDL or U-Net on simulated phantoms or fastMRI files",
-              "medimg recon mri train --preset default --export default   # the shipped model\n"
+              "medimg recon mri train --preset default   # the shipped model: stage 1, then stage 2:\n"
+              "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best --export default\n"
               "medimg recon mri train --model modl --out runs/recon_mri/modl\n"
               "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default")  # fmt: skip
-    p.add_argument("--preset", choices=("default", "tiny"), default="default")
+    p.add_argument("--preset", choices=("default", "finetune-4x", "tiny"), default="default",
+                   help="finetune-4x: the shipped model's 2nd stage (with --init)")  # fmt: skip
     p.add_argument("--model", choices=("varnet", "modl", "unet"), default="varnet")
     p.add_argument("--config", help="a config.yaml (from a run) instead of a preset")
     p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
