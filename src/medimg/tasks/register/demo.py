@@ -48,7 +48,11 @@ def stage(out_dir: Path) -> list[dict]:
     model = results["default model + 40 IO steps"]
     write_outputs(model, p.fixed, p.moving, out_dir / "default_model", fixed_labels=p.fixed_labels,
                   overwrite=True)  # fmt: skip
-    # the network alone is close to the identity (see MODEL_CARD.md); instance optimisation must help
+    # the network alone must beat the identity (0.776 vs 0.615 here when trained, see MODEL_CARD.md),
+    # and instance optimisation must help further
+    net = scores["default model"]
+    learned = net["dice"] > scores["identity"]["dice"] + 0.05 and net["folding_pct"] < 0.5
+    rows[1]["status"] = "ok" if learned else "FAIL"
     io = scores["default model + 40 IO steps"]
     better = io["dice"] > scores["identity"]["dice"] + 0.02 and io["folding_pct"] < 0.5
     rows[2]["status"] = "ok" if better else "FAIL"

@@ -193,10 +193,11 @@ def train_registration(
 
 
 #: ``medimg register train --preset default``: the shipped default model's recipe (48^3 at 4 mm,
-#: T1-like brain pairs, weak supervision: Dice of warped labels + LNCC + diffusion). 48^3 rather
-#: than 96^3 so it trains in about 15 min on 2 shared CPU cores.
+#: T1-like brain pairs, weak supervision: Dice of warped labels + 0.5 x LNCC + diffusion; lr 1e-3,
+#: cosine schedule, 2000 steps). 48^3 rather than 96^3 so it trains on one CPU thread in about
+#: 12 min of CPU time (618 s user + 82 s system, 2026-12-03).
 DEFAULT_PRESET = {"kind": "mr", "n_train": 24, "n_test": 8, "seed": 0, "shape": (48, 48, 48),
-                  "spacing": 4.0, "mode": "weak", "max_steps": 800}  # fmt: skip
+                  "spacing": 4.0, "mode": "weak", "max_steps": 2000}  # fmt: skip
 
 
 def train_preset(
