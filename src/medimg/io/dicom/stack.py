@@ -87,8 +87,7 @@ def _frame_stack(frames: list[Frame]) -> Grid:
     a multi-frame secondary capture): a ``(C, X, Y, T)`` stack in stored frame order on ITK's
     default orientation, as SimpleITK reads them. The third axis is frame number, not space:
     its 1.0 "spacing" is recorded as ``meta["frame_axis"]``, with FrameTime when present."""
-    flat = _flat_grid(frames[0])
-    flat.affine[:3, 2] = LPS_TO_RAS[:3, :3] @ np.array([0.0, 0.0, 1.0])
+    flat = _flat_grid(frames[0])  # its third column is already the 1.0 frame step
     notes: dict[str, object] = {**flat.notes, "frame_axis": "frames (no slice geometry)"}
     frame_time = frames[0].ds.get("FrameTime")
     if frame_time not in (None, ""):

@@ -5,44 +5,27 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from medimg.errors import InputError
+from medimg.tasks.detect.cli import _threads, _verb
 
 __all__ = ["add_verbs_2d"]
 
 DEFAULT_MODEL_2D = Path(__file__).parent / "default_lesion2d"
 
 
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-
-
-def _threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(max(1, n))
-
-
 def _train2d(args: argparse.Namespace) -> int:
-    import dataclasses
-    import shutil
-
-    from medimg.engine import find_checkpoint
     from medimg.tasks.detect.lesion2d import (
         Lesion2DConfig,
         from_deeplesion,
         train_lesion_detector,
         train_lesion_preset,
+        with_steps,
     )
+    from medimg.tasks.detect.train import export_model
 
     _threads(args.threads)
     if args.preset:
@@ -55,23 +38,14 @@ def _train2d(args: argparse.Namespace) -> int:
             )
         cfg = Lesion2DConfig(neighbours=args.neighbours, spacing=args.spacing)
         if args.max_steps:
-            cfg.train = dataclasses.replace(cfg.train, max_steps=args.max_steps,
-                                            val_every=max(1, args.max_steps // 4),
-                                            checkpoint_every=max(1, args.max_steps // 4),
-                                            warmup_steps=min(cfg.train.warmup_steps,
-                                                             args.max_steps // 4))  # fmt: skip
+            cfg = with_steps(cfg, args.max_steps)
         train = from_deeplesion(args.dataset, "train", args.neighbours)
         val = from_deeplesion(args.dataset, "val", args.neighbours)
         out = Path(args.out or f"runs/detect2d/{Path(args.dataset).name}")
         train_lesion_detector(train, val, out, cfg, progress=not args.quiet,
                               overwrite=args.overwrite)  # fmt: skip
     if args.export:
-        ckpt = find_checkpoint(out / "best") or find_checkpoint(out / "last")
-        dest = Path(args.export)
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out / "config.yaml", dest / "config.yaml")
-        shutil.copy2(Path(ckpt) / "model.safetensors", dest / "model.safetensors")  # type: ignore[arg-type]
-        print(f"exported the best checkpoint to {dest}")
+        print(f"exported the best checkpoint to {export_model(out, args.export)}")
     print(f"trained {out}")
     return 0
 
@@ -80,7 +54,7 @@ def _key_slices(args: argparse.Namespace, neighbours: int):
     """Key slices of the input: a DeepLesion split, or one slice of a volume / a 2D image."""
     from medimg.io.api import load
     from medimg.io.image import Image
-    from medimg.tasks.detect.lesion2d import KeySlice, from_deeplesion
+    from medimg.tasks.detect.lesion2d import KeySlice, from_deeplesion, slice_affine
 
     src = Path(args.input)
     if (src / "DL_info.csv").is_file() or src.name == "DL_info.csv":
@@ -95,7 +69,7 @@ def _key_slices(args: argparse.Namespace, neighbours: int):
         zs = np.clip(np.arange(z - neighbours, z + neighbours + 1), 0, img.spatial_shape[2] - 1)
         planes = np.moveaxis(img.array[0][:, :, zs], 2, 0)
         sp = img.spacing
-        ks = KeySlice(Image(planes, np.diag([-sp[0], -sp[1], 1.0, 1.0]), modality="CT"),
+        ks = KeySlice(Image(planes, slice_affine(sp[0], sp[1]), modality="CT"),
                       np.zeros((0, 4)), f"{src.name}_z{z}")  # fmt: skip
         ks.image.meta["volume_affine"], ks.image.meta["z"] = img.affine, z
         return [ks], False

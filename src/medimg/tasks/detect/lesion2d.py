@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything
 from medimg.errors import InputError
-from medimg.io.image import Image
+from medimg.io.image import LPS_TO_RAS, Image
 from medimg.metrics.detection import FROCResult, ScanMatch, froc, match_iou, nms
 from medimg.tasks.detect.models import focal_heatmap_loss
 
@@ -103,6 +103,12 @@ def build_lesion_detector(
         head.bias.zero_()
         head.bias[0] = math.log(0.01 / 0.99)
     return nn.Sequential(net, head)
+
+
+def slice_affine(dx: float, dy: float) -> np.ndarray:
+    """A key slice's affine: pixel spacing on ITK's default (LPS identity) orientation, as
+    :mod:`medimg.datasets.deeplesion` gives slices without patient coordinates."""
+    return LPS_TO_RAS @ np.diag([dx, dy, 1.0, 1.0])
 
 
 def _normalise(hu: np.ndarray) -> np.ndarray:
@@ -224,8 +230,7 @@ def detect_key_slice(
     if idx.size == 0:
         return np.zeros((0, 4)), np.zeros(0)
     o = out.numpy()
-    scores = o[0][tuple(idx.T)]
-    scores = 1 / (1 + np.exp(-scores))
+    scores = heat.numpy()[tuple(idx.T)]
     centre = idx + o[3:5][(slice(None), *idx.T)].T
     wh = np.exp(o[1:3][(slice(None), *idx.T)].T)
     boxes = np.c_[centre - wh / 2, centre + wh / 2]
@@ -273,7 +278,7 @@ def synthetic_key_slices(
             if not boxes:
                 continue
             zs = np.clip(np.arange(z - neighbours, z + neighbours + 1), 0, hu.shape[2] - 1)
-            affine = np.diag([-spacing[0], -spacing[1], 1.0, 1.0])
+            affine = slice_affine(spacing[0], spacing[1])
             out.append(KeySlice(Image(np.moveaxis(hu[:, :, zs], 2, 0), affine, modality="CT"),
                                 np.asarray(boxes), f"case{seed + i}_z{z}"))  # fmt: skip
     return out
@@ -343,6 +348,15 @@ def load_lesion_model(folder: str | Path) -> tuple[nn.Module, Lesion2DConfig]:
     return model.eval(), cfg
 
 
+def with_steps(cfg: Lesion2DConfig, steps: int) -> Lesion2DConfig:
+    """``cfg`` trained for ``steps``: validation and checkpoints every quarter, warm-up at most
+    a quarter."""
+    q = max(1, steps // 4)
+    train = dataclasses.replace(cfg.train, max_steps=steps, val_every=q, checkpoint_every=q,
+                                warmup_steps=min(cfg.train.warmup_steps, steps // 4))  # fmt: skip
+    return dataclasses.replace(cfg, train=train)
+
+
 #: ``medimg detect train2d --preset default``: the shipped 2.5D model's recipe (key slices of
 #: phantom chest CTs; seeds 5000-5039 train, 5500-5509 validate; 2000+ are never used).
 DEFAULT_PRESET_2D = {"train_seeds": (5000, 40), "val_seeds": (5500, 10), "max_steps": 1200}
@@ -355,9 +369,5 @@ def train_lesion_preset(
     p = DEFAULT_PRESET_2D
     train = synthetic_key_slices(p["train_seeds"][1], seed=p["train_seeds"][0])
     val = synthetic_key_slices(p["val_seeds"][1], seed=p["val_seeds"][0])
-    cfg = Lesion2DConfig()
-    steps = int(max_steps or p["max_steps"])
-    cfg.train = dataclasses.replace(cfg.train, max_steps=steps, val_every=max(1, steps // 4),
-                                    checkpoint_every=max(1, steps // 4),
-                                    warmup_steps=min(cfg.train.warmup_steps, steps // 4))  # fmt: skip
+    cfg = with_steps(Lesion2DConfig(), int(max_steps or p["max_steps"]))
     return train_lesion_detector(train, val, out_dir, cfg, progress=progress)
