@@ -30,7 +30,8 @@ from medimg.tasks.register.predict import RegResult
 __all__ = ["ALL_METHODS", "evaluate_dataset", "pair_metrics", "run_method"]
 
 ALL_METHODS = ("identity", "model", "model+io", "sitk-demons", "sitk-bspline")
-COLUMNS = ("dice", "hd95_mm", "folding_pct", "sdlogj", "epe_mm", "tre_mm", "seconds", "cpu_seconds")
+COLUMNS = ("dice", "hd95_mm", "folding_pct", "sdlogj", "epe_mm", "epe_fg_mm", "tre_mm", "seconds",
+           "cpu_seconds")  # fmt: skip
 
 
 def _identity(pair: Pair) -> RegResult:
@@ -62,7 +63,7 @@ def pair_metrics(pair: Pair, result: RegResult) -> dict[str, float]:
     jac = jacobian_determinant(result.field.array, affine)
     row = {"folding_pct": 100 * folding_fraction(jac), "sdlogj": log_jacobian_std(jac),
            "seconds": result.seconds, "cpu_seconds": result.cpu_seconds}  # fmt: skip
-    row["dice"] = row["hd95_mm"] = row["epe_mm"] = row["tre_mm"] = float("nan")
+    row["dice"] = row["hd95_mm"] = row["epe_mm"] = row["epe_fg_mm"] = row["tre_mm"] = float("nan")
     if pair.fixed_label is not None and result.warped_labels is not None:
         labels = [int(v) for v in np.unique(pair.fixed_label.array) if v]
         scores = label_overlap(result.warped_labels.array, pair.fixed_label.array, labels,
@@ -71,6 +72,9 @@ def pair_metrics(pair: Pair, result: RegResult) -> dict[str, float]:
         row["hd95_mm"] = float(np.mean([s["hd95"] for s in scores.values()]))
     if pair.field is not None:
         row["epe_mm"] = endpoint_error(result.field.array, pair.field)
+        if pair.fixed_label is not None:  # inside the anatomy, where the images say anything
+            fg = pair.fixed_label.array[0] > 0
+            row["epe_fg_mm"] = endpoint_error(result.field.array, pair.field, mask=fg)
     if pair.fixed_landmarks is not None and pair.moving_landmarks is not None:
         tre = target_registration_error(pair.fixed_landmarks, pair.moving_landmarks,
                                         result.field.array, affine)  # fmt: skip

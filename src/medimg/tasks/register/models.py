@@ -14,6 +14,12 @@ about [0, 1]) and returns the displacement ``(B, nd, *S)`` in voxels of the inpu
   U-Net and the network stayed at the identity for hundreds of steps (the first default model);
 * ``diffeomorphic``: the output is a stationary velocity integrated by scaling and squaring
   (:func:`.transform.integrate`), so the transform is invertible (``integrate(-v)``);
+* ``symmetric`` (with ``diffeomorphic``): the U-Net also sees the pair swapped, in the same
+  batch, and the velocity is ``(v(moving, fixed) - v(fixed, moving)) / 2``; swapping the inputs
+  then negates it exactly, so the forward and backward transforms are each other's inverses by
+  construction (inverse consistency), and errors that do not flip with the pair average out.
+  On CPU the batch of two is also cheaper than one sample: PyTorch sends small batch-1 3D
+  convolutions to its slow reference kernel rather than oneDNN;
 * ``cascades > 1``: each further network sees the moving image warped by the field so far and
   adds a correction by composition (a recursive cascade).
 """
@@ -44,6 +50,7 @@ class ModelConfig:
     integration_steps: int = 7
     cascades: int = 1
     norm: str | None = "instance"  # MONAI norm of the U-Net's convolutions (None: none)
+    symmetric: bool = False  # velocity antisymmetric in the pair (needs diffeomorphic)
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -54,6 +61,8 @@ class ModelConfig:
             )
         if self.scale not in (0.5, 1.0):
             raise InputError(f"ModelConfig.scale must be 0.5 or 1.0, got {self.scale}")
+        if self.symmetric and not self.diffeomorphic:
+            raise InputError("ModelConfig.symmetric needs diffeomorphic: true (a velocity field)")
         if self.cascades < 1:
             raise InputError(f"ModelConfig.cascades must be >= 1, got {self.cascades}")
 
@@ -99,7 +108,12 @@ class RegistrationNet(nn.Module):
         if self.config.scale < 1:
             pool = F.avg_pool2d if x.ndim == 4 else F.avg_pool3d
             x = pool(x, 2)
-        out = net(x)
+        if self.config.symmetric:
+            b = x.shape[0]
+            both = net(torch.cat([x, x.flip(1)], dim=0))  # (moving, fixed) and (fixed, moving)
+            out = 0.5 * (both[:b] - both[b:])
+        else:
+            out = net(x)
         if self.config.diffeomorphic:
             out = integrate(out, self.config.integration_steps)
         if self.config.scale < 1:

@@ -3,7 +3,11 @@
 :class:`Registrator` loads a model folder (``reg.yaml`` + ``model.safetensors``; the shipped
 ``default/`` when none is named) and :meth:`Registrator.register` returns a :class:`RegResult`
 on the fixed grid. Steps: moving (and labels) resampled onto the fixed grid in world
-coordinates; intensities normalised; optional affine stage (an affine map optimised with the
+coordinates; intensities normalised; if the model records the voxel size it was trained at
+(``working_spacing_mm``) and the fixed grid's differs by more than 10 %, the network sees the pair
+resampled to that voxel size (its field is resampled back: a smooth deformation needs no finer
+grid, and the network only knows structures and displacements at the scale it saw); optional
+affine stage (an affine map optimised with the
 similarity loss on the half-resolution pair, Adam, 100 steps); the network's field; optional
 instance optimisation (``steps`` Adam updates of a half-resolution correction under
 similarity + regulariser, stopped early by ``time_budget_s``, the refinement that wins Learn2Reg);
@@ -81,6 +85,31 @@ def _affine_stage(fixed: torch.Tensor, moving: torch.Tensor, sim, steps: int = 1
         b = half + b_n * half - a @ half
         matrix = torch.cat([a, b[:, None]], 1)[None]
         return affine_field(matrix, tuple(shape))
+
+
+def _resample(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, *S)`` image onto a grid of ``shape`` over the same extent (voxel centres as in
+    :func:`.transform.resize_field`): area averaging when every axis shrinks (anti-aliased),
+    else linear interpolation."""
+    if tuple(image.shape[2:]) == tuple(shape):
+        return image
+    if all(n <= o for n, o in zip(shape, image.shape[2:])):
+        return F.interpolate(image, size=shape, mode="area")
+    mode = "bilinear" if image.ndim == 4 else "trilinear"
+    return F.interpolate(image, size=shape, mode=mode, align_corners=False)
+
+
+def working_shape(image: Image, spacing_mm: tuple[float, ...]) -> tuple[int, ...] | None:
+    """The grid over ``image``'s extent at the model's voxel size, or ``None`` when the image's
+    spacing is within 10 % of it on every axis (or the model records none)."""
+    if not spacing_mm:
+        return None
+    own = np.asarray(image.spacing[: image.spatial_ndim], dtype=float)
+    target = np.resize(np.asarray(spacing_mm, dtype=float), own.shape)
+    if np.all(np.abs(own / target - 1) <= 0.1):
+        return None
+    grid = zip(image.spatial_shape, own, target)
+    return tuple(max(8, round(float(n * s / t))) for n, s, t in grid)
 
 
 class Registrator:
@@ -167,8 +196,15 @@ class Registrator:
             pre = _affine_stage(f, m, self.sim) if affine else None
         if pre is not None:
             check_overlap(f_np, warp(m, pre)[0].cpu().numpy(), "after the affine stage")
+        work = working_shape(fixed, tuple(self.config.working_spacing_mm))
+        info["network_grid"] = list(work or fixed.spatial_shape)
         with torch.no_grad():
-            field = self.net(f, m if pre is None else warp(m, pre))
+            m_in = m if pre is None else warp(m, pre)
+            if work is None:
+                field = self.net(f, m_in)
+            else:
+                field = self.net(_resample(f, work), _resample(m_in, work))
+                field = resize_field(field, tuple(fixed.spatial_shape))
             if pre is not None:
                 field = compose(pre, field)
         if instance_steps > 0:
