@@ -70,6 +70,35 @@ def test_weak_and_supervised_modes_train_and_resume(dataset, tmp_path, mode):
     assert again.last_step == 6  # resumed, nothing left to do
 
 
+def test_refinement_stage_composes_with_its_coarse_model(dataset, tmp_path):
+    from medimg.tasks.register.predict import Registrator
+    from medimg.tasks.register.train import export_model
+
+    train_registration(dataset, tmp_path / "coarse", _tiny(), mode="weak", max_steps=20,
+                       progress=False)  # fmt: skip
+    fine_cfg = _tiny()
+    fine_cfg.crop = (24, 24)
+    res = train_registration(dataset, tmp_path / "fine", fine_cfg, mode="weak", max_steps=4,
+                             progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
+    folder = export_model(res.run_dir, tmp_path / "exported")
+    assert (folder / "coarse" / "model.safetensors").is_file()
+    pair = make_pair("mr", seed=50, shape=SHAPE, spacing=SPACING)
+    coarse, fine = Registrator(tmp_path / "coarse"), Registrator(folder)
+    a = coarse.register(pair.fixed, pair.moving)
+    b = fine.register(pair.fixed, pair.moving)
+    assert len(b.info["stages"]) == 2 and not np.allclose(a.field.array, b.field.array)
+    last = [m for m in fine.net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)  # a zero correction: the cascade is the coarse field
+    np.testing.assert_allclose(fine.register(pair.fixed, pair.moving).field.array,
+                               a.field.array, atol=1e-4)  # fmt: skip
+    coarser = Image(pair.fixed.array[:, ::2, ::2], np.diag([2 * SPACING] * 2 + [1.0, 1.0]))
+    assert "skipped" in fine.register(coarser, coarser).info["stages"][-1]
+    with pytest.raises(InputError, match="refinement stage"):
+        train_registration(dataset, tmp_path / "x", _tiny(), mode="full", max_steps=2,
+                           progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
+
+
 def test_weak_supervision_without_labels_is_a_clear_error(dataset, tmp_path):
     rows = json.loads((dataset / "dataset.json").read_text())["training_paired_images"]
     plain = [

@@ -45,14 +45,15 @@ def _train(args: argparse.Namespace) -> int:
                 "train needs a DATASET (dataset.json, .json or .csv) or --preset default"
             )
         out = args.out or f"runs/register/{Path(args.dataset).stem}/{args.mode or 'unsupervised'}"
-        cfg = None
-        if args.config:
-            from medimg.tasks.register.train import load_config
+        from medimg.tasks.register.train import RegConfig, load_config
 
-            cfg = load_config(args.config)
+        cfg = load_config(args.config) if args.config else RegConfig()
+        if args.crop:
+            cfg.crop = _shape(args.crop)
         res = train_registration(args.dataset, out, cfg, mode=args.mode or "unsupervised",
                                  max_steps=args.max_steps, device=args.device,
-                                 progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+                                 progress=not args.quiet, overwrite=args.overwrite,
+                                 coarse_model=args.coarse)  # fmt: skip
     if args.export:
         print(f"exported the model to {export_model(res.run_dir, args.export)}")
     print(f"trained to step {res.last_step}; best {res.best_metric} at step {res.best_step}; "
@@ -125,6 +126,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                         "supervised/full: regress the true field")  # fmt: skip
     p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
     p.add_argument("--config", help="reg.yaml with network/loss/engine settings")
+    p.add_argument(
+        "--coarse",
+        metavar="MODEL",
+        help="train a refinement of this model's field (multi-resolution cascade)",
+    )
+    p.add_argument("--crop", help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
     p.add_argument("--out", help="run/model folder")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))

@@ -188,9 +188,10 @@ def normalise(array: np.ndarray) -> np.ndarray:
 class RegDataset(Dataset):
     """Training samples from loaded pairs: ``fixed``/``moving`` normalised ``(1, *S)``, labels,
     and the true field in voxels; randomly flipped along each axis (a flip of the pair negates
-    that component of the field), seeded per sample by the engine."""
+    that component of the field), seeded per sample by the engine; with ``crop`` (voxels per
+    axis), a random sub-block of that size (displacements in voxels are unchanged by it)."""
 
-    def __init__(self, pairs: list[Pair], *, flip: bool = True) -> None:
+    def __init__(self, pairs: list[Pair], *, flip: bool = True, crop: tuple[int, ...] = ()) -> None:
         if not pairs:
             raise InputError("no training pairs")
         shapes = {p.fixed.spatial_shape for p in pairs}
@@ -198,7 +199,12 @@ class RegDataset(Dataset):
             raise InputError(f"training pairs must share one grid shape, got {sorted(shapes)}")
         from medimg.tasks.register.transform import to_voxels
 
-        self.flip = flip
+        self.flip, self.crop = flip, tuple(crop)
+        shape = next(iter(shapes))
+        if self.crop and (
+            len(self.crop) != len(shape) or any(c > n for c, n in zip(self.crop, shape))
+        ):
+            raise InputError(f"crop {self.crop} does not fit the pairs' grid {shape}")
         self.items = []
         for p in pairs:
             item = {"fixed": torch.from_numpy(normalise(p.fixed.array)),
@@ -215,6 +221,11 @@ class RegDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = dict(self.items[index])
+        if self.crop:
+            shape = item["fixed"].shape[1:]
+            start = [int(torch.randint(0, n - c + 1, ())) for n, c in zip(shape, self.crop)]
+            box = (slice(None), *[slice(a, a + c) for a, c in zip(start, self.crop)])
+            item = {k: v[box] for k, v in item.items()}
         if not self.flip:
             return item
         for axis in range(item["fixed"].ndim - 1):

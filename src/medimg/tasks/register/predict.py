@@ -6,8 +6,9 @@ on the fixed grid. Steps: moving (and labels) resampled onto the fixed grid in w
 coordinates; intensities normalised; if the model records the voxel size it was trained at
 (``working_spacing_mm``) and the fixed grid's differs by more than 10 %, the network sees the pair
 resampled to that voxel size (its field is resampled back: a smooth deformation needs no finer
-grid, and the network only knows structures and displacements at the scale it saw); optional
-affine stage (an affine map optimised with the
+grid, and the network only knows structures and displacements at the scale it saw); a model
+with a ``coarse`` stage (a multi-resolution cascade) first applies that stage's field and refines
+it (:meth:`Registrator.network_field`); optional affine stage (an affine map optimised with the
 similarity loss on the half-resolution pair, Adam, 100 steps); the network's field; optional
 instance optimisation (``steps`` Adam updates of a half-resolution correction under
 similarity + regulariser, stopped early by ``time_budget_s``, the refinement that wins Learn2Reg);
@@ -135,12 +136,43 @@ class Registrator:
                 raise CheckpointError("no weights (model.safetensors, best/ or last/)", folder)
             weights = found
         self.config = load_config(folder / "reg.yaml")
+        #: the stage whose field this network refines (``reg.yaml``'s ``coarse`` sub-folder)
+        self.coarse = (
+            Registrator(folder / self.config.coarse, device) if self.config.coarse else None
+        )
         self.device = resolve_device(device)
         self.net = build_model(self.config.model).eval().to(self.device)
         load_weights(self.net, weights)
         nd, lc = self.config.model.spatial_dims, self.config.loss
         self.sim = similarity(lc.similarity, nd, lc.lncc_kernel)
         self.reg = regulariser(lc.regulariser)
+
+    def network_field(
+        self, f: torch.Tensor, m: torch.Tensor, fixed: Image, info: dict | None = None
+    ) -> torch.Tensor:
+        """Voxel field ``(1, nd, *S)`` on ``fixed``'s grid for normalised ``f``/``m`` there: the
+        coarse stage's field (if the model has one), refined by this network at its working grid.
+        A refinement stage is skipped on images coarser than the voxel size it was trained at
+        (by > 10 %): it would only see them upsampled."""
+        info = {} if info is None else info
+        base = None
+        if self.coarse is not None:
+            base = self.coarse.network_field(f, m, fixed, info)
+            own = np.asarray(fixed.spacing[: fixed.spatial_ndim], dtype=float)
+            mine = np.resize(np.asarray(self.config.working_spacing_mm, dtype=float), own.shape)
+            if np.any(own > 1.1 * mine):
+                info["stages"] = [*info.get("stages", []), f"skipped refinement at {mine} mm"]
+                return base
+            m = warp(m, base)
+        work = working_shape(fixed, tuple(self.config.working_spacing_mm))
+        grid = list(work or fixed.spatial_shape)
+        info["stages"] = [*info.get("stages", []), f"network on {'x'.join(map(str, grid))}"]
+        if work is None:
+            field = self.net(f, m)
+        else:
+            field = resize_field(self.net(_resample(f, work), _resample(m, work)),
+                                 tuple(fixed.spatial_shape))  # fmt: skip
+        return field if base is None else compose(base, field)
 
     def _instance_opt(self, f, m, field, steps, budget, reg_weight) -> tuple[torch.Tensor, int]:
         half = tuple(max(1, s // 2) for s in f.shape[2:])
@@ -196,15 +228,8 @@ class Registrator:
             pre = _affine_stage(f, m, self.sim) if affine else None
         if pre is not None:
             check_overlap(f_np, warp(m, pre)[0].cpu().numpy(), "after the affine stage")
-        work = working_shape(fixed, tuple(self.config.working_spacing_mm))
-        info["network_grid"] = list(work or fixed.spatial_shape)
         with torch.no_grad():
-            m_in = m if pre is None else warp(m, pre)
-            if work is None:
-                field = self.net(f, m_in)
-            else:
-                field = self.net(_resample(f, work), _resample(m_in, work))
-                field = resize_field(field, tuple(fixed.spatial_shape))
+            field = self.network_field(f, m if pre is None else warp(m, pre), fixed, info)
             if pre is not None:
                 field = compose(pre, field)
         if instance_steps > 0:

@@ -70,6 +70,10 @@ class RegConfig:
     num_classes: int = 0  # label values 0..K-1 seen in training (0: no labels)
     #: voxel size (mm per axis) of the training grid; inference resamples other grids to it
     working_spacing_mm: tuple[float, ...] = ()
+    #: sub-folder holding the model whose field this one refines (a multi-resolution cascade)
+    coarse: str = ""
+    #: random training crop (voxels per axis; empty: whole pairs), e.g. to train a fine stage
+    crop: tuple[int, ...] = ()
 
 
 def load_config(path: str | Path) -> RegConfig:
@@ -134,8 +138,13 @@ def train_registration(
     progress: bool = True,
     resume: bool | str = "auto",
     overwrite: bool = False,
+    coarse_model: str | Path | None = None,
 ) -> TrainResult:
-    """Train on the ``train`` pairs of ``dataset`` into ``out_dir`` (a model folder)."""
+    """Train on the ``train`` pairs of ``dataset`` into ``out_dir`` (a model folder).
+
+    ``coarse_model``: a model folder whose field this network refines. It is copied into
+    ``out_dir/coarse``; every pair's moving image and labels are warped by its field first, and
+    the network learns the remaining correction (unsupervised or weak mode)."""
     t0 = time.perf_counter()
     cfg = dataclasses.replace(config or RegConfig())
     cfg.train = dataclasses.replace(cfg.train)
@@ -162,6 +171,15 @@ def train_registration(
     else:
         n_val = len(pairs) // 4
         pairs, val = (pairs[:-n_val], pairs[-n_val:]) if n_val else (pairs, pairs[:1])
+    if coarse_model is not None:
+        if cfg.loss.mode == "supervised":
+            raise InputError("a refinement stage (--coarse) trains unsupervised or weak, not full")
+        copy_model(coarse_model, Path(out_dir) / "coarse")
+        cfg.coarse = "coarse"
+        pairs, val = (
+            _prewarped(pairs, Path(out_dir) / "coarse"),
+            _prewarped(val, Path(out_dir) / "coarse"),
+        )
     nd = pairs[0].fixed.spatial_ndim
     cfg.model = dataclasses.replace(cfg.model, spatial_dims=nd)
     cfg.working_spacing_mm = tuple(round(float(s), 4) for s in pairs[0].fixed.spacing[:nd])
@@ -175,7 +193,7 @@ def train_registration(
         cfg.train.val_metric, cfg.train.val_mode = "dice", "max"
     else:
         cfg.train.val_metric, cfg.train.val_mode = "mse", "min"
-    data = RegDataset(pairs)
+    data = RegDataset(pairs, crop=tuple(cfg.crop))
     val_items = RegDataset(val, flip=False).items
     affines = [p.fixed.affine for p in val]
     seed_everything(cfg.train.seed)
@@ -233,13 +251,45 @@ def train_preset(
                               device=device, progress=progress, resume="auto")  # fmt: skip
 
 
-def export_model(run_dir: str | Path, dest: str | Path) -> Path:
-    """Copy a run's ``reg.yaml`` and best (else last) weights into a model folder ``dest``."""
-    run, out = Path(run_dir), Path(dest)
+def _prewarped(pairs: list[Pair], coarse_dir: Path) -> list[Pair]:
+    """The pairs with moving image and labels warped by the coarse model's field."""
+    from medimg.tasks.register.data import normalise
+    from medimg.tasks.register.predict import Registrator
+
+    reg, out = Registrator(coarse_dir), []
+    for p in pairs:
+        f = torch.from_numpy(normalise(p.fixed.array))[None]
+        m = torch.from_numpy(normalise(p.moving.array))[None]
+        with torch.no_grad():
+            u = reg.network_field(f, m, p.fixed)
+            moved = warp(torch.from_numpy(p.moving.array.astype(np.float32))[None], u)
+            q = dataclasses.replace(p, moving=p.moving.with_array(moved[0].numpy()))
+            if p.moving_label is not None:
+                lab = torch.from_numpy(p.moving_label.array.astype(np.float32))[None]
+                lab = warp(lab, u, mode="nearest")[0].numpy().astype(p.moving_label.array.dtype)
+                q.moving_label = p.moving_label.with_array(lab)
+        out.append(q)
+    return out
+
+
+def copy_model(src: str | Path, dest: str | Path) -> Path:
+    """Copy a run or model folder's ``reg.yaml`` and best (else last, else its own) weights into
+    a model folder ``dest``, with its coarse stage if it has one."""
+    run, out = Path(src), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
-    if ckpt is None or not (run / "reg.yaml").is_file():
-        raise InputError("no finished training here (reg.yaml and best/ or last/)", run)
+    weights = ckpt / "model.safetensors" if ckpt else run / "model.safetensors"
+    if not weights.is_file() or not (run / "reg.yaml").is_file():
+        raise InputError(
+            "no finished training here (reg.yaml and best/, last/ or model.safetensors)", run
+        )
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / "reg.yaml", out / "reg.yaml")
-    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    shutil.copy2(weights, out / "model.safetensors")
+    coarse = load_config(run / "reg.yaml").coarse
+    if coarse:
+        copy_model(run / coarse, out / coarse)
     return out
+
+
+#: ``export_model(run_dir, dest)``: a run's model folder for ``predict`` (the CLI's ``--export``)
+export_model = copy_model
