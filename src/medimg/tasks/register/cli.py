@@ -34,8 +34,9 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.register.train import export_model, train_preset, train_registration
 
-    if args.preset == "default":
-        res = train_preset(args.out or "runs/register/default", mode=args.mode,
+    if args.preset:
+        res = train_preset(args.out or f"runs/register/{args.preset}", preset=args.preset,
+                           coarse_model=args.coarse, mode=args.mode,
                            max_steps=args.max_steps, device=args.device, progress=not args.quiet)  # fmt: skip
     else:
         if args.dataset is None:
@@ -124,7 +125,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    choices=("unsupervised", "weak", "supervised", "full"),
                    help="unsupervised: similarity + smoothness; weak: + Dice of warped labels; "
                         "supervised/full: regress the true field")  # fmt: skip
-    p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
+    p.add_argument("--preset", choices=("default", "fine-2mm"),
+                   help="the shipped model's recipes: default (4 mm stage), fine-2mm (its 2 mm "
+                        "refinement; --coarse defaults to the shipped 4 mm stage)")  # fmt: skip
     p.add_argument("--config", help="reg.yaml with network/loss/engine settings")
     p.add_argument(
         "--coarse",
