@@ -70,6 +70,20 @@ def test_gradcam_peaks_on_the_finding_and_fails_randomisation(trained):
     assert check["mean_spearman"] < 0.5  # the map depends on the learned weights
 
 
+def test_layercam_peaks_on_the_finding_and_fails_randomisation(trained):
+    x, y, where = _blobs(16, np.random.default_rng(1))
+    pos = y.numpy() == 1
+    maps = saliency_map(trained, x[pos], method="layercam", target_layer="features.1")
+    assert maps.shape == (pos.sum(), 24, 24) and maps.min() >= 0 and maps.max() <= 1
+    peaks = [np.unravel_index(np.argmax(m), m.shape) for m in maps]
+    hits = [
+        a - 1 <= p[0] <= a + 4 and b - 1 <= p[1] <= b + 4 for p, (a, b) in zip(peaks, where[pos])
+    ]
+    assert np.mean(hits) >= 0.75
+    check = randomisation_check(trained, x[pos], method="layercam", target_layer="features.1")
+    assert check["mean_spearman"] < 0.5
+
+
 def test_occlusion_and_gradcampp_shapes(trained):
     x, _, _ = _blobs(2, np.random.default_rng(2))
     occ = saliency_map(trained, x, method="occlusion")

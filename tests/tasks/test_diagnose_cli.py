@@ -52,6 +52,20 @@ def test_simulate_train_predict_evaluate_fusion(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_semi_cli_trains_fixmatch_and_predicts(tmp_path):
+    from medimg.tasks.diagnose.train import load_config
+
+    data, run, out = tmp_path / "xray", tmp_path / "run", tmp_path / "pred"
+    assert _run("simulate", data, "--kind", "xray", "--cases", 16, "--val", 4, "--test", 2) == 0
+    assert _run("train", data, "--supervision", "semi", "--labelled-fraction", 0.5,
+                "--max-steps", 3, "--batch-size", 4, "--width", 4, "--out", run, "--quiet",
+                "--device", "cpu") == 0  # fmt: skip
+    cfg = load_config(run / "model.yaml")
+    assert (cfg.supervision, cfg.semi_method, cfg.pseudo_threshold) == ("semi", "fixmatch", 0.95)
+    assert _run("predict", data / "images", out, "--model", run, "--device", "cpu") == 0
+    assert len(list(out.glob("*_heatmap.nii.gz"))) == 22  # every simulated case
+
+
 def test_mil_cli_writes_attention_maps(tmp_path):
     data, run, out = tmp_path / "ct3d", tmp_path / "run", tmp_path / "pred"
     assert _run("simulate", data, "--kind", "ct3d", "--cases", 8, "--val", 4, "--test", 2) == 0

@@ -122,6 +122,42 @@ def test_semi_with_pseudo_labels_uses_confident_unlabelled_images(tmp_path):
     assert kept and max(kept) > 0  # the teacher became confident on some unlabelled images
 
 
+def test_semi_mean_teacher_variant_runs(tmp_path):
+    import json
+
+    train, val, unl = _blobs(16, 0), _blobs(32, 1), _blobs(80, 4)
+    cfg = _cfg(supervision="semi", semi_method="mean_teacher", steps=30)
+    assert (cfg.consistency_weight, cfg.consistency_rampup, cfg.pseudo_threshold) == (10, 200, 0)
+    train_diagnosis(cfg, train, val, tmp_path / "run", unlabelled=unl)
+    from medimg.tasks.diagnose.predict import Diagnoser
+
+    p = probabilities(predict_logits(Diagnoser(tmp_path / "run").model, val), "binary")
+    assert roc_auc(val.y, p) > 0.85
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("cons" in r for r in rows) and not any("pseudo" in r for r in rows)
+
+
+def test_semi_batches_hold_every_label_and_a_larger_unlabelled_batch():
+    from medimg.engine.data import SeededSamples, batch_indices
+    from medimg.tasks.diagnose.data import PairedSemiDataset
+
+    lab, unl = _blobs(8, 0, size=10), _blobs(40, 1, size=10)
+    lab.x[:] = np.arange(8, dtype=np.float32)[:, None, None, None]  # image value = its index
+    ds = SeededSamples(PairedSemiDataset(lab, unl, augment=0.0, ratio=3, strong=True), 0)
+    seen = []
+    for step in range(10):  # the engine's epoch permutation over max(U, L) = 40 items
+        items = [ds[(step, i)] for i in batch_indices(40, 4, 0, step)]
+        assert all(
+            it["xu_teacher"].shape == it["xu_student"].shape == (3, 1, 10, 10) for it in items
+        )
+        seen += [int(it["x"][0, 0, 0]) for it in items]
+    assert sorted(seen) == sorted(list(range(8)) * 5)  # each label equally often, no repeats
+    weak, strong = items[0]["xu_teacher"], items[0]["xu_student"]
+    assert not torch.allclose(weak, strong)  # fixmatch: the student's view is perturbed
+    with pytest.raises(InputError, match="unlabelled_ratio"):
+        PairedSemiDataset(lab, unl, ratio=0)
+
+
 def test_temperature_fixes_overconfidence():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

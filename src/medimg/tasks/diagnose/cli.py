@@ -139,7 +139,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument(
-        "--explain", choices=("gradcam", "gradcam++", "occlusion", "none"), default="gradcam"
+        "--explain",
+        choices=("layercam", "gradcam", "gradcam++", "occlusion", "none"),
+        default="layercam",
+        help="explanation map (default LayerCAM: finest faithful map)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true")
@@ -150,7 +153,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     for a in ("input", "output"):
         p.add_argument(a)
     p.add_argument("--model")
-    p.add_argument("--explain", choices=("gradcam", "gradcam++", "occlusion"), default="gradcam")
+    p.add_argument("--explain", choices=("layercam", "gradcam", "gradcam++", "occlusion"),
+                   default="layercam")  # fmt: skip
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)

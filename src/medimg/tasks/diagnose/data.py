@@ -164,26 +164,63 @@ class SampleDataset(Dataset):
                 "present": torch.from_numpy(present)}  # fmt: skip
 
 
-class PairedSemiDataset(Dataset):
-    """Semi-supervised items: every unlabelled image paired with a labelled one (cycled), so
-    each batch holds equal numbers of both however few labels there are. The unlabelled image
-    comes as two independently augmented views (student and teacher inputs)."""
+def _strong_augment(x: np.ndarray, strength: float) -> np.ndarray:
+    """A heavier label-preserving perturbation for FixMatch's student view: a left-right flip
+    (a finding in either half keeps its label), shifts up to 3 px, contrast gamma, gain/offset,
+    blur or sharpening, and more noise than :func:`_augment`. No cut-out: it could erase the
+    few-pixel finding the label hangs on."""
+    if np.random.rand() < 0.5:  # noqa: NPY002
+        x = x[:, ::-1]
+    shift = np.random.randint(-3, 4, size=x.ndim - 1)  # noqa: NPY002
+    x = np.roll(x, tuple(shift), axis=tuple(range(1, x.ndim)))
+    lo, hi = float(x.min()), float(x.max())
+    span = max(hi - lo, 1e-6)
+    gamma = float(np.exp(strength * 0.25 * np.random.randn()))  # noqa: NPY002
+    x = lo + span * np.clip((x - lo) / span, 0, 1) ** gamma
+    s = strength * np.random.uniform(-0.6, 0.6)  # noqa: NPY002  < 0 blur, > 0 sharpen
+    smooth = ndimage.gaussian_filter(x, [0] + [0.8] * (x.ndim - 1))
+    x = x + s * (x - smooth) if s > 0 else x + (-s) * (smooth - x)
+    gain = 1 + strength * 0.1 * np.random.randn()  # noqa: NPY002
+    x = x * gain + strength * 0.05 * np.random.randn()  # noqa: NPY002
+    noise = strength * np.random.uniform(0.0, 0.04)  # noqa: NPY002
+    return (x + noise * np.random.randn(*x.shape)).astype(np.float32)  # noqa: NPY002
 
-    def __init__(self, labelled: CaseArrays, unlabelled: CaseArrays, augment: float = 1.0):
+
+class PairedSemiDataset(Dataset):
+    """Semi-supervised items: one labelled image and ``ratio`` unlabelled images (the standard
+    recipe's separate, larger unlabelled batch: a batch of ``B`` items holds ``B`` labelled and
+    ``ratio * B`` unlabelled images however few labels there are).
+
+    The item count is the larger set's size; item ``i`` takes labelled image ``i mod L`` (so the
+    engine's per-epoch permutation covers every label equally often, without replacement
+    within an epoch) and unlabelled image ``i mod U`` plus ``ratio - 1`` drawn at random. Each
+    unlabelled image comes as two views, ``xu_teacher`` and ``xu_student`` ``(ratio, C, ...)``:
+    for ``mean_teacher`` both are weakly and independently augmented (teacher and student
+    input); for ``fixmatch`` the second is strongly augmented (:func:`_strong_augment`)."""
+
+    def __init__(self, labelled: CaseArrays, unlabelled: CaseArrays, augment: float = 1.0,
+                 ratio: int = 1, strong: bool = False):  # fmt: skip
         if len(labelled) == 0 or len(unlabelled) == 0:
             raise InputError("semi-supervised training needs labelled and unlabelled images")
+        if ratio < 1:
+            raise InputError(f"unlabelled_ratio must be >= 1, got {ratio}")
         self.lab, self.unl, self.augment = labelled, unlabelled, augment
+        self.ratio, self.strong = ratio, strong
 
     def __len__(self) -> int:
         return max(len(self.unl), len(self.lab))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        j = np.random.randint(len(self.lab))  # noqa: NPY002
-        xu = self.unl.x[i % len(self.unl)]
+        j = i % len(self.lab)
+        extra = np.random.randint(len(self.unl), size=self.ratio - 1)  # noqa: NPY002
+        idx = [i % len(self.unl), *extra.tolist()]
+        weak = [_augment(self.unl.x[k], self.augment) for k in idx]
+        other = _strong_augment if self.strong else _augment
+        student = [other(self.unl.x[k], self.augment) for k in idx]
         out = {
             "x": _augment(self.lab.x[j], self.augment),
-            "xu_student": _augment(xu, self.augment),
-            "xu_teacher": _augment(xu, self.augment),
+            "xu_teacher": np.stack(weak),
+            "xu_student": np.ascontiguousarray(np.stack(student)),
         }
         return {**{k: torch.from_numpy(v) for k, v in out.items()},
                 "y": torch.as_tensor(self.lab.y[j])}  # fmt: skip

@@ -14,7 +14,7 @@ DEMO_SEED = 1000
 
 
 def stage(out_dir: Path) -> list[dict]:
-    """Simulate 16 radiographs, predict them with Grad-CAM maps, evaluate; one summary row."""
+    """Simulate 16 radiographs, predict them with LayerCAM maps, evaluate; one summary row."""
     from medimg.tasks.diagnose.evaluate import evaluate_predictions
     from medimg.tasks.diagnose.predict import predict_path
     from medimg.tasks.diagnose.sources import write_simulated_set

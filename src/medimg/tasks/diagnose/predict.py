@@ -93,15 +93,15 @@ class Diagnoser:
         missing = [m for m, p in zip(cfg.modalities, present) if not p]
         return x, torch.tensor([present], device=self.device), missing
 
-    def _cam_layer(self, present: torch.Tensor) -> str:
-        layer = self.cfg.cam_layer
+    def _cam_layer(self, present: torch.Tensor, method: str = "gradcam") -> str:
+        layer = self.cfg.layercam_layer if method == "layercam" else self.cfg.cam_layer
         if hasattr(self.model, "encoders"):  # per-modality encoders: explain the first present one
             m = int(torch.nonzero(present[0])[0])
             layer = layer.replace("encoder.", f"encoders.{m}.", 1)
         return layer
 
     def predict(
-        self, images: list[Image | None], explain: str | None = "gradcam"
+        self, images: list[Image | None], explain: str | None = "layercam"
     ) -> CasePrediction:
         """Predict one case from one image per modality (``None`` = missing, flagged)."""
         images = [None if im is None else _as_2d(im) for im in images]
@@ -132,7 +132,7 @@ class Diagnoser:
             grid = np.broadcast_to(att, cfg.input_size).astype(np.float32)  # weight per slice
             out.heatmap = heatmap_image(grid, reference)
         elif explain:
-            heat = saliency_map(self.model, x, method=explain, target_layer=self._cam_layer(present),
+            heat = saliency_map(self.model, x, method=explain, target_layer=self._cam_layer(present, explain),
                                 class_idx=cls, present=present)[0]  # fmt: skip
             out.heatmap = heatmap_image(heat, reference)
         return out
@@ -176,7 +176,7 @@ def predict_path(
     *,
     model: PathType | None = None,
     device: str = "auto",
-    explain: str | None = "gradcam",
+    explain: str | None = "layercam",
     overwrite: bool = False,
 ) -> list[Path]:
     """Predict every case under ``inputs``; writes ``out_dir/predictions.csv`` and, per case,

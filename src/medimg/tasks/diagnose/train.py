@@ -3,12 +3,22 @@
 - ``full``: image labels; weighted loss for class imbalance (BCE ``pos_weight`` = negatives /
   positives per label, or inverse-frequency class weights for cross-entropy).
 - ``mil``: only case labels for a volume; attention MIL over its slices (see ``models``).
-- ``semi``: mean teacher (Tarvainen & Valpola 2017): the student learns from the labelled
-  images plus a consistency loss to an exponential moving average of itself (the teacher) on
-  differently augmented unlabelled images; the teacher is the model kept. With
-  ``pseudo_threshold`` > 0 the teacher's confident calls on the unlabelled images (probability
-  beyond the threshold) also become hard targets for the student's other view (FixMatch-style,
-  Sohn et al. 2020), ramped up like the consistency term.
+- ``semi``: every step takes a labelled batch of ``B`` images and a separate unlabelled batch
+  of ``unlabelled_ratio * B`` (the standard recipe: the supervised signal per step is that of
+  a labelled-only run; labelled and unlabelled images go through the student in one forward
+  pass, one set of BatchNorm batch statistics). An exponential moving average of the student
+  (the teacher; weights *and* BatchNorm running statistics averaged) is the model validated
+  and saved.
+
+  * ``semi_method: fixmatch`` (default; Sohn et al. 2020): the student's own call on a weakly
+    augmented view (no gradient) becomes a hard pseudo-label when its confidence reaches
+    ``pseudo_threshold`` (default 0.95), and the student learns it by cross-entropy on a
+    *strongly* augmented view of the same image (flip, shift, gamma, blur/sharpen, noise);
+    weight ``consistency_weight`` (default 1).
+  * ``semi_method: mean_teacher`` (Tarvainen & Valpola 2017): MSE between student and teacher
+    probabilities on two independently, weakly augmented views (default weight 10), ramped up
+    over ``consistency_rampup`` steps; ``pseudo_threshold`` > 0 adds the teacher's confident
+    calls as hard targets.
 
 Validation AUC picks the best step; a temperature is then fitted on the validation logits. The
 run folder becomes a model folder: ``model.yaml`` (this config, with the temperature) and
@@ -58,12 +68,15 @@ class DiagnoseConfig:
     balance_classes: bool = True
     augment: float = 1.0
     modality_dropout: float = 0.2  # fusion models only
-    ema_decay: float = 0.99  # semi
-    consistency_weight: float = 10.0  # semi
-    consistency_rampup: int = 200  # semi: steps to reach the full weight
-    pseudo_threshold: float = 0.0  # semi: > 0 adds FixMatch-style hard pseudo-labels (below)
+    semi_method: Literal["fixmatch", "mean_teacher"] = "fixmatch"  # semi
+    unlabelled_ratio: int = 2  # semi: unlabelled images per labelled image in a step
+    ema_decay: float = 0.99  # semi: the teacher's EMA decay
+    consistency_weight: float | None = None  # semi: fixmatch 1, mean_teacher 10 when unset
+    consistency_rampup: int | None = None  # semi: steps to full weight; fixmatch 0, mt 200
+    pseudo_threshold: float | None = None  # semi: fixmatch 0.95; mean_teacher 0 (off)
     temperature: float = 1.0  # fitted after training
-    cam_layer: str = ""  # default: chosen from arch
+    cam_layer: str = ""  # Grad-CAM / Grad-CAM++ layer; default: chosen from arch
+    layercam_layer: str = ""  # LayerCAM layer (a shallower one); default: chosen from arch
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -83,6 +96,23 @@ class DiagnoseConfig:
             )
         if not self.cam_layer:
             self.cam_layer = default_cam_layer(self.arch)
+        if not self.layercam_layer:
+            self.layercam_layer = default_cam_layer(self.arch, "layercam")
+        if self.semi_method not in ("fixmatch", "mean_teacher"):
+            raise InputError(
+                f"semi_method must be fixmatch or mean_teacher, got {self.semi_method!r}"
+            )
+        fm = self.semi_method == "fixmatch"
+        if self.consistency_weight is None:
+            self.consistency_weight = 1.0 if fm else 10.0
+        if self.consistency_rampup is None:
+            self.consistency_rampup = 0 if fm else 200
+        if self.pseudo_threshold is None:
+            self.pseudo_threshold = 0.95 if fm else 0.0
+        if self.supervision == "semi" and fm and not 0.5 < self.pseudo_threshold < 1:
+            raise InputError(
+                f"fixmatch needs pseudo_threshold in (0.5, 1), got {self.pseudo_threshold}"
+            )
 
     @property
     def num_outputs(self) -> int:
@@ -90,7 +120,8 @@ class DiagnoseConfig:
 
 
 def load_config(path: str | Path) -> DiagnoseConfig:
-    """A ``model.yaml``; one written before ``pool`` existed was trained with average pooling."""
+    """A ``model.yaml``; older files lack newer fields, which get the values they were trained
+    with."""
     import yaml
 
     p = Path(path)
@@ -98,9 +129,13 @@ def load_config(path: str | Path) -> DiagnoseConfig:
         data = yaml.safe_load(p.read_text()) if p.is_file() else None
     except yaml.YAMLError:
         data = None  # from_yaml reports it
-    if isinstance(data, dict) and "pool" not in data:
+    # written before ``pool`` existed: average pooling; before ``semi_method``: mean teacher
+    old = {"pool": "avg", "semi_method": "mean_teacher"}
+    if isinstance(data, dict) and any(k not in data for k in old):
         try:
-            return from_yaml(DiagnoseConfig, {**data, "pool": "avg"})
+            return from_yaml(
+                DiagnoseConfig, {**{k: v for k, v in old.items() if k not in data}, **data}
+            )
         except InputError as exc:
             raise InputError(str(exc), path=p) from None
     return from_yaml(DiagnoseConfig, path)
@@ -154,7 +189,10 @@ class MeanTeacher(nn.Module):
         for t, s in zip(self.teacher.parameters(), self.student.parameters()):
             t.mul_(decay).add_(s.detach(), alpha=1 - decay)
         for t, s in zip(self.teacher.buffers(), self.student.buffers()):
-            t.copy_(s)
+            if t.is_floating_point():  # BatchNorm running statistics: averaged like the
+                t.mul_(decay).add_(s, alpha=1 - decay)  # weights they normalise
+            else:
+                t.copy_(s)
 
     def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
         return self.teacher(x, present)
@@ -208,7 +246,9 @@ def train_diagnosis(
     loss_fn = _loss_fn(cfg, train.y)
     if cfg.supervision == "semi":
         model: nn.Module = MeanTeacher(net)
-        data = PairedSemiDataset(train, unlabelled, cfg.augment)  # type: ignore[arg-type]
+        assert unlabelled is not None  # checked above
+        strong = cfg.semi_method == "fixmatch"
+        data = PairedSemiDataset(train, unlabelled, cfg.augment, cfg.unlabelled_ratio, strong)
     else:
         model = net
         drop = cfg.modality_dropout if len(cfg.modalities) > 1 else 0.0
@@ -219,16 +259,27 @@ def train_diagnosis(
             return {"loss": loss_fn(m(batch["x"], batch.get("present")), batch["y"])}
         mt: MeanTeacher = m.module if hasattr(m, "module") else m  # type: ignore[assignment]
         mt.update_teacher(0.0 if ctx.step == 0 else min(cfg.ema_decay, 1 - 1 / (ctx.step + 1)))
-        sup = loss_fn(mt.student(batch["x"]), batch["y"])
-        ps = mt.student(batch["xu_student"])
-        with torch.no_grad():
-            pt = mt.teacher(batch["xu_teacher"])
-        act = (lambda z: z.softmax(1)) if cfg.task == "multiclass" else torch.sigmoid
-        ramp = float(np.exp(-5 * (1 - min(ctx.step / max(cfg.consistency_rampup, 1), 1.0)) ** 2))
-        cons = F.mse_loss(act(ps), act(pt))
-        loss = sup + cfg.consistency_weight * ramp * cons
-        out = {"sup": sup, "cons": cons}
-        if cfg.pseudo_threshold > 0:  # teacher's confident calls as hard targets of the student
+        xl = batch["x"]
+        xt, xs = (batch[k].flatten(0, 1) for k in ("xu_teacher", "xu_student"))
+        z = mt.student(torch.cat([xl, xs]))  # one BatchNorm batch: labelled + unlabelled
+        zl, ps = z[: len(xl)], z[len(xl) :]
+        sup = loss_fn(zl, batch["y"])
+        with torch.no_grad():  # fixmatch: the student's own call (Sohn et al.), not the
+            # lagging teacher, whose confident errors early on the student would learn
+            pt = (mt.student if cfg.semi_method == "fixmatch" else mt.teacher)(xt)
+        act = (lambda v: v.softmax(1)) if cfg.task == "multiclass" else torch.sigmoid
+        rampup = max(cfg.consistency_rampup, 1)
+        ramp = (
+            float(np.exp(-5 * (1 - min(ctx.step / rampup, 1.0)) ** 2))
+            if cfg.consistency_rampup
+            else 1.0
+        )
+        out = {"sup": sup}
+        loss = sup
+        if cfg.semi_method == "mean_teacher":
+            out["cons"] = F.mse_loss(act(ps), act(pt))
+            loss = loss + cfg.consistency_weight * ramp * out["cons"]
+        if cfg.pseudo_threshold > 0:  # confident calls on the weak view as hard targets
             qt = act(pt)
             if cfg.task == "multiclass":
                 conf, hard = qt.max(1)
@@ -240,7 +291,8 @@ def train_diagnosis(
                                                          reduction="none") * keep).sum()  # fmt: skip
             out["pseudo"] = pl / max(len(ps), 1)
             out["pseudo_kept"] = keep.mean()
-            loss = loss + ramp * out["pseudo"]
+            w = cfg.consistency_weight if cfg.semi_method == "fixmatch" else 1.0
+            loss = loss + w * ramp * out["pseudo"]
         return {"loss": loss, **out}
 
     def validate(m: nn.Module) -> dict[str, float]:
