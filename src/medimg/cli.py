@@ -13,11 +13,11 @@ import argparse
 import importlib
 import os
 import sys
-import textwrap
 from collections.abc import Callable, Sequence
 
 from medimg import __version__
 from medimg.errors import MedimgError
+from medimg.tasks.cli_helpers import add_verb
 
 #: group name -> (module providing ``add_verbs(parser)``, one-line description, issue number)
 TASK_GROUPS: dict[str, tuple[str, str, int]] = {
@@ -27,20 +27,6 @@ TASK_GROUPS: dict[str, tuple[str, str, int]] = {
     "register": ("medimg.tasks.register.cli", "deformable registration", 6),
     "diagnose": ("medimg.tasks.diagnose.cli", "computer-aided diagnosis", 8),
 }
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-def _command(
-    sub: argparse._SubParsersAction, name: str, help_: str, example: str
-) -> argparse.ArgumentParser:
-    """A sub-command whose --help ends with a worked example."""
-    epilog = "example:\n" + textwrap.indent(example.strip(), "  ")
-    return sub.add_parser(
-        name, help=help_, description=help_, epilog=epilog, formatter_class=_Formatter
-    )
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -77,7 +63,7 @@ def _series_arg(value: str | None) -> str | int | None:
 
 
 def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
-    p = _command(
+    p = add_verb(
         sub,
         "info",
         "describe an image file, or list the DICOM series in a folder (one line each)",
@@ -86,7 +72,7 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="image file or folder")
     p.set_defaults(func=_cmd_info)
 
-    p = _command(
+    p = add_verb(
         sub,
         "convert",
         "convert between NIfTI, NRRD/MHA and DICOM series (a path without extension)",
@@ -111,7 +97,7 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_cmd_convert)
 
-    p = _command(
+    p = add_verb(
         sub,
         "demo",
         "run the end-to-end demo on synthetic data (writes into runs/demo/)",
@@ -148,7 +134,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         prog="medimg",
         description="Deep learning across the medical-imaging pipeline.",
         epilog="example:\n  medimg info scans/\n  medimg demo",
-        formatter_class=_Formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")

@@ -4,27 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medimg.tasks.cli_helpers import add_verb, set_threads
+
 __all__ = ["add_verbs"]
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-
-
-def _threads(n: int | None) -> None:
-    # one thread is the fast choice on a shared CPU: OpenMP workers spin-wait when oversubscribed
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(max(1, n))
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -39,7 +24,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.train import DetectConfig, train_detector, train_preset
 
-    _threads(args.threads)
+    set_threads(args.threads)
     resume = "auto" if args.resume else False
     if args.preset == "default":
         work = Path(args.out or "runs/detect/default")
@@ -71,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.predict import predict_path
 
-    _threads(args.threads)
+    set_threads(args.threads)
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            flips=args.flips, figures=not args.no_figures,
                            overwrite=args.overwrite, seg_threshold=args.seg)  # fmt: skip
@@ -102,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the detection verbs to ``medimg detect``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
+    p = add_verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
               "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4")  # fmt: skip
     p.add_argument("out", help="output folder (must be new or empty)")
     p.add_argument("--cases", type=int, default=10)
@@ -111,7 +96,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "train", "train the centre-point nodule detector on a LUNA16-layout folder",
+    p = add_verb(sub, "train", "train the centre-point nodule detector on a LUNA16-layout folder",
               "medimg detect train data/SynthLUNA --val-subsets subset0\n"
               "medimg detect train --preset default --export src/medimg/tasks/detect/default")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="LUNA16-layout folder")
@@ -131,7 +116,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
+    p = add_verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
               "medimg detect predict scan.mhd out/\n"
               "medimg detect predict data/SynthLUNA/subset0 preds/ --model runs/detect/SynthLUNA\n"
               "medimg detect predict dicom_series/ out/ --flips --seg 0.5")  # fmt: skip
@@ -149,7 +134,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "LUNA16 FROC/CPM of a candidates CSV, with bootstrap CIs and a curve",
+    p = add_verb(sub, "evaluate", "LUNA16 FROC/CPM of a candidates CSV, with bootstrap CIs and a curve",
               "medimg detect evaluate preds/candidates.csv data/SynthLUNA/annotations.csv \\\n"
               "    --excluded data/SynthLUNA/annotations_excluded.csv --scans data/SynthLUNA/subset0")  # fmt: skip
     p.add_argument(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import InputError
-from medimg.tasks.detect.cli import _threads, _verb
+from medimg.tasks.cli_helpers import add_verb, set_threads
 
 __all__ = ["add_verbs_2d"]
 
@@ -27,7 +27,7 @@ def _train2d(args: argparse.Namespace) -> int:
     )
     from medimg.tasks.detect.train import export_model
 
-    _threads(args.threads)
+    set_threads(args.threads)
     if args.preset:
         out = Path(args.out or "runs/detect2d/default")
         train_lesion_preset(out, max_steps=args.max_steps, progress=not args.quiet)
@@ -105,7 +105,7 @@ def _predict2d(args: argparse.Namespace) -> int:
     from medimg.metrics.detection import froc, match_iou
     from medimg.tasks.detect.lesion2d import DEEPLESION_RATES, detect_key_slice, load_lesion_model
 
-    _threads(args.threads)
+    set_threads(args.threads)
     model, cfg = load_lesion_model(args.model or DEFAULT_MODEL_2D)
     device = resolve_device(args.device)
     model.to(device)
@@ -160,7 +160,7 @@ def _predict2d(args: argparse.Namespace) -> int:
 
 def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
     """Add ``train2d`` and ``predict2d`` to ``medimg detect``."""
-    p = _verb(sub, "train2d", "train the 2.5D key-slice lesion detector (DeepLesion layout)",
+    p = add_verb(sub, "train2d", "train the 2.5D key-slice lesion detector (DeepLesion layout)",
               "medimg detect train2d DeepLesion/ --neighbours 1 --out runs/detect2d/dl\n"
               "medimg detect train2d --preset default --export src/medimg/tasks/detect/default_lesion2d")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="DeepLesion root: DL_info.csv + Images_png/")
@@ -175,7 +175,7 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train2d)
 
-    p = _verb(sub, "predict2d", "find lesions on CT key slices (boxes CSV/JSON, PNGs, FROC if truth)",
+    p = add_verb(sub, "predict2d", "find lesions on CT key slices (boxes CSV/JSON, PNGs, FROC if truth)",
               "medimg detect predict2d DeepLesion/ out/ --split test\n"
               "medimg detect predict2d ct.nii.gz out/ --slice 42")  # fmt: skip
     p.add_argument("input", help="DeepLesion root, a CT volume (+ --slice) or a 2D slice image")

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medimg.tasks.cli_helpers import add_verb, set_threads
+
 __all__ = ["add_verbs"]
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str, aliases=()):
-    return sub.add_parser(
-        name, help=help_, description=help_, aliases=list(aliases),
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -34,6 +27,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.register.train import export_model, train_preset, train_registration
 
+    set_threads(args.threads)
     if args.preset:
         res = train_preset(args.out or f"runs/register/{args.preset}", preset=args.preset,
                            coarse_model=args.coarse, mode=args.mode,
@@ -104,7 +98,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the registration verbs to ``medimg register``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "write synthetic pairs with known fields, labels and landmarks",
+    p = add_verb(sub, "simulate", "write synthetic pairs with known fields, labels and landmarks",
               "medimg register simulate data/RegMR --kind mr --pairs 24 --test 8 --shape 48x48x48 --spacing 4\n"
               "medimg register simulate data/RegMRCT --kind mr-ct     # multi-modal pairs")  # fmt: skip
     p.add_argument("out", help="output folder (Learn2Reg-style dataset.json)")
@@ -116,7 +110,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "train", "train a registration network (unsupervised, weak or full supervision)",
+    p = add_verb(sub, "train", "train a registration network (unsupervised, weak or full supervision)",
               "medimg register train data/RegMR --mode weak\n"
               "medimg register train data/RegMR/dataset.json --supervision full --max-steps 500\n"
               "medimg register train --preset default --export src/medimg/tasks/register/default")  # fmt: skip
@@ -141,9 +135,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--export", help="also copy reg.yaml + best weights into this model folder")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy CPU)")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
+    p = add_verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
               "medimg register predict fixed.nii.gz moving.nii.gz out/ --moving-labels mlab.nii.gz\n"
               "medimg register predict fixed.nii.gz moving.nii.gz out/ --instance-opt 50\n"
               "medimg register pair fixed.nii.gz moving.nii.gz out_demons/ --method sitk-demons",
@@ -163,7 +158,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "compare methods on held-out pairs (CSV + Markdown with CIs)",
+    p = add_verb(sub, "evaluate", "compare methods on held-out pairs (CSV + Markdown with CIs)",
               "medimg register evaluate data/RegMR --methods identity,model,model+io,sitk-demons")  # fmt: skip
     p.add_argument("dataset", help="dataset.json (or its folder), pairs .json or .csv")
     p.add_argument(

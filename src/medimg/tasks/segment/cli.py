@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medimg.tasks.cli_helpers import add_verb
+
 __all__ = ["add_verbs"]
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -99,7 +92,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the segmentation verbs to ``medimg segment``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "write a synthetic 3D segmentation set (CT-like organs or MR-like tissues)",
+    p = add_verb(sub, "simulate", "write a synthetic 3D segmentation set (CT-like organs or MR-like tissues)",
               "medimg segment simulate data/SynthCT --kind ct --cases 16 --test 4")  # fmt: skip
     p.add_argument("out", help="output folder")
     p.add_argument("--kind", choices=("ct", "mr"), default="ct")
@@ -109,7 +102,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "plan", "fingerprint a dataset and write its training plan (editable YAML)",
+    p = add_verb(sub, "plan", "fingerprint a dataset and write its training plan (editable YAML)",
               "medimg segment plan data/SynthCT            # writes data/SynthCT/plan.yaml")  # fmt: skip
     p.add_argument(
         "dataset", help="MSD/nnU-Net raw folder (dataset.json) or images/+labels/ folder"
@@ -123,7 +116,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--max-steps", type=int, default=1000)
     p.set_defaults(func=_plan)
 
-    p = _verb(sub, "train", "train one fold (or all cases) of a planned dataset",
+    p = add_verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
               "medimg segment train --preset default --export src/medimg/tasks/segment/default")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
@@ -138,7 +131,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--export", help="also copy plan.yaml + best weights into this model folder")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "segment a file, a folder of images or a DICOM series",
+    p = add_verb(sub, "predict", "segment a file, a folder of images or a DICOM series",
               "medimg segment predict ct.nii.gz ct_labels.nii.gz\n"
               "medimg segment predict scans/ preds/ --model runs/segment/SynthCT/fold_0\n"
               "medimg segment predict dicom_series/ out/   # NIfTI + DICOM-SEG")  # fmt: skip
@@ -150,7 +143,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "score predictions against ground truth (CSV, Markdown, PNG)",
+    p = add_verb(sub, "evaluate", "score predictions against ground truth (CSV, Markdown, PNG)",
               "medimg segment evaluate preds/ data/SynthCT/labelsTs --images data/SynthCT/imagesTs")  # fmt: skip
     p.add_argument("pred_dir")
     p.add_argument("gt_dir")

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medimg.tasks.cli_helpers import add_verb, set_threads
+
 __all__ = ["add_verbs"]
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
 
 
 def _sim_config(args: argparse.Namespace, dose: float = 1.0):
@@ -90,10 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         train_ct,
     )
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = (
         from_yaml(CTTrainConfig, args.config)
         if args.config
@@ -155,7 +145,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     from medimg.metrics.ct import WINDOWS
 
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "simulate body phantoms as full-dose / low-dose FBP pairs",
+    p = add_verb(sub, "simulate", "simulate body phantoms as full-dose / low-dose FBP pairs",
               "medimg recon ct simulate data/ldct --cases 8 --doses 0.25 0.1\n"
               "medimg recon ct simulate data/ldct_dicom --format dicom --cases 2")  # fmt: skip
     p.add_argument("out", help="output folder (case_<seed>/ + cases.json)")
@@ -170,7 +160,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     _add_scanner(p)
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "reconstruct", "reconstruct a parallel-beam sinogram (.npy) by FBP or PWLS-TV",
+    p = add_verb(sub, "reconstruct", "reconstruct a parallel-beam sinogram (.npy) by FBP or PWLS-TV",
               "medimg recon ct reconstruct data/ldct/case_10000/sino_low_025.npy low.nii.gz\n"
               "medimg recon ct reconstruct counts.npy tv.nii.gz --counts --i0 2.5e4 --method pwls-tv")  # fmt: skip
     p.add_argument("sinogram", help="(views, detectors) line integrals, or counts with --counts")
@@ -182,7 +172,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     _add_scanner(p)
     p.set_defaults(func=_reconstruct)
 
-    p = _verb(sub, "train", "train a denoiser (redcnn, wgan) or learned primal-dual (lpd)",
+    p = add_verb(sub, "train", "train a denoiser (redcnn, wgan) or learned primal-dual (lpd)",
               "medimg recon ct train --preset default --model redcnn\n"
               "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
               "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
@@ -204,7 +194,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
+    p = add_verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
               "medimg recon ct predict low.nii.gz denoised.nii.gz\n"
               "medimg recon ct predict scans/low_dose/ denoised_dicom/ --model wgan")  # fmt: skip
     p.add_argument("input", help="image file or DICOM folder, in HU")
@@ -216,7 +206,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "score FBP, PWLS-TV and networks on a simulated set (table + PNG)",
+    p = add_verb(sub, "evaluate", "score FBP, PWLS-TV and networks on a simulated set (table + PNG)",
               "medimg recon ct evaluate data/ldct --out reports/ldct\n"
               "medimg recon ct evaluate data/ldct --models redcnn wgan runs/recon/ct/lpd-default")  # fmt: skip
     p.add_argument("data", help="folder written by 'medimg recon ct simulate'")

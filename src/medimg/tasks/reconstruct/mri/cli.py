@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+from medimg.tasks.cli_helpers import add_verb, set_threads
 
 __all__ = ["add_verbs"]
 
 _ALL = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_.replace("%%", "%"),
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-
-
-def _threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -53,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
         train_mri,
     )
 
-    _threads(args.threads)
+    set_threads(args.threads)
     cfg = from_yaml(MRITrainConfig, args.config) if args.config else preset(args.preset, args.model)
     if args.h5:
         cfg.h5_files = [str(p) for p in _h5_files(args.h5)]
@@ -88,7 +74,7 @@ def _h5_files(paths: Sequence[str]) -> list[Path]:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.mri.predict import predict_path
 
-    _threads(args.threads)
+    set_threads(args.threads)
     formats = ("nifti", "dicom") if args.format == "both" else (args.format,)
     written = predict_path(args.input, args.output, method=args.method, model=args.model,
                            formats=formats, device=args.device, overwrite=args.overwrite,
@@ -103,7 +89,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.mri.evaluate import evaluate_files
 
-    _threads(args.threads)
+    set_threads(args.threads)
     models: dict[str, str | None] = {} if args.no_default else {"varnet (default)": None}
     for m in args.model or []:
         label, _, path = m.rpartition("=")
@@ -120,7 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the MRI verbs to ``medimg recon mri``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "write phantom volumes as fastMRI-layout HDF5 (undersampled k-space + ground truth)",
+    p = add_verb(sub, "simulate", "write phantom volumes as fastMRI-layout HDF5 (undersampled k-space + ground truth)",
               "medimg recon mri simulate data/mri_4x --kind brain --volumes 8 --acceleration 4\n"
               "medimg recon mri simulate data/knee_full --kind knee --full   # fully sampled")  # fmt: skip
     p.add_argument("out", help="output folder for phantom_<seed>.h5 files")
@@ -140,7 +126,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "train", "train a VarNet, MoDL or U-Net on simulated phantoms or fastMRI files",
+    p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on simulated phantoms or fastMRI files",
               "medimg recon mri train --preset default   # the shipped model: stage 1, then stage 2:\n"
               "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best --export default\n"
               "medimg recon mri train --model modl --out runs/recon_mri/modl\n"
@@ -162,7 +148,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "reconstruct .h5 k-space, or undersample + reconstruct an image/DICOM series",
+    p = add_verb(sub, "predict", "reconstruct .h5 k-space, or undersample + reconstruct an image/DICOM series",
               "medimg recon mri predict data/mri_4x/phantom_100000.h5 out/\n"
               "medimg recon mri predict data/mri_4x/ out/ --method cs_wavelet\n"
               "medimg recon mri predict t1_dicom/ out/ --acceleration 4   # retrospective")  # fmt: skip
@@ -183,7 +169,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95%% CIs and a PNG panel",
+    p = add_verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95%% CIs and a PNG panel",
               "medimg recon mri evaluate data/mri_4x\n"
               "medimg recon mri evaluate data/mri_4x --methods zero_filled cs_wavelet cs_tv \\\n"
               "    --model modl=runs/recon_mri/modl")  # fmt: skip
