@@ -137,3 +137,23 @@ def test_written_field_reproduces_our_warp_in_simpleitk(tmp_path):
     assert np.allclose(back.array, field.array, atol=1e-5) and np.allclose(back.affine, affine)
     with pytest.raises(Exception, match="already exists"):
         save_field(field, nii)
+
+
+def test_warp_and_integration_follow_monais_conventions():
+    import warnings
+
+    from monai.networks.blocks import DVF2DDF, Warp
+
+    torch.manual_seed(0)
+    img, field = torch.rand(2, 3, 12, 9, 7), 3 * torch.randn(2, 3, 12, 9, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for mode, padding in (("bilinear", "border"), ("nearest", "zeros")):
+            expected = Warp(mode=mode, padding_mode=padding)(img, field)
+            assert torch.allclose(warp(img, field, mode, padding), expected, atol=1e-5)
+        expected = DVF2DDF(num_steps=7, mode="bilinear", padding_mode="border")(
+            field[:, :, :, :, :]
+        )
+    assert torch.allclose(integrate(field, 7), expected, atol=1e-4)
+    with pytest.raises(InputError, match="warp mode/padding"):
+        warp(img, field, mode="bicubic")
