@@ -61,8 +61,8 @@ def _auc(dx, data: CaseArrays) -> tuple[float, np.ndarray, np.ndarray]:
     return roc_auc(data.y, probabilities(logits, "binary")), logits, data.y
 
 
-def _sets(kind: str, n_train: int, n_val: int, n_test: int, seeds=(11, 12, 13)) -> list:
-    return [from_phantoms(make_cases(kind, n, seed=s))
+def _sets(kind: str, n_train: int, n_val: int, n_test: int, seeds=(11, 12, 13), **params) -> list:
+    return [from_phantoms(make_cases(kind, n, seed=s, **params))
             for n, s in ((n_train, seeds[0]), (n_val, seeds[1]), (n_test, seeds[2]))]  # fmt: skip
 
 
@@ -97,7 +97,8 @@ def part_xray(args, out: dict) -> None:
 
 def part_semi(args, out: dict) -> None:
     n = args.semi_n_train
-    tr, va, te = _sets("xray", n, args.n_val, args.n_test, seeds=(31, 32, 33))
+    radius = {} if args.semi_radius_mm is None else {"radius_mm": tuple(args.semi_radius_mm)}
+    tr, va, te = _sets("xray", n, args.n_val, args.n_test, seeds=(31, 32, 33), **radius)
     size = list(tr.x.shape[2:])
     rng = np.random.default_rng(0)
     lab = np.concatenate(
@@ -180,6 +181,8 @@ def main() -> None:
     ap.add_argument("--fusion-steps", type=int)
     ap.add_argument("--semi-method", choices=("fixmatch", "mean_teacher"), default="fixmatch")
     ap.add_argument("--semi-ratio", type=int, default=2, help="unlabelled per labelled image")
+    ap.add_argument("--semi-radius-mm", type=float, nargs=2,
+                    help="semi: nodule radius range (default: the phantom's, 12 20)")  # fmt: skip
     ap.add_argument("--semi-consistency", type=float,
                     help="unlabelled loss weight (default: the method's, 1 / 10)")  # fmt: skip
     ap.add_argument("--semi-rampup", type=float,

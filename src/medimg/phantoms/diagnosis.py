@@ -250,17 +250,25 @@ def ct3d_case(seed: int, positive: bool, size: int = 48, slices: int = 12) -> Di
                          finding="nodule" if positive else "none")  # fmt: skip
 
 
-def make_case(kind: str, seed: int, positive: bool, size: int | None = None) -> DiagnosisCase:
-    """One case of ``kind`` (see :data:`KINDS`); ``size`` in pixels per side (default per kind)."""
+def make_case(
+    kind: str, seed: int, positive: bool, size: int | None = None, **params: object
+) -> DiagnosisCase:
+    """One case of ``kind`` (see :data:`KINDS`); ``size`` in pixels per side (default per kind);
+    ``params`` go to the kind's maker (e.g. ``radius_mm=(8, 15)`` for :func:`xray_case`)."""
     makers = {"xray": xray_case, "ctpet": ctpet_case, "ct3d": ct3d_case}
     if kind not in makers:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     kwargs = {} if size is None else {"size": int(size)}
-    return makers[kind](seed, positive, **kwargs)  # type: ignore[operator]
+    return makers[kind](seed, positive, **kwargs, **params)  # type: ignore[operator]
 
 
 def make_cases(
-    kind: str, n: int, seed: int = 0, prevalence: float = 0.5, size: int | None = None
+    kind: str,
+    n: int,
+    seed: int = 0,
+    prevalence: float = 0.5,
+    size: int | None = None,
+    **params: object,
 ) -> list[DiagnosisCase]:
     """``n`` cases with ``round(n * prevalence)`` positives, in a seeded shuffled order; case
     ``t`` uses seed ``seed * 100003 + t`` so sets with different seeds never share a case."""
@@ -269,4 +277,6 @@ def make_cases(
     labels = np.zeros(n, bool)
     labels[: round(n * prevalence)] = True
     labels = np.random.default_rng(seed).permutation(labels)
-    return [make_case(kind, seed * 100003 + t, bool(y), size) for t, y in enumerate(labels)]
+    return [
+        make_case(kind, seed * 100003 + t, bool(y), size, **params) for t, y in enumerate(labels)
+    ]
