@@ -8,9 +8,9 @@ so a field means the same thing on any voxel grid and in ITK (see :mod:`.fields`
 
 * :func:`warp` — ``grid_sample`` with MONAI ``Warp``'s conventions (bilinear or nearest, border
   or zero padding, ``align_corners=True``). Our own few lines rather than MONAI's block because
-  ``Warp`` rebuilds and renormalises its sampling grid on every call, which was about 40 % of a
-  96^3 registration (the squaring steps call it many times); here the normalised identity grid is
-  cached per shape. The tests check it against scipy's ``map_coordinates``.
+  ``Warp`` rebuilds and renormalises its sampling grid on every call (the squaring steps call it
+  many times); with the normalised identity grid cached per shape here, a 96^3 registration went
+  from 0.54 to 0.42 CPU s. The tests check it against scipy's ``map_coordinates``.
 * :func:`compose` — the field of "warp by ``first``, then warp the result by ``second``".
 * :func:`integrate` — scaling and squaring of a stationary velocity field (as MONAI's
   ``DVF2DDF``, on :func:`warp`); ``integrate(-v)`` is the inverse transform, which is how the
