@@ -67,9 +67,17 @@ def _sets(kind: str, n_train: int, n_val: int, n_test: int, seeds=(11, 12, 13), 
 
 
 def part_xray(args, out: dict) -> None:
-    tr, va, te = _sets("xray", args.n_train, args.n_val, args.n_test)
-    size = list(tr.x.shape[2:])
-    dx, _ = _fit(_cfg(args, modalities=["DX"], windows=[None], input_size=size), tr, va, "full")
+    if args.model:  # score a trained model (e.g. the shipped one) on the same test set
+        from medimg.tasks.diagnose.predict import Diagnoser
+
+        te = from_phantoms(make_cases("xray", args.n_test, seed=13))  # the test set of _sets
+        dx = Diagnoser(None if args.model == "default" else args.model, device="cpu")
+        out["model"] = str(dx.folder)
+    else:
+        tr, va, te = _sets("xray", args.n_train, args.n_val, args.n_test)
+        size = list(tr.x.shape[2:])
+        dx, _ = _fit(_cfg(args, modalities=["DX"], windows=[None], input_size=size), tr, va,
+                     "full")  # fmt: skip
     auc, logits, y = _auc(dx, te)
     out["xray_full_auc"] = auc
     out["temperature"] = dx.cfg.temperature
@@ -171,6 +179,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--n-train", type=int, default=2400, help="X-ray training cases")
+    ap.add_argument("--model", help="xray: score this model folder ('default': the shipped one)"
+                    " instead of training one")  # fmt: skip
     ap.add_argument("--n-val", type=int, default=150)
     ap.add_argument("--n-test", type=int, default=400)
     ap.add_argument("--semi-n-train", type=int, default=800, help="10%% of them labelled")
