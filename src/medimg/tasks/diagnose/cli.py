@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from medimg.tasks.cli_helpers import add_verb, set_threads
+
 __all__ = ["add_verbs"]
-
-
-def _verb(sub: argparse._SubParsersAction, name: str, help_: str, example: str):
-    return sub.add_parser(
-        name, help=help_, description=help_,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -32,10 +25,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from medimg.tasks.diagnose.sources import train_from_args
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads or None)
     cpu0 = time.process_time()
     res, summary, out = train_from_args(args)
     print(f"trained to step {res.last_step}; best validation AUC {res.best_metric:.4f} at step "
@@ -75,7 +65,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the diagnosis verbs to ``medimg diagnose``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
-    p = _verb(sub, "simulate", "write a synthetic diagnosis set: NIfTI images + manifest.csv + lesion boxes",
+    p = add_verb(sub, "simulate", "write a synthetic diagnosis set: NIfTI images + manifest.csv + lesion boxes",
               "medimg diagnose simulate data/dx_xray --kind xray --cases 400\n"
               "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
     p.add_argument("out", help="output folder")
@@ -87,7 +77,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_simulate)
 
-    p = _verb(sub, "train", "train a classifier (full, MIL or semi supervision; fusion of modalities)",
+    p = add_verb(sub, "train", "train a classifier (full, MIL or semi supervision; fusion of modalities)",
               "medimg diagnose train data/dx_xray --supervision full\n"
               "medimg diagnose train data/dx_xray --supervision semi --labelled-fraction 0.1\n"
               "medimg diagnose train data/dx_ctpet --fusion late\n"
@@ -127,7 +117,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
     p.set_defaults(func=_train)
 
-    p = _verb(sub, "predict", "probabilities, calibrated probabilities and explanation maps",
+    p = add_verb(sub, "predict", "probabilities, calibrated probabilities and explanation maps",
               "medimg diagnose predict chest.nii.gz out/\n"
               "medimg diagnose predict data/dx_xray/images/ out/ --explain gradcam++\n"
               "medimg diagnose predict data/dx_ctpet/manifest.csv out/ --model runs/diagnose/dx_ctpet_full")  # fmt: skip
@@ -148,7 +138,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "explain", "explanation maps only (same outputs as predict)",
+    p = add_verb(sub, "explain", "explanation maps only (same outputs as predict)",
               "medimg diagnose explain case.nii.gz out/ --explain occlusion")  # fmt: skip
     for a in ("input", "output"):
         p.add_argument(a)
@@ -159,7 +149,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
-    p = _verb(sub, "evaluate", "score predictions: AUC with CIs, sens/spec, ECE, ROC + reliability PNGs",
+    p = add_verb(sub, "evaluate", "score predictions: AUC with CIs, sens/spec, ECE, ROC + reliability PNGs",
               "medimg diagnose evaluate out/predictions.csv data/dx_xray/manifest.csv")  # fmt: skip
     p.add_argument("predictions", help="predictions.csv from predict")
     p.add_argument("manifest", help="manifest .csv with the true labels")
