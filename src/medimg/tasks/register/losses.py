@@ -16,6 +16,7 @@ Modes: ``unsupervised`` = similarity + reg; ``weak`` = Dice + ``sim_weight`` x s
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Literal
 
 import torch
@@ -28,6 +29,13 @@ from medimg.tasks.register.transform import warp
 __all__ = ["LossConfig", "RegistrationLoss", "one_hot", "regulariser", "similarity"]
 
 MODES = ("unsupervised", "weak", "supervised")
+
+# MONAI's deformation losses index with a list of slices, which torch >= 2.9 warns about on every
+# call (the result is right); silenced for that module only, so training logs stay readable.
+warnings.filterwarnings(
+    "ignore", message="Using a non-tuple sequence for multidimensional indexing",
+    category=UserWarning, module="monai.losses.deform",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
