@@ -71,9 +71,9 @@ def _predict(args: argparse.Namespace) -> int:
         res = reg.register(fixed, moving, moving_labels=ml, affine=args.affine,
                            instance_steps=args.instance_opt, time_budget_s=args.time_budget)  # fmt: skip
     else:
-        from medimg.tasks.register.baseline import sitk_register
+        from medimg.tasks.register.baseline import baseline_register
 
-        res = sitk_register(fixed, moving, args.method, moving_labels=ml)
+        res = baseline_register(fixed, moving, args.method, moving_labels=ml)
     from medimg.tasks.register.predict import write_outputs
 
     for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl, overwrite=args.overwrite):
@@ -148,7 +148,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("out", help="output folder")
     p.add_argument("--moving-labels", help="label map of the moving image (warped too)")
     p.add_argument("--fixed-labels", help="label map of the fixed image (Dice in summary.json)")
-    p.add_argument("--method", default="model", choices=("model", "sitk-demons", "sitk-bspline"))
+    p.add_argument(
+        "--method", default="model", choices=("model", "sitk-demons", "sitk-bspline", "ants-syn")
+    )
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--affine", action="store_true", help="affine stage before the network")
     p.add_argument("--instance-opt", type=int, default=0, metavar="N",
@@ -164,7 +166,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--methods",
         default="identity,model,sitk-demons",
-        help="comma-separated: identity, model, model+io, sitk-demons, sitk-bspline",
+        help="comma-separated: identity, model, model+io, sitk-demons, sitk-bspline, ants-syn "
+        "(ANTsPy SyN, needs medimg[ants])",
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--model", help="model folder (default: the shipped default model)")

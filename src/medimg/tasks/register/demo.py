@@ -17,7 +17,7 @@ def stage(out_dir: Path) -> list[dict]:
     import SimpleITK as sitk
 
     from medimg.phantoms.registration import make_pair
-    from medimg.tasks.register.baseline import sitk_register
+    from medimg.tasks.register.baseline import baseline_register
     from medimg.tasks.register.data import Pair
     from medimg.tasks.register.evaluate import pair_metrics, run_method
     from medimg.tasks.register.fields import load_field
@@ -33,7 +33,7 @@ def stage(out_dir: Path) -> list[dict]:
         "default model + 40 IO steps": reg.register(
             p.fixed, p.moving, moving_labels=p.moving_labels, instance_steps=40
         ),
-        "sitk-demons": sitk_register(
+        "sitk-demons": baseline_register(
             p.fixed, p.moving, "sitk-demons", moving_labels=p.moving_labels
         ),
     }

@@ -1,7 +1,7 @@
 """Evaluation: several methods on the same pairs, side by side, with bootstrap CIs.
 
 Methods: ``identity``, ``model`` (the network), ``model+io`` (network + instance optimisation),
-``sitk-demons``, ``sitk-bspline``. Per pair and method: mean Dice and HD95 (mm) of the warped
+``sitk-demons``, ``sitk-bspline``, ``ants-syn`` (with ANTsPy installed). Per pair and method: mean Dice and HD95 (mm) of the warped
 moving labels, % folded voxels, std of log-Jacobian, end-point error (mm, with a true field), TRE
 (mm, with landmarks), wall and CPU seconds. Writes ``metrics.csv`` and ``summary.md`` (mean with a
 95 % percentile-bootstrap interval over pairs).
@@ -29,7 +29,7 @@ from medimg.tasks.register.predict import RegResult
 
 __all__ = ["ALL_METHODS", "evaluate_dataset", "pair_metrics", "run_method"]
 
-ALL_METHODS = ("identity", "model", "model+io", "sitk-demons", "sitk-bspline")
+ALL_METHODS = ("identity", "model", "model+io", "sitk-demons", "sitk-bspline", "ants-syn")
 COLUMNS = ("dice", "hd95_mm", "folding_pct", "sdlogj", "epe_mm", "epe_fg_mm", "tre_mm", "seconds",
            "cpu_seconds")  # fmt: skip
 
@@ -50,10 +50,10 @@ def run_method(method: str, pair: Pair, registrator=None, instance_steps: int = 
         steps = instance_steps if method == "model+io" else 0
         return registrator.register(pair.fixed, pair.moving, moving_labels=pair.moving_label,
                                     instance_steps=steps)  # fmt: skip
-    if method.startswith("sitk-"):
-        from medimg.tasks.register.baseline import sitk_register
+    if method.startswith(("sitk-", "ants-")):
+        from medimg.tasks.register.baseline import baseline_register
 
-        return sitk_register(pair.fixed, pair.moving, method, moving_labels=pair.moving_label)
+        return baseline_register(pair.fixed, pair.moving, method, moving_labels=pair.moving_label)
     raise InputError(f"unknown method {method!r}; choose from {', '.join(ALL_METHODS)}")
 
 
