@@ -12,7 +12,7 @@ from medimg.tasks.register.evaluate import pair_metrics, run_method
 
 
 def _pair():
-    p = make_pair("mr", seed=7, shape=(32, 32, 32), spacing=6.0)
+    p = make_pair("mr", seed=7, shape=(32, 32, 32), spacing=6.0, max_disp_mm=12.0)
     return Pair("p", p.fixed, p.moving, p.fixed_labels, p.moving_labels, p.fixed_landmarks,
                 p.moving_landmarks, p.field.array)  # fmt: skip
 
