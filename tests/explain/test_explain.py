@@ -56,32 +56,21 @@ def trained():
     return net
 
 
-def test_gradcam_peaks_on_the_finding_and_fails_randomisation(trained):
+@pytest.mark.parametrize(
+    ("method", "layer"), [("gradcam", "features.3"), ("layercam", "features.1")]
+)
+def test_cam_peaks_on_the_finding_and_fails_randomisation(trained, method, layer):
     x, y, where = _blobs(16, np.random.default_rng(1))
     pos = y.numpy() == 1
-    maps = saliency_map(trained, x[pos], method="gradcam", target_layer="features.3")
+    maps = saliency_map(trained, x[pos], method=method, target_layer=layer)
     assert maps.shape == (pos.sum(), 24, 24) and maps.min() >= 0 and maps.max() <= 1
     peaks = [np.unravel_index(np.argmax(m), m.shape) for m in maps]
     hits = [
         a - 1 <= p[0] <= a + 4 and b - 1 <= p[1] <= b + 4 for p, (a, b) in zip(peaks, where[pos])
     ]
     assert np.mean(hits) >= 0.75
-    check = randomisation_check(trained, x[pos], method="gradcam", target_layer="features.3")
+    check = randomisation_check(trained, x[pos], method=method, target_layer=layer)
     assert check["mean_spearman"] < 0.5  # the map depends on the learned weights
-
-
-def test_layercam_peaks_on_the_finding_and_fails_randomisation(trained):
-    x, y, where = _blobs(16, np.random.default_rng(1))
-    pos = y.numpy() == 1
-    maps = saliency_map(trained, x[pos], method="layercam", target_layer="features.1")
-    assert maps.shape == (pos.sum(), 24, 24) and maps.min() >= 0 and maps.max() <= 1
-    peaks = [np.unravel_index(np.argmax(m), m.shape) for m in maps]
-    hits = [
-        a - 1 <= p[0] <= a + 4 and b - 1 <= p[1] <= b + 4 for p, (a, b) in zip(peaks, where[pos])
-    ]
-    assert np.mean(hits) >= 0.75
-    check = randomisation_check(trained, x[pos], method="layercam", target_layer="features.1")
-    assert check["mean_spearman"] < 0.5
 
 
 def test_occlusion_and_gradcampp_shapes(trained):

@@ -100,17 +100,21 @@ def _resample(image: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(image, size=shape, mode=mode, align_corners=False)
 
 
+def _spacing_ratio(image: Image, spacing_mm: tuple[float, ...]) -> np.ndarray:
+    """``image``'s voxel size over the model's, per axis."""
+    own = np.asarray(image.spacing[: image.spatial_ndim], dtype=float)
+    return own / np.resize(np.asarray(spacing_mm, dtype=float), own.shape)
+
+
 def working_shape(image: Image, spacing_mm: tuple[float, ...]) -> tuple[int, ...] | None:
     """The grid over ``image``'s extent at the model's voxel size, or ``None`` when the image's
     spacing is within 10 % of it on every axis (or the model records none)."""
     if not spacing_mm:
         return None
-    own = np.asarray(image.spacing[: image.spatial_ndim], dtype=float)
-    target = np.resize(np.asarray(spacing_mm, dtype=float), own.shape)
-    if np.all(np.abs(own / target - 1) <= 0.1):
+    ratio = _spacing_ratio(image, spacing_mm)
+    if np.all(np.abs(ratio - 1) <= 0.1):
         return None
-    grid = zip(image.spatial_shape, own, target)
-    return tuple(max(8, round(float(n * s / t))) for n, s, t in grid)
+    return tuple(max(8, round(float(n * r))) for n, r in zip(image.spatial_shape, ratio))
 
 
 class Registrator:
@@ -158,9 +162,8 @@ class Registrator:
         base = None
         if self.coarse is not None:
             base = self.coarse.network_field(f, m, fixed, info)
-            own = np.asarray(fixed.spacing[: fixed.spatial_ndim], dtype=float)
-            mine = np.resize(np.asarray(self.config.working_spacing_mm, dtype=float), own.shape)
-            if np.any(own > 1.1 * mine):
+            mine = tuple(self.config.working_spacing_mm)
+            if np.any(_spacing_ratio(fixed, mine) > 1.1):
                 info["stages"] = [*info.get("stages", []), f"skipped refinement at {mine} mm"]
                 return base
             m = warp(m, base)

@@ -176,7 +176,7 @@ def train_registration(
     if coarse_model is not None:
         if cfg.loss.mode == "supervised":
             raise InputError("a refinement stage (--coarse) trains unsupervised or weak, not full")
-        copy_model(coarse_model, Path(out_dir) / "coarse")
+        export_model(coarse_model, Path(out_dir) / "coarse")
         cfg.coarse = "coarse"
         pairs, val = (
             _prewarped(pairs, Path(out_dir) / "coarse"),
@@ -255,7 +255,7 @@ def train_preset(
         write_pair_dataset(data, str(p["kind"]), n_train=int(p["n_train"]), n_test=int(p["n_test"]),
                            seed=int(p["seed"]), shape=tuple(p["shape"]), spacing=float(p["spacing"]))  # type: ignore[arg-type]  # fmt: skip
     cfg = RegConfig()
-    cfg.model = dataclasses.replace(cfg.model, symmetric=True, channels=tuple(p["channels"]),
+    cfg.model = dataclasses.replace(cfg.model, channels=tuple(p["channels"]),
                                     final_channels=tuple(p["final_channels"]))  # type: ignore[arg-type]  # fmt: skip
     cfg.crop = tuple(p.get("crop", ()))  # type: ignore[arg-type]
     cfg.train.max_steps = int(p["max_steps"])  # type: ignore[call-overload]
@@ -293,7 +293,7 @@ def _prewarped(pairs: list[Pair], coarse_dir: Path) -> list[Pair]:
     return out
 
 
-def copy_model(src: str | Path, dest: str | Path) -> Path:
+def export_model(src: str | Path, dest: str | Path) -> Path:
     """Copy a run or model folder's ``reg.yaml`` and best (else last, else its own) weights into
     a model folder ``dest``, with its coarse stage if it has one."""
     run, out = Path(src), Path(dest)
@@ -308,9 +308,5 @@ def copy_model(src: str | Path, dest: str | Path) -> Path:
     shutil.copy2(weights, out / "model.safetensors")
     coarse = load_config(run / "reg.yaml").coarse
     if coarse:
-        copy_model(run / coarse, out / coarse)
+        export_model(run / coarse, out / coarse)
     return out
-
-
-#: ``export_model(run_dir, dest)``: a run's model folder for ``predict`` (the CLI's ``--export``)
-export_model = copy_model
