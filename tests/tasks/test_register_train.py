@@ -13,7 +13,7 @@ from medimg.io.api import load, save
 from medimg.io.image import Image
 from medimg.phantoms.registration import make_pair, write_pair_dataset
 from medimg.tasks.register.models import ModelConfig
-from medimg.tasks.register.train import RegConfig, train_registration
+from medimg.tasks.register.train import RegConfig, load_config, train_registration
 from medimg.tasks.register.transform import to_voxels, warp
 
 SHAPE, SPACING = (32, 32), 6.0
@@ -99,6 +99,31 @@ def test_refinement_stage_composes_with_its_coarse_model(dataset, tmp_path):
                            progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
 
 
+def test_fine_tuning_starts_from_the_init_models_weights_and_settings(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    train_registration(dataset, tmp_path / "a", _tiny(), mode="weak", max_steps=20,
+                       progress=False)  # fmt: skip
+    other = RegConfig()  # another network: --init's settings must replace it
+    other.train.lr = 1e-12  # one step that cannot move the weights measurably
+    res = train_registration(dataset, tmp_path / "b", other, mode="weak", max_steps=1,
+                             progress=False, init=tmp_path / "a")  # fmt: skip
+    a = load_file(str(tmp_path / "a" / "best" / "model.safetensors"))
+    b = load_file(str(res.run_dir / "last" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    fresh = train_registration(dataset, tmp_path / "c", other, mode="weak", max_steps=1,
+                               progress=False, init=None)  # fmt: skip
+    assert a.keys() != load_file(str(fresh.run_dir / "last" / "model.safetensors")).keys()
+    with pytest.raises(InputError, match="--init needs a registration model"):
+        train_registration(dataset, tmp_path / "d", _tiny(), mode="weak", max_steps=1,
+                           progress=False, init=tmp_path)  # fmt: skip
+    flat = write_pair_dataset(tmp_path / "3d", "mr", n_train=2, n_test=0, seed=0,
+                              shape=(16, 16, 16), spacing=12.0)  # fmt: skip
+    with pytest.raises(InputError, match="--init model is 2D but these pairs are 3D"):
+        train_registration(flat, tmp_path / "e", _tiny(), mode="weak", max_steps=1,
+                           progress=False, init=tmp_path / "a")  # fmt: skip
+
+
 def test_weak_supervision_without_labels_is_a_clear_error(dataset, tmp_path):
     rows = json.loads((dataset / "dataset.json").read_text())["training_paired_images"]
     plain = [
@@ -146,6 +171,15 @@ def test_cli_train_predict_evaluate_and_errors(dataset, tmp_path, capsys):
     assert main(["register", "evaluate", str(dataset), "--methods", "identity,model,sitk-demons",
                  "--model", str(model), "--out", str(tmp_path / "ev"), "--quiet"]) == 0  # fmt: skip
     assert "sitk-demons" in (tmp_path / "ev" / "summary.md").read_text()
+    assert main(["register", "train", str(dataset), "--supervision", "full", "--max-steps", "2",
+                 "--init", str(model), "--out", str(tmp_path / "tuned"), "--quiet"]) == 0  # fmt: skip
+    assert (
+        load_config(tmp_path / "tuned" / "reg.yaml").model == load_config(model / "reg.yaml").model
+    )
+    capsys.readouterr()
+    assert main(["register", "train", str(dataset), "--init", str(tmp_path), "--out",
+                 str(tmp_path / "z"), "--quiet"]) == 2  # fmt: skip
+    assert "--init needs a registration model" in capsys.readouterr().err
     # bad input: 3D moving against a 2D fixed image; no overlap in world coordinates
     vol = Image(np.ones((1, 8, 8, 8), np.float32))
     save(vol, tmp_path / "vol.nii.gz")

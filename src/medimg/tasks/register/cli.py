@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.preset:
         res = train_preset(args.out or f"runs/register/{args.preset}", preset=args.preset,
-                           coarse_model=args.coarse, mode=args.mode,
+                           coarse_model=args.coarse, mode=args.mode, init=args.init,
                            max_steps=args.max_steps, device=args.device, progress=not args.quiet)  # fmt: skip
     else:
         if args.dataset is None:
@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
         res = train_registration(args.dataset, out, cfg, mode=args.mode or "unsupervised",
                                  max_steps=args.max_steps, device=args.device,
                                  progress=not args.quiet, overwrite=args.overwrite,
-                                 coarse_model=args.coarse)  # fmt: skip
+                                 coarse_model=args.coarse, init=args.init)  # fmt: skip
     if args.export:
         print(f"exported the model to {export_model(res.run_dir, args.export)}")
     print(f"trained to step {res.last_step}; best {res.best_metric} at step {res.best_step}; "
@@ -127,6 +127,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "--coarse",
         metavar="MODEL",
         help="train a refinement of this model's field (multi-resolution cascade)",
+    )
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="fine-tune this model or run folder (its network settings are used)",
     )
     p.add_argument("--crop", help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
     p.add_argument("--out", help="run/model folder")

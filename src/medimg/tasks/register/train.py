@@ -24,6 +24,7 @@ from medimg.engine import (
     TrainResult,
     find_checkpoint,
     from_yaml,
+    load_weights,
     seed_everything,
     to_yaml,
 )
@@ -141,8 +142,13 @@ def train_registration(
     resume: bool | str = "auto",
     overwrite: bool = False,
     coarse_model: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train on the ``train`` pairs of ``dataset`` into ``out_dir`` (a model folder).
+
+    ``init``: a model or run folder to fine-tune; its network settings (``reg.yaml``) replace
+    ``config.model`` so that its weights fit, and a refinement keeps its coarse stage unless
+    ``coarse_model`` names another.
 
     ``coarse_model``: a model folder whose field this network refines. It is copied into
     ``out_dir/coarse``; every pair's moving image and labels are warped by its field first, and
@@ -173,6 +179,9 @@ def train_registration(
     else:
         n_val = len(pairs) // 4
         pairs, val = (pairs[:-n_val], pairs[-n_val:]) if n_val else (pairs, pairs[:1])
+    init_cfg = _init_config(Path(init)) if init is not None else None
+    if init_cfg is not None and init_cfg.coarse and coarse_model is None:
+        coarse_model = Path(init) / init_cfg.coarse  # a refinement keeps refining its coarse stage
     if coarse_model is not None:
         if cfg.loss.mode == "supervised":
             raise InputError("a refinement stage (--coarse) trains unsupervised or weak, not full")
@@ -199,7 +208,18 @@ def train_registration(
     val_items = RegDataset(val, flip=False).items
     affines = [p.fixed.affine for p in val]
     seed_everything(cfg.train.seed)
+    if init_cfg is not None:
+        if init_cfg.model.spatial_dims != nd:
+            raise InputError(
+                f"the --init model is {init_cfg.model.spatial_dims}D but these pairs are {nd}D; "
+                "fine-tune a model of the same dimensionality",
+                init,
+            )
+        cfg.model = init_cfg.model
     model = build_model(cfg.model)
+    if init is not None:
+        load_weights(model, Path(init) / "model.safetensors"
+                     if (Path(init) / "model.safetensors").is_file() else init)  # fmt: skip
     loss_fn = RegistrationLoss(cfg.loss, nd, cfg.num_classes)
 
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -240,6 +260,7 @@ def train_preset(
     max_steps: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Write the preset's synthetic pairs into ``work_dir/data`` (if not there yet) and train
     ``work_dir/model`` with its recipe (see :data:`PRESETS`)."""
@@ -269,7 +290,14 @@ def train_preset(
         )
     return train_registration(data, work / "model", cfg, mode=mode or str(p["mode"]), max_steps=max_steps,
                               device=device, progress=progress, resume="auto",
-                              coarse_model=coarse_model)  # fmt: skip
+                              coarse_model=coarse_model, init=init)  # fmt: skip
+
+
+def _init_config(init: Path) -> RegConfig:
+    """The settings of the model/run folder ``init`` that a run fine-tunes."""
+    if not (init / "reg.yaml").is_file():
+        raise InputError("--init needs a registration model or run folder (with reg.yaml)", init)
+    return load_config(init / "reg.yaml")
 
 
 def _prewarped(pairs: list[Pair], coarse_dir: Path) -> list[Pair]:
