@@ -179,9 +179,13 @@ def load_pair(spec: PairSpec) -> Pair:
 
 
 def normalise(array: np.ndarray) -> np.ndarray:
-    """Intensities to about [0, 1]: 0.5th-99.5th percentile window, clipped (any modality)."""
+    """Intensities to about [0, 1]: 0.5th-99.5th percentile window, clipped (any modality).
+
+    The percentiles of a large image come from a regular subsample of about 2^18 voxels (they
+    move by far less than the noise; at 96^3 this saves about a tenth of a registration)."""
     a = np.asarray(array, dtype=np.float32)
-    lo, hi = np.percentile(a, [0.5, 99.5])
+    stride = max(1, a.size >> 18)
+    lo, hi = np.percentile(a.reshape(-1)[::stride], [0.5, 99.5])
     return np.clip((a - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0).astype(np.float32)
 
 
