@@ -8,10 +8,10 @@ from medimg.tasks.register.models import ModelConfig, build_model
 from medimg.tasks.register.transform import compose
 
 
-def _net(symmetric: bool) -> torch.nn.Module:
+def _net(symmetric: bool, downsample: str = "avg") -> torch.nn.Module:
     torch.manual_seed(0)
     net = build_model(ModelConfig(spatial_dims=2, channels=(8, 16, 16, 16), final_channels=(16,),
-                                  symmetric=symmetric))  # fmt: skip
+                                  symmetric=symmetric, downsample=downsample))  # fmt: skip
     last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     torch.nn.init.normal_(last.weight, std=0.05)  # a trained-looking, non-zero velocity
     return net.eval()
@@ -26,12 +26,42 @@ def _round_trip_error(net) -> tuple[float, float]:
     return float(residual.norm(dim=1).mean()), float(forward.norm(dim=1).mean())
 
 
-def test_symmetric_network_is_inverse_consistent_and_the_plain_one_is_not():
-    err, size = _round_trip_error(_net(symmetric=True))
+@pytest.mark.parametrize("downsample", ["avg", "shuffle"])
+def test_symmetric_network_is_inverse_consistent_and_the_plain_one_is_not(downsample):
+    err, size = _round_trip_error(_net(symmetric=True, downsample=downsample))
     assert size > 0.2  # a real deformation, not the identity
     assert err < 0.2 * size  # what remains is interpolation of a rough random-init field
     plain_err, plain_size = _round_trip_error(_net(symmetric=False))
     assert plain_err > 0.8 * plain_size
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (2, 3, 4, 6, 8)])
+def test_space_to_depth_keeps_every_voxel_and_its_block_mean_is_average_pooling(shape):
+    from medimg.tasks.register.models import _halve
+
+    x = torch.randn(shape)
+    y = _halve(x, "shuffle")
+    nd = len(shape) - 2
+    assert y.shape == (2, 3 * 2**nd, *[s // 2 for s in shape[2:]])
+    assert torch.equal(y.flatten().sort().values, x.flatten().sort().values)
+    block_mean = y.reshape(2, 3, 2**nd, *y.shape[2:]).mean(2)
+    assert torch.allclose(block_mean, _halve(x, "avg"), atol=1e-6)
+    last_offset = 1 * 2**nd + 2**nd - 1  # channel 1, offset (1, 1[, 1]) inside each block
+    assert y[(0, last_offset, *[1] * nd)] == x[(0, 1, *[3] * nd)]  # block (1, 1[, 1])
+
+
+def test_shuffled_network_sees_detail_that_average_pooling_removes():
+    f = torch.rand(1, 1, 32, 32)
+    checker = torch.ones(2, 2)
+    checker[0, 1] = checker[1, 0] = -1
+    detail = 0.3 * checker.repeat(16, 16)[None, None]  # zero mean over every 2x2 block
+    outputs = {}
+    for how in ("avg", "shuffle"):
+        net = _net(symmetric=False, downsample=how)
+        with torch.no_grad():
+            outputs[how] = float((net(f, f) - net(f, f + detail)).abs().max())
+    assert outputs["avg"] < 1e-5
+    assert outputs["shuffle"] > 1e-3
 
 
 def test_symmetric_needs_a_velocity_field():

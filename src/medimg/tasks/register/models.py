@@ -5,8 +5,11 @@ half resolution and as a cascade.
 about [0, 1]) and returns the displacement ``(B, nd, *S)`` in voxels of the input grid:
 
 * the pair is padded (edge values) to a multiple of the U-Net's total stride and, with
-  ``scale=0.5``, average-pooled by 2: the field of a smooth deformation needs no full-resolution
-  decoder, and this cuts the CPU cost about eightfold in 3D;
+  ``scale=0.5``, brought to half resolution: the field of a smooth deformation needs no
+  full-resolution decoder, and this cuts the CPU cost about eightfold in 3D. ``downsample``:
+  ``avg`` average-pools by 2 (the detail finer than two voxels is lost); ``shuffle`` moves each
+  2x2(x2) block into channels (space-to-depth, 8 channels per image in 3D), so the U-Net still
+  sees every voxel at nearly the cost of ``avg`` (only its first convolution is wider);
 * the backbone is ``monai.networks.nets.VoxelMorphUNet`` with instance normalisation (``norm``;
   not on the output convolution) and Kaiming initialisation for its leaky ReLUs; its last
   convolution starts near zero so training starts from the identity (as in VoxelMorph). With
@@ -51,6 +54,7 @@ class ModelConfig:
     cascades: int = 1
     norm: str | None = "instance"  # MONAI norm of the U-Net's convolutions (None: none)
     symmetric: bool = False  # velocity antisymmetric in the pair (needs diffeomorphic)
+    downsample: str = "avg"  # how scale=0.5 halves the input: avg (pooling) or shuffle
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -63,6 +67,10 @@ class ModelConfig:
             raise InputError(f"ModelConfig.scale must be 0.5 or 1.0, got {self.scale}")
         if self.symmetric and not self.diffeomorphic:
             raise InputError("ModelConfig.symmetric needs diffeomorphic: true (a velocity field)")
+        if self.downsample not in ("avg", "shuffle"):
+            raise InputError(
+                f"ModelConfig.downsample must be avg or shuffle, got {self.downsample!r}"
+            )
         if self.cascades < 1:
             raise InputError(f"ModelConfig.cascades must be >= 1, got {self.cascades}")
 
@@ -70,8 +78,9 @@ class ModelConfig:
 def _backbone(cfg: ModelConfig) -> nn.Module:
     from monai.networks.nets import VoxelMorphUNet
 
+    shuffled = cfg.scale < 1 and cfg.downsample == "shuffle"
     net = VoxelMorphUNet(
-        cfg.spatial_dims, 2, cfg.channels[-1], channels=cfg.channels,
+        cfg.spatial_dims, 2 * 2**cfg.spatial_dims if shuffled else 2, cfg.channels[-1], channels=cfg.channels,
         final_conv_channels=cfg.final_channels, norm=cfg.norm,
     )  # fmt: skip
     out_conv = net.net[1].final_conv_out
@@ -86,6 +95,18 @@ def _backbone(cfg: ModelConfig) -> nn.Module:
     if last.bias is not None:
         nn.init.zeros_(last.bias)
     return net
+
+
+def _halve(x: torch.Tensor, how: str) -> torch.Tensor:
+    """``(B, C, *S)`` -> half resolution: average pooling, or space-to-depth (``(B, C 2^nd,
+    *S/2)``; PyTorch's ``pixel_unshuffle`` is 2D only)."""
+    nd = x.ndim - 2
+    if how == "avg":
+        return (F.avg_pool2d if nd == 2 else F.avg_pool3d)(x, 2)
+    b, c, *size = x.shape
+    blocks = x.reshape(b, c, *[v for s in size for v in (s // 2, 2)])
+    order = [0, 1, *range(3, 3 + 2 * nd, 2), *range(2, 2 + 2 * nd, 2)]
+    return blocks.permute(order).reshape(b, c * 2**nd, *[s // 2 for s in size])
 
 
 class RegistrationNet(nn.Module):
@@ -104,16 +125,14 @@ class RegistrationNet(nn.Module):
         pad = [(-s) % self.multiple for s in shape]
         if any(pad):  # F.pad lists pads from the last axis backwards
             x = F.pad(x, [p for q in reversed(pad) for p in (0, q)], mode="replicate")
-        padded = tuple(x.shape[2:])
+        padded, b = tuple(x.shape[2:]), x.shape[0]
+        if self.config.symmetric:  # (moving, fixed) and (fixed, moving) in one batch
+            x = torch.cat([x, x.flip(1)], dim=0)
         if self.config.scale < 1:
-            pool = F.avg_pool2d if x.ndim == 4 else F.avg_pool3d
-            x = pool(x, 2)
+            x = _halve(x, self.config.downsample)
+        out = net(x)
         if self.config.symmetric:
-            b = x.shape[0]
-            both = net(torch.cat([x, x.flip(1)], dim=0))  # (moving, fixed) and (fixed, moving)
-            out = 0.5 * (both[:b] - both[b:])
-        else:
-            out = net(x)
+            out = 0.5 * (out[:b] - out[b:])
         if self.config.diffeomorphic:
             out = integrate(out, self.config.integration_steps)
         if self.config.scale < 1:
