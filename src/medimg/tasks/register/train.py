@@ -239,16 +239,20 @@ def train_registration(
 #: T1-like brain pairs, weak supervision: Dice of warped labels + 0.5 x LNCC + diffusion; symmetric
 #: velocity network; lr 1e-3, cosine schedule). 48^3 rather than 96^3 so it trains on one CPU
 #: thread; 200 pairs (150 to train, 50 to validate) because 18 pairs were too few to generalise.
+#: Both stages halve their input by space-to-depth (``downsample: shuffle``) rather than average
+#: pooling: validation Dice 0.812 vs 0.804 here, 0.817 vs 0.808 for the refinement.
 DEFAULT_PRESET = {"kind": "mr", "n_train": 200, "n_test": 8, "seed": 0, "shape": (48, 48, 48),
                   "spacing": 4.0, "mode": "weak", "max_steps": 4000, "val_every": 250,
-                  "channels": (8, 16, 16, 16, 16, 16), "final_channels": (16, 16)}  # fmt: skip
+                  "channels": (8, 16, 16, 16, 16, 16), "final_channels": (16, 16),
+                  "downsample": "shuffle"}  # fmt: skip
 #: ``--preset fine-2mm``: a 2 mm refinement of the 4 mm stage (``--coarse``, default: the shipped
 #: model's ``coarse/``), trained on random 48^3 crops of 96^3 pairs at 2 mm. It runs on 8x as many
 #: voxels, so its full-resolution level keeps 8 channels; the coarser levels are wider (16-32),
 #: which costs little there (validation Dice 0.808 vs 0.801 with 8 channels throughout).
 FINE_PRESET = {"kind": "mr", "n_train": 64, "n_test": 0, "seed": 300, "shape": (96, 96, 96),
                "spacing": 2.0, "mode": "weak", "max_steps": 3000, "val_every": 250,
-               "channels": (8, 16, 32, 32, 32, 8), "final_channels": (8,), "crop": (48, 48, 48)}  # fmt: skip
+               "channels": (8, 16, 32, 32, 32, 8), "final_channels": (8,), "crop": (48, 48, 48),
+               "downsample": "shuffle"}  # fmt: skip
 PRESETS = {"default": DEFAULT_PRESET, "fine-2mm": FINE_PRESET}
 
 
@@ -278,7 +282,8 @@ def train_preset(
                            seed=int(p["seed"]), shape=tuple(p["shape"]), spacing=float(p["spacing"]))  # type: ignore[arg-type]  # fmt: skip
     cfg = RegConfig()
     cfg.model = dataclasses.replace(cfg.model, channels=tuple(p["channels"]),
-                                    final_channels=tuple(p["final_channels"]))  # type: ignore[arg-type]  # fmt: skip
+                                    final_channels=tuple(p["final_channels"]),
+                                    downsample=str(p["downsample"]))  # type: ignore[arg-type]  # fmt: skip
     cfg.crop = tuple(p.get("crop", ()))  # type: ignore[arg-type]
     cfg.train.max_steps = int(p["max_steps"])  # type: ignore[call-overload]
     cfg.train.val_every = cfg.train.checkpoint_every = int(p["val_every"])  # type: ignore[call-overload]
