@@ -44,6 +44,14 @@ def test_jacobian_rotated_grid_and_shear():
     assert np.allclose(jacobian_determinant(mm, affine), 1.0)
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_jacobian_of_a_full_linear_map_is_its_determinant(nd):
+    """u = (A - I) x with A dense (every off-diagonal term non-zero): det(A) everywhere."""
+    a = np.random.default_rng(nd).normal(0, 0.4, (nd, nd)) + np.eye(nd)
+    u = np.einsum("ij,j...->i...", a - np.eye(nd), _grid((7,) * nd))
+    assert np.allclose(jacobian_determinant(u), np.linalg.det(a))
+
+
 def test_folding_and_log_jacobian():
     u = np.zeros((2, 10, 10))
     u[0] = -1.5 * _grid((10, 10))[0]  # x -> -0.5 x: orientation flips everywhere

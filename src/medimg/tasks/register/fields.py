@@ -1,7 +1,7 @@
 """Displacement fields on disk, in the formats other tools read.
 
-* ``field.nii.gz`` — a NIfTI vector image (``(X, Y, Z, 1, nd)``, intent ``vector``) written by
-  SimpleITK, with **LPS** millimetre components as ITK and ANTs store displacement fields
+* ``field.nii.gz`` — a float32 NIfTI vector image (``(X, Y, Z, 1, nd)``, intent ``vector``) written
+  by SimpleITK, with **LPS** millimetre components as ITK and ANTs store displacement fields
   (``*Warp.nii.gz``): ``sitk.DisplacementFieldTransform(sitk.ReadImage(path,
   sitk.sitkVectorFloat64))`` is the transform, and ``sitk.Resample(moving, fixed, transform)``
   reproduces our warped image. :func:`load_field` converts back to medimg's RAS+ components.
@@ -36,14 +36,16 @@ def field_image(field_mm: np.ndarray, grid: Image) -> Image:
     return Image(u, grid.affine.copy(), modality="OT", meta={"units": "mm", "frame": "RAS"})
 
 
-def _itk_vector_image(field: Image) -> Any:
+def _itk_vector_image(field: Image, double: bool = True) -> Any:
+    """LPS-component SimpleITK vector image: float64 (what ``DisplacementFieldTransform`` needs)
+    or float32 (for files: the fields are computed in float32, so nothing is lost)."""
     import SimpleITK as sitk
 
     nd = field.spatial_ndim
     flip = np.diag(LPS_TO_RAS)[:nd].reshape(-1, *[1] * nd)  # RAS -> LPS components
-    lps = Image((field.array * flip).astype(np.float64), field.affine)
-    img = lps.to_sitk()
-    return sitk.Cast(img, sitk.sitkVectorFloat64)
+    dtype = np.float64 if double else np.float32
+    img = Image((field.array * flip).astype(dtype), field.affine).to_sitk()
+    return sitk.Cast(img, sitk.sitkVectorFloat64 if double else sitk.sitkVectorFloat32)
 
 
 def sitk_transform(field: Image) -> Any:
@@ -54,11 +56,12 @@ def sitk_transform(field: Image) -> Any:
 
 
 def save_field(field: Image, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``field`` (RAS+ mm components) as an ITK/ANTs displacement image (LPS components)."""
+    """Write ``field`` (RAS+ mm components) as an ITK/ANTs displacement image (LPS components,
+    float32 like ANTs' warps: half the size and write time of float64)."""
     import SimpleITK as sitk
 
     with atomic_path(path, overwrite) as tmp:
-        sitk.WriteImage(_itk_vector_image(field), str(tmp))
+        sitk.WriteImage(_itk_vector_image(field, double=False), str(tmp))
     return Path(path)
 
 

@@ -305,6 +305,8 @@ def write_outputs(
             labels = [int(v) for v in np.unique(fl.array) if v]
             scores = label_overlap(result.warped_labels.array, fl.array, labels, fixed.spacing)
             summary["dice"] = {str(k): round(v["dice"], 4) for k, v in scores.items()}
+            summary["hd95_mm"] = {str(k): round(v["hd95"], 2) if np.isfinite(v["hd95"]) else None
+                                  for k, v in scores.items()}  # fmt: skip
     path = check_output(out / "summary.json", overwrite)
     path.write_text(json.dumps(summary, indent=2))
     written.append(path)
