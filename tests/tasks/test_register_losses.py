@@ -59,6 +59,25 @@ def test_mode_losses_are_lowest_at_the_true_field():
     assert one_hot(labels_f, 2).shape == (1, 2, 32, 32)
 
 
+def test_hybrid_field_term_adds_the_true_field_error_to_weak_supervision():
+    fixed, moving = _blob(), _blob(3.0)
+    true = torch.zeros(1, 2, 32, 32)
+    true[:, 0] = 3.0
+    batch = {"fixed": fixed, "moving": moving, "fixed_label": (fixed > 0.5).long(),
+             "moving_label": (moving > 0.5).long(), "field": true}  # fmt: skip
+    plain = RegistrationLoss(LossConfig(mode="weak"), 2, num_classes=2)
+    hybrid = RegistrationLoss(LossConfig(mode="weak", aux_field_weight=2.0), 2, num_classes=2)
+    off = true + 0.5
+    (p_total, p_terms), (h_total, h_terms) = plain(off, batch), hybrid(off, batch)
+    assert "field" not in p_terms
+    assert float(h_terms["field"]) == pytest.approx(2 * 0.5**2)
+    assert float(h_total - p_total) == pytest.approx(2.0 * float(h_terms["field"]), rel=1e-5)
+    assert float(hybrid(true, batch)[1]["field"]) == 0.0
+    del batch["field"]
+    with pytest.raises(InputError, match="aux_field_weight"):
+        hybrid(true, batch)
+
+
 def test_bad_loss_settings():
     with pytest.raises(InputError, match="mode must be one of"):
         LossConfig(mode="semi")

@@ -12,6 +12,7 @@ from medimg.errors import InputError
 from medimg.io.api import load, save
 from medimg.io.image import Image
 from medimg.phantoms.registration import make_pair, write_pair_dataset
+from medimg.tasks.register.data import normalise
 from medimg.tasks.register.models import ModelConfig
 from medimg.tasks.register.train import RegConfig, load_config, train_registration
 from medimg.tasks.register.transform import to_voxels, warp
@@ -94,9 +95,29 @@ def test_refinement_stage_composes_with_its_coarse_model(dataset, tmp_path):
                                a.field.array, atol=1e-4)  # fmt: skip
     coarser = Image(pair.fixed.array[:, ::2, ::2], np.diag([2 * SPACING] * 2 + [1.0, 1.0]))
     assert "skipped" in fine.register(coarser, coarser).info["stages"][-1]
-    with pytest.raises(InputError, match="refinement stage"):
-        train_registration(dataset, tmp_path / "x", _tiny(), mode="full", max_steps=2,
-                           progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
+    # hybrid supervision of a refinement: its true field is what remains after the coarse one
+    from medimg.tasks.register.data import load_pair, read_pairs
+    from medimg.tasks.register.train import _prewarped
+    from medimg.tasks.register.transform import compose, to_voxels
+
+    raw = load_pair(read_pairs(dataset, "train")[0])
+    [pre] = _prewarped([raw], tmp_path / "coarse")
+    f = torch.from_numpy(normalise(raw.fixed.array))[None]
+    m = torch.from_numpy(normalise(raw.moving.array))[None]
+    with torch.no_grad():
+        u_c = coarse.network_field(f, m, raw.fixed)
+    rebuilt = compose(u_c, to_voxels(pre.field, raw.fixed.affine))
+    true = to_voxels(raw.field, raw.fixed.affine)
+    inner = (..., slice(4, -4), slice(4, -4))
+    assert float((rebuilt - true)[inner].abs().max()) < 0.05
+    hybrid = _tiny()
+    hybrid.loss.aux_field_weight = 1.0
+    res = train_registration(dataset, tmp_path / "hybrid", hybrid, mode="weak", max_steps=2,
+                             progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
+    assert load_config(res.run_dir / "reg.yaml").loss.aux_field_weight == 1.0
+    full = train_registration(dataset, tmp_path / "full", _tiny(), mode="full", max_steps=2,
+                              progress=False, coarse_model=tmp_path / "coarse")  # fmt: skip
+    assert load_config(full.run_dir / "reg.yaml").coarse == "coarse"
 
 
 def test_fine_tuning_starts_from_the_init_models_weights_and_settings(dataset, tmp_path):

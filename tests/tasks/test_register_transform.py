@@ -13,6 +13,7 @@ from medimg.tasks.register.transform import (
     affine_field,
     compose,
     integrate,
+    residual_field,
     resize_field,
     to_mm,
     to_voxels,
@@ -70,6 +71,21 @@ def test_composition_of_translations_and_of_general_fields():
     one_step = warp(img, compose(f1, f2))
     inner = (..., slice(4, -4), slice(4, -4))
     assert torch.allclose(two_steps[inner], one_step[inner], atol=0.02 * float(img.abs().max()))
+
+
+def test_residual_field_undoes_composition():
+    rng = np.random.default_rng(3)
+    first = torch.from_numpy(
+        random_velocity((28, 28), rng, 3.0, control=3)[None].astype(np.float32)
+    )
+    rest = torch.from_numpy(random_velocity((28, 28), rng, 3.0, control=4)[None].astype(np.float32))
+    total = compose(first, rest)
+    inner = (..., slice(3, -3), slice(3, -3))
+    found = residual_field(total, first)
+    error = float((found - rest)[inner].abs().max())
+    assert error < 0.02
+    assert float((total - first - rest)[inner].abs().max()) > 10 * error  # subtraction is wrong
+    assert torch.allclose(compose(first, found), total, atol=0.02)
 
 
 def test_scaling_and_squaring_matches_scipy_and_inverts_with_negated_velocity():

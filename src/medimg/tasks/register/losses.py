@@ -10,7 +10,8 @@
 * full supervision: mean squared end-point error against the true field (voxels).
 
 Modes: ``unsupervised`` = similarity + reg; ``weak`` = Dice + ``sim_weight`` x similarity + reg;
-``supervised`` = field error + reg.
+``supervised`` = field error + reg; ``aux_field_weight`` adds the field error to the other two
+(hybrid supervision).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class LossConfig:
     sim_weight: float = 1.0
     dice_weight: float = 1.0
     field_weight: float = 1.0
+    #: unsupervised/weak modes: weight of the true-field error added on top (hybrid supervision,
+    #: for pairs whose true field is known, e.g. synthetic ones); 0 leaves it out
+    aux_field_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -119,6 +123,11 @@ class RegistrationLoss(nn.Module):
         if cfg.mode == "supervised":
             terms["field"] = ((field - batch["field"]) ** 2).sum(1).mean()
             return total + cfg.field_weight * terms["field"], terms
+        if cfg.aux_field_weight > 0:
+            if "field" not in batch:
+                raise InputError("aux_field_weight > 0 needs the true field of every pair")
+            terms["field"] = ((field - batch["field"]) ** 2).sum(1).mean()
+            total = total + cfg.aux_field_weight * terms["field"]
         warped = warp(batch["moving"], field)
         if cfg.mode == "unsupervised" or cfg.sim_weight > 0:
             terms["sim"] = self.sim(warped, batch["fixed"])

@@ -32,7 +32,7 @@ from medimg.errors import InputError
 from medimg.tasks.register.data import Pair, RegDataset, load_pair, read_pairs
 from medimg.tasks.register.losses import LossConfig, RegistrationLoss
 from medimg.tasks.register.models import ModelConfig, build_model
-from medimg.tasks.register.transform import to_mm, warp
+from medimg.tasks.register.transform import residual_field, to_mm, to_voxels, warp
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -83,8 +83,13 @@ def load_config(path: str | Path) -> RegConfig:
     return from_yaml(RegConfig, path)
 
 
-def _check_supervision(mode: str, pairs: list[Pair]) -> None:
+def _check_supervision(mode: str, pairs: list[Pair], aux_field: bool = False) -> None:
     for p in pairs:
+        if aux_field and p.field is None:
+            raise InputError(
+                f"aux_field_weight > 0 needs the true 'field' of every pair; pair '{p.name}' has "
+                "none (set aux_field_weight: 0)"
+            )
         if mode == "weak" and (p.fixed_label is None or p.moving_label is None):
             raise InputError(
                 f"weak supervision needs fixed_label and moving_label for every pair; pair "
@@ -152,7 +157,9 @@ def train_registration(
 
     ``coarse_model``: a model folder whose field this network refines. It is copied into
     ``out_dir/coarse``; every pair's moving image and labels are warped by its field first, and
-    the network learns the remaining correction (unsupervised or weak mode)."""
+    the network learns the remaining correction; a true field becomes the residual one
+    (:func:`.transform.residual_field`), so full and hybrid (``aux_field_weight``) supervision
+    train a refinement too."""
     t0 = time.perf_counter()
     cfg = dataclasses.replace(config or RegConfig())
     cfg.train = dataclasses.replace(cfg.train)
@@ -172,7 +179,7 @@ def train_registration(
     if not specs:
         raise InputError("the pair list has no training pairs", dataset)
     pairs = [load_pair(s) for s in specs]
-    _check_supervision(cfg.loss.mode, pairs)
+    _check_supervision(cfg.loss.mode, pairs, cfg.loss.aux_field_weight > 0)
     val_specs = read_pairs(dataset, "val") if Path(dataset).suffix.lower() not in (".csv",) else []
     if val_specs:
         val = [load_pair(s) for s in val_specs]
@@ -183,8 +190,6 @@ def train_registration(
     if init_cfg is not None and init_cfg.coarse and coarse_model is None:
         coarse_model = Path(init) / init_cfg.coarse  # a refinement keeps refining its coarse stage
     if coarse_model is not None:
-        if cfg.loss.mode == "supervised":
-            raise InputError("a refinement stage (--coarse) trains unsupervised or weak, not full")
         export_model(coarse_model, Path(out_dir) / "coarse")
         cfg.coarse = "coarse"
         pairs, val = (
@@ -289,7 +294,8 @@ def train_preset(
     cfg.train.val_every = cfg.train.checkpoint_every = int(p["val_every"])  # type: ignore[call-overload]
     cfg.train.lr_schedule = "cosine"
     cfg.train.warmup_steps = 50
-    cfg.loss = dataclasses.replace(cfg.loss, sim_weight=0.5)
+    cfg.loss = dataclasses.replace(cfg.loss, sim_weight=0.5,
+                                   aux_field_weight=float(p.get("aux_field_weight", 0.0)))  # type: ignore[arg-type]  # fmt: skip
     if preset == "fine-2mm" and coarse_model is None:
         coarse_model = (
             DEFAULT_MODEL / "coarse" if (DEFAULT_MODEL / "coarse").is_dir() else DEFAULT_MODEL
@@ -323,6 +329,10 @@ def _prewarped(pairs: list[Pair], coarse_dir: Path) -> list[Pair]:
                 lab = torch.from_numpy(p.moving_label.array.astype(np.float32))[None]
                 lab = warp(lab, u, mode="nearest")[0].numpy().astype(p.moving_label.array.dtype)
                 q.moving_label = p.moving_label.with_array(lab)
+            if p.field is not None:
+                q.field = to_mm(
+                    residual_field(to_voxels(p.field, p.fixed.affine), u), p.fixed.affine
+                )
         out.append(q)
     return out
 

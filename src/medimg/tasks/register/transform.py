@@ -34,6 +34,7 @@ __all__ = [
     "compose",
     "identity_grid",
     "integrate",
+    "residual_field",
     "resize_field",
     "to_mm",
     "to_voxels",
@@ -87,6 +88,17 @@ def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Field of warping by ``first`` and then warping the result by ``second``:
     ``c(x) = second(x) + first(x + second(x))``, so ``warp(warp(m, first), second) ≈ warp(m, c)``."""
     return second + warp(first, second, padding="border")
+
+
+def residual_field(total: torch.Tensor, first: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """The field ``r`` with ``compose(first, r) = total``: what remains after warping by ``first``
+    (e.g. the true field a refinement stage must add to a coarse stage's). Solved by the
+    fixed-point iteration ``r <- total - first(x + r)``, which converges when ``first`` is smooth
+    (its Jacobian's norm below 1), as the fields of a diffeomorphic stage are."""
+    r = total - first
+    for _ in range(int(iterations)):
+        r = total - warp(first, r, padding="border")
+    return r
 
 
 def integrate(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
