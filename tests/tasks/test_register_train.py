@@ -12,10 +12,10 @@ from medimg.errors import InputError
 from medimg.io.api import load, save
 from medimg.io.image import Image
 from medimg.phantoms.registration import make_pair, write_pair_dataset
-from medimg.tasks.register.data import normalise
+from medimg.tasks.register.data import load_pair, normalise, read_pairs
 from medimg.tasks.register.models import ModelConfig
 from medimg.tasks.register.train import RegConfig, load_config, train_registration
-from medimg.tasks.register.transform import to_voxels, warp
+from medimg.tasks.register.transform import compose, to_voxels, warp
 
 SHAPE, SPACING = (32, 32), 6.0
 
@@ -53,7 +53,7 @@ def test_unsupervised_training_beats_identity(dataset, tmp_path):
     res = train_registration(dataset, tmp_path / "unsup", cfg, mode="unsupervised", max_steps=120,
                              progress=False)  # fmt: skip
     vals = [json.loads(x) for x in res.metrics_path.read_text().splitlines() if '"val"' in x]
-    from medimg.tasks.register.data import RegDataset, load_pair, read_pairs
+    from medimg.tasks.register.data import RegDataset
 
     val_pairs = [load_pair(s) for s in read_pairs(dataset)][-2:]
     identity = np.mean([float(((it["moving"] - it["fixed"]) ** 2).mean())
@@ -96,9 +96,7 @@ def test_refinement_stage_composes_with_its_coarse_model(dataset, tmp_path):
     coarser = Image(pair.fixed.array[:, ::2, ::2], np.diag([2 * SPACING] * 2 + [1.0, 1.0]))
     assert "skipped" in fine.register(coarser, coarser).info["stages"][-1]
     # hybrid supervision of a refinement: its true field is what remains after the coarse one
-    from medimg.tasks.register.data import load_pair, read_pairs
     from medimg.tasks.register.train import _prewarped
-    from medimg.tasks.register.transform import compose, to_voxels
 
     raw = load_pair(read_pairs(dataset, "train")[0])
     [pre] = _prewarped([raw], tmp_path / "coarse")

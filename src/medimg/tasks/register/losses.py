@@ -120,13 +120,15 @@ class RegistrationLoss(nn.Module):
         cfg, terms = self.cfg, {}
         terms["reg"] = self.reg(field)
         total = cfg.reg_weight * terms["reg"]
-        if cfg.mode == "supervised":
+        if cfg.mode == "supervised" or cfg.aux_field_weight > 0:
+            if "field" not in batch:
+                raise InputError(
+                    "full supervision and aux_field_weight > 0 need the true field of every pair"
+                )
             terms["field"] = ((field - batch["field"]) ** 2).sum(1).mean()
+        if cfg.mode == "supervised":
             return total + cfg.field_weight * terms["field"], terms
         if cfg.aux_field_weight > 0:
-            if "field" not in batch:
-                raise InputError("aux_field_weight > 0 needs the true field of every pair")
-            terms["field"] = ((field - batch["field"]) ** 2).sum(1).mean()
             total = total + cfg.aux_field_weight * terms["field"]
         warped = warp(batch["moving"], field)
         if cfg.mode == "unsupervised" or cfg.sim_weight > 0:

@@ -84,21 +84,21 @@ def load_config(path: str | Path) -> RegConfig:
 
 
 def _check_supervision(mode: str, pairs: list[Pair], aux_field: bool = False) -> None:
+    needs_field, fix = (
+        ("full supervision", "use --mode unsupervised or weak")
+        if mode == "supervised"
+        else ("aux_field_weight > 0", "set aux_field_weight: 0")
+    )
     for p in pairs:
-        if aux_field and p.field is None:
-            raise InputError(
-                f"aux_field_weight > 0 needs the true 'field' of every pair; pair '{p.name}' has "
-                "none (set aux_field_weight: 0)"
-            )
         if mode == "weak" and (p.fixed_label is None or p.moving_label is None):
             raise InputError(
                 f"weak supervision needs fixed_label and moving_label for every pair; pair "
                 f"'{p.name}' has none (add them to the pair list or use --mode unsupervised)"
             )
-        if mode == "supervised" and p.field is None:
+        if (mode == "supervised" or aux_field) and p.field is None:
             raise InputError(
-                f"full supervision needs the true 'field' of every pair; pair '{p.name}' has none "
-                "(use --mode unsupervised or weak)"
+                f"{needs_field} needs the true 'field' of every pair; pair '{p.name}' has none "
+                f"({fix})"
             )
 
 
@@ -294,8 +294,7 @@ def train_preset(
     cfg.train.val_every = cfg.train.checkpoint_every = int(p["val_every"])  # type: ignore[call-overload]
     cfg.train.lr_schedule = "cosine"
     cfg.train.warmup_steps = 50
-    cfg.loss = dataclasses.replace(cfg.loss, sim_weight=0.5,
-                                   aux_field_weight=float(p.get("aux_field_weight", 0.0)))  # type: ignore[arg-type]  # fmt: skip
+    cfg.loss = dataclasses.replace(cfg.loss, sim_weight=0.5)
     if preset == "fine-2mm" and coarse_model is None:
         coarse_model = (
             DEFAULT_MODEL / "coarse" if (DEFAULT_MODEL / "coarse").is_dir() else DEFAULT_MODEL
