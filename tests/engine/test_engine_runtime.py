@@ -16,6 +16,7 @@ from medimg.engine import (
     StepContext,
     batch_indices,
     derive_seed,
+    fast_precision,
     get_rng_state,
     predict_in_batches,
     resolve_device,
@@ -151,3 +152,16 @@ def test_predict_in_batches_matches_full_forward() -> None:
     samples = [{"x": row} for row in x]
     per_case = predict_in_batches(model, samples, batch_size=2, forward=lambda m, b: m(b["x"]))
     assert len(per_case) == 7 and torch.allclose(torch.stack(per_case), out, atol=1e-6)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fast_precision_uses_bf16_only_where_the_cpu_has_it(monkeypatch, native) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    a = torch.randn(4, 4)
+    with fast_precision("cpu"):
+        product = a @ a
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setenv("MEDIMG_PRECISION", "fp32")  # the user's way to keep full precision
+    with fast_precision("cpu"):
+        assert (a @ a).dtype == torch.float32

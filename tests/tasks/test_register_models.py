@@ -83,3 +83,20 @@ def test_working_grid_follows_the_models_voxel_size():
     ramp = torch.arange(8.0).reshape(1, 1, 8, 1).expand(1, 1, 8, 4).contiguous()
     down = _resample(ramp, (4, 2))  # area averaging of pairs: 0.5, 2.5, 4.5, 6.5
     assert torch.allclose(down[0, 0, :, 0], torch.tensor([0.5, 2.5, 4.5, 6.5]))
+
+
+def test_fast_precision_runs_the_unet_in_bf16_and_keeps_the_field_close(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # as on such a CPU
+    net = _net(symmetric=True, downsample="shuffle")
+    seen = []
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    torch.manual_seed(1)
+    f, m = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        full = net(f, m)
+        net.fast_precision = True
+        fast = net(f, m)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert fast.dtype == torch.float32 and not torch.equal(fast, full)
+    assert float((fast - full).norm() / full.norm()) < 0.05

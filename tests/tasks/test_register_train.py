@@ -85,6 +85,7 @@ def test_refinement_stage_composes_with_its_coarse_model(dataset, tmp_path):
     assert (folder / "coarse" / "model.safetensors").is_file()
     pair = make_pair("mr", seed=50, shape=SHAPE, spacing=SPACING)
     coarse, fine = Registrator(tmp_path / "coarse"), Registrator(folder)
+    assert coarse.net.fast_precision and fine.coarse.net.fast_precision  # inference settings
     a = coarse.register(pair.fixed, pair.moving)
     b = fine.register(pair.fixed, pair.moving)
     assert len(b.info["stages"]) == 2 and not np.allclose(a.field.array, b.field.array)

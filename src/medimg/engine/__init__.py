@@ -43,7 +43,7 @@ from medimg.engine.distributed import (
     is_main_process,
     shard,
 )
-from medimg.engine.inference import predict_in_batches
+from medimg.engine.inference import fast_precision, has_native_bf16, predict_in_batches
 from medimg.engine.optim import build_optimizer, build_scheduler, lr_factor
 from medimg.engine.runlog import MetricsLog, read_metrics
 from medimg.engine.runtime import (
@@ -76,10 +76,12 @@ __all__ = [
     "config_diff",
     "derive_seed",
     "dist_info",
+    "fast_precision",
     "find_checkpoint",
     "from_yaml",
     "gather_objects",
     "get_rng_state",
+    "has_native_bf16",
     "init_distributed",
     "is_main_process",
     "load_training_state",

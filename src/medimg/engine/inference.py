@@ -1,11 +1,14 @@
 """Small inference helpers every task's ``infer`` module reuses.
 
 Whole-volume sliding-window inference is MONAI's ``sliding_window_inference``; these helpers only
-batch a list of cases, move them to the device and back, and put the model in eval mode.
+batch a list of cases, move them to the device and back, put the model in eval mode, and pick a
+faster precision where the hardware has one (:func:`fast_precision`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +18,33 @@ from torch.utils.data import default_collate
 
 from medimg.engine.runtime import resolve_device, to_device
 
-__all__ = ["predict_in_batches"]
+__all__ = ["fast_precision", "has_native_bf16", "predict_in_batches"]
+
+#: set to ``fp32`` to keep inference in full precision everywhere (bit-for-bit across machines)
+PRECISION_ENV = "MEDIMG_PRECISION"
+
+
+def has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it oneDNN
+    emulates bf16 and convolutions get slower, not faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def fast_precision(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Autocast for inference where lower precision is native: bfloat16 on CPUs with
+    :func:`has_native_bf16` (about 2x faster 3D convolutions), bfloat16 or float16 on CUDA; a
+    no-op elsewhere or when ``MEDIMG_PRECISION=fp32``. Wrap network calls only: fields, warps
+    and metrics stay in float32."""
+    kind = torch.device(device).type
+    if os.environ.get(PRECISION_ENV, "").lower() in ("fp32", "float32", "full"):
+        return contextlib.nullcontext()
+    if kind == "cpu" and has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if kind == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
 
 
 @torch.inference_mode()

@@ -24,17 +24,22 @@ about [0, 1]) and returns the displacement ``(B, nd, *S)`` in voxels of the inpu
   On CPU the batch of two is also cheaper than one sample: PyTorch sends small batch-1 3D
   convolutions to its slow reference kernel rather than oneDNN;
 * ``cascades > 1``: each further network sees the moving image warped by the field so far and
-  adds a correction by composition (a recursive cascade).
+  adds a correction by composition (a recursive cascade);
+* ``fast_precision`` (set by :class:`~.predict.Registrator`, off in training): the U-Nets run
+  under :func:`medimg.engine.fast_precision` (bfloat16 on CPUs that have it, about 1.5x faster
+  registration at 96^3 for a mean Dice change of 0.0004); integration and warps stay float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medimg.engine import fast_precision
 from medimg.errors import InputError
 from medimg.tasks.register.transform import compose, integrate, resize_field, warp
 
@@ -118,6 +123,8 @@ class RegistrationNet(nn.Module):
         self.nets = nn.ModuleList([_backbone(config) for _ in range(config.cascades)])
         levels = len(config.channels) // 2
         self.multiple = 2**levels * (2 if config.scale < 1 else 1)
+        #: run the U-Nets in the hardware's faster precision (inference only; see the docstring)
+        self.fast_precision = False
 
     def _field(self, net: nn.Module, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         x = torch.cat([moving, fixed], dim=1)
@@ -130,7 +137,8 @@ class RegistrationNet(nn.Module):
             x = torch.cat([x, x.flip(1)], dim=0)
         if self.config.scale < 1:
             x = _halve(x, self.config.downsample)
-        out = net(x)
+        with fast_precision(x.device) if self.fast_precision else contextlib.nullcontext():
+            out = net(x).float()
         if self.config.symmetric:
             out = 0.5 * (out[:b] - out[b:])
         if self.config.diffeomorphic:

@@ -147,6 +147,7 @@ class Registrator:
         self.device = resolve_device(device)
         self.net = build_model(self.config.model).eval().to(self.device)
         load_weights(self.net, weights)
+        self.net.fast_precision = True
         nd, lc = self.config.model.spatial_dims, self.config.loss
         self.sim = similarity(lc.similarity, nd, lc.lncc_kernel)
         self.reg = regulariser(lc.regulariser)
