@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from medimg.errors import InputError
 from medimg.io import Image
+from medimg.io.output import atomic_dir, is_owned
 from medimg.typing import PathType
 
 Row = dict[str, object]
@@ -152,14 +153,18 @@ def _print_table(rows: list[Row]) -> None:
 def run_demo(out_dir: PathType = "runs/demo") -> int:
     """Run every stage into ``out_dir/<stage>/``; return 0 if every row is ok, else 1."""
     out = Path(out_dir)
+    for name, _ in STAGES:  # refuse before any work: only the demo's own folders are replaced
+        stage_dir = out / name
+        if stage_dir.is_dir() and any(stage_dir.iterdir()) and not is_owned(stage_dir):
+            raise InputError(
+                f"holds a folder '{name}' the demo did not write; choose another --out",
+                out,
+            )
     rows: list[Row] = []
     for name, stage in STAGES:
-        stage_dir = out / name
-        if stage_dir.exists():
-            shutil.rmtree(stage_dir)  # the demo's own output from a previous run
-        stage_dir.mkdir(parents=True)
         t0 = time.perf_counter()
-        stage_rows = stage(stage_dir)
+        with atomic_dir(out / name, overwrite=True) as stage_dir:
+            stage_rows = stage(stage_dir)
         print(f"[demo] stage {name}: {len(stage_rows)} checks in {time.perf_counter() - t0:.1f} s")
         rows += stage_rows
     _print_table(rows)

@@ -19,8 +19,6 @@ same world positions; compare with :meth:`Image.canonical`.
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +36,7 @@ from pydicom.valuerep import DSfloat, format_number_as_ds
 from medimg.errors import InputError
 from medimg.io.dicom.geometry import plane_geometry
 from medimg.io.image import Image
-from medimg.io.output import check_output
+from medimg.io.output import atomic_dir, check_output
 from medimg.typing import PathType
 
 __all__ = ["MEDIMG_IMPLEMENTATION_NAME", "SOP_CLASSES", "rescale_to_int16", "write_dicom_series"]
@@ -85,22 +83,20 @@ def _is_ours(path: Path) -> bool:
     return str(meta.get("ImplementationVersionName", "")).startswith(MEDIMG_IMPLEMENTATION_NAME)
 
 
-def _prepare_folder(folder: Path, overwrite: bool) -> list[Path]:
-    """Check the target folder; return the earlier medimg files that overwriting will replace."""
+def _prepare_folder(folder: Path, overwrite: bool) -> None:
+    """Check the target folder: new, empty, or (with ``overwrite``) an earlier medimg series."""
     if folder.exists() and not folder.is_dir():
         raise InputError("is a file; write_dicom_series needs a folder path", folder)
     check_output(folder, overwrite)  # refuses a non-empty folder unless overwrite
     if not folder.is_dir():
-        return []
-    entries = sorted(folder.iterdir())
-    foreign = [e for e in entries if not (e.is_file() and _is_ours(e))]
+        return
+    foreign = [e for e in sorted(folder.iterdir()) if not (e.is_file() and _is_ours(e))]
     if foreign:
         raise InputError(
             f"folder holds {len(foreign)} file(s) medimg did not write (e.g. {foreign[0].name}); "
             "overwrite only replaces an earlier medimg series, choose an empty or new folder",
             folder,
         )
-    return entries
 
 
 def _base_dataset(image: Image, modality: str, sop_class: str, **ids: object) -> Dataset:
@@ -211,7 +207,7 @@ def write_dicom_series(
         geom = plane_geometry(image.affine, n)
     except InputError as e:
         raise InputError(str(e), folder) from e
-    old = _prepare_folder(folder, overwrite)
+    _prepare_folder(folder, overwrite)
 
     vol = image.array[0] if image.spatial_ndim == 3 else image.array[0][..., None]
     stored, slope, intercept = rescale_to_int16(vol)
@@ -238,9 +234,9 @@ def write_dicom_series(
 
     width = max(4, len(str(n)))
     names = [f"slice_{k + 1:0{width}d}.dcm" for k in range(n)]
-    # Write the whole series into a private folder first: a failure leaves the target untouched.
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # The whole series is written into a private folder and swapped in whole: an interrupt
+    # leaves the old series or the complete new one, never a mix.
+    with atomic_dir(folder, overwrite, mark=False, owned=True) as tmpdir:
         for k, name in enumerate(names):
             pos = geom["positions"][k]  # type: ignore[index]
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -250,11 +246,4 @@ def write_dicom_series(
             # ours (X, Y) = (column, row); DICOM pixel data is row-major (rows, columns)
             ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype("<i2").tobytes()
             ds.save_as(tmpdir / name, enforce_file_format=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in old:
-            f.unlink()
-        for name in names:
-            (tmpdir / name).replace(folder / name)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
     return [folder / name for name in names]
