@@ -8,7 +8,7 @@ import argparse
 import textwrap
 from collections.abc import Sequence
 
-__all__ = ["add_verb", "set_threads"]
+__all__ = ["add_verb", "non_negative_int", "positive_int", "set_threads"]
 
 
 def add_verb(
@@ -37,3 +37,23 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(n)))
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for counts that must be at least 1 (``--cases``, ``--threads``...)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=`` for counts that may be 0 (``--seed``, ``--instance-opt``...)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}; give a number >= {low}")
+    return value
