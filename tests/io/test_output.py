@@ -189,3 +189,12 @@ def test_sigint_during_convert_leaves_old_or_complete_new_series(tmp_path) -> No
         if n == 120:  # the new one is in: put the old one back for the next offset
             save(_volume(100.0, 60), out, overwrite=True)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_full_disk_error_names_the_output(tmp_path) -> None:
+    import errno
+
+    with pytest.raises(OSError) as info:
+        with atomic_path(tmp_path / "big.nii.gz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(tmp_path / "big.nii.gz")

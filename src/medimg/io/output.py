@@ -158,6 +158,18 @@ def _interrupts_deferred() -> Iterator[None]:
 
 
 @contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """Give OS errors raised while writing ``target`` (full disk, file too large) the name of
+    the output they were for; the OS leaves it out for writes to an open file."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(target)) from e
+        raise
+
+
+@contextmanager
 def atomic_path(path: PathType, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
@@ -173,7 +185,8 @@ def atomic_path(path: PathType, overwrite: bool = False) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _naming(target):
+            yield tmp_path
         _apply_umask(tmp_path)
         os.replace(tmp_path, target)
     finally:
@@ -225,7 +238,8 @@ def atomic_dir(
         _apply_umask(tmp, folder=True)
         if mark:
             mark_owned(tmp)
-        yield tmp
+        with _naming(target):
+            yield tmp
         with _interrupts_deferred():
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
