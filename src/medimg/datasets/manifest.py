@@ -6,9 +6,14 @@ Format: a header row, then one case per row. Columns:
   or DICOM folders, relative to the CSV's folder or absolute. An empty cell is a missing
   modality (allowed only where the caller accepts it, e.g. late-fusion prediction).
 - ``label``: a class name or index; for multi-label tasks, names joined by ``;`` (empty = none).
-- ``patient_id`` (optional; default: the first path's stem): cases of one patient stay together.
+- ``patient_id`` (optional; default: the case id, below): cases of one patient stay together.
 - ``split`` (optional): ``train``, ``val`` or ``test``. A patient found in two splits is an
   error (leakage). Without the column, :func:`patient_split` deals patients into train/val.
+
+A case's id (the names of its outputs, what predictions are matched by) is its first file's
+name without extension, or, where two rows' files share a name (``A/p01.nii.gz``,
+``B/p01.nii.gz``), the path relative to the CSV's folder (``A__p01``); a file listed twice is an
+error. The CSV must be UTF-8 text.
 
 Example::
 
@@ -18,12 +23,12 @@ Example::
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medimg.datasets.splits import kfold_split
 from medimg.errors import ImageReadError, InputError
+from medimg.io.inputs import case_ids, read_csv_rows
 from medimg.typing import PathType
 
 __all__ = ["Manifest", "ManifestRow", "patient_split", "read_manifest"]
@@ -103,13 +108,15 @@ def read_manifest(
     the CSV line. ``classes`` declares the label names (default: the sorted labels found);
     ``num_modalities`` is what the model expects."""
     where = Path(path)
-    if not where.is_file():
+    if not where.exists():
         raise InputError("manifest not found; check the path", where)
-    with where.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        records = list(reader)
+    records = [
+        {k.strip(): v for k, v in rec.items() if isinstance(k, str)}  # None: cells past the header
+        for rec in read_csv_rows(where)
+    ]
+    if not records:
+        raise InputError("manifest has no rows (only a header); list one case per row", where)
+    header = list(records[0])
     cols = _path_columns(header, where)
     if num_modalities is not None and len(cols) != num_modalities:
         raise InputError(
@@ -120,8 +127,6 @@ def read_manifest(
     has_label = "label" in header
     if require_labels and not has_label:
         raise InputError("manifest needs a 'label' column", where)
-    if not records:
-        raise InputError("manifest has no rows", where)
     if classes is None and has_label:
         found = {
             t.strip()
@@ -157,10 +162,11 @@ def read_manifest(
             raise InputError(
                 f"{line}: split must be one of {', '.join(SPLIT_NAMES)}, got {split!r}"
             )
-        first = paths[0]
-        case_id = first.name.split(".")[0] if first else f"row{n}"
-        patient = (rec.get("patient_id") or "").strip() or case_id
-        rows.append(ManifestRow(n, case_id, tuple(paths), labels, patient, split))
+        patient = (rec.get("patient_id") or "").strip()  # default: the case id, below
+        rows.append(ManifestRow(n, "", tuple(paths), labels, patient, split))
+    # the path column is never empty, so every row has a first file
+    ids = case_ids([r.paths[0] for r in rows], root=where.parent)  # type: ignore[misc]
+    rows = [replace(r, case_id=i, patient_id=r.patient_id or i) for r, i in zip(rows, ids)]
     _check_leakage(rows, where)
     return Manifest(where, classes, multilabel, rows)
 

@@ -24,6 +24,7 @@ right), ``j`` down the image (inferior for the radiograph, posterior for axial s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ from scipy import ndimage
 from medimg.errors import InputError
 from medimg.io.image import Image
 
-__all__ = ["KINDS", "MODALITIES", "DiagnosisCase", "make_case", "make_cases"]
+__all__ = ["KINDS", "MODALITIES", "DiagnosisCase", "iter_cases", "make_case", "make_cases"]
 
 KINDS = ("xray", "ctpet", "ct3d")
 #: Modalities of each kind, in channel order.
@@ -250,16 +251,49 @@ def ct3d_case(seed: int, positive: bool, size: int = 48, slices: int = 12) -> Di
                          finding="nodule" if positive else "none")  # fmt: skip
 
 
+def _voxels(kind: str, size: int | None, params: dict) -> int:
+    """Voxels of one case's images (all modalities) before it is made."""
+    side = int(size) if size is not None else (48 if kind == "ct3d" else 64)
+    depth = {"xray": 1, "ctpet": 2, "ct3d": int(params.get("slices", 12))}[kind]  # type: ignore[call-overload]
+    return side * side * max(depth, 1)
+
+
 def make_case(
     kind: str, seed: int, positive: bool, size: int | None = None, **params: object
 ) -> DiagnosisCase:
     """One case of ``kind`` (see :data:`KINDS`); ``size`` in pixels per side (default per kind);
     ``params`` go to the kind's maker (e.g. ``radius_mm=(8, 15)`` for :func:`xray_case`)."""
+    from medimg.io.inputs import check_allocation
+
     makers = {"xray": xray_case, "ctpet": ctpet_case, "ct3d": ct3d_case}
     if kind not in makers:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if size is not None and int(size) < 8:
+        raise InputError(f"size {size} is too small for a {kind} phantom; give at least 8 pixels")
+    # the makers hold about a dozen float64 working arrays of the image's size
+    check_allocation((_voxels(kind, size, params),), np.float64, copies=12,
+                     what=f"a {kind} phantom")  # fmt: skip
     kwargs = {} if size is None else {"size": int(size)}
     return makers[kind](seed, positive, **kwargs, **params)  # type: ignore[operator]
+
+
+def iter_cases(
+    kind: str,
+    n: int,
+    seed: int = 0,
+    prevalence: float = 0.5,
+    size: int | None = None,
+    **params: object,
+) -> Iterator[DiagnosisCase]:
+    """The cases of :func:`make_cases`, one at a time (a large set written to disk never has to
+    fit in memory)."""
+    if n < 1 or not 0 <= prevalence <= 1:
+        raise InputError(f"need n >= 1 and prevalence in [0, 1], got n={n}, {prevalence}")
+    labels = np.zeros(n, bool)
+    labels[: round(n * prevalence)] = True
+    labels = np.random.default_rng(seed).permutation(labels)
+    for t, y in enumerate(labels):
+        yield make_case(kind, seed * 100003 + t, bool(y), size, **params)
 
 
 def make_cases(
@@ -271,12 +305,11 @@ def make_cases(
     **params: object,
 ) -> list[DiagnosisCase]:
     """``n`` cases with ``round(n * prevalence)`` positives, in a seeded shuffled order; case
-    ``t`` uses seed ``seed * 100003 + t`` so sets with different seeds never share a case."""
-    if n < 1 or not 0 <= prevalence <= 1:
-        raise InputError(f"need n >= 1 and prevalence in [0, 1], got n={n}, {prevalence}")
-    labels = np.zeros(n, bool)
-    labels[: round(n * prevalence)] = True
-    labels = np.random.default_rng(seed).permutation(labels)
-    return [
-        make_case(kind, seed * 100003 + t, bool(y), size, **params) for t, y in enumerate(labels)
-    ]
+    ``t`` uses seed ``seed * 100003 + t`` so sets with different seeds never share a case.
+    The set must fit in memory (checked before anything is made)."""
+    from medimg.io.inputs import check_allocation
+
+    if n >= 1 and kind in KINDS:
+        check_allocation((n, _voxels(kind, size, params)), np.float32,
+                         what=f"a set of {n} {kind} cases")  # fmt: skip
+    return list(iter_cases(kind, n, seed, prevalence, size, **params))

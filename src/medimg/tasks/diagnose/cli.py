@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
 
 __all__ = ["add_verbs"]
 
@@ -26,6 +26,10 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.diagnose.sources import train_from_args
 
     set_threads(args.threads or None)
+    if args.export:  # before hours of training, not after
+        from medimg.tasks.diagnose.sources import check_export
+
+        check_export(args.export, overwrite=args.overwrite)
     cpu0 = time.process_time()
     res, summary, out = train_from_args(args)
     print(f"trained to step {res.last_step}; best validation AUC {res.best_metric:.4f} at step "
@@ -34,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.export:
         from medimg.tasks.diagnose.sources import export_model
 
-        print(f"exported the model to {export_model(out, args.export)}")
+        print(f"exported the model to {export_model(out, args.export, args.overwrite)}")
     return 0
 
 
@@ -62,6 +66,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """argparse ``type=`` for a probability or share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse ``type=`` for a learning rate and other positive reals."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
+    return value
+
+
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the diagnosis verbs to ``medimg diagnose``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
@@ -70,10 +96,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
     p.add_argument("out", help="output folder")
     p.add_argument("--kind", choices=("xray", "ctpet", "ct3d"), default="xray")
-    p.add_argument("--cases", type=int, default=200, help="training cases")
-    p.add_argument("--val", type=int, default=50, help="validation cases")
-    p.add_argument("--test", type=int, default=100, help="test cases")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", type=positive_int, default=200, help="training cases")
+    p.add_argument("--val", type=non_negative_int, default=50, help="validation cases")
+    p.add_argument("--test", type=non_negative_int, default=100, help="test cases")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_simulate)
 
@@ -83,7 +109,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose train data/dx_ctpet --fusion late\n"
               "medimg diagnose train data/dx_ct3d --supervision mil\n"
               "medimg diagnose train pneumoniamnist.npz\n"
-              "medimg diagnose train --preset default --export src/medimg/tasks/diagnose/default")  # fmt: skip
+              "medimg diagnose train --preset default --export src/medimg/tasks/diagnose/default --overwrite")  # fmt: skip
     p.add_argument(
         "data", nargs="?", help="folder with manifest.csv, a manifest .csv, or a MedMNIST .npz"
     )
@@ -91,7 +117,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "--preset", choices=("default",), help="train the shipped default model's recipe"
     )
     p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full")
-    p.add_argument("--labelled-fraction", type=float, default=1.0,
+    p.add_argument("--labelled-fraction", type=_fraction, default=1.0,
                    help="semi: keep labels of this share of training cases (patient-level)")  # fmt: skip
     p.add_argument(
         "--modalities",
@@ -101,19 +127,20 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--fusion", choices=("early", "late", "intermediate"), default="early")
     p.add_argument("--arch", choices=("resnet", "densenet"), default="resnet")
     p.add_argument(
-        "--width", type=int, default=16, help="network width (channels of the first stage)"
+        "--width", type=positive_int, default=16, help="network width (channels of the first stage)"
     )
     p.add_argument("--classes", nargs="+", help="declared class names (default: labels found)")
-    p.add_argument("--input-size", type=int, nargs="+", help="resize images to this size")
-    p.add_argument("--max-steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-size", type=positive_int, nargs="+", help="resize images to this size")
+    p.add_argument("--max-steps", type=positive_int, default=600)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=_positive_float, default=2e-3)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", help="run/model folder (default runs/diagnose/<data>_<supervision>)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
     p.set_defaults(func=_train)
 
@@ -155,7 +182,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("manifest", help="manifest .csv with the true labels")
     p.add_argument("--out", help="report folder (default: next to the predictions, evaluation/)")
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="operating point on the calibrated probability"
+        "--threshold",
+        type=_fraction,
+        default=0.5,
+        help="operating point on the calibrated probability",
     )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_evaluate)

@@ -20,11 +20,14 @@ from torch.utils.data import Dataset
 
 from medimg.errors import InputError
 from medimg.io.image import Image
+from medimg.io.inputs import check_real
 
 __all__ = [
+    "LUMA",
     "CaseArrays",
     "PairedSemiDataset",
     "SampleDataset",
+    "check_case_image",
     "from_phantoms",
     "load_case_images",
     "prepare_image",
@@ -110,8 +113,54 @@ def from_phantoms(
                       [list(c.boxes) for c in cases], inst)  # fmt: skip
 
 
-def load_case_images(paths: Sequence, modalities: int) -> list[Image | None]:
-    """Read one case's files (``None`` = missing modality) and check they share a grid."""
+#: ITU-R BT.601 luma weights: how an RGB(A) image becomes the one channel a grey model takes.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def check_case_image(image: Image, path: object = None, channels: int | None = None) -> Image:
+    """``image`` as a diagnosis model can take it, or a one-line refusal naming ``path``.
+
+    Refused: complex or non-numeric values, NaN/Inf, a side of one pixel (a 1-voxel or line
+    image), more than 3 spatial axes. A single-slice volume ``(X, Y, 1)`` is kept (the model
+    reads it as the 2D image it is). When the model takes one channel and the image is RGB or
+    RGBA (3 or 4 channels, e.g. a radiograph saved as a colour file), it is converted to grey
+    with the BT.601 luma weights :data:`LUMA` (alpha ignored); other channel counts are
+    refused."""
+    where = None if path is None else str(path)
+    check_real(image.array, where, what="diagnosis")
+    if image.array.dtype.kind not in "biuf":
+        raise InputError(
+            f"holds {image.array.dtype} values, not numbers; convert it to a grey image", where
+        )
+    shape = image.spatial_shape
+    core = shape[:-1] if len(shape) == 3 and shape[-1] == 1 else shape
+    if min(core, default=0) < 2 or len(shape) > 3:
+        raise InputError(
+            f"is {'x'.join(map(str, shape))} voxels, too small or of too many axes to diagnose; "
+            "give a 2D image or 3D volume at least 2 pixels on each side",
+            where,
+        )
+    if not np.isfinite(image.array).all():
+        raise InputError("holds NaN or infinite values; fix or mask them before diagnosis", where)
+    if channels is not None and image.num_channels != channels:
+        if channels == 1 and image.num_channels in (3, 4):
+            grey = np.tensordot(np.asarray(LUMA, np.float32), image.array[:3], axes=1)
+            return Image(grey[None].astype(np.float32), image.affine, modality=image.modality,
+                         meta=image.meta)  # fmt: skip
+        raise InputError(
+            f"has {image.num_channels} channels but the model takes {channels}; give "
+            f"{channels}-channel images",
+            where,
+        )
+    return image
+
+
+def load_case_images(
+    paths: Sequence, modalities: int, channels: int | None = None
+) -> list[Image | None]:
+    """Read one case's files (``None`` = missing modality), check each
+    (:func:`check_case_image`; RGB becomes grey for a one-channel model) and that they share a
+    grid."""
     from medimg.io.api import load
 
     if len(paths) != modalities:
@@ -119,7 +168,7 @@ def load_case_images(paths: Sequence, modalities: int) -> list[Image | None]:
             f"the model takes {modalities} modalities, got {len(paths)} file(s) for this case; "
             "give one file per modality (an empty manifest cell marks a missing one)"
         )
-    images = [None if p is None else load(p) for p in paths]
+    images = [None if p is None else check_case_image(load(p), p, channels) for p in paths]
     first = next((im for im in images if im is not None), None)
     if first is None:
         raise InputError("every modality of this case is missing")

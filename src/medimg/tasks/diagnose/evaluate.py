@@ -1,9 +1,11 @@
 """Scoring predictions: per-class table with AUC confidence intervals, operating-point metrics,
-ECE before/after temperature scaling, ROC curve and reliability diagram PNGs."""
+ECE before/after temperature scaling, ROC curve and reliability diagram PNGs.
+
+The report folder is written whole (:mod:`.outputs`): checked before any work, replaced only
+with ``overwrite``, never left half-written."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from medimg.errors import InputError
-from medimg.io.output import atomic_path, check_output
+from medimg.io.inputs import read_csv_rows
+from medimg.io.output import atomic_path, check_outputs
 from medimg.metrics.classification import (
     auc_bootstrap_ci,
     auc_delong_ci,
@@ -95,12 +98,28 @@ def _save(fig: Any, path: PathType) -> Path:
 
 
 def _read_predictions(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "case_id" not in rows[0]:
-        raise InputError("not a predictions.csv written by 'medimg diagnose predict'", path)
-    classes = [k[5:] for k in rows[0] if k.startswith("prob_")]
+    rows = read_csv_rows(path, required=["case_id"])
+    classes = [k[5:] for k in rows[0] if k and k.startswith("prob_")] if rows else []
+    if not rows or not classes:
+        raise InputError(
+            "has no prob_<class> rows; give the predictions.csv 'medimg diagnose predict' wrote",
+            path,
+        )
     return {r["case_id"]: r for r in rows}, classes
+
+
+def _probability(row: dict[str, str], column: str, path: Path) -> float:
+    try:
+        value = float(row.get(column) or "nan")
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise InputError(
+            f"case {row.get('case_id')!r}: {column} is {row.get(column)!r}, not a probability "
+            "in [0, 1]",
+            path,
+        )
+    return value
 
 
 def evaluate_predictions(
@@ -110,21 +129,36 @@ def evaluate_predictions(
     """Score ``predictions.csv`` against the labels of a manifest (cases matched by id); writes
     ``metrics.json``, ``metrics.md``, ``roc.png`` and ``reliability.png`` into ``out_dir``."""
     from medimg.datasets.manifest import read_manifest
+    from medimg.tasks.diagnose.outputs import output_folder
 
-    preds, pos_names = _read_predictions(Path(predictions))
+    out = Path(out_dir)
+    check_outputs([out], inputs=[predictions, manifest], overwrite=overwrite)
+    pred_path = Path(predictions)
+    preds, pos_names = _read_predictions(pred_path)
     man = read_manifest(manifest, check_files=False, allow_missing_modality=True)
     rows = [r for r in man.rows if r.case_id in preds]
     if not rows:
         raise InputError(
             "no case of the manifest appears in the predictions (ids differ)", manifest
         )
-    out = Path(out_dir)
-    check_output(out / "metrics.json", overwrite)
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold {threshold} is not a probability; give one in [0, 1]")
+    with output_folder(out, overwrite, inputs=[predictions, manifest]) as tmp:
+        return _evaluate(preds, pos_names, pred_path, man, rows, tmp, threshold)
+
+
+def _evaluate(
+    preds, pos_names, pred_path, man, rows, out: Path, threshold: float
+) -> dict[str, Any]:
+    """The scores and files of :func:`evaluate_predictions`, written into ``out``."""
     result: dict[str, Any] = {"cases": len(rows), "missing": len(man.rows) - len(rows)}
     y = np.array([r.labels[0] for r in rows])
     if len(pos_names) == 1:  # binary
-        p = np.array([float(preds[r.case_id][f"prob_{pos_names[0]}"]) for r in rows])
-        pc = np.array([float(preds[r.case_id][f"calibrated_{pos_names[0]}"]) for r in rows])
+        name = pos_names[0]
+        p = np.array([_probability(preds[r.case_id], f"prob_{name}", pred_path) for r in rows])
+        pc = np.array(
+            [_probability(preds[r.case_id], f"calibrated_{name}", pred_path) for r in rows]
+        )
         result["binary"] = evaluate_binary(y, p, pc, threshold)
         plot_roc(y, p, out / "roc.png", title=f"{pos_names[0]} vs rest")
         plot_reliability(y, {"raw": p, "temperature-scaled": pc}, out / "reliability.png")
@@ -133,7 +167,10 @@ def evaluate_predictions(
         )
     else:
         pc = np.array(
-            [[float(preds[r.case_id][f"calibrated_{c}"]) for c in pos_names] for r in rows]
+            [
+                [_probability(preds[r.case_id], f"calibrated_{c}", pred_path) for c in pos_names]
+                for r in rows
+            ]
         )
         table = per_class_table(y, pc, "multiclass", pos_names, threshold)
         result["ece_calibrated"] = expected_calibration_error(pc, y)

@@ -4,6 +4,14 @@ A model folder holds ``model.yaml`` and ``model.safetensors`` (a training run fo
 shipped ``default/``). Explanation maps are computed at the model's input size and written on
 the input image's own grid (same shape and affine) as NIfTI, plus a PNG overlay: Grad-CAM
 (default), Grad-CAM++ or occlusion for CNNs, the per-slice attention for MIL models.
+
+Inputs: a single-slice volume ``(X, Y, 1)`` is the 2D image it holds (its maps keep the
+volume's shape); an RGB(A) image given to a one-channel model is converted to grey (BT.601
+luma, :func:`~medimg.tasks.diagnose.data.check_case_image`); complex, NaN and one-pixel
+images are refused. Outputs are named by case id: the file name without its extension, or,
+where two inputs share a name (``A/p01.nii.gz``, ``B/p01.nii.gz``), their relative paths
+(``A__p01``). The output folder is written whole (:mod:`.outputs`): a refusal or an interrupt
+leaves nothing, or the earlier output as it was.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from medimg.engine import load_weights, resolve_device
 from medimg.errors import CheckpointError, InputError
 from medimg.explain import heatmap_image, saliency_map, save_overlay_png
 from medimg.io.image import Image
-from medimg.io.output import atomic_path, check_output
+from medimg.io.inputs import case_ids
+from medimg.io.output import check_outputs
 from medimg.tasks.diagnose.calibration import probabilities
 from medimg.tasks.diagnose.data import load_case_images, prepare_image
 from medimg.tasks.diagnose.train import MODEL_WEIGHTS, MODEL_YAML, build_model, load_config
@@ -104,7 +113,9 @@ class Diagnoser:
         self, images: list[Image | None], explain: str | None = "layercam"
     ) -> CasePrediction:
         """Predict one case from one image per modality (``None`` = missing, flagged)."""
-        images = [None if im is None else _as_2d(im) for im in images]
+        originals = images
+        if len(self.cfg.input_size) == 2:
+            images = [None if im is None else _as_2d(im) for im in images]
         x, present, missing = self._inputs(images)
         cfg = self.cfg
         with torch.no_grad():
@@ -123,7 +134,7 @@ class Diagnoser:
         else:
             predicted = ";".join(n for n, v in cal.items() if v >= 0.5)
             cls = int(np.argmax(pc))
-        reference = next(im for im in images if im is not None)
+        reference = next(im for im in originals if im is not None)  # maps on the input's grid
         out = CasePrediction(probs, cal, predicted, missing)
         if cfg.supervision == "mil":
             with torch.no_grad():
@@ -139,7 +150,8 @@ class Diagnoser:
 
 
 def _cases(inputs: PathType, modalities: int) -> list[tuple[str, list[Path | None]]]:
-    """``(case_id, files)``: one image file, a folder of single-modality files, or a manifest."""
+    """``(case_id, files)``: one image file, a folder of single-modality files, or a manifest;
+    ids unique (module doc)."""
     p = Path(inputs)
     if p.suffix.lower() == ".csv":
         from medimg.datasets.manifest import read_manifest
@@ -167,7 +179,7 @@ def _cases(inputs: PathType, modalities: int) -> list[tuple[str, list[Path | Non
             "(path,path2,...)",
             p,
         )
-    return [(f.name.split(".")[0], [f]) for f in files]
+    return [(cid, [f]) for cid, f in zip(case_ids(files, root=p if p.is_dir() else None), files)]
 
 
 def predict_path(
@@ -180,40 +192,45 @@ def predict_path(
     overwrite: bool = False,
 ) -> list[Path]:
     """Predict every case under ``inputs``; writes ``out_dir/predictions.csv`` and, per case,
-    ``<case>_heatmap.nii.gz`` (on the input's grid) and ``<case>_overlay.png``."""
-    dx = Diagnoser(model, device)
-    out = Path(out_dir)
-    table = check_output(out / "predictions.csv", overwrite)
-    cases = _cases(inputs, len(dx.cfg.modalities))
+    ``<case>_heatmap.nii.gz`` (on the input's grid) and ``<case>_overlay.png``. Every output is
+    checked before any work; the folder appears only complete (module doc)."""
     from tqdm import tqdm
 
     from medimg.io.api import save
+    from medimg.tasks.diagnose.outputs import output_folder
 
+    out = Path(out_dir)
+    check_outputs([out], inputs=[inputs], overwrite=overwrite)  # before loading anything
+    dx = Diagnoser(model, device)
+    n_mod = len(dx.cfg.modalities)
+    cases = _cases(inputs, n_mod)
+    sources = [inputs, *(f for _, files in cases for f in files if f is not None)]
     rows, written = [], []
-    for case_id, files in tqdm(cases, desc="diagnose", disable=len(cases) < 5):
-        images = load_case_images(files, len(dx.cfg.modalities))
-        pred = dx.predict(images, explain=explain)
-        row: dict[str, object] = {
-            "case_id": case_id,
-            "files": ";".join(str(f or "") for f in files),
-        }
-        row.update({f"prob_{k}": f"{v:.6f}" for k, v in pred.probs.items()})
-        row.update({f"calibrated_{k}": f"{v:.6f}" for k, v in pred.calibrated.items()})
-        row["predicted"] = pred.predicted
-        row["missing_modalities"] = ";".join(pred.missing)
-        if pred.attention:
-            row["top_slice"] = int(np.argmax(pred.attention))
-        if pred.heatmap is not None:
-            ref = next(im for im in images if im is not None)
-            nii = save(pred.heatmap, out / f"{case_id}_heatmap.nii.gz", overwrite=overwrite)
-            png = save_overlay_png(ref, pred.heatmap, out / f"{case_id}_overlay.png",
-                                   title=f"{case_id}: {pred.predicted}", overwrite=overwrite)  # fmt: skip
-            row["heatmap"] = nii.name
-            written += [nii, png]
-        rows.append(row)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(table, overwrite=overwrite) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    return [table, *written]
+    with output_folder(out, overwrite, inputs=sources) as tmp:
+        for case_id, files in tqdm(cases, desc="diagnose", disable=len(cases) < 5):
+            images = load_case_images(files, n_mod, dx.cfg.channels)
+            pred = dx.predict(images, explain=explain)
+            row: dict[str, object] = {
+                "case_id": case_id,
+                "files": ";".join(str(f or "") for f in files),
+            }
+            row.update({f"prob_{k}": f"{v:.6f}" for k, v in pred.probs.items()})
+            row.update({f"calibrated_{k}": f"{v:.6f}" for k, v in pred.calibrated.items()})
+            row["predicted"] = pred.predicted
+            row["missing_modalities"] = ";".join(pred.missing)
+            if pred.attention:
+                row["top_slice"] = int(np.argmax(pred.attention))
+            if pred.heatmap is not None:
+                ref = next(im for im in images if im is not None)
+                nii = save(pred.heatmap, tmp / f"{case_id}_heatmap.nii.gz")
+                png = save_overlay_png(ref, pred.heatmap, tmp / f"{case_id}_overlay.png",
+                                       title=f"{case_id}: {pred.predicted}")  # fmt: skip
+                row["heatmap"] = nii.name
+                written += [out / nii.name, out / png.name]
+            rows.append(row)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(tmp / "predictions.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+    return [out / "predictions.csv", *written]

@@ -13,7 +13,7 @@ import numpy as np
 
 from medimg.engine import TrainConfig, TrainResult
 from medimg.errors import InputError
-from medimg.io.output import check_output
+from medimg.io.output import check_outputs
 from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
 from medimg.tasks.diagnose.train import (
     MODEL_WEIGHTS,
@@ -23,7 +23,7 @@ from medimg.tasks.diagnose.train import (
 )
 from medimg.typing import PathType
 
-__all__ = ["export_model", "load_manifest_arrays", "train_from_args", "train_preset",
+__all__ = ["check_export", "export_model", "load_manifest_arrays", "train_from_args", "train_preset",
            "write_simulated_set"]  # fmt: skip
 
 CLASSES = ["negative", "positive"]
@@ -34,34 +34,40 @@ def write_simulated_set(
     seed: int = 0, overwrite: bool = False,
 ) -> Path:  # fmt: skip
     """Phantom cases as NIfTI (one file per modality) + ``manifest.csv`` (path[,path2], label,
-    patient_id, split) + ``ground_truth.json`` (lesion boxes, per-slice labels, findings)."""
-    from medimg.io.api import save
-    from medimg.phantoms.diagnosis import make_cases
+    patient_id, split) + ``ground_truth.json`` (lesion boxes, per-slice labels, findings).
 
+    Cases are made and written one at a time; the folder appears only complete (an earlier
+    simulated set is replaced only with ``overwrite``)."""
+    from medimg.io.api import save
+    from medimg.phantoms.diagnosis import KINDS, iter_cases
+    from medimg.tasks.diagnose.outputs import output_folder
+
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    if any(n < 0 for n in counts.values()) or n_train < 1:
+        raise InputError(f"need at least 1 training case and no negative counts, got {counts}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     root = Path(out)
-    check_output(root / "manifest.csv", overwrite)
     rows, truth = [], {}
-    for split, n, s in (
-        ("train", n_train, seed),
-        ("val", n_val, seed + 1),
-        ("test", n_test, seed + 2),
-    ):
-        for t, case in enumerate(make_cases(kind, n, seed=s) if n else []):
-            cid = f"{split}{t:04d}"
-            paths = []
-            for mod, image in case.to_images().items():
-                rel = f"images/{cid}_{mod}.nii.gz"
-                save(image, root / rel, overwrite=overwrite)
-                paths.append(rel)
-            rows.append([*paths, CLASSES[case.label], cid, split])
-            truth[cid] = {"label": case.label, "finding": case.finding, "boxes": case.boxes,
-                          "instance_labels": None if case.instance_labels is None
-                          else case.instance_labels.tolist()}  # fmt: skip
-    n_mod = len(rows[0]) - 3
-    header = ["path", *[f"path{i}" for i in range(2, n_mod + 1)], "label", "patient_id", "split"]
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([header, *rows])
-    (root / "ground_truth.json").write_text(json.dumps({"kind": kind, "cases": truth}, indent=1))
+    with output_folder(root, overwrite) as tmp:
+        for s, (split, n) in enumerate(counts.items(), start=seed):
+            for t, case in enumerate(iter_cases(kind, n, seed=s) if n else []):
+                cid = f"{split}{t:04d}"
+                paths = []
+                for mod, image in case.to_images().items():
+                    rel = f"images/{cid}_{mod}.nii.gz"
+                    save(image, tmp / rel)
+                    paths.append(rel)
+                rows.append([*paths, CLASSES[case.label], cid, split])
+                truth[cid] = {"label": case.label, "finding": case.finding, "boxes": case.boxes,
+                              "instance_labels": None if case.instance_labels is None
+                              else case.instance_labels.tolist()}  # fmt: skip
+        n_mod = len(rows[0]) - 3
+        header = ["path", *[f"path{i}" for i in range(2, n_mod + 1)], "label", "patient_id",
+                  "split"]  # fmt: skip
+        with open(tmp / "manifest.csv", "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *rows])
+        (tmp / "ground_truth.json").write_text(json.dumps({"kind": kind, "cases": truth}, indent=1))
     return root
 
 
@@ -201,12 +207,26 @@ def train_preset(
     return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False)
 
 
-def export_model(run_dir: PathType, dest: PathType) -> Path:
-    """Copy ``model.yaml`` and ``model.safetensors`` of a finished run into ``dest``."""
+def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | None = None) -> None:
+    """Refuse, before training, an ``--export`` folder whose model files exist (without
+    ``overwrite``) or that is or holds the run folder."""
+    out = Path(dest)
+    check_outputs([out / MODEL_YAML, out / MODEL_WEIGHTS], overwrite=overwrite,
+                  inputs=[run_dir] if run_dir is not None else [])  # fmt: skip
+
+
+def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> Path:
+    """Copy ``model.yaml`` and ``model.safetensors`` of a finished run into ``dest`` (existing
+    model files there are replaced only with ``overwrite``; each file appears whole)."""
+    from medimg.io.output import atomic_path
+
     run, out = Path(run_dir), Path(dest)
     if not (run / MODEL_YAML).is_file() or not (run / MODEL_WEIGHTS).is_file():
         raise InputError(f"no finished training here ({MODEL_YAML} and {MODEL_WEIGHTS})", run)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() == run.resolve():
+        return out  # the run folder already is a model folder
+    check_export(out, overwrite)
     for name in (MODEL_YAML, MODEL_WEIGHTS):
-        shutil.copy2(run / name, out / name)
+        with atomic_path(out / name, overwrite) as tmp:
+            shutil.copyfile(run / name, tmp)
     return out
