@@ -50,7 +50,7 @@ def test_predict_folder_and_evaluate(trained, tmp_path, capsys):
     preds = tmp_path / "preds"
     assert main(["segment", "predict", str(data / "imagesTs"), str(preds), "--model", str(model),
                  "--no-mirror", "--device", "cpu"]) == 0  # fmt: skip
-    names = sorted(p.name for p in preds.iterdir())
+    names = sorted(p.name for p in preds.iterdir() if not p.name.startswith("."))
     assert names == ["ct_002.nii.gz", "ct_003.nii.gz"]
     pred, ref = (
         load(preds / names[0], is_label=True),

@@ -61,6 +61,14 @@ class SegDataset:
     def case_ids(self) -> list[str]:
         return [c.case_id for c in self.cases]
 
+    def files(self) -> list[Path]:
+        """Every file the data set is read from (``dataset.json``, images, labels): what no
+        output may land on."""
+        out = [self.root / "dataset.json"] if self.layout == "msd" else []
+        for c in self.cases:
+            out += [*c.images, *([c.label] if c.label is not None else [])]
+        return out
+
 
 def _ending(name: str) -> str | None:
     return next((e for e in IMAGE_ENDINGS if name.lower().endswith(e)), None)
@@ -113,13 +121,26 @@ def _parse_labels(raw: object, where: Path) -> dict[int, str]:
 def _open_msd(root: Path) -> SegDataset:
     meta_path = root / "dataset.json"
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"dataset.json is not valid JSON ({exc})", meta_path) from None
+        meta = json.loads(meta_path.read_bytes().decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"is not valid UTF-8 JSON ({exc})", meta_path) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror})", meta_path) from None
+    if not isinstance(meta, dict):
+        raise InputError("must hold a JSON object with 'labels' and 'channel_names'", meta_path)
     labels = _parse_labels(meta.get("labels"), meta_path)
     chans = meta.get("channel_names") or meta.get("modality") or {"0": "unknown"}
+    if not isinstance(chans, dict) or not all(str(k).isdigit() for k in chans):
+        raise InputError(
+            '\'channel_names\' must map channel numbers to names, e.g. {"0": "CT"}', meta_path
+        )
     channel_names = {int(k): str(v) for k, v in chans.items()}
     ending = meta.get("file_ending", ".nii.gz")
+    if ending not in IMAGE_ENDINGS:
+        raise InputError(
+            f"'file_ending' {ending!r} is not one medimg reads ({', '.join(IMAGE_ENDINGS)})",
+            meta_path,
+        )
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     for d in (images_dir, labels_dir):
         if not d.is_dir():
@@ -201,8 +222,11 @@ def _same_grid(a: Image, b: Image) -> bool:
 def load_case(ds: SegDataset, case: CaseFiles) -> tuple[Image, Image | None]:
     """Read a case: a multi-channel image and its label map, checked against each other."""
     from medimg.io.api import load
+    from medimg.io.inputs import check_real
 
     channels = [load(p, modality=ds.modality) for p in case.images]
+    for p, ch in zip(case.images, channels):
+        check_real(ch.array, p, what="segmentation")
     first = channels[0]
     for p, ch in zip(case.images[1:], channels[1:]):
         if not _same_grid(first, ch):

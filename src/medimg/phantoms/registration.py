@@ -36,7 +36,15 @@ from scipy import ndimage
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.phantoms.segmentation import CT_LABELS, MR_LABELS, _bias_field
+from medimg.io.inputs import check_allocation
+from medimg.io.output import atomic_dir
+from medimg.phantoms.segmentation import (
+    CT_LABELS,
+    MR_LABELS,
+    _bias_field,
+    _check_counts,
+    made_by_medimg,
+)
 
 __all__ = [
     "KINDS",
@@ -174,6 +182,15 @@ def _world(points_vox: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return points_vox @ affine[:3, :nd].T + affine[:3, 3]
 
 
+def _check_grid(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A 2D/3D grid of at least 8 voxels per axis that fits in memory (the deformation keeps a
+    few float64 fields of ``nd`` components each)."""
+    if len(shape) not in (2, 3) or min(shape) < 8:
+        raise InputError(f"shape must be 2D or 3D with at least 8 voxels per axis, got {shape}")
+    check_allocation(shape, np.float64, what="the pair grid", copies=6 * len(shape) + 6)
+    return shape
+
+
 def make_pair(
     kind: str = "mr",
     seed: int = 0,
@@ -199,9 +216,7 @@ def make_pair(
     """
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (2, 3) or min(shape) < 8:
-        raise InputError(f"shape must be 2D or 3D with at least 8 voxels per axis, got {shape}")
+    shape = _check_grid(tuple(int(s) for s in shape))
     if not spacing > 0:
         raise InputError(f"spacing must be > 0 mm, got {spacing}")
     rng = np.random.default_rng([seed, 61])
@@ -266,6 +281,7 @@ def write_pair_dataset(
     n_train: int = 12,
     n_test: int = 4,
     seed: int = 0,
+    overwrite: bool = False,
     **pair_kwargs: object,
 ) -> Path:
     """Write pairs in a Learn2Reg-style layout under ``root``; returns ``root``.
@@ -276,10 +292,25 @@ def write_pair_dataset(
     ``dataset.json`` lists them as ``training_paired_images`` / ``registration_test`` entries
     (``fixed``, ``moving``, plus medimg's ``fixed_label``, ``moving_label``, ``fixed_landmarks``,
     ``moving_landmarks``, ``field``). Pair ``i`` uses subject seed ``seed + i``.
+
+    The set is written into a private folder and swapped in whole; an existing non-empty
+    ``root`` is replaced only with ``overwrite`` and only if medimg wrote it.
     """
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    _check_counts(n_train=n_train, n_test=n_test)
+    if "shape" in pair_kwargs:
+        _check_grid(tuple(int(s) for s in pair_kwargs["shape"]))  # type: ignore[attr-defined]
+    with atomic_dir(root, overwrite, owned=made_by_medimg(root)) as tmp:
+        _write_pairs(tmp, kind, n_train, n_test, seed, pair_kwargs)
+    return Path(root)
+
+
+def _write_pairs(
+    root: Path, kind: str, n_train: int, n_test: int, seed: int, pair_kwargs: dict
+) -> None:
     from medimg.io.api import save
 
-    root = Path(root)
     entries: dict[str, list[dict[str, str]]] = {"Tr": [], "Ts": []}
     first: RegPair | None = None
     for i in range(n_train + n_test):
@@ -300,7 +331,7 @@ def write_pair_dataset(
         for key, image in (("fixed", pair.fixed), ("moving", pair.moving),
                            ("fixed_label", pair.fixed_labels), ("moving_label", pair.moving_labels),
                            ("field", pair.field)):  # fmt: skip
-            save(image, root / rel[key], overwrite=True)
+            save(image, root / rel[key])
         write_landmarks(pair.fixed_landmarks, root / rel["fixed_landmarks"])
         write_landmarks(pair.moving_landmarks, root / rel["moving_landmarks"])
         entries[split].append(rel)
@@ -319,4 +350,3 @@ def write_pair_dataset(
         "registration_test": entries["Ts"],
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return root

@@ -27,12 +27,15 @@ from scipy import ndimage
 
 from medimg.errors import InputError
 from medimg.io.image import Image
+from medimg.io.inputs import check_allocation
+from medimg.io.output import atomic_dir, is_owned
 
 __all__ = [
     "CT_LABELS",
     "MR_LABELS",
     "SegCase",
     "ct_organ_case",
+    "made_by_medimg",
     "make_case",
     "mr_tissue_case",
     "write_folder_dataset",
@@ -142,6 +145,37 @@ def make_case(kind: str, seed: int, **kwargs: object) -> SegCase:
     raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
 
 
+def _check_counts(**counts: int) -> None:
+    for name, n in counts.items():
+        if int(n) < 0:
+            raise InputError(f"{name} must be 0 or more, got {n}")
+    if sum(int(n) for n in counts.values()) < 1:
+        raise InputError(f"nothing to write: {' and '.join(counts)} are all 0; ask for a case")
+
+
+def _check_case_shape(case_kwargs: dict) -> None:
+    """Refuse a grid too large for memory before any phantom is drawn (the body phantom keeps a
+    few float32 copies of the volume)."""
+    if "shape" in case_kwargs:
+        shape = tuple(int(s) for s in case_kwargs["shape"])  # type: ignore[attr-defined]
+        check_allocation(shape, np.float32, what="the phantom grid", copies=8)
+
+
+def made_by_medimg(root: str | Path) -> bool:
+    """Whether ``root`` is a synthetic data set medimg wrote (the output mark, or a
+    ``dataset.json`` whose description says so: sets written before the mark existed)."""
+    root = Path(root)
+    if is_owned(root):
+        return True
+    try:
+        meta = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("description", "")).startswith(
+        "medimg synthetic"
+    )
+
+
 def write_msd_dataset(
     root: str | Path,
     kind: str = "ct",
@@ -149,16 +183,31 @@ def write_msd_dataset(
     n_train: int = 12,
     n_test: int = 4,
     seed: int = 0,
+    overwrite: bool = False,
     **case_kwargs: object,
 ) -> Path:
     """Write a synthetic set in MSD / nnU-Net raw layout under ``root``; returns ``root``.
 
     Training cases use seeds ``seed .. seed+n_train-1``, held-out cases (``imagesTs`` and
     ``labelsTs``) the next ``n_test``, so the test anatomy is never seen in training.
+
+    The set is written into a private folder and swapped in whole; an existing non-empty
+    ``root`` is replaced only with ``overwrite`` and only if medimg wrote it.
     """
+    if kind not in ("ct", "mr"):
+        raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    _check_counts(n_train=n_train, n_test=n_test)
+    _check_case_shape(case_kwargs)
+    with atomic_dir(root, overwrite, owned=made_by_medimg(root)) as tmp:
+        _write_msd(tmp, kind, n_train, n_test, seed, case_kwargs)
+    return Path(root)
+
+
+def _write_msd(
+    root: Path, kind: str, n_train: int, n_test: int, seed: int, case_kwargs: dict
+) -> None:
     from medimg.io.api import save
 
-    root = Path(root)
     names = CT_LABELS if kind == "ct" else MR_LABELS
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -167,8 +216,8 @@ def write_msd_dataset(
         case = make_case(kind, seed + i, **case_kwargs)
         cid = f"{kind}_{seed + i:03d}"
         split = "Tr" if i < n_train else "Ts"
-        save(case.image, root / f"images{split}" / f"{cid}_0000.nii.gz", overwrite=True)
-        save(case.labels, root / f"labels{split}" / f"{cid}.nii.gz", overwrite=True)
+        save(case.image, root / f"images{split}" / f"{cid}_0000.nii.gz")
+        save(case.labels, root / f"labels{split}" / f"{cid}.nii.gz")
         if split == "Tr":
             training.append(
                 {"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"}
@@ -183,19 +232,29 @@ def write_msd_dataset(
         "training": training,
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return root
 
 
 def write_folder_dataset(
-    root: str | Path, kind: str = "ct", *, n: int = 6, seed: int = 0, **case_kwargs: object
+    root: str | Path,
+    kind: str = "ct",
+    *,
+    n: int = 6,
+    seed: int = 0,
+    overwrite: bool = False,
+    **case_kwargs: object,
 ) -> Path:
-    """Write ``root/images/<case>.nii.gz`` and ``root/labels/<case>.nii.gz`` pairs."""
+    """Write ``root/images/<case>.nii.gz`` and ``root/labels/<case>.nii.gz`` pairs (swapped in
+    whole, like :func:`write_msd_dataset`)."""
     from medimg.io.api import save
 
-    root = Path(root)
-    for i in range(n):
-        case = make_case(kind, seed + i, **case_kwargs)
-        cid = f"{kind}_{seed + i:03d}"
-        save(case.image, root / "images" / f"{cid}.nii.gz", overwrite=True)
-        save(case.labels, root / "labels" / f"{cid}.nii.gz", overwrite=True)
-    return root
+    if kind not in ("ct", "mr"):
+        raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    _check_counts(n=n)
+    _check_case_shape(case_kwargs)
+    with atomic_dir(root, overwrite, owned=made_by_medimg(root)) as tmp:
+        for i in range(n):
+            case = make_case(kind, seed + i, **case_kwargs)
+            cid = f"{kind}_{seed + i:03d}"
+            save(case.image, tmp / "images" / f"{cid}.nii.gz")
+            save(case.labels, tmp / "labels" / f"{cid}.nii.gz")
+    return Path(root)

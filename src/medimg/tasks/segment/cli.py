@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int
 
 __all__ = ["add_verbs"]
 
@@ -15,53 +15,69 @@ def _simulate(args: argparse.Namespace) -> int:
     from medimg.phantoms.segmentation import write_folder_dataset, write_msd_dataset
 
     if args.layout == "msd":
-        root = write_msd_dataset(
-            args.out, args.kind, n_train=args.cases, n_test=args.test, seed=args.seed
-        )
+        root = write_msd_dataset(args.out, args.kind, n_train=args.cases, n_test=args.test,
+                                 seed=args.seed, overwrite=args.overwrite)  # fmt: skip
     else:
-        root = write_folder_dataset(args.out, args.kind, n=args.cases, seed=args.seed)
+        root = write_folder_dataset(
+            args.out, args.kind, n=args.cases, seed=args.seed, overwrite=args.overwrite
+        )
     print(f"wrote a synthetic {args.kind.upper()} set ({args.layout} layout) to {root}")
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
     from medimg.datasets.msd import check_dataset, open_dataset
+    from medimg.io.output import check_outputs
     from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
     from medimg.tasks.segment.plan import make_plan, save_plan
 
     ds = open_dataset(args.dataset, modality=args.modality)
+    out = Path(args.out or Path(args.dataset) / "plan.yaml")
+    fp_path = out.with_name("fingerprint.json")
+    # the plan lives beside the data by default, but never on one of its files
+    check_outputs([out, fp_path], inputs=ds.files(), overwrite=args.overwrite)
     fp = fingerprint_from_cases(ds, check_dataset(ds))
     plan = make_plan(fp, memory_budget_mb=args.memory_mb, base_features=args.base_features,
                      network=args.network, configuration=args.configuration,
                      max_steps=args.max_steps)  # fmt: skip
-    out = Path(args.out or Path(args.dataset) / "plan.yaml")
-    save_fingerprint(fp, out.with_name("fingerprint.json"))
-    save_plan(plan, out)
+    save_fingerprint(fp, fp_path, overwrite=args.overwrite)
+    save_plan(plan, out, overwrite=args.overwrite)
     print(f"wrote {out}: {plan.configuration}, spacing {plan.target_spacing} mm, "
           f"patch {plan.patch_size}, batch {plan.batch_size}, {len(plan.pool_strides)} poolings")  # fmt: skip
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medimg.tasks.segment.train import train_preset, train_segmentation
+    from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
 
     if args.preset == "default":
         work = Path(args.out or "runs/segment/default")
-        res = train_preset(work, max_steps=args.max_steps, device=args.device,
-                           progress=not args.quiet)  # fmt: skip
+        run_dir = work / "model"
     else:
         if args.dataset is None:
             from medimg.errors import InputError
 
             raise InputError("train needs a DATASET folder (or --preset default)")
-        out = args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
-        res = train_segmentation(args.dataset, out, fold=args.fold, plan=args.plan,
+        run_dir = work = Path(
+            args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
+        )
+    if args.export:  # checked now, not after hours of training
+        check_export(run_dir, args.export, args.overwrite)
+    if args.preset == "default":
+        res = train_preset(work, max_steps=args.max_steps, device=args.device,
+                           progress=not args.quiet, resume=args.resume,
+                           overwrite=args.overwrite)  # fmt: skip
+    else:
+        res = train_segmentation(args.dataset, work, fold=args.fold, plan=args.plan,
                                  max_steps=args.max_steps, device=args.device,
-                                 progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+                                 progress=not args.quiet, resume=args.resume,
+                                 overwrite=args.overwrite)  # fmt: skip
     if args.export:
         from medimg.tasks.segment.train import export_model
 
-        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+        print(
+            f"exported the model to {export_model(res.run_dir, args.export, overwrite=args.overwrite)}"
+        )
     print(f"trained to step {res.last_step}; best dice {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     return 0
@@ -70,10 +86,14 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.predict import predict_path
 
+    notes: list[str] = []
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
-                           mirror=not args.no_mirror, overwrite=args.overwrite)  # fmt: skip
+                           mirror=not args.no_mirror, overwrite=args.overwrite,
+                           notes=notes)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
+    for line in notes:
+        print(f"note: {line}")
     return 0
 
 
@@ -82,11 +102,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     out = args.out or Path(args.pred_dir) / "evaluation"
     res = evaluate_folders(args.pred_dir, args.gt_dir, out, nsd_tolerance_mm=args.nsd_tolerance,
-                           images_dir=args.images)  # fmt: skip
+                           images_dir=args.images, overwrite=args.overwrite)  # fmt: skip
     for k, est in res["summary"].items():
         print(f"label {k}: Dice {est['dice']}  HD95 {est['hd95']} mm")
     print(f"wrote {out}/metrics.csv, summary.md, cases.png")
     return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
+
+
+def _fold(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"{value}: give a fold 0..K-1, or -1 for all cases")
+    return value
 
 
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
@@ -97,9 +137,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("out", help="output folder")
     p.add_argument("--kind", choices=("ct", "mr"), default="ct")
     p.add_argument("--layout", choices=("msd", "folder"), default="msd")
-    p.add_argument("--cases", type=int, default=12, help="training cases")
-    p.add_argument("--test", type=int, default=4, help="held-out cases (msd layout: imagesTs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", type=positive_int, default=12, help="training cases")
+    p.add_argument("--test", type=non_negative_int, default=4,
+                   help="held-out cases (msd layout: imagesTs)")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier synthetic set in OUT")  # fmt: skip
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "plan", "fingerprint a dataset and write its training plan (editable YAML)",
@@ -109,24 +152,29 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--out", help="plan file (default DATASET/plan.yaml)")
     p.add_argument("--modality", help="CT or MR for a plain folder (default: MR, z-score)")
-    p.add_argument("--memory-mb", type=float, default=1024.0, help="training memory budget")
-    p.add_argument("--base-features", type=int, default=16)
+    p.add_argument("--memory-mb", type=_positive_float, default=1024.0,
+                   help="training memory budget")  # fmt: skip
+    p.add_argument("--base-features", type=positive_int, default=16)
     p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet")
     p.add_argument("--configuration", choices=("2d", "3d"), help="override the 2D/3D choice")
-    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--max-steps", type=positive_int, default=1000)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plan")
     p.set_defaults(func=_plan)
 
     p = add_verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
               "medimg segment train --preset default --export src/medimg/tasks/segment/default")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
-    p.add_argument("--fold", type=int, default=0, help="fold K of the k-fold split; -1 = all cases")
+    p.add_argument("--fold", type=_fold, default=0,
+                   help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
     p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
     p.add_argument("--out", help="run/model folder (default runs/segment/<dataset>/fold_K)")
-    p.add_argument("--max-steps", type=int, help="override the plan's max_steps")
+    p.add_argument("--max-steps", type=positive_int, help="override the plan's max_steps")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--export", help="also copy plan.yaml + best weights into this model folder")
     p.set_defaults(func=_train)
@@ -149,5 +197,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("gt_dir")
     p.add_argument("--out", help="report folder (default PRED_DIR/evaluation)")
     p.add_argument("--images", help="image folder for the PNG background")
-    p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    p.add_argument("--nsd-tolerance", type=_positive_float, default=1.0,
+                   help="NSD tolerance in mm")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

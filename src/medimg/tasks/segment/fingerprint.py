@@ -75,8 +75,10 @@ def compute_fingerprint(ds: SegDataset, **kwargs: Any) -> dict[str, Any]:
     return fingerprint_from_cases(ds, check_dataset(ds), **kwargs)
 
 
-def save_fingerprint(fp: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fp, indent=1))
-    return path
+def save_fingerprint(fp: dict[str, Any], path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the fingerprint as JSON (atomically; an existing file only with ``overwrite``)."""
+    from medimg.io.output import atomic_path
+
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(json.dumps(fp, indent=1))
+    return Path(path)

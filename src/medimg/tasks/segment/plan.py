@@ -248,16 +248,19 @@ def make_plan(
     )
 
 
-def save_plan(plan: SegPlan, path: str | Path) -> Path:
-    """Write the plan as commented YAML (edit it, then train with ``--plan``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_plan(plan: SegPlan, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the plan as commented YAML (edit it, then train with ``--plan``); the file appears
+    only once complete, and an existing one is replaced only with ``overwrite``."""
+    from medimg.io.output import atomic_path
+
     head = (
         "# medimg segmentation plan (medimg segment plan). Edit freely; unknown keys are refused.\n"
         f"# data_identifier: {plan.data_identifier}\n"
     )
-    path.write_text(head + yaml.safe_dump(to_dict(plan), sort_keys=False))
-    return path
+    text = head + yaml.safe_dump(to_dict(plan), sort_keys=False)
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def load_plan(path: str | Path) -> SegPlan:

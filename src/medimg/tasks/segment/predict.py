@@ -150,6 +150,51 @@ def _inputs(path: Path) -> list[tuple[str, list[Path], bool]]:
     return sorted(out)
 
 
+def _targets(
+    items: list[tuple[str, list[Path], bool]], out: Path, single: bool
+) -> list[tuple[Path, Path | None]]:
+    """``(NIfTI labels, DICOM-SEG or None)`` per case: what :func:`predict_path` writes."""
+    targets = []
+    for name, _, is_dicom in items:
+        nii = out if single else out / f"{name}.nii.gz"
+        dcm = (out.parent if single else out) / f"{name}_seg.dcm" if is_dicom else None
+        targets.append((nii, dcm))
+    return targets
+
+
+def check_image(image: Image, plan: SegPlan, path: Path) -> None:
+    """One-line refusals for an image the model cannot segment: dimensionality or channel count
+    other than the plan's, or a grid too small to convolve (one voxel along an axis the network
+    works on)."""
+    from medimg.tasks.segment.data import check_input
+
+    check_input(image, plan, str(path))
+    axes = image.spatial_shape[:2] if plan.configuration == "2d" else image.spatial_shape
+    if min(axes) < 2:
+        raise InputError(
+            f"image of shape {'x'.join(map(str, image.spatial_shape))} is too small to segment "
+            f"(a {plan.configuration.upper()} model needs at least 2 voxels along each axis it "
+            "convolves); check that this is the scan you meant",
+            path,
+        )
+
+
+def _load_case(name: str, files: list[Path], plan: SegPlan) -> Image:
+    """The case's channel files as one real float32 image."""
+    from medimg.io.api import load
+    from medimg.io.inputs import check_real
+
+    chans = [load(f, modality=plan.modality) for f in files]
+    for f, c in zip(files, chans):
+        check_real(c.array, f, what="segmentation")
+    if len(chans) > 1 and any(c.spatial_shape != chans[0].spatial_shape for c in chans):
+        raise InputError(f"channel files of case {name!r} differ in shape; resample them", files[0])
+    arr = np.concatenate([c.array.astype(np.float32) for c in chans])
+    image = Image(arr, chans[0].affine, modality=chans[0].modality, meta={"case_id": name})
+    check_image(image, plan, files[0])
+    return image
+
+
 def predict_path(
     source: str | Path,
     out: str | Path,
@@ -159,40 +204,68 @@ def predict_path(
     mirror: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
     ``out`` is a ``.nii.gz`` file for a single input, else a folder getting ``<case>.nii.gz`` (and
-    ``<case>_seg.dcm`` DICOM-SEG for a DICOM series). Returns the written paths.
+    ``<case>_seg.dcm`` DICOM-SEG for a DICOM series). Every output is checked against the inputs
+    and existing files before the model runs; a new output folder appears only once every case
+    is written. A case where the model finds nothing gets its (all-background) NIfTI and no
+    DICOM-SEG (a SEG needs a segment); a line saying so is appended to ``notes``. Returns the
+    written paths.
     """
-    from medimg.io.api import load, save
+    from medimg.io.output import atomic_dir, check_outputs
 
     source, out = Path(source), Path(out)
-    seg = Segmenter(model, device=device)
     items = _inputs(source)
     single = len(items) == 1 and out.name.lower().endswith((".nii.gz", ".nii"))
-    written: list[Path] = []
+    targets = _targets(items, out, single)
+    inputs = [source, *(f for _, files, _ in items for f in files)]
+    check_outputs([p for t in targets for p in t if p is not None], inputs=inputs,
+                  overwrite=overwrite)  # fmt: skip
+    seg = Segmenter(model, device=device)
+    if single or (out.is_dir() and any(out.iterdir())):
+        # files written one by one (each atomically) into a place other outputs may share
+        return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes)
+    with atomic_dir(out, overwrite, inputs=inputs) as tmp:  # a new folder: whole or nothing
+        staged = [(tmp / nii.name, dcm and tmp / dcm.name) for nii, dcm in targets]
+        written = _predict_cases(seg, items, staged, mirror, overwrite, progress, notes)
+    return [out / p.name for p in written]
+
+
+def _predict_cases(
+    seg: Segmenter,
+    items: list[tuple[str, list[Path], bool]],
+    targets: list[tuple[Path, Path | None]],
+    mirror: bool,
+    overwrite: bool,
+    progress: bool,
+    notes: list[str] | None,
+) -> list[Path]:
     from tqdm import tqdm
 
-    for name, files, is_dicom in tqdm(
-        items, desc="segment", disable=not progress or len(items) < 2
-    ):
-        chans = [load(f, modality=seg.plan.modality) for f in files]
-        if len(chans) > 1 and any(c.spatial_shape != chans[0].spatial_shape for c in chans):
-            raise InputError(
-                f"channel files of case {name!r} differ in shape; resample them", files[0]
-            )
-        arr = np.concatenate([c.array.astype(np.float32) for c in chans])
-        image = Image(arr, chans[0].affine, modality=chans[0].modality, meta={"case_id": name})
-        labels = seg.segment(image, mirror=mirror)
-        target = out if single else out / f"{name}.nii.gz"
-        written.append(save(labels, target, overwrite=overwrite))
-        if is_dicom:
-            from medimg.io.dicom.seg import write_dicom_seg
+    from medimg.io.api import save
 
-            names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
-            dcm = (out.parent if single else out) / f"{name}_seg.dcm"
-            written.append(
-                write_dicom_seg(labels, files[0], dcm, segment_names=names, overwrite=overwrite)
-            )
+    written: list[Path] = []
+    for (name, files, _), (nii, dcm) in tqdm(
+        list(zip(items, targets)), desc="segment", disable=not progress or len(items) < 2
+    ):
+        labels = seg.segment(_load_case(name, files, seg.plan), mirror=mirror)
+        written.append(save(labels, nii, overwrite=overwrite))
+        if dcm is None:
+            continue
+        if not labels.array.any():
+            if notes is not None:
+                notes.append(
+                    f"{name}: the model found no structure, so the labels are all background; "
+                    "no DICOM-SEG written (a SEG needs at least one segment)"
+                )
+            continue
+        from medimg.io.dicom.seg import write_dicom_seg
+
+        names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
+        written.append(
+            write_dicom_seg(labels, files[0], dcm, segment_names=names, overwrite=overwrite)
+        )
     return written

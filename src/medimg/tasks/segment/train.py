@@ -20,14 +20,16 @@ import torch
 from medimg.datasets.msd import check_dataset, open_dataset
 from medimg.datasets.splits import kfold_split
 from medimg.engine import Trainer, TrainResult, load_weights, seed_everything
-from medimg.errors import InputError
+from medimg.errors import CheckpointError, InputError, OutputExistsError
+from medimg.io.output import OWNER_MARK, atomic_path, check_outputs, is_owned, mark_owned
 from medimg.tasks.segment.data import PatchDataset, preprocess_image, preprocess_labels
 from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
 from medimg.tasks.segment.models import build_network
 from medimg.tasks.segment.plan import SegPlan, load_plan, make_plan, save_plan
 from medimg.tasks.segment.predict import sliding_labels
 
-__all__ = ["SegRun", "dice_per_class", "export_model", "train_preset", "train_segmentation"]
+__all__ = ["SegRun", "check_export", "check_run_folder", "dice_per_class", "export_model",
+           "train_preset", "train_segmentation"]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -66,6 +68,46 @@ def _fold_cases(ids: list[str], fold: int, k: int, seed: int) -> tuple[list[str]
     return kfold_split(ids, k, seed=seed)[fold]
 
 
+def check_run_folder(
+    out: Path, *, resume: bool | str, overwrite: bool, inputs: list[Path] = ()
+) -> bool:
+    """What training may do with the run folder ``out``, decided before any work; returns
+    whether it resumes. Nothing is written.
+
+    A new or empty folder starts a run. A folder that holds anything is resumed when asked
+    (``resume=True``, or ``"auto"`` and it holds a checkpoint), started over with ``overwrite``
+    only if it is a run medimg wrote, and refused otherwise, so an earlier run is never changed
+    by a command that did not ask for it.
+    """
+    from medimg.engine import find_checkpoint
+
+    check_outputs([out], inputs=inputs, overwrite=True)  # on/around an input, a file's path
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file; name a folder for the training run", out)
+    has_ckpt = out.is_dir() and find_checkpoint(out / "last") is not None
+    if resume is True or (resume == "auto" and has_ckpt):
+        if not has_ckpt:
+            raise CheckpointError(
+                "holds no checkpoint to resume (no last/); start without --resume", out
+            )
+        return True
+    if not out.is_dir() or not any(p.name != OWNER_MARK for p in out.iterdir()):
+        return False
+    if not overwrite:
+        raise OutputExistsError(
+            "already holds a run; pass --resume to continue it, --overwrite to start it over, "
+            "or choose another --out",
+            out,
+        )
+    if not (is_owned(out) or (out / "config.yaml").is_file()):
+        raise InputError(
+            "holds files medimg did not write; --overwrite only starts over an earlier run, "
+            "choose a new or empty folder",
+            out,
+        )
+    return False
+
+
 def train_segmentation(
     dataset: str | Path,
     out_dir: str | Path,
@@ -79,9 +121,17 @@ def train_segmentation(
     overwrite: bool = False,
     samples_per_epoch: int = 250,
 ) -> TrainResult:
-    """Train fold ``fold`` of ``dataset`` into ``out_dir`` (a model folder); see the module doc."""
+    """Train fold ``fold`` of ``dataset`` into ``out_dir`` (a model folder); see the module doc.
+
+    ``resume``: ``True`` continues the run in ``out_dir``, ``"auto"`` continues it if it holds a
+    checkpoint; an ``out_dir`` holding anything else needs ``overwrite`` (see
+    :func:`check_run_folder`)."""
     t0 = time.perf_counter()
     ds = open_dataset(dataset)
+    out = Path(out_dir)
+    plan_file = [Path(plan)] if isinstance(plan, (str, Path)) else []
+    resuming = check_run_folder(out, resume=resume, overwrite=overwrite,
+                                inputs=ds.files() + ([] if resume is True else plan_file))  # fmt: skip
     cases = check_dataset(ds)
     if plan is None:
         plan = make_plan(fingerprint_from_cases(ds, cases))
@@ -101,8 +151,6 @@ def train_segmentation(
     train_ids, val_ids = _fold_cases(sorted(cases), fold, plan.folds, plan.train.seed)
     pre = {cid: (preprocess_image(cases[cid][0], plan)[0], preprocess_labels(cases[cid][1], plan))
            for cid in sorted(set(train_ids) | set(val_ids))}  # fmt: skip
-    out = Path(out_dir)
-    save_fingerprint(fingerprint_from_cases(ds, cases), out / "fingerprint.json")
     data = PatchDataset(
         [pre[c][0] for c in train_ids], [pre[c][1] for c in train_ids], plan,
         samples_per_epoch=max(samples_per_epoch, plan.train.batch_size),
@@ -126,11 +174,17 @@ def train_segmentation(
 
     run = SegRun(str(dataset), fold, plan)
     trainer = Trainer(model, data, step, plan.train, out, validate=validate, run_config=run)
-    result = trainer.fit(resume=resume, overwrite=overwrite)
+    if not resuming:  # a fresh run is a model folder from the start: its plan beside its weights
+        out.mkdir(parents=True, exist_ok=True)
+        mark_owned(out)
+        save_plan(plan, out / "plan.yaml", overwrite=True)
+    result = trainer.fit(resume=resuming, overwrite=overwrite and not resuming)
+    save_fingerprint(fingerprint_from_cases(ds, cases), out / "fingerprint.json", overwrite=True)
     load_weights(model, result.best_checkpoint or result.last_checkpoint)
     plan.postprocessing = _choose_postprocessing(model.eval(), plan, [pre[c] for c in val_ids])
-    save_plan(plan, out / "plan.yaml")
-    (out / "train_time_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    save_plan(plan, out / "plan.yaml", overwrite=True)
+    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
+        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return result
 
 
@@ -145,26 +199,65 @@ def train_preset(
     max_steps: int | None = None,
     progress: bool = True,
     device: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Write the synthetic CT-like set into ``work_dir/data``, plan it with the preset's budget
-    and train on all training cases (fold -1) into ``work_dir/model``."""
-    from medimg.phantoms.segmentation import write_msd_dataset
+    and train on all training cases (fold -1) into ``work_dir/model``.
+
+    An existing ``work_dir`` is resumed (``resume``: its data and plan are kept) or, with
+    ``overwrite``, started over if medimg wrote it; otherwise it is refused untouched."""
+    from medimg.phantoms.segmentation import made_by_medimg, write_msd_dataset
 
     p = DEFAULT_PRESET
     work = Path(work_dir)
-    data = write_msd_dataset(work / "data", str(p["kind"]), n_train=int(p["n_train"]),
-                             n_test=int(p["n_test"]), seed=int(p["seed"]))  # fmt: skip
-    ds = open_dataset(data)
-    plan = make_plan(fingerprint_from_cases(ds, check_dataset(ds)), memory_budget_mb=float(p["memory_budget_mb"]),
-                     base_features=int(p["base_features"]), max_steps=int(p["max_steps"]))  # fmt: skip
-    save_plan(plan, work / "plan.yaml")
+    data, plan_path = work / "data", work / "plan.yaml"
+    if resume:
+        check_run_folder(work / "model", resume=True, overwrite=False)
+        plan = load_plan(plan_path)
+    else:
+        busy = work.is_dir() and any(q.name != OWNER_MARK for q in work.iterdir())
+        if busy and not overwrite:
+            raise OutputExistsError(
+                "already holds a preset run; pass --resume to continue it, --overwrite to start "
+                "it over, or choose another --out",
+                work,
+            )
+        if busy and not (is_owned(work) or made_by_medimg(data)):
+            raise InputError(
+                "holds files medimg did not write; --overwrite only starts over an earlier "
+                "preset run, choose a new or empty folder",
+                work,
+            )
+        check_run_folder(work / "model", resume=False, overwrite=overwrite)
+        work.mkdir(parents=True, exist_ok=True)
+        mark_owned(work)
+        write_msd_dataset(data, str(p["kind"]), n_train=int(p["n_train"]),
+                          n_test=int(p["n_test"]), seed=int(p["seed"]), overwrite=overwrite)  # fmt: skip
+        ds = open_dataset(data)
+        plan = make_plan(fingerprint_from_cases(ds, check_dataset(ds)), memory_budget_mb=float(p["memory_budget_mb"]),
+                         base_features=int(p["base_features"]), max_steps=int(p["max_steps"]))  # fmt: skip
+        save_plan(plan, plan_path, overwrite=overwrite)
     return train_segmentation(data, work / "model", fold=-1, plan=plan, max_steps=max_steps,
-                              progress=progress, device=device, overwrite=True, resume=False)  # fmt: skip
+                              progress=progress, device=device, overwrite=overwrite,
+                              resume=resume)  # fmt: skip
 
 
-def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+def check_export(run_dir: str | Path, dest: str | Path, overwrite: bool = False) -> list[Path]:
+    """The files :func:`export_model` writes into ``dest``, checked before training (existing
+    ones need ``overwrite``; none may be a file of the run)."""
+    from medimg.io.output import check_outputs
+
+    out = Path(dest)
+    return check_outputs([out / "plan.yaml", out / "model.safetensors"], overwrite=overwrite,
+                         inputs=[Path(run_dir) / "plan.yaml", Path(run_dir) / "best",
+                                 Path(run_dir) / "last"])  # fmt: skip
+
+
+def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = True) -> Path:
     """Copy a run's ``plan.yaml`` and best (else last) weights into a model folder ``dest``
-    (what ships in ``medimg/tasks/segment/default``)."""
+    (what ships in ``medimg/tasks/segment/default``); other files there (a model card) stay.
+    Each file appears only once complete."""
     import shutil
 
     from medimg.engine import find_checkpoint
@@ -173,9 +266,10 @@ def export_model(run_dir: str | Path, dest: str | Path) -> Path:
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
     if ckpt is None or not (run / "plan.yaml").is_file():
         raise InputError("no finished training here (plan.yaml and best/ or last/)", run)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "plan.yaml", out / "plan.yaml")
-    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    plan_out, weights_out = check_export(run, out, overwrite)
+    for src, dst in ((run / "plan.yaml", plan_out), (ckpt / "model.safetensors", weights_out)):
+        with atomic_path(dst, overwrite) as tmp:
+            shutil.copyfile(src, tmp)
     return out
 
 
