@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,47 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     _fit(tmp_path, _cfg(max_steps=2), overwrite=True)
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_earlier_run_without_last_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    _fit(tmp_path, _cfg(max_steps=3))
+    shutil.rmtree(tmp_path / "last")  # best/, config.yaml and metrics.jsonl remain
+    before = _snapshot(tmp_path)
+    for resume in (False, "auto"):
+        with pytest.raises(OutputExistsError, match=r"earlier run \(config\.yaml.*best/"):
+            _fit(tmp_path, _cfg(max_steps=5, lr=0.1), resume=resume)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        _fit(tmp_path, _cfg(max_steps=5), resume=True)
+    assert _snapshot(tmp_path) == before
+    assert _fit(tmp_path, _cfg(max_steps=2), overwrite=True).last_step == 2
+
+
+def test_auto_restarts_a_run_killed_before_its_first_checkpoint_only_if_unchanged(
+    tmp_path: Path,
+) -> None:
+    cfg = _cfg(max_steps=4, checkpoint_every=4)
+    _fit(tmp_path, cfg)
+    for name in ("last", "best"):  # as if killed during the first steps
+        shutil.rmtree(tmp_path / name)
+    with pytest.raises(OutputExistsError, match="no checkpoint in last/"):
+        _fit(tmp_path, _cfg(max_steps=4, checkpoint_every=4, lr=0.5), resume="auto")
+    assert _fit(tmp_path, cfg, resume="auto").last_step == 4  # same config: nothing is lost
+
+
+def test_kill_between_checkpoint_renames_resumes_from_the_complete_one(tmp_path: Path) -> None:
+    cfg = _cfg(max_steps=6, checkpoint_every=3, val_every=3)
+    straight = _fit(tmp_path / "straight", cfg)
+    _fit(tmp_path / "run", _cfg(max_steps=3, checkpoint_every=3, val_every=3))
+    # killed while step 6's checkpoint replaced last/: last/ moved aside, the new one not in
+    os.replace(tmp_path / "run" / "last", tmp_path / "run" / "last.old")
+    done = _fit(tmp_path / "run", cfg, resume=True, allow_config_change=True)
+    assert done.last_step == 6 and not (tmp_path / "run" / "last.old").exists()
+    a, b = _weights(straight.last_checkpoint), _weights(done.last_checkpoint)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_changed_config_on_resume_is_reported(tmp_path: Path) -> None:

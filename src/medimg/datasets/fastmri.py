@@ -26,10 +26,11 @@ import h5py
 import numpy as np
 
 from medimg.errors import ImageReadError, InputError
+from medimg.io.inputs import check_allocation, check_regular_file
 from medimg.io.output import atomic_path
 from medimg.typing import PathType
 
-__all__ = ["FastMRIVolume", "IsmrmrdHeader", "read_fastmri", "write_fastmri"]
+__all__ = ["FastMRIVolume", "IsmrmrdHeader", "check_fastmri", "read_fastmri", "write_fastmri"]
 
 _NS = "http://www.ismrm.org/ISMRMRD"
 
@@ -202,54 +203,168 @@ def _fail(path: PathType, message: str) -> ImageReadError:
     return ImageReadError(message, path)
 
 
+def _dataset(f: h5py.File, name: str, p: Path) -> h5py.Dataset | None:
+    """``f[name]`` if present, refused unless it is a dataset (a group or broken link)."""
+    try:
+        if name not in f:
+            return None
+        obj = f[name]
+    except (KeyError, OSError, ValueError, TypeError) as err:
+        raise _fail(p, f"'{name}' cannot be opened ({err}); the file is corrupt") from None
+    if not isinstance(obj, h5py.Dataset):
+        raise _fail(p, f"'{name}' is a {type(obj).__name__}, not a dataset; not fastMRI layout")
+    return obj
+
+
+def _read(ds: h5py.Dataset, sel: Any, dtype: Any, p: Path, what: str) -> np.ndarray:
+    """``ds[sel]`` as ``dtype`` once its size fits the memory budget; HDF5 errors in one line."""
+    n = ds.shape[0] if ds.ndim else 1
+    rows = 1 if isinstance(sel, int) else len(range(*sel.indices(n))) if ds.ndim else 1
+    check_allocation((rows, *ds.shape[1:]), dtype, what=f"'{what}'", path=p)
+    try:
+        arr = np.asarray(ds[sel] if ds.ndim else ds[()], dtype=dtype)
+    except (OSError, ValueError, TypeError) as err:
+        raise _fail(p, f"cannot read '{what}' ({err}); the file is truncated or corrupt") from None
+    return arr[None] if isinstance(sel, int) and ds.ndim else arr
+
+
+def _selection(slices: slice | int | None, n: int, p: Path) -> slice | int:
+    if slices is None:
+        return slice(None)
+    if isinstance(slices, slice):
+        return slices
+    if isinstance(slices, (int, np.integer)) and -n <= int(slices) < n:
+        return int(slices) % n
+    raise InputError(f"slice {slices!r} is outside the file's {n} slices (0..{n - 1})", p)
+
+
+def _check_kspace(f: h5py.File, p: Path) -> h5py.Dataset:
+    ds = _dataset(f, "kspace", p)
+    if ds is None:
+        raise _fail(p, f"no 'kspace' dataset (found {sorted(f.keys())}); not fastMRI layout")
+    if ds.dtype.kind != "c":
+        raise _fail(p, f"'kspace' must be complex, got {ds.dtype}; store complex64 k-space")
+    if ds.ndim not in (3, 4):
+        raise _fail(p, f"'kspace' must be (slices, [coils,] H, W), got shape {ds.shape}")
+    if ds.shape[0] == 0:
+        raise _fail(p, "'kspace' has no slices; the file holds no data")
+    if 0 in ds.shape:
+        raise _fail(p, f"'kspace' has an empty axis, shape {ds.shape}; the file holds no data")
+    return ds
+
+
+def _check_mask(f: h5py.File, p: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    ds = _dataset(f, "mask", p)
+    if ds is None:
+        return None
+    height, width = shape[-2:]
+    if ds.dtype.kind not in "biuf" or ds.ndim not in (1, 2) or (
+        ds.shape[-1] != width or (ds.ndim == 2 and ds.shape[0] not in (1, height))
+    ):  # fmt: skip
+        raise _fail(
+            p, f"'mask' shape {ds.shape} ({ds.dtype}) does not match k-space shape {shape} "
+            f"(W={width}); a fastMRI mask is (W,) numbers",
+        )  # fmt: skip
+    mask = _read(ds, slice(None), ds.dtype, p, "mask")
+    if not np.isfinite(mask).all():
+        raise _fail(p, "'mask' holds NaN or Inf values; the file is corrupt")
+    if not mask.any():
+        raise _fail(p, "'mask' samples no k-space line, so there is nothing to reconstruct")
+    return mask
+
+
+def _check_header(f: h5py.File, p: Path) -> IsmrmrdHeader | None:
+    try:
+        raw: Any = (
+            f["ismrmrd_header"][()] if "ismrmrd_header" in f else f.attrs.get("ismrmrd_header")
+        )
+    except (KeyError, OSError, ValueError, TypeError) as err:
+        raise _fail(p, f"'ismrmrd_header' cannot be read ({err})") from None
+    if raw is None:
+        return None
+    if isinstance(raw, np.ndarray) and raw.size == 1:
+        raw = raw.reshape(-1)[0]
+    if not isinstance(raw, (bytes, str)):
+        raise _fail(p, f"'ismrmrd_header' is {type(raw).__name__}, not ISMRMRD XML text")
+    try:
+        header = IsmrmrdHeader.from_xml(raw)
+    except (ET.ParseError, ValueError, TypeError, OverflowError) as err:
+        raise _fail(p, f"unreadable 'ismrmrd_header' XML ({err})") from None
+    sizes, fov = header.recon_size[:2], header.recon_fov_mm
+    if min(sizes) < 1 or not all(np.isfinite(v) and v > 0 for v in fov):
+        raise _fail(
+            p, f"'ismrmrd_header' gives recon matrix {sizes} and field of view {fov} mm; both "
+            "must be positive",
+        )  # fmt: skip
+    return header
+
+
+def _attrs(f: h5py.File) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in list(f.attrs):
+        try:  # an attribute of a type h5py cannot convert is left out, not fatal
+            v = f.attrs[key]
+        except (OSError, TypeError, ValueError, KeyError):
+            continue
+        out[key] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def check_fastmri(path: PathType) -> tuple[int, ...]:
+    """Check a fastMRI file's layout without reading its k-space; return the k-space shape.
+
+    For verbs that check every input before writing anything. Raises like :func:`read_fastmri`
+    (except for NaN values, which only a full read finds).
+    """
+    p = check_regular_file(path)
+    with _open(p) as f:
+        ds = _check_kspace(f, p)
+        _check_mask(f, p, ds.shape)
+        _check_header(f, p)
+        return tuple(int(s) for s in ds.shape)
+
+
+def _open(p: Path) -> h5py.File:
+    try:
+        return h5py.File(p, "r")
+    except (OSError, ValueError) as err:
+        raise _fail(p, f"not a readable HDF5 file ({err}); fastMRI volumes are .h5") from None
+
+
 def read_fastmri(path: PathType, slices: slice | int | None = None) -> FastMRIVolume:
     """Read a fastMRI HDF5 file (optionally only ``slices``) and check its layout.
 
     Raises
     ------
     ImageReadError
-        Missing file or ``kspace``, not HDF5, real-valued or wrongly shaped k-space, a mask that
-        does not match the phase-encode axis, NaN/Inf values, or an unreadable header.
+        Missing file or ``kspace``, not HDF5, real-valued, empty or wrongly shaped k-space, a
+        mask that does not match the phase-encode axis or samples nothing, a reconstruction
+        whose slices do not match, NaN/Inf values, or an unreadable header.
+    InputError
+        A declared size beyond the memory budget (``MEDIMG_MAX_MEMORY``), a slice out of range.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise _fail(p, "no such file; check the path to the fastMRI .h5 file")
-    sel = slice(None) if slices is None else slices
-    try:
-        f = h5py.File(p, "r")
-    except OSError as err:
-        raise _fail(p, f"not a readable HDF5 file ({err}); fastMRI volumes are .h5") from err
-    with f:
-        if "kspace" not in f:
-            raise _fail(p, f"no 'kspace' dataset (found {sorted(f.keys())}); not fastMRI layout")
-        ds = f["kspace"]
-        if ds.dtype.kind != "c":
-            raise _fail(p, f"'kspace' must be complex, got {ds.dtype}; store complex64 k-space")
-        if ds.ndim not in (3, 4):
-            raise _fail(p, f"'kspace' must be (slices, [coils,] H, W), got shape {ds.shape}")
-        kspace = np.asarray(ds[sel], dtype=np.complex64)
-        kspace = kspace[None] if isinstance(sel, int) else kspace
-        height, width = ds.shape[-2:]
-        mask = np.asarray(f["mask"][()]) if "mask" in f else None
-        if mask is not None and (
-            mask.shape[-1] != width or (mask.ndim >= 2 and mask.shape[-2] not in (1, height))
-        ):
-            raise _fail(
-                p, f"'mask' shape {mask.shape} does not match k-space shape {ds.shape} (W={width})"
-            )
+    check_regular_file(p)
+    with _open(p) as f:
+        ds = _check_kspace(f, p)
+        sel = _selection(slices, ds.shape[0], p)
+        mask = _check_mask(f, p, ds.shape)
+        header = _check_header(f, p)
+        kspace = _read(ds, sel, np.complex64, p, "kspace")
         recon = None
         for name in ("reconstruction_rss", "reconstruction_esc"):
-            if name in f:
-                recon = np.asarray(f[name][sel], dtype=np.float32)
-                recon = recon[None] if isinstance(sel, int) else recon
-        header = None
-        if "ismrmrd_header" in f or "ismrmrd_header" in f.attrs:
-            raw = f["ismrmrd_header"][()] if "ismrmrd_header" in f else f.attrs["ismrmrd_header"]
-            try:
-                header = IsmrmrdHeader.from_xml(raw)
-            except (ET.ParseError, ValueError) as err:
-                raise _fail(p, f"unreadable 'ismrmrd_header' XML ({err})") from err
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+            rds = _dataset(f, name, p)
+            if rds is None:
+                continue
+            if rds.dtype.kind not in "biuf" or rds.ndim != 3 or rds.shape[0] != ds.shape[0]:
+                raise _fail(
+                    p, f"'{name}' must be real (slices, h, w) with the k-space's {ds.shape[0]} "
+                    f"slices, got {rds.dtype} {rds.shape}",
+                )  # fmt: skip
+            recon = _read(rds, sel, np.float32, p, name)
+        attrs = _attrs(f)
     for name, arr in (("kspace", kspace), ("reconstruction", recon)):
         if arr is not None and not np.isfinite(arr).all():
             raise _fail(p, f"'{name}' contains NaN or Inf values; the file is corrupt")

@@ -55,6 +55,7 @@ from medimg.engine.runtime import (
     set_rng_state,
     to_device,
 )
+from medimg.engine.state import check_run_dir
 from medimg.engine.steps import StepContext
 from medimg.engine.trainer import Trainer, TrainResult
 
@@ -73,6 +74,7 @@ __all__ = [
     "broadcast_object",
     "build_optimizer",
     "build_scheduler",
+    "check_run_dir",
     "config_diff",
     "derive_seed",
     "dist_info",

@@ -23,11 +23,21 @@ from medimg.engine.runlog import MetricsLog
 from medimg.engine.runtime import get_rng_state, set_rng_state
 from medimg.errors import CheckpointError, InputError, OutputExistsError
 
-__all__ = ["HARMLESS_KEYS", "RunState", "prepare_run", "training_state"]
+__all__ = [
+    "HARMLESS_KEYS",
+    "RUN_FILES",
+    "RunState",
+    "check_run_dir",
+    "prepare_run",
+    "training_state",
+]
 
 STATE_FORMAT = 1
 # settings that do not change the numbers, so they may differ on resume
 HARMLESS_KEYS = frozenset({"progress", "log_every", "checkpoint_every", "num_workers", "device"})
+#: what a run leaves in its folder: any of them means an earlier run is there
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last", "last.old", "last.tmp", "best", "best.old",
+             "best.tmp")  # fmt: skip
 
 
 @dataclass
@@ -79,21 +89,10 @@ def prepare_run(
     is_main: bool,
 ) -> RunState:
     """Start fresh (writing ``config.yaml``) or restore everything from ``run_dir/last``."""
-    if resume not in (True, False, "auto"):
-        raise InputError(f"resume must be True, False or 'auto', got {resume!r}")
+    resuming = check_run_dir(run_dir, resume=resume, overwrite=overwrite, run_config=run_config)
     found = find_checkpoint(run_dir / "last")
-    if resume is True and found is None:
-        raise CheckpointError(
-            "nothing to resume: no checkpoint in last/; start without resume", path=run_dir
-        )
-    if found is not None and not resume and not overwrite:
-        raise OutputExistsError(
-            "run folder already holds a checkpoint; resume it, pass overwrite to start over, "
-            "or choose another run name",
-            path=run_dir,
-        )
     dd.barrier()  # every rank has looked before rank 0 changes anything
-    if found is None or not resume:
+    if not resuming:
         if is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             for name in ("last", "last.old", "last.tmp", "best", "best.old", "best.tmp"):
@@ -103,6 +102,7 @@ def prepare_run(
             log.write("event", 0, event="start")
         return RunState()
 
+    assert found is not None  # check_run_dir resumes only a complete checkpoint
     state = load_training_state(found)
     load_weights(model, found)
     changes = [
@@ -136,6 +136,68 @@ def prepare_run(
         _write_config(run_dir, run_config)
         log.write("event", rs.step, event="resume", checkpoint=str(found))
     return rs
+
+
+def check_run_dir(
+    run_dir: str | Path,
+    *,
+    resume: bool | str,
+    overwrite: bool,
+    run_config: dict[str, Any] | None = None,
+    extra: tuple[str, ...] = (),
+) -> bool:
+    """Whether ``fit`` would resume ``run_dir``; raise (one line, touching nothing) when it
+    would have to replace an earlier run it was not told to replace.
+
+    An earlier run is anything of :data:`RUN_FILES` (plus a task's ``extra`` names) in the
+    folder. It is continued with ``resume`` (``True``: ``last/`` must hold a complete
+    checkpoint; ``"auto"``: continued when it does) and replaced only with ``overwrite``.
+    ``"auto"`` also restarts a run that died before its first checkpoint when its
+    ``config.yaml`` equals ``run_config`` (nothing of it would be lost). Tasks call this before
+    costly preparation so a refusal comes first.
+    """
+    if resume not in (True, False, "auto"):
+        raise InputError(f"resume must be True, False or 'auto', got {resume!r}")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError("is a file, not a run folder; choose a folder for the run", run_dir)
+    found = find_checkpoint(run_dir / "last")
+    if resume is True and found is None:
+        raise CheckpointError(
+            "nothing to resume: no complete checkpoint in last/; start without resume, or pass "
+            "overwrite to start over",
+            path=run_dir,
+        )
+    if resume and found is not None:
+        return True
+    earlier = [n for n in (*RUN_FILES, *extra) if (run_dir / n).exists()]
+    if not earlier or overwrite:
+        return False
+    if resume == "auto" and run_config is not None and _restartable(run_dir, earlier, run_config):
+        return False
+    what = ", ".join(n + "/" if (run_dir / n).is_dir() else n for n in earlier)
+    if found is None:
+        raise OutputExistsError(
+            f"run folder holds an earlier run ({what}) with no checkpoint in last/ to resume; "
+            "pass overwrite (--overwrite) to start over, or choose another run folder",
+            path=run_dir,
+        )
+    raise OutputExistsError(
+        f"run folder already holds a checkpoint of an earlier run ({what}); resume it "
+        "(--resume), pass overwrite (--overwrite) to start over, or choose another run folder",
+        path=run_dir,
+    )
+
+
+def _restartable(run_dir: Path, earlier: list[str], run_config: dict[str, Any]) -> bool:
+    """A run killed before its first checkpoint, relaunched with the same config."""
+    if set(earlier) - {"config.yaml", "metrics.jsonl", "last.tmp", "best.tmp"}:
+        return False
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return saved == yaml.safe_load(yaml.safe_dump(run_config, sort_keys=False))
 
 
 def _write_config(run_dir: Path, run_config: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.reconstruct.args import fraction, positive_float
 
 __all__ = ["add_verbs"]
 
@@ -19,9 +20,10 @@ def _sim_config(args: argparse.Namespace, dose: float = 1.0):
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from medimg.tasks.reconstruct.ct.data import write_pairs
+    from medimg.tasks.reconstruct.ct.data import check_scan_size, write_pairs
 
     cfg = _sim_config(args, args.doses[0])
+    check_scan_size(cfg)
     seeds = range(args.seed, args.seed + args.cases)
     out = write_pairs(args.out, seeds, cfg, doses=tuple(args.doses), fmt=args.format,
                       sinograms=not args.no_sinograms, overwrite=args.overwrite)  # fmt: skip
@@ -30,25 +32,57 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstruct(args: argparse.Namespace) -> int:
+def _read_sinogram(src: Path, counts: bool, i0: float):
+    """The ``(views, detectors)`` sinogram of a ``.npy`` file, checked before it is loaded."""
     import numpy as np
     import torch
 
     from medimg.errors import InputError
+    from medimg.io.inputs import check_allocation, check_real, check_regular_file
+    from medimg.physics.ct_dose import counts_to_line_integrals
+
+    check_regular_file(src)
+    try:  # memory-mapped: the header's shape is checked before anything is read
+        raw = np.load(src, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read a .npy sinogram ({exc})", src) from None
+    if not isinstance(raw, np.ndarray):
+        raise InputError("holds several arrays (.npz); give one .npy sinogram", src)
+    check_real(raw, src, what="CT reconstruction")
+    if raw.dtype.kind not in "biuf":
+        raise InputError(f"holds {raw.dtype} values, not numbers; give a numeric sinogram", src)
+    shape = tuple(int(s) for s in raw.shape)
+    if len(shape) < 2 or any(s != 1 for s in shape[:-2]):
+        raise InputError(
+            f"sinogram shape {shape} is not (views, detectors); give one 2D sinogram", src
+        )
+    check_allocation(shape, np.float32, what="the sinogram", path=src, copies=2)
+    arr = np.array(raw, dtype=np.float32).reshape(shape[-2:])  # a copy, not the map
+    if not np.isfinite(arr).all():
+        raise InputError("the sinogram holds NaN or Inf values; fix or drop those views", src)
+    sino = torch.from_numpy(arr)
+    return counts_to_line_integrals(sino, i0) if counts else sino
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from medimg.errors import InputError
     from medimg.io.api import save
     from medimg.physics.ct import CTProjector
-    from medimg.physics.ct_dose import counts_to_line_integrals
     from medimg.tasks.reconstruct.ct.baselines import fbp_hu, tv_reconstruct_hu
-    from medimg.tasks.reconstruct.ct.data import axial_affine, geometry, slice_image
+    from medimg.tasks.reconstruct.ct.data import (
+        axial_affine,
+        check_scan_size,
+        geometry,
+        slice_image,
+    )
+    from medimg.tasks.reconstruct.outputs import check_image_outputs
 
     src = Path(args.sinogram)
-    try:
-        sino = torch.from_numpy(np.load(src)).float()
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read a .npy sinogram ({exc})", src) from None
-    if args.counts:
-        sino = counts_to_line_integrals(sino, args.i0)
-    g = geometry(_sim_config(args))
+    check_image_outputs([args.output], inputs=[src], overwrite=args.overwrite)
+    cfg = _sim_config(args)
+    check_scan_size(cfg)
+    sino = _read_sinogram(src, args.counts, args.i0)
+    g = geometry(cfg)
     if tuple(sino.shape[-2:]) != g.sinogram_shape:
         raise InputError(
             f"sinogram shape {tuple(sino.shape)} does not match the geometry "
@@ -64,12 +98,6 @@ def _reconstruct(args: argparse.Namespace) -> int:
     out = save(image, args.output, overwrite=args.overwrite)
     print(f"wrote {out} ({args.method}, HU)")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return int(text)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -98,13 +126,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.init is not None:
         cfg.init = args.init
     out = args.out or f"runs/recon/ct/{cfg.model}-{args.preset}"
-    resume = "auto" if args.resume else False
-    res = train_ct(cfg, out, resume=resume, overwrite=args.overwrite)
+    res = train_ct(cfg, out, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {cfg.model} to step {res.last_step}; best validation PSNR {res.best_metric} dB "
           f"(soft-tissue window, reference: {cfg.target}) at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     if args.export:
-        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+        dest = export_model(res.run_dir, args.export, overwrite=args.overwrite)
+        print(f"exported the model to {dest}")
     return 0
 
 
@@ -123,17 +151,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or Path(args.data) / "evaluation"
     res = evaluate_folder(args.data, out, models=args.models or (), dose=args.dose,
                           window=args.window, iterative=not args.no_iterative,
-                          device=args.device, max_cases=args.max_cases)  # fmt: skip
+                          device=args.device, max_cases=args.max_cases,
+                          overwrite=args.overwrite)  # fmt: skip
     print((Path(out) / "summary.md").read_text(), end="")
     print(f"wrote {out}/metrics.csv, summary.md, panel.png ({res['window']})")
     return 0
 
 
 def _add_scanner(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
-    p.add_argument("--pixel-mm", type=float, default=3.0, help="pixel size in mm (default 3)")
-    p.add_argument("--views", type=int, default=192, help="parallel-beam views over 180 degrees")
-    p.add_argument("--i0", type=float, default=1e5,
+    p.add_argument(
+        "--size", type=positive_int, default=128, help="image size in pixels (default 128)"
+    )
+    p.add_argument(
+        "--pixel-mm", type=positive_float, default=3.0, help="pixel size in mm (default 3)"
+    )
+    p.add_argument(
+        "--views", type=positive_int, default=192, help="parallel-beam views over 180 degrees"
+    )
+    p.add_argument("--i0", type=positive_float, default=1e5,
                    help="full-dose photons per detector element and view (default 1e5)")  # fmt: skip
     p.add_argument(
         "--filter", default="hann", help="FBP filter: ram-lak, shepp-logan, cosine, hann"
@@ -149,10 +184,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct simulate data/ldct --cases 8 --doses 0.25 0.1\n"
               "medimg recon ct simulate data/ldct_dicom --format dicom --cases 2")  # fmt: skip
     p.add_argument("out", help="output folder (case_<seed>/ + cases.json)")
-    p.add_argument("--cases", type=int, default=8)
-    p.add_argument("--seed", type=int, default=10000,
+    p.add_argument("--cases", type=positive_int, default=8)
+    p.add_argument("--seed", type=non_negative_int, default=10000,
                    help="first phantom seed (default 10000: held out from training)")  # fmt: skip
-    p.add_argument("--doses", type=float, nargs="+", default=[0.25],
+    p.add_argument("--doses", type=fraction, nargs="+", default=[0.25],
                    help="dose fractions of the low-dose scans (default 0.25)")  # fmt: skip
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
     p.add_argument("--no-sinograms", action="store_true", help="skip the .npy sinograms")
@@ -167,7 +202,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("output", help="output .nii.gz or DICOM folder")
     p.add_argument("--method", choices=("fbp", "pwls-tv"), default="fbp")
     p.add_argument("--counts", action="store_true", help="the file holds photon counts")
-    p.add_argument("--tv-lam", type=float, default=5.0, help="PWLS-TV prior weight")
+    p.add_argument("--tv-lam", type=positive_float, default=5.0, help="PWLS-TV prior weight")
     p.add_argument("--overwrite", action="store_true")
     _add_scanner(p)
     p.set_defaults(func=_reconstruct)
@@ -183,15 +218,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--init", help="wgan: RED-CNN model folder to start the generator ('default')")
     p.add_argument("--out", help="run folder (default runs/recon/ct/<model>-<preset>)")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out if there is one"
+        "--resume", action="store_true", help="continue the run in --out from its last/ checkpoint"
     )
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart over an existing run (and replace an existing --export)")  # fmt: skip
     p.add_argument("--export", help="copy config + best weights into this model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
@@ -212,9 +248,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("data", help="folder written by 'medimg recon ct simulate'")
     p.add_argument("--out", help="report folder (default DATA/evaluation)")
     p.add_argument("--models", nargs="*", help="redcnn, wgan or model folders (default: shipped)")
-    p.add_argument("--dose", type=float, help="which simulated dose (default: the first)")
+    p.add_argument("--dose", type=fraction, help="which simulated dose (default: the first)")
     p.add_argument("--window", choices=sorted(WINDOWS), default="soft_tissue")
     p.add_argument("--no-iterative", action="store_true", help="skip PWLS-TV (slowest column)")
-    p.add_argument("--max-cases", type=int)
+    p.add_argument("--max-cases", type=positive_int)
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

@@ -38,6 +38,7 @@ __all__ = [
     "SliceDataset",
     "SlicePair",
     "axial_affine",
+    "check_scan_size",
     "from_net",
     "geometry",
     "simulate_slice",
@@ -95,6 +96,17 @@ class SimConfig:
         bad = [r for r in self.regions if r not in REGION_Z]
         if bad or not self.regions:
             raise InputError(f"regions must be a non-empty subset of {sorted(REGION_Z)}, got {bad}")
+
+
+def check_scan_size(cfg: SimConfig) -> None:
+    """Refuse (one line) a grid whose image, sinogram or one view's ray samples would not fit
+    in memory, before anything is allocated (``--size 100000``)."""
+    from medimg.io.inputs import check_allocation
+
+    n, det = int(cfg.image_size), 2 * int(cfg.image_size) + 2  # detector: about n * sqrt(2)
+    check_allocation((n, n), np.float32, what="the CT image", copies=8)
+    check_allocation((cfg.n_views, det), np.float32, what="the sinogram", copies=4)
+    check_allocation((det, det, 2), np.float64, what="one view's ray samples", copies=2)
 
 
 def geometry(cfg: SimConfig) -> ParallelBeamGeometry:
@@ -283,36 +295,50 @@ def write_pairs(
     ``labels`` (NIfTI ``.nii.gz``, or DICOM series folders with HU rescale for ``fmt="dicom"``),
     optional sinograms ``.npy`` and ``cases.json`` with the simulation settings and nodules."""
     from medimg.io.api import save
+    from medimg.io.output import atomic_dir, check_outputs
 
     if fmt not in ("nifti", "dicom"):
         raise InputError(f"fmt must be 'nifti' or 'dicom', got {fmt!r}")
-    out = Path(out_dir)
+    names = [f"low_{round(100 * d):03d}" for d in doses]
+    if len(set(names)) != len(names) or not all(0 < d <= 1 for d in doses):
+        raise InputError(f"doses must be distinct fractions in (0, 1] (to 1 %), got {list(doses)}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"give one or more distinct seeds, got {seeds}")
+    check_outputs([out_dir], overwrite=overwrite)  # refuse before minutes of simulation
     ext = ".nii.gz" if fmt == "nifti" else ""
+    # the whole set is written beside out_dir and swapped in at the end: an interrupt leaves
+    # the earlier set (or nothing), and --overwrite replaces only a set medimg wrote
+    with atomic_dir(out_dir, overwrite) as out:
+        index = _write_cases(out, seeds, cfg, doses, names, ext, sinograms, save)
+        meta = {"sim": dataclasses.asdict(cfg), "doses": list(doses), "format": fmt,
+                "cases": index}  # fmt: skip
+        (out / "cases.json").write_text(json.dumps(meta, indent=1))
+    return Path(out_dir)
+
+
+def _write_cases(
+    out: Path, seeds: list[int], cfg: SimConfig, doses: tuple[float, ...], names: list[str],
+    ext: str, sinograms: bool, save: Any,
+) -> list[dict[str, Any]]:  # fmt: skip
     index = []
     for seed in seeds:
-        case = out / f"case_{int(seed):05d}"
-        case.mkdir(parents=True, exist_ok=True)
+        case = out / f"case_{seed:05d}"
+        case.mkdir()
         base = None
-        for dose in doses:
-            pair = simulate_slice(int(seed), cfg, dose_fraction=dose)
-            name = f"low_{round(100 * dose):03d}"
-            save(slice_image(pair.low, pair.affine), case / f"{name}{ext}", overwrite=overwrite)
+        for dose, name in zip(doses, names):
+            pair = simulate_slice(seed, cfg, dose_fraction=dose)
+            save(slice_image(pair.low, pair.affine), case / f"{name}{ext}")
             if sinograms:
                 np.save(case / f"sino_{name}.npy", pair.sino_low)
             base = pair
         assert base is not None
-        save(slice_image(base.full, base.affine), case / f"full{ext}", overwrite=overwrite)
-        save(slice_image(base.phantom, base.affine), case / f"phantom{ext}", overwrite=overwrite)
-        if fmt == "nifti":  # label maps are not CT: NIfTI only
-            save(
-                slice_image(base.labels, base.affine, True),
-                case / "labels.nii.gz",
-                overwrite=overwrite,
-            )
+        save(slice_image(base.full, base.affine), case / f"full{ext}")
+        save(slice_image(base.phantom, base.affine), case / f"phantom{ext}")
+        if ext:  # label maps are not CT: NIfTI only
+            save(slice_image(base.labels, base.affine, True), case / "labels.nii.gz")
         if sinograms:
             np.save(case / "sino_full.npy", base.sino_full)
-        index.append({"case": case.name, "seed": int(seed), "region": base.region,
+        index.append({"case": case.name, "seed": seed, "region": base.region,
                       "nodules": base.nodules})  # fmt: skip
-    meta = {"sim": dataclasses.asdict(cfg), "doses": list(doses), "format": fmt, "cases": index}
-    (out / "cases.json").write_text(json.dumps(meta, indent=1))
-    return out
+    return index

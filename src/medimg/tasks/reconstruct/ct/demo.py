@@ -37,7 +37,7 @@ def stage(out_dir: Path) -> list[dict]:
         "shape": "x".join(map(str, low.spatial_shape)), "predict s": f"{seconds:.1f}",
         "status": "ok" if same_grid and back.modality == "CT" else "FAIL",
     }]  # fmt: skip
-    res = evaluate_folder(data, out_dir / "evaluation", tv_iter=40, progress=False)
+    res = evaluate_folder(data, out_dir / "evaluation", tv_iter=40, progress=False, overwrite=True)
     by_method = {r["method"]: r for r in res["rows"]}
     fbp = next(v for k, v in by_method.items() if k.startswith("low-dose"))
     for method, r in by_method.items():

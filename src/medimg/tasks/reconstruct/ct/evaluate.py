@@ -108,11 +108,17 @@ def evaluate_folder(
     device: str = "cpu",
     max_cases: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every method on every case of ``data_dir``; write ``metrics.csv``,
-    ``summary.md`` and ``panel.png`` into ``out_dir``; return per-case rows and the summary."""
+    ``summary.md`` and ``panel.png`` into ``out_dir``; return per-case rows and the summary.
+
+    ``out_dir`` may lie in ``data_dir`` (the default ``DATA/evaluation``) but not in a case;
+    it is checked first and written whole at the end, replacing an earlier report only with
+    ``overwrite``."""
     from tqdm import tqdm
 
+    from medimg.io.output import atomic_dir, check_outputs
     from medimg.physics.ct import CTProjector
     from medimg.tasks.reconstruct.ct.baselines import tv_reconstruct_hu
     from medimg.tasks.reconstruct.ct.predict import denoise_slices
@@ -120,9 +126,17 @@ def evaluate_folder(
     root = Path(data_dir)
     if not (root / "cases.json").is_file():
         raise InputError("no cases.json: not a folder written by 'medimg recon ct simulate'", root)
-    meta = json.loads((root / "cases.json").read_text())
-    sim = D.SimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["sim"].items()})
-    doses = [float(d) for d in meta["doses"]]
+    try:
+        meta = json.loads((root / "cases.json").read_text())
+        cases_in = [root / str(c["case"]) for c in meta["cases"]]
+        sim = D.SimConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["sim"].items()}
+        )
+        doses = [float(d) for d in meta["doses"]]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise InputError(f"cases.json is not a medimg case list ({exc})", root) from None
+    inputs = [root / "cases.json", *cases_in]
+    check_outputs([out_dir], inputs=inputs, overwrite=overwrite)
     dose = doses[0] if dose is None else float(dose)
     if not any(abs(dose - d) < 1e-9 for d in doses):
         raise InputError(f"dose {dose} was not simulated here; choose one of {doses}", root)
@@ -162,11 +176,10 @@ def evaluate_folder(
     if not rows:
         raise InputError("no cases listed in cases.json", root)
     summary = _summarise(rows)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_csv(rows, out / "metrics.csv")
-    (out / "summary.md").write_text(_markdown(summary, win, dose, len(cases)))
-    save_panel(panel, out / "panel.png", win, title=f"{cases[0]['case']}, {dose:.0%} dose")
+    with atomic_dir(out_dir, overwrite, inputs=inputs) as out:
+        _write_csv(rows, out / "metrics.csv")
+        (out / "summary.md").write_text(_markdown(summary, win, dose, len(cases)))
+        save_panel(panel, out / "panel.png", win, title=f"{cases[0]['case']}, {dose:.0%} dose")
     return {"rows": rows, "summary": summary, "window": str(win)}
 
 

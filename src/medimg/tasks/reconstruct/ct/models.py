@@ -50,6 +50,8 @@ class REDCNN(nn.Module):
             [nn.ConvTranspose2d(f, 1 if i == n - 1 else f, k) for i in range(n)]
         )
         self.act = nn.ReLU()
+        #: smallest image side the unpadded convolutions accept (each takes kernel - 1 pixels)
+        self.min_size = n * (k - 1) + 1
         # shortcuts: the input of encoder layer j joins the output of decoder layer n-1-j
         self.skips = {n - 1 - j for j in range(0, n, 2)}
 

@@ -62,6 +62,12 @@ def denoise_slices(net: nn.Module, hu: np.ndarray, *, batch: int = 4) -> np.ndar
             "LearnedPrimalDual(y, physics, x0) from Python"
         )
     arr = np.asarray(hu, dtype=np.float32)
+    need = int(getattr(net, "min_size", 1))
+    if arr.ndim != 3 or min(arr.shape[1:], default=0) < need:
+        raise InputError(
+            f"slices of {'x'.join(map(str, arr.shape[1:]))} pixels are too small for this model "
+            f"(it needs at least {need}x{need}); give a larger image"
+        )
     dev = next(net.parameters()).device
     out = np.empty_like(arr)
     with torch.no_grad():
@@ -120,13 +126,24 @@ def predict_path(
     """Denoise a CT image file or DICOM series; write NIfTI (by extension) or a DICOM series
     folder (no extension) on the input's grid, in HU."""
     from medimg.io.api import load, save
+    from medimg.io.inputs import check_real
+    from medimg.tasks.reconstruct.outputs import check_image_outputs
 
     src = Path(input_path)
-    image = load(src)
-    check_ct_input(image, src, assume_hu=assume_hu)
+    check_image_outputs([output], inputs=[src], overwrite=overwrite)
     net, cfg = load_model(model, device=device)
+    image = load(src)
+    check_real(image.array, src, what="CT denoising")
     if image.num_channels != 1:
         raise InputError(f"expected one channel, got {image.num_channels}", src)
+    check_ct_input(image, src, assume_hu=assume_hu)
+    need = int(getattr(net, "min_size", 1))
+    if min(image.array.shape[1:3]) < need:
+        raise InputError(
+            f"image of {'x'.join(map(str, image.array.shape[1:]))} voxels is too small for the "
+            f"{cfg.model} model (slices of at least {need}x{need}); give a larger image",  # type: ignore[attr-defined]
+            src,
+        )
     sx, sy = image.spacing[:2]
     pix = cfg.sim.pixel_mm  # type: ignore[attr-defined]
     if not (0.5 * pix <= min(sx, sy) and max(sx, sy) <= 2 * pix):
@@ -134,6 +151,8 @@ def predict_path(
             f"note: pixels {sx:.2f}x{sy:.2f} mm, the model was trained at {pix} mm", file=sys.stderr
         )
     vol = image.array[0].astype(np.float32)
+    if vol.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D image, got {vol.ndim} spatial axes", src)
     planes = vol[None] if vol.ndim == 2 else np.moveaxis(vol, -1, 0)  # (Z, X, Y) axial planes
     den = denoise_slices(net, planes)
     den = den[0] if vol.ndim == 2 else np.moveaxis(den, 0, -1)

@@ -31,8 +31,10 @@ from medimg.engine import (
     TrainConfig,
     Trainer,
     TrainResult,
+    check_run_dir,
     load_weights,
     seed_everything,
+    to_dict,
     unwrap_model,
 )
 from medimg.errors import InputError
@@ -46,6 +48,8 @@ __all__ = ["HELD_OUT_SEED", "CTTrainConfig", "build_for", "export_model", "prese
            "soft_tissue_mse", "train_ct", "train_preset"]  # fmt: skip
 
 VAL_SEED, HELD_OUT_SEED = 5000, 10000
+_STAGES = ("feature_ae", "critic_warmup")  # the GAN's first stages, sub-runs of its run folder
+_TIMES = ("train_time_s.txt", "train_cpu_s.txt")
 
 
 @dataclasses.dataclass
@@ -161,7 +165,7 @@ def _train_extractor(
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.l1_loss(net(batch["target"]), batch["target"])
 
-    res = Trainer(ae, ds, step, tc, out / "feature_ae").fit(resume=resume, overwrite=True)
+    res = Trainer(ae, ds, step, tc, out / _STAGES[0]).fit(resume=resume, overwrite=True)
     load_weights(ae, res.last_checkpoint)
     return ae
 
@@ -183,7 +187,7 @@ def _warm_up_critic(
         gp = gradient_penalty(gan.critic, b["target"], fake)
         return {"loss": -wdist + cfg.lambda_gp * gp, "wdist": wdist, "gp": gp}
 
-    res = Trainer(pair, dataset, step, tc, out / "critic_warmup").fit(resume=resume, overwrite=True)
+    res = Trainer(pair, dataset, step, tc, out / _STAGES[1]).fit(resume=resume, overwrite=True)
     load_weights(pair, res.last_checkpoint)
     pair.generator.requires_grad_(True)
 
@@ -198,6 +202,10 @@ def train_ct(
     including the simulation and summed over resumed runs."""
     t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out_dir)
+    # refuse an earlier run before minutes of simulation; the GAN's stages live in the run too
+    check_run_dir(out, resume=resume, overwrite=overwrite, run_config=to_dict(cfg),
+                  extra=_STAGES + tuple(_TIMES))  # fmt: skip
+    stage_resume = "auto" if resume else False  # a resumed run's stages finished before it
     train_pairs = D.simulate_slices(range(cfg.n_train), cfg.sim)
     val_pairs = D.simulate_slices(range(VAL_SEED, VAL_SEED + cfg.n_val), cfg.sim)
     seed_everything(cfg.train.seed)
@@ -220,7 +228,7 @@ def train_ct(
         dataset = D.PatchDataset(train_pairs, cfg.patch, cfg.samples_per_epoch,
                                  target=cfg.target, tissue_focus=cfg.tissue_focus)  # fmt: skip
         if cfg.model == "wgan":
-            ae = _train_extractor(cfg, train_pairs, out, resume)
+            ae = _train_extractor(cfg, train_pairs, out, stage_resume)
             model.extractor.load_state_dict(ae.state_dict())  # type: ignore[union-attr]
             if cfg.init:
                 from medimg.tasks.reconstruct.ct.predict import load_model
@@ -228,7 +236,7 @@ def train_ct(
                 init_net, _ = load_model(None if cfg.init == "default" else cfg.init)
                 model.generator.load_state_dict(init_net.state_dict())  # type: ignore[union-attr]
             if cfg.critic_steps > 0:
-                _warm_up_critic(cfg, model, dataset, out, resume)  # type: ignore[arg-type]
+                _warm_up_critic(cfg, model, dataset, out, stage_resume)  # type: ignore[arg-type]
             weights = {
                 k: getattr(cfg, k) for k in ("lambda_perc", "lambda_adv", "lambda_gp", "lambda_mse")
             }
@@ -249,10 +257,7 @@ def train_ct(
 
     trainer = Trainer(model, dataset, step, cfg.train, out, validate=validate, run_config=cfg)
     result = trainer.fit(resume=resume, overwrite=overwrite)
-    spent = {
-        "train_time_s.txt": time.perf_counter() - t0,
-        "train_cpu_s.txt": time.process_time() - c0,
-    }
+    spent = dict(zip(_TIMES, (time.perf_counter() - t0, time.process_time() - c0)))
     for name, seconds in spent.items():  # a resumed run adds to the time already spent
         before = _read(out / name).strip() if resume else ""
         (out / name).write_text(f"{seconds + (float(before) if before else 0.0):.1f}\n")
@@ -263,12 +268,12 @@ def _read(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = False) -> Path:
     """Copy a run's ``config.yaml``, best (GAN: last) weights and training time into the model
-    folder ``dest`` (what ships in ``medimg/tasks/reconstruct/ct/default/<model>``)."""
-    import shutil
-
+    folder ``dest`` (what ships in ``medimg/tasks/reconstruct/ct/default/<model>``); existing
+    files there are replaced only with ``overwrite``."""
     from medimg.engine import find_checkpoint
+    from medimg.tasks.reconstruct.outputs import copy_files
 
     run, out = Path(run_dir), Path(dest)
     # a GAN ships its last weights: the best-PSNR checkpoint is the most over-smoothed one
@@ -276,12 +281,11 @@ def export_model(run_dir: str | Path, dest: str | Path) -> Path:
     ckpt = find_checkpoint(run / order[0]) or find_checkpoint(run / order[1])
     if ckpt is None or not (run / "config.yaml").is_file():
         raise InputError("no finished training here (config.yaml and best/ or last/)", run)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "config.yaml", out / "config.yaml")
-    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
-    for name in ("train_time_s.txt", "train_cpu_s.txt"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
+    pairs = [(run / "config.yaml", out / "config.yaml"),
+             (ckpt / "model.safetensors", out / "model.safetensors")]  # fmt: skip
+    pairs += [(run / n, out / n) for n in ("train_time_s.txt", "train_cpu_s.txt")
+              if (run / n).is_file()]  # fmt: skip
+    copy_files(pairs, overwrite=overwrite)
     return out
 
 

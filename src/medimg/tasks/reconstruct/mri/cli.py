@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.reconstruct.args import finite_float, fraction, positive_float
 
 __all__ = ["add_verbs"]
 
@@ -49,14 +50,14 @@ def _train(args: argparse.Namespace) -> int:
     cfg.train = dataclasses.replace(cfg.train, progress=not args.quiet,
                                     device=args.device or cfg.train.device)  # fmt: skip
     out = args.out or f"runs/recon_mri/{args.preset}_{cfg.model.name}"
-    res = train_mri(cfg, out, resume="auto" if not args.overwrite else False,
-                    overwrite=args.overwrite, init=args.init,
+    res = train_mri(cfg, out, resume=args.resume, overwrite=args.overwrite, init=args.init,
                     allow_config_change=args.allow_config_change)  # fmt: skip
     print(f"trained to step {res.last_step}; best validation PSNR {res.best_metric:.2f} dB at "
           f"step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
     if args.export:
         dest = DEFAULT_DIR if args.export == "default" else args.export
-        print(f"exported the model to {export_model(res.run_dir, dest, overwrite=True)}")
+        done = export_model(res.run_dir, dest, overwrite=args.overwrite or args.export == "default")
+        print(f"exported the model to {done}")
     return 0
 
 
@@ -96,7 +97,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         models[label or Path(path).name] = path
     out = args.out or Path("runs/recon_mri/evaluation") / Path(args.data).resolve().name
     summary = evaluate_files(args.data, out, classical=args.methods, models=models,
-                             progress=not args.quiet)  # fmt: skip
+                             progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
     for label, est in summary.items():
         print(f"{label:>20}: PSNR {est['psnr']} dB  SSIM {est['ssim']}  NMSE {est['nmse']}")
     print(f"wrote {out}/metrics.csv, summary.md, panel.png")
@@ -112,16 +113,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("out", help="output folder for phantom_<seed>.h5 files")
     p.add_argument("--kind", choices=("brain", "knee", "mixed"), default="brain")
     p.add_argument("--contrast", choices=("t1", "t2", "pd"), default="t1")
-    p.add_argument("--volumes", type=int, default=4)
-    p.add_argument("--slices", type=int, default=4, help="slices per volume")
-    p.add_argument("--size", type=int, default=128, help="matrix H = W")
-    p.add_argument("--coils", type=int, default=8)
+    p.add_argument("--volumes", type=positive_int, default=4)
+    p.add_argument("--slices", type=positive_int, default=4, help="slices per volume")
+    p.add_argument("--size", type=positive_int, default=128, help="matrix H = W")
+    p.add_argument("--coils", type=positive_int, default=8)
     p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08, help="ACS fraction")
-    p.add_argument("--snr-db", type=float, default=30.0, help="k-space SNR; <= 0: no noise")
+    p.add_argument("--acceleration", type=positive_float, default=4.0)
+    p.add_argument("--center-fraction", type=fraction, default=0.08, help="ACS fraction")
+    p.add_argument("--snr-db", type=finite_float, default=30.0, help="k-space SNR; <= 0: no noise")
     p.add_argument("--full", action="store_true", help="store fully sampled k-space, no mask")
-    p.add_argument("--seed", type=int, default=200_000, help="first phantom seed (held out)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=200_000, help="first phantom seed (held out)"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
@@ -138,11 +141,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
     p.add_argument("--init", help="fine-tune from this model folder")
     p.add_argument("--out", help="run folder (default runs/recon_mri/<preset>_<model>)")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--export", help="copy the best weights to a model folder ('default': shipped)")
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last/ checkpoint")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart over an existing run (and replace an existing --export)")  # fmt: skip
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run with changed settings (e.g. a larger --max-steps)")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
@@ -157,14 +163,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--method", choices=(*_ALL, "net"), default="net")
     p.add_argument("--model", help="model/run folder for --method net (default: shipped model)")
     p.add_argument("--format", choices=("both", "nifti", "dicom"), default="both")
-    p.add_argument("--acceleration", type=float,
+    p.add_argument("--acceleration", type=positive_float,
                    help="undersample fully sampled input (images: default 4)")  # fmt: skip
     p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--coils", type=int, default=8, help="simulated coils for image input")
-    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.add_argument("--center-fraction", type=fraction, default=0.08)
+    p.add_argument("--coils", type=positive_int, default=8, help="simulated coils for image input")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="mask seed")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_predict)
@@ -178,6 +184,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", action="append", help="LABEL=FOLDER of a trained network (repeat)")
     p.add_argument("--no-default", action="store_true", help="leave out the shipped model")
     p.add_argument("--out", help="report folder (default runs/recon_mri/evaluation/<DATA name>)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)

@@ -25,10 +25,10 @@ def stage(out_dir: Path) -> list[dict]:
     files = []
     for i, kind in enumerate(("brain", "knee")):
         spec = SimulateSpec(kind=kind, contrast=("t1", "pd")[i], shape=(128, 128), slices=1)
-        files += write_simulated_set(out_dir / "data", spec, n=1, seed=DEMO_SEED + i,
+        files += write_simulated_set(out_dir / "data" / kind, spec, n=1, seed=DEMO_SEED + i,
                                      overwrite=True, progress=False)  # fmt: skip
     t0 = time.perf_counter()
-    summary = evaluate_files(files, out_dir / "evaluation", progress=False)
+    summary = evaluate_files(files, out_dir / "evaluation", progress=False, overwrite=True)
     seconds = time.perf_counter() - t0
     predict_path(files[0], out_dir / "recon", progress=False, overwrite=True)
     zf = summary["zero_filled"]["psnr"].value

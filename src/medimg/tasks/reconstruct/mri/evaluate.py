@@ -50,18 +50,27 @@ def evaluate_files(
     classical: Sequence[str] = ("zero_filled", "cs_wavelet"),
     models: dict[str, str | None] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, Estimate]]:
     """Score ``classical`` methods and ``models`` (label -> model folder, ``None`` = default)
-    on ``files`` (``.h5`` paths or a folder of them); returns method -> metric -> estimate."""
+    on ``files`` (``.h5`` paths or a folder of them); returns method -> metric -> estimate.
+
+    The report folder ``out_dir`` is checked first and written whole at the end; an earlier
+    report is replaced only with ``overwrite``."""
+    from medimg.datasets.fastmri import check_fastmri
+    from medimg.io.output import atomic_dir, check_outputs
+
+    given = [files] if isinstance(files, (str, Path)) else list(files)
     if isinstance(files, (str, Path)):
         folder = Path(files)
         files = sorted(folder.glob("*.h5")) if folder.is_dir() else [folder]
     files = [Path(f) for f in files]
     if not files:
         raise InputError("no .h5 files to evaluate; write some with 'medimg recon mri simulate'")
+    check_outputs([out_dir], inputs=given, overwrite=overwrite)
+    for f in files:
+        check_fastmri(f)
     methods = _methods(classical, {"varnet (default)": None} if models is None else models)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     panel: dict[str, np.ndarray] = {}
     for i, f in enumerate(files):
@@ -75,15 +84,16 @@ def evaluate_files(
             rows.append({"volume": case.name, "method": label, **score_volume(case.target, pred)})
             if i == 0:
                 panel[label] = pred[len(pred) // 2]
-    _write_csv(rows, out / "metrics.csv")
     summary = {
         label: {
             m: bootstrap_ci([float(r[m]) for r in rows if r["method"] == label]) for m in METRICS
         }  # type: ignore[arg-type]
         for label in methods
     }
-    (out / "summary.md").write_text(_markdown(summary, len(files)))
-    _save_panel(panel, out / "panel.png")
+    with atomic_dir(out_dir, overwrite, inputs=given) as out:
+        _write_csv(rows, out / "metrics.csv")
+        (out / "summary.md").write_text(_markdown(summary, len(files)))
+        _save_panel(panel, out / "panel.png")
     return summary
 
 

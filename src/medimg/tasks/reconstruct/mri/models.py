@@ -95,6 +95,11 @@ def check_inputs(y: torch.Tensor, mask: torch.Tensor, need_acs: bool = False) ->
             f"mask shape {tuple(mask.shape)} does not match k-space shape {tuple(y.shape)}; "
             f"the mask must be (W,), (H, W) or (B, H, W) with H, W = {h}, {w}"
         )
+    if not bool(torch.isfinite(m).all()) or not bool((m != 0).any()):
+        raise InputError(
+            "the mask samples no k-space line (or holds NaN), so there is nothing to "
+            "reconstruct; give the mask of the sampled lines"
+        )
     if need_acs:
         rows, cols = acs_region(m, (h, w))
         if cols.stop - cols.start < 2 or rows.stop - rows.start < 2:
@@ -102,6 +107,11 @@ def check_inputs(y: torch.Tensor, mask: torch.Tensor, need_acs: bool = False) ->
                 "the mask has no fully sampled centre (ACS lines), needed to estimate coil "
                 "maps; sample the centre (center_fraction > 0) or give maps to MoDL/U-Net"
             )
+    if not bool((y != 0).any()):
+        raise InputError(
+            "the k-space is all zero, so every image would be blank; check the file holds "
+            "the measured data"
+        )
 
 
 class _MRINet(nn.Module):

@@ -25,15 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medimg.datasets.fastmri import read_fastmri
+from medimg.datasets.fastmri import check_fastmri, read_fastmri
 from medimg.errors import InputError
 from medimg.io.image import LPS_TO_RAS, Image
+from medimg.io.inputs import case_ids, check_allocation, check_real
 from medimg.physics.coils import birdcage_maps
 from medimg.physics.mri import fft2c
 from medimg.tasks.reconstruct.mri.data import make_mask
 from medimg.tasks.reconstruct.mri.infer import Reconstructor, as_kspace, mask_from_kspace
 
 __all__ = ["KspaceCase", "case_from_h5", "case_from_image", "load_case", "predict_path"]
+
+#: smallest slice side an image input may have (the masks need a centre and some periphery)
+MIN_SIDE = 16
 
 
 @dataclasses.dataclass
@@ -101,9 +105,21 @@ def case_from_image(
     seed: int = 0,
 ) -> KspaceCase:
     """Retrospectively undersampled multi-coil k-space of a magnitude image's slices."""
+    check_real(image.array, name, what="retrospective undersampling (a magnitude image)")
+    if image.array.ndim not in (3, 4):
+        raise InputError(
+            f"expected a 2D or 3D image, got {image.array.ndim - 1} spatial axes", name
+        )
     arr = np.asarray(image.array, dtype=np.float32)
     if arr.shape[0] != 1:
         raise InputError(f"expected a one-channel image, got {arr.shape[0]} channels", name)
+    if min(arr.shape[1:3]) < MIN_SIDE:
+        raise InputError(
+            f"slices of {arr.shape[1]}x{arr.shape[2]} pixels are too small to undersample and "
+            f"reconstruct; give slices of at least {MIN_SIDE}x{MIN_SIDE}", name,
+        )  # fmt: skip
+    check_allocation((int(np.prod(arr.shape[3:])), coils, *arr.shape[1:3]), np.complex64,
+                     what="the simulated k-space", path=name, copies=4)  # fmt: skip
     if not np.isfinite(arr).all():
         raise InputError("the image contains NaN or Inf values; fix or mask them first", name)
     vol = arr[0] if arr.ndim == 4 else arr[0][..., None]  # (X, Y, Z)
@@ -115,17 +131,29 @@ def case_from_image(
     return KspaceCase(name, k, mask, image.affine, None, slices.numpy(), maps)
 
 
+def _is_h5(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in (".h5", ".hdf5")
+
+
+def case_name(path: str | Path) -> str:
+    """The output name of an input: the file name without ``.h5`` or its image extension."""
+    p = Path(path)
+    name = p.name[: -len(p.suffix)] if _is_h5(p) else case_ids([p])[0].split(".")[0]
+    return name or "volume"
+
+
 def load_case(path: str | Path, **options: object) -> KspaceCase:
     """A ``.h5`` file (:func:`case_from_h5`) or any image medimg reads (:func:`case_from_image`)."""
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in (".h5", ".hdf5"):
+    if _is_h5(p):
         keys = ("acceleration", "mask_kind", "center_fraction", "seed")
-        return case_from_h5(p, **{k: v for k, v in options.items() if k in keys})  # type: ignore[arg-type]
+        case = case_from_h5(p, **{k: v for k, v in options.items() if k in keys})  # type: ignore[arg-type]
+        case.name = case_name(p)
+        return case
     from medimg.io.api import load
 
-    name = p.name.split(".")[0] if p.is_file() else p.name
     opts = {k: v for k, v in options.items() if v is not None}
-    return case_from_image(load(p), name, **opts)  # type: ignore[arg-type]
+    return case_from_image(load(p), case_name(p), **opts)  # type: ignore[arg-type]
 
 
 def to_image(recon: np.ndarray, case: KspaceCase) -> Image:
@@ -146,26 +174,53 @@ def predict_path(
     progress: bool = True,
     **options: object,
 ) -> list[Path]:
-    """Reconstruct a file, a DICOM folder or a folder of ``.h5`` files into ``out_dir``."""
+    """Reconstruct a file, a DICOM folder or a folder of ``.h5`` files into ``out_dir``.
+
+    Every output and every ``.h5`` input's layout is checked before any reconstruction, so a
+    refusal writes nothing. A new ``out_dir`` appears only once complete; in an existing one
+    each output is replaced whole (``overwrite``)."""
     from medimg.io.api import save
+    from medimg.io.output import atomic_dir, check_outputs
+    from medimg.tasks.reconstruct.outputs import check_image_outputs
 
     src = Path(inputs)
     if not src.exists():
         raise InputError("no such file or folder; check the input path", src)
+    if not formats or set(formats) - {"nifti", "dicom"}:
+        raise InputError(f"formats must be nifti and/or dicom, got {list(formats)}")
     files = sorted(src.glob("*.h5")) if src.is_dir() and any(src.glob("*.h5")) else [src]
-    out = Path(out_dir)
-    if out.resolve() == (src if src.is_dir() else src.parent).resolve():
-        raise InputError("the output folder must not be the input folder; choose another", out)
+    names = [case_name(f) for f in files]
+    out = check_outputs([out_dir], inputs=[src], overwrite=True)[0]  # may exist, not the input
+    check_image_outputs(_outputs(out, names, formats), inputs=[src], overwrite=overwrite)
+    for f in files:  # a bad file later in the folder is found before anything is written
+        if _is_h5(f):
+            check_fastmri(f)
     recon = Reconstructor(method, model, device)
-    written: list[Path] = []
-    for f in files:
-        case = load_case(f, **options)
-        maps = case.maps if recon.needs_maps else None
-        image = to_image(_crop(recon(case.kspace, case.mask, maps, progress), case.crop), case)
-        desc = f"medimg MRI recon ({method})"
-        if "nifti" in formats:
-            written.append(save(image, out / f"{case.name}.nii.gz", overwrite=overwrite))
-        if "dicom" in formats:
-            written.append(save(image, out / f"{case.name}_dicom", overwrite=overwrite,
-                                series_description=desc))  # fmt: skip
-    return written
+    desc = f"medimg MRI recon ({method})"
+
+    def run(folder: Path, replace: bool) -> None:
+        for f in files:
+            case = load_case(f, **options)
+            maps = case.maps if recon.needs_maps else None
+            try:
+                image = _crop(recon(case.kspace, case.mask, maps, progress), case.crop)
+            except InputError as exc:  # name the file the k-space or mask came from
+                raise exc if exc.path else InputError(str(exc), f) from None
+            image = to_image(image, case)
+            if "nifti" in formats:
+                save(image, folder / f"{case.name}.nii.gz", overwrite=replace)
+            if "dicom" in formats:
+                save(image, folder / f"{case.name}_dicom", overwrite=replace,
+                     series_description=desc)  # fmt: skip
+
+    if out.is_dir() and any(out.iterdir()):
+        run(out, overwrite)
+    else:  # a new folder: written beside and swapped in, so it appears only when complete
+        with atomic_dir(out, overwrite) as tmp:
+            run(tmp, False)
+    return _outputs(out, names, formats)
+
+
+def _outputs(out: Path, names: list[str], formats: tuple[str, ...]) -> list[Path]:
+    return [out / f"{n}{ext}" for n in names for fmt, ext in
+            (("nifti", ".nii.gz"), ("dicom", "_dicom")) if fmt in formats]  # fmt: skip

@@ -58,6 +58,19 @@ class SimulateSpec:
             raise InputError("simulate needs slices >= 1, coils >= 1 and H, W >= 16")
         if not self.acceleration >= 1:
             raise InputError(f"acceleration must be >= 1, got {self.acceleration}")
+        if not 0 < self.center_fraction <= 1:
+            raise InputError(f"center_fraction must be in (0, 1], got {self.center_fraction}")
+        self.check_size()
+
+    def check_size(self) -> None:
+        """Refuse (one line) a volume whose k-space or 3D phantom would not fit in memory."""
+        from medimg.io.inputs import check_allocation
+
+        h, w = self.shape
+        depth = max(4, int(np.ceil(self.slices / 0.6)))
+        check_allocation((self.slices, self.coils, h, w), np.complex64,
+                         what="the simulated k-space", copies=4)  # fmt: skip
+        check_allocation((depth, h, w), np.complex128, what="the 3D phantom", copies=4)
 
 
 def simulate_volume(spec: SimulateSpec, seed: int) -> dict[str, np.ndarray]:
@@ -98,26 +111,34 @@ def write_simulated_set(
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Write ``n`` volumes ``out_dir/phantom_<seed>.h5`` (phantom seeds ``seed .. seed+n-1``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in tqdm(range(n), desc="simulate", disable=not progress):
-        vol = simulate_volume(spec, seed + i)
-        path = out / f"phantom_{seed + i:06d}.h5"
-        attrs = {"medimg_phantom": spec.kind, "medimg_contrast": spec.contrast,
-                 "medimg_seed": seed + i, "medimg_snr_db": float(spec.snr_db or 0.0)}  # fmt: skip
-        written.append(
-            write_fastmri(
-                path,
-                vol["kspace"],
-                reconstruction=vol["target"],
-                mask=None if spec.full else vol["mask"],
-                fov_mm=spec.fov_mm,
-                acquisition=f"{spec.kind.upper()}_{spec.contrast.upper()}_SIM",
-                patient_id=f"phantom_{seed + i}",
-                attrs=attrs,
-                overwrite=overwrite,
-            )
-        )
-    return written
+    """Write ``n`` volumes ``out_dir/phantom_<seed>.h5`` (phantom seeds ``seed .. seed+n-1``).
+
+    The set is written beside ``out_dir`` and swapped in whole at the end: an existing non-empty
+    ``out_dir`` is refused unless ``overwrite`` (and then replaced only if medimg wrote it), and
+    an interrupt leaves the earlier set or nothing."""
+    from medimg.io.output import atomic_dir, check_outputs
+
+    if n < 1 or seed < 0:
+        raise InputError(f"simulate needs n >= 1 volumes and a seed >= 0, got n={n}, seed={seed}")
+    check_outputs([out_dir], overwrite=overwrite)  # refuse before any simulation
+    names = [f"phantom_{seed + i:06d}.h5" for i in range(n)]
+    with atomic_dir(out_dir, overwrite) as tmp:
+        for i in tqdm(range(n), desc="simulate", disable=not progress):
+            _write_volume(tmp / names[i], spec, seed + i)
+    return [Path(out_dir) / name for name in names]
+
+
+def _write_volume(path: Path, spec: SimulateSpec, seed: int) -> Path:
+    vol = simulate_volume(spec, seed)
+    attrs = {"medimg_phantom": spec.kind, "medimg_contrast": spec.contrast,
+             "medimg_seed": seed, "medimg_snr_db": float(spec.snr_db or 0.0)}  # fmt: skip
+    return write_fastmri(
+        path,
+        vol["kspace"],
+        reconstruction=vol["target"],
+        mask=None if spec.full else vol["mask"],
+        fov_mm=spec.fov_mm,
+        acquisition=f"{spec.kind.upper()}_{spec.contrast.upper()}_SIM",
+        patient_id=f"phantom_{seed}",
+        attrs=attrs,
+    )

@@ -165,18 +165,13 @@ def load_model(path: str | Path | None = None) -> tuple[torch.nn.Module, MRITrai
 def export_model(run_dir: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a run's ``config.yaml`` and best (else last) weights into a model folder ``dest``
     (what ships in ``medimg/tasks/reconstruct/mri/default``)."""
-    import shutil
-
     from medimg.engine import find_checkpoint
-    from medimg.io.output import check_output
+    from medimg.tasks.reconstruct.outputs import copy_files
 
     run, out = Path(run_dir), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
     if ckpt is None or not (run / "config.yaml").is_file():
         raise CheckpointError("no finished training here (config.yaml and best/ or last/)", run)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "model.safetensors"):
-        check_output(out / name, overwrite)
-    shutil.copy2(run / "config.yaml", out / "config.yaml")
-    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
+    copy_files([(run / "config.yaml", out / "config.yaml"),
+                (ckpt / "model.safetensors", out / "model.safetensors")], overwrite=overwrite)  # fmt: skip
     return out
