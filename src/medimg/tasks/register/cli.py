@@ -6,62 +6,115 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
 
 __all__ = ["add_verbs"]
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.lower().split("x"))
+    """argparse ``type=`` for a grid such as ``48x48x48`` or ``96x96``."""
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a grid; write sizes joined by x, e.g. 48x48x48"
+        ) from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 2 or 3 positive sizes, e.g. 48x48x48")
+    return shape
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from medimg.phantoms.registration import write_pair_dataset
 
     root = write_pair_dataset(args.out, args.kind, n_train=args.pairs, n_test=args.test,
-                              seed=args.seed, shape=_shape(args.shape), spacing=args.spacing)  # fmt: skip
+                              seed=args.seed, shape=args.shape, spacing=args.spacing,
+                              overwrite=args.overwrite)  # fmt: skip
     print(f"wrote {args.pairs}+{args.test} synthetic {args.kind} pairs to {root} (dataset.json)")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medimg.tasks.register.train import export_model, train_preset, train_registration
+    from medimg.tasks.register.train import (
+        check_export,
+        export_model,
+        train_preset,
+        train_registration,
+    )
 
     set_threads(args.threads)
     if args.preset:
-        res = train_preset(args.out or f"runs/register/{args.preset}", preset=args.preset,
-                           coarse_model=args.coarse, mode=args.mode, init=args.init,
-                           max_steps=args.max_steps, device=args.device, progress=not args.quiet)  # fmt: skip
-    else:
-        if args.dataset is None:
-            from medimg.errors import InputError
+        work = Path(args.out or f"runs/register/{args.preset}")
+        run_dir = work / "model"
+    elif args.dataset is None:
+        from medimg.errors import InputError
 
-            raise InputError(
-                "train needs a DATASET (dataset.json, .json or .csv) or --preset default"
-            )
-        out = args.out or f"runs/register/{Path(args.dataset).stem}/{args.mode or 'unsupervised'}"
+        raise InputError("train needs a DATASET (dataset.json, .json or .csv) or --preset default")
+    else:
+        mode = args.mode or "unsupervised"
+        run_dir = Path(args.out or f"runs/register/{Path(args.dataset).stem}/{mode}")
+    if args.export:  # checked now, not after hours of training
+        check_export(run_dir, args.export, args.overwrite)
+    if args.preset:
+        res = train_preset(work, preset=args.preset, coarse_model=args.coarse, mode=args.mode,
+                           init=args.init, max_steps=args.max_steps, device=args.device,
+                           progress=not args.quiet, resume=args.resume,
+                           overwrite=args.overwrite)  # fmt: skip
+    else:
         from medimg.tasks.register.train import RegConfig, load_config
 
         cfg = load_config(args.config) if args.config else RegConfig()
         if args.crop:
-            cfg.crop = _shape(args.crop)
-        res = train_registration(args.dataset, out, cfg, mode=args.mode or "unsupervised",
+            cfg.crop = args.crop
+        res = train_registration(args.dataset, run_dir, cfg, mode=mode,
                                  max_steps=args.max_steps, device=args.device,
-                                 progress=not args.quiet, overwrite=args.overwrite,
-                                 coarse_model=args.coarse, init=args.init)  # fmt: skip
+                                 progress=not args.quiet, resume=args.resume,
+                                 overwrite=args.overwrite, coarse_model=args.coarse,
+                                 init=args.init)  # fmt: skip
     if args.export:
-        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+        print(
+            f"exported the model to {export_model(res.run_dir, args.export, overwrite=args.overwrite)}"
+        )
     print(f"trained to step {res.last_step}; best {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     return 0
 
 
+def _check_predict_args(args: argparse.Namespace) -> None:
+    from medimg.errors import InputError
+
+    if args.fixed_labels and not args.moving_labels:
+        raise InputError(
+            "--fixed-labels scores the warped moving labels, so it needs --moving-labels too"
+        )
+    if args.time_budget is not None and not args.instance_opt:
+        raise InputError("--time-budget limits --instance-opt; give --instance-opt N as well")
+    if args.method != "model" and (args.instance_opt or args.affine or args.model):
+        raise InputError(
+            f"--instance-opt, --affine and --model apply to --method model, not {args.method}"
+        )
+
+
 def _predict(args: argparse.Namespace) -> int:
     from medimg.io.api import load
-    from medimg.io.output import check_output
+    from medimg.tasks.register.predict import check_output_dir, check_pair_image
 
-    check_output(Path(args.out) / "warped.nii.gz", args.overwrite)
+    _check_predict_args(args)
+    inputs = [p for p in (args.fixed, args.moving, args.fixed_labels, args.moving_labels) if p]
+    check_output_dir(args.out, overwrite=args.overwrite, inputs=inputs)
     fixed, moving = load(args.fixed), load(args.moving)
+    check_pair_image(fixed, args.fixed, "fixed")
+    check_pair_image(moving, args.moving, "moving")
     ml = load(args.moving_labels, is_label=True) if args.moving_labels else None
     fl = load(args.fixed_labels, is_label=True) if args.fixed_labels else None
     if args.method == "model":
@@ -76,7 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
         res = baseline_register(fixed, moving, args.method, moving_labels=ml)
     from medimg.tasks.register.predict import write_outputs
 
-    for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl, overwrite=args.overwrite):
+    for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl,
+                           overwrite=args.overwrite, inputs=inputs):  # fmt: skip
         print(f"wrote {p}")
     print(f"registered in {res.seconds:.2f} s ({res.cpu_seconds:.2f} s CPU)")
     return 0
@@ -88,7 +142,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or Path("runs/register/evaluation") / Path(args.dataset).with_suffix("").name
     res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods.split(",")),
                            model=args.model, split=args.split, instance_steps=args.instance_opt,
-                           device=args.device, progress=not args.quiet)  # fmt: skip
+                           device=args.device, progress=not args.quiet,
+                           overwrite=args.overwrite)  # fmt: skip
     for method, est in res["summary"].items():
         print(f"{method:13s} " + "  ".join(f"{k} {v}" for k, v in est.items()))
     print(f"wrote {out}/metrics.csv and summary.md")
@@ -103,11 +158,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg register simulate data/RegMRCT --kind mr-ct     # multi-modal pairs")  # fmt: skip
     p.add_argument("out", help="output folder (Learn2Reg-style dataset.json)")
     p.add_argument("--kind", choices=("mr", "mr-ct", "ct"), default="mr")
-    p.add_argument("--pairs", type=int, default=12, help="training pairs")
-    p.add_argument("--test", type=int, default=4, help="held-out pairs (registration_test)")
-    p.add_argument("--shape", default="48x48x48", help="grid, e.g. 64x64x64 or 96x96 (2D)")
-    p.add_argument("--spacing", type=float, default=4.0, help="isotropic voxel size (mm)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", type=non_negative_int, default=12, help="training pairs")
+    p.add_argument("--test", type=non_negative_int, default=4,
+                   help="held-out pairs (registration_test)")  # fmt: skip
+    p.add_argument("--shape", type=_shape, default="48x48x48",
+                   help="grid, e.g. 64x64x64 or 96x96 (2D)")  # fmt: skip
+    p.add_argument("--spacing", type=_positive_float, default=4.0,
+                   help="isotropic voxel size (mm)")  # fmt: skip
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier synthetic set in OUT")  # fmt: skip
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train a registration network (unsupervised, weak or full supervision)",
@@ -133,14 +193,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         metavar="MODEL",
         help="fine-tune this model or run folder (its network settings are used)",
     )
-    p.add_argument("--crop", help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
+    p.add_argument("--crop", type=_shape,
+                   help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
     p.add_argument("--out", help="run/model folder")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--export", help="also copy reg.yaml + best weights into this model folder")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy CPU)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads (1 is fastest on a busy CPU)")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
@@ -158,9 +222,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--affine", action="store_true", help="affine stage before the network")
-    p.add_argument("--instance-opt", type=int, default=0, metavar="N",
+    p.add_argument("--instance-opt", type=non_negative_int, default=0, metavar="N",
                    help="refine the field for N optimisation steps")  # fmt: skip
-    p.add_argument("--time-budget", type=float, help="seconds allowed for --instance-opt")
+    p.add_argument("--time-budget", type=_positive_float,
+                   help="seconds allowed for --instance-opt")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
@@ -176,8 +241,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--model", help="model folder (default: the shipped default model)")
-    p.add_argument("--instance-opt", type=int, default=50, help="steps for model+io")
+    p.add_argument("--instance-opt", type=non_negative_int, default=50,
+                   help="steps for model+io")  # fmt: skip
     p.add_argument("--out", help="report folder (default runs/register/evaluation/<dataset>)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

@@ -14,7 +14,6 @@ coordinates, so every method sees one grid; :func:`normalise` maps intensities t
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +80,24 @@ def read_pairs(source: str | Path, split: str = "train") -> list[PairSpec]:
         )
     base = src.parent
     if src.suffix.lower() == ".csv":
-        with src.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+        from medimg.io.inputs import read_csv_rows
+
+        rows = read_csv_rows(src, required=("fixed", "moving"))
         return [_spec(r, base, src) for r in rows]
     try:
-        data = json.loads(src.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc})", src) from None
+        data = json.loads(src.read_bytes().decode("utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid UTF-8 JSON ({exc})", src) from None
     if isinstance(data, list):
         return [_spec(e, base, src) for e in data]
     if split not in _SPLITS:
         raise InputError(f"split must be train, val or test, got {split!r}")
-    return [_spec(e, base, src) for e in data.get(_SPLITS[split], [])]
+    if not isinstance(data, dict):
+        raise InputError("must hold a list of pairs or a dataset.json object", src)
+    entries = data.get(_SPLITS[split], [])
+    if not isinstance(entries, list):
+        raise InputError(f"'{_SPLITS[split]}' must be a list of pairs", src)
+    return [_spec(e, base, src) for e in entries]
 
 
 @dataclass
@@ -134,8 +139,9 @@ def to_grid(image: Image, grid: Image, *, label: bool = False) -> Image:
 
 
 def _read_points(path: Path) -> np.ndarray:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    from medimg.io.inputs import read_csv_rows
+
+    rows = read_csv_rows(path, required=("x", "y"))
     try:
         return np.array([[float(r["x"]), float(r["y"]), float(r.get("z") or 0.0)] for r in rows])
     except (KeyError, ValueError):
@@ -148,7 +154,10 @@ def load_pair(spec: PairSpec) -> Pair:
 
     fixed = load(spec.fixed).check_finite(str(spec.fixed))
     moving = load(spec.moving).check_finite(str(spec.moving))
+    from medimg.io.inputs import check_real
+
     for img, p in ((fixed, spec.fixed), (moving, spec.moving)):
+        check_real(img.array, p, what="registration")
         if img.num_channels != 1:
             raise InputError(
                 f"registration needs single-channel images, this has {img.num_channels}", p

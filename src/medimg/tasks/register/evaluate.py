@@ -10,6 +10,7 @@ moving labels, % folded voxels, std of log-Jacobian, end-point error (mm, with a
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,16 @@ def evaluate_dataset(
     instance_steps: int = 50,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Run ``methods`` on the ``split`` pairs of ``dataset``; write ``metrics.csv`` and
-    ``summary.md`` into ``out_dir``; return ``{"rows": [...], "summary": {method: {col: Estimate}}}``."""
+    ``summary.md`` into ``out_dir``; return ``{"rows": [...], "summary": {method: {col: Estimate}}}``.
+
+    ``out_dir`` is checked before any registration runs and appears whole at the end; an
+    earlier report there is replaced only with ``overwrite``."""
     from tqdm import tqdm
+
+    from medimg.io.output import atomic_dir
 
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
@@ -103,6 +110,8 @@ def evaluate_dataset(
     specs = read_pairs(dataset, split)
     if not specs:
         raise InputError(f"no '{split}' pairs in the pair list", dataset)
+    inputs = [Path(dataset), *(p for s in specs for p in dataclasses.astuple(s) if p is not None)]
+    _check_report(Path(out_dir), overwrite, inputs)
     registrator = None
     if any(m.startswith("model") for m in methods):
         from medimg.tasks.register.predict import Registrator
@@ -114,19 +123,56 @@ def evaluate_dataset(
         for method in methods:
             res = run_method(method, pair, registrator, instance_steps)
             rows.append({"pair": pair.name, "method": method, **pair_metrics(pair, res)})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    summary = _summary(rows, methods)
+    with atomic_dir(out_dir, overwrite, inputs=inputs, owned=_is_report(Path(out_dir))) as out:
+        _write_report(out, rows, summary, specs, split, dataset)
+    return {"rows": rows, "summary": summary}
+
+
+_REPORT = ("metrics.csv", "summary.md")
+
+
+def _is_report(folder: Path) -> bool:
+    """An earlier report of this verb (medimg's mark, or only the files it writes)."""
+    from medimg.io.output import OWNER_MARK, is_owned
+
+    return folder.is_dir() and (
+        is_owned(folder) or all(p.name in (*_REPORT, OWNER_MARK) for p in folder.iterdir())
+    )
+
+
+def _check_report(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse, before any work, a report folder that ``atomic_dir`` would refuse at the end."""
+    from medimg.io.output import check_outputs
+
+    check_outputs([out], inputs=inputs, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file; name a folder for the report", out)
+    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
+        raise InputError(
+            "holds files medimg did not write; --overwrite only replaces an earlier report, "
+            "choose a new or empty folder",
+            out,
+        )
+
+
+def _summary(rows: list[dict], methods: tuple[str, ...]) -> dict[str, dict]:
+    summary: dict[str, dict] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        summary[method] = {c: bootstrap_ci([r[c] for r in mine]) for c in COLUMNS
+                           if all(np.isfinite(r[c]) for r in mine)}  # fmt: skip
+    return summary
+
+
+def _write_report(out: Path, rows: list[dict], summary: dict, specs: list, split: str,
+                  dataset: str | Path) -> None:  # fmt: skip
     with (out / "metrics.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["pair", "method", *COLUMNS])
         w.writeheader()
         w.writerows(
             [{k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
         )
-    summary: dict[str, dict] = {}
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        summary[method] = {c: bootstrap_ci([r[c] for r in mine]) for c in COLUMNS
-                           if all(np.isfinite(r[c]) for r in mine)}  # fmt: skip
     lines = [f"# Registration: {len(specs)} '{split}' pairs of {dataset}", "",
              "| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]  # fmt: skip
     for method, est in summary.items():
@@ -137,4 +183,3 @@ def evaluate_dataset(
     )
     lines += ["", note]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "summary": summary}

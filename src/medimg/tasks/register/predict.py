@@ -31,7 +31,8 @@ from medimg.io.image import Image
 from medimg.tasks.register.data import normalise, to_grid
 from medimg.tasks.register.transform import affine_field, compose, resize_field, to_mm, warp
 
-__all__ = ["DEFAULT_MODEL", "RegResult", "Registrator", "check_overlap", "write_outputs"]
+__all__ = ["DEFAULT_MODEL", "OUTPUT_NAMES", "RegResult", "Registrator", "check_output_dir",
+           "check_overlap", "check_pair_image", "write_outputs"]  # fmt: skip
 
 DEFAULT_MODEL = Path(__file__).parent / "default"
 
@@ -47,6 +48,36 @@ class RegResult:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+
+
+#: Fewest voxels per axis a pair may have: the networks halve the grid several times, and the
+#: synthetic pairs they learned from have at least this many.
+MIN_SIDE = 8
+
+
+def check_pair_image(image: Image, path: str | Path | None, role: str) -> None:
+    """One-line refusals for an image that cannot be registered: complex values, several
+    channels (e.g. RGB), not 2D/3D, or fewer than :data:`MIN_SIDE` voxels along an axis."""
+    from medimg.io.inputs import check_real
+
+    check_real(image.array, path, what="registration")
+    if image.num_channels != 1:
+        raise InputError(
+            f"the {role} image has {image.num_channels} channels (colour or multi-channel?); "
+            "registration takes one-channel greyscale images, pass one channel",
+            path,
+        )
+    if image.spatial_ndim not in (2, 3):
+        raise InputError(
+            f"the {role} image is {image.spatial_ndim}D; register 2D or 3D images", path
+        )
+    if min(image.spatial_shape) < MIN_SIDE:
+        raise InputError(
+            f"the {role} image of shape {'x'.join(map(str, image.spatial_shape))} is too small "
+            f"to register (at least {MIN_SIDE} voxels per axis); check that it is the scan you "
+            "meant",
+            path,
+        )
 
 
 def check_overlap(fixed: np.ndarray, moving: np.ndarray, stage: str) -> None:
@@ -209,10 +240,7 @@ class Registrator:
         t0, c0 = time.perf_counter(), time.process_time()
         nd = self.config.model.spatial_dims
         for name, img in (("fixed", fixed), ("moving", moving)):
-            if img.num_channels != 1:
-                raise InputError(
-                    f"the {name} image must have one channel, it has {img.num_channels}"
-                )
+            check_pair_image(img, img.meta.get("source"), name)
         if fixed.spatial_ndim != moving.spatial_ndim:
             raise InputError(
                 f"fixed is {fixed.spatial_ndim}D but moving is {moving.spatial_ndim}D; register "
@@ -264,6 +292,39 @@ class Registrator:
         )
 
 
+#: The files :func:`write_outputs` writes (``warped_labels`` only with moving labels).
+OUTPUT_NAMES = ("warped.nii.gz", "field.nii.gz", "transform.h5", "jacobian.nii.gz",
+                "warped_labels.nii.gz", "summary.json", "overview.png")  # fmt: skip
+
+
+def _is_earlier_output(folder: Path) -> bool:
+    """An output folder of this verb: medimg's mark, or only the files it writes (folders
+    written before the mark existed)."""
+    from medimg.io.output import OWNER_MARK, is_owned
+
+    return folder.is_dir() and (
+        is_owned(folder) or all(p.name in (*OUTPUT_NAMES, OWNER_MARK) for p in folder.iterdir())
+    )
+
+
+def check_output_dir(out: str | Path, *, overwrite: bool = False, inputs: list = ()) -> Path:
+    """Refuse, before any work and writing nothing, an output folder :func:`write_outputs`
+    could not replace: it is, lies inside or holds an input; it exists and ``overwrite`` is
+    false; it holds files this verb does not write."""
+    from medimg.io.output import check_outputs
+
+    p = check_outputs([out], inputs=inputs, overwrite=overwrite)[0]
+    if p.exists() and not p.is_dir():
+        raise InputError("is a file; name a folder for the registration outputs", p)
+    if p.is_dir() and any(p.iterdir()) and not _is_earlier_output(p):
+        raise InputError(
+            "holds files medimg did not write; --overwrite only replaces an earlier "
+            "registration output, choose a new or empty folder",
+            p,
+        )
+    return p
+
+
 def write_outputs(
     result: RegResult,
     fixed: Image,
@@ -272,35 +333,42 @@ def write_outputs(
     *,
     fixed_labels: Image | None = None,
     overwrite: bool = False,
+    inputs: list = (),
 ) -> list[Path]:
     """Write ``warped.nii.gz``, ``field.nii.gz`` (ITK/ANTs LPS displacement), ``transform.h5``,
     ``jacobian.nii.gz``, ``warped_labels.nii.gz`` (if any), ``summary.json`` and
-    ``overview.png`` into ``out_dir``; returns the paths."""
+    ``overview.png`` into ``out_dir``; returns the paths.
+
+    The folder appears whole once every file is written (an earlier output folder is replaced
+    only with ``overwrite``; see :func:`check_output_dir`); ``inputs`` are the files read, which
+    the folder must not be, lie in, or hold."""
+    from medimg.io.output import atomic_dir
+
+    out = check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)
+    with atomic_dir(out, overwrite, inputs=inputs, owned=_is_earlier_output(out)) as tmp:
+        names = _write_all(result, fixed, moving, tmp, fixed_labels)
+    return [out / n for n in names]
+
+
+def _write_all(
+    result: RegResult, fixed: Image, moving: Image, out: Path, fixed_labels: Image | None
+) -> list[str]:
     from medimg.io.api import save
-    from medimg.io.output import check_output
     from medimg.metrics.registration import folding_fraction, jacobian_determinant, label_overlap
     from medimg.tasks.register.fields import save_field, save_transform
     from medimg.tasks.register.figures import overview_png
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     jac = jacobian_determinant(result.field.array, fixed.affine)
-    written = [
-        save(result.warped, out / "warped.nii.gz", overwrite=overwrite),
-        save_field(result.field, out / "field.nii.gz", overwrite=overwrite),
-        save_transform(result.field, out / "transform.h5", overwrite=overwrite),
-        save(
-            Image(jac[None].astype(np.float32), fixed.affine),
-            out / "jacobian.nii.gz",
-            overwrite=overwrite,
-        ),
-    ]
+    save(result.warped, out / "warped.nii.gz")
+    save_field(result.field, out / "field.nii.gz")
+    save_transform(result.field, out / "transform.h5")
+    save(Image(jac[None].astype(np.float32), fixed.affine), out / "jacobian.nii.gz")
+    names = ["warped.nii.gz", "field.nii.gz", "transform.h5", "jacobian.nii.gz"]
     summary = {"seconds": round(result.seconds, 3), "cpu_seconds": round(result.cpu_seconds, 3),
                "folding_pct": 100 * folding_fraction(jac), **result.info}  # fmt: skip
     if result.warped_labels is not None:
-        written.append(
-            save(result.warped_labels, out / "warped_labels.nii.gz", overwrite=overwrite)
-        )
+        save(result.warped_labels, out / "warped_labels.nii.gz")
+        names.append("warped_labels.nii.gz")
         if fixed_labels is not None:
             fl = to_grid(fixed_labels, fixed, label=True)
             labels = [int(v) for v in np.unique(fl.array) if v]
@@ -308,10 +376,7 @@ def write_outputs(
             summary["dice"] = {str(k): round(v["dice"], 4) for k, v in scores.items()}
             summary["hd95_mm"] = {str(k): round(v["hd95"], 2) if np.isfinite(v["hd95"]) else None
                                   for k, v in scores.items()}  # fmt: skip
-    path = check_output(out / "summary.json", overwrite)
-    path.write_text(json.dumps(summary, indent=2))
-    written.append(path)
-    png = check_output(out / "overview.png", overwrite)
-    overview_png(fixed, to_grid(moving, fixed), result.warped, result.field, jac, png)
-    written.append(png)
-    return written
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    overview_png(fixed, to_grid(moving, fixed), result.warped, result.field, jac,
+                 out / "overview.png")  # fmt: skip
+    return [*names, "summary.json", "overview.png"]

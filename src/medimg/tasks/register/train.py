@@ -28,7 +28,8 @@ from medimg.engine import (
     seed_everything,
     to_yaml,
 )
-from medimg.errors import InputError
+from medimg.errors import CheckpointError, InputError, OutputExistsError
+from medimg.io.output import OWNER_MARK, atomic_path, check_outputs, is_owned, mark_owned
 from medimg.tasks.register.data import Pair, RegDataset, load_pair, read_pairs
 from medimg.tasks.register.losses import LossConfig, RegistrationLoss
 from medimg.tasks.register.models import ModelConfig, build_model
@@ -39,6 +40,8 @@ __all__ = [
     "FINE_PRESET",
     "PRESETS",
     "RegConfig",
+    "check_export",
+    "check_run_folder",
     "export_model",
     "load_config",
     "train_preset",
@@ -135,6 +138,46 @@ def validation_metrics(
     return {key: float(np.mean(v)) for key, v in out.items() if v}
 
 
+def check_run_folder(
+    out: Path, *, resume: bool | str, overwrite: bool, inputs: list[Path] = ()
+) -> bool:
+    """What training may do with the run folder ``out``, decided before any work; returns
+    whether it resumes. Nothing is written.
+
+    A new or empty folder starts a run. A folder that holds anything is resumed when asked
+    (``resume=True``, or ``"auto"`` and it holds a checkpoint), started over with ``overwrite``
+    only if it is a run medimg wrote, and refused otherwise. ``"auto"`` (preemptible jobs, the
+    presets' API) also starts over a run of medimg's that never reached a checkpoint.
+    """
+    check_outputs([out], inputs=inputs, overwrite=True)  # on/around an input, a file's path
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file; name a folder for the training run", out)
+    has_ckpt = out.is_dir() and find_checkpoint(out / "last") is not None
+    if resume is True or (resume == "auto" and has_ckpt):
+        if not has_ckpt:
+            raise CheckpointError(
+                "holds no checkpoint to resume (no last/); start without --resume", out
+            )
+        return True
+    if not out.is_dir() or not any(p.name != OWNER_MARK for p in out.iterdir()):
+        return False
+    ours = is_owned(out) or (out / "config.yaml").is_file()
+    unstarted = ours and not (out / "best").exists() and not (out / "last").exists()
+    if not overwrite and not (resume == "auto" and unstarted):
+        raise OutputExistsError(
+            "already holds a run; pass --resume to continue it, --overwrite to start it over, "
+            "or choose another --out",
+            out,
+        )
+    if not ours:
+        raise InputError(
+            "holds files medimg did not write; --overwrite only starts over an earlier run, "
+            "choose a new or empty folder",
+            out,
+        )
+    return False
+
+
 def train_registration(
     dataset: str | Path,
     out_dir: str | Path,
@@ -159,7 +202,11 @@ def train_registration(
     ``out_dir/coarse``; every pair's moving image and labels are warped by its field first, and
     the network learns the remaining correction; a true field becomes the residual one
     (:func:`.transform.residual_field`), so full and hybrid (``aux_field_weight``) supervision
-    train a refinement too."""
+    train a refinement too.
+
+    ``resume``: ``True`` continues the run in ``out_dir``, ``"auto"`` continues it if it holds a
+    checkpoint; an ``out_dir`` holding an earlier run needs ``overwrite`` to start over (see
+    :func:`check_run_folder`); nothing in it changes before that is settled."""
     t0 = time.perf_counter()
     cfg = dataclasses.replace(config or RegConfig())
     cfg.train = dataclasses.replace(cfg.train)
@@ -178,6 +225,13 @@ def train_registration(
     specs = read_pairs(dataset, "train")
     if not specs:
         raise InputError("the pair list has no training pairs", dataset)
+    out = Path(out_dir)
+    listing = Path(dataset) / "dataset.json" if Path(dataset).is_dir() else Path(dataset)
+    read = [listing, *(p for s in specs for p in dataclasses.astuple(s) if p is not None)]
+    models = [Path(m) / f for m in (coarse_model, init) if m is not None
+              for f in ("reg.yaml", "model.safetensors", "best", "last")]  # fmt: skip
+    resuming = check_run_folder(out, resume=resume, overwrite=overwrite,
+                                inputs=read + ([] if resume is True else models))  # fmt: skip
     pairs = [load_pair(s) for s in specs]
     _check_supervision(cfg.loss.mode, pairs, cfg.loss.aux_field_weight > 0)
     val_specs = read_pairs(dataset, "val") if Path(dataset).suffix.lower() not in (".csv",) else []
@@ -190,7 +244,10 @@ def train_registration(
     if init_cfg is not None and init_cfg.coarse and coarse_model is None:
         coarse_model = Path(init) / init_cfg.coarse  # a refinement keeps refining its coarse stage
     if coarse_model is not None:
-        export_model(coarse_model, Path(out_dir) / "coarse")
+        if not (resuming and (out / "coarse" / "reg.yaml").is_file()):  # resumed: keep its own
+            out.mkdir(parents=True, exist_ok=True)
+            mark_owned(out)
+            export_model(coarse_model, out / "coarse", overwrite=True)
         cfg.coarse = "coarse"
         pairs, val = (
             _prewarped(pairs, Path(out_dir) / "coarse"),
@@ -231,12 +288,16 @@ def train_registration(
         total, terms = loss_fn(net(batch["fixed"], batch["moving"]), batch)
         return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
 
-    out = Path(out_dir)
     trainer = Trainer(model, data, step, cfg.train, out, run_config=cfg,
                       validate=lambda net: validation_metrics(net, val_items, affines, cfg.num_classes))  # fmt: skip
-    to_yaml(cfg, out / "reg.yaml")  # first, so an interrupted run is already a model folder
-    result = trainer.fit(resume=resume, overwrite=overwrite)
-    (out / "train_time_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    if not resuming:  # first, so an interrupted run is already a model folder
+        out.mkdir(parents=True, exist_ok=True)
+        mark_owned(out)
+        to_yaml(cfg, out / "reg.yaml")
+    result = trainer.fit(resume=resuming, overwrite=not resuming)
+    to_yaml(cfg, out / "reg.yaml")
+    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
+        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return result
 
 
@@ -271,9 +332,12 @@ def train_preset(
     progress: bool = True,
     device: str | None = None,
     init: str | Path | None = None,
+    resume: bool | str = "auto",
+    overwrite: bool = False,
 ) -> TrainResult:
     """Write the preset's synthetic pairs into ``work_dir/data`` (if not there yet) and train
-    ``work_dir/model`` with its recipe (see :data:`PRESETS`)."""
+    ``work_dir/model`` with its recipe (see :data:`PRESETS`); ``resume`` and ``overwrite`` as
+    in :func:`train_registration`, settled before the data is written."""
     from medimg.phantoms.registration import write_pair_dataset
     from medimg.tasks.register.predict import DEFAULT_MODEL
 
@@ -282,9 +346,11 @@ def train_preset(
     p = PRESETS[preset]
     work = Path(work_dir)
     data = work / "data"
+    check_run_folder(work / "model", resume=resume, overwrite=overwrite)
     if not (data / "dataset.json").is_file():
         write_pair_dataset(data, str(p["kind"]), n_train=int(p["n_train"]), n_test=int(p["n_test"]),
-                           seed=int(p["seed"]), shape=tuple(p["shape"]), spacing=float(p["spacing"]))  # type: ignore[arg-type]  # fmt: skip
+                           seed=int(p["seed"]), shape=tuple(p["shape"]), spacing=float(p["spacing"]),  # type: ignore[arg-type]
+                           overwrite=overwrite)  # fmt: skip
     cfg = RegConfig()
     cfg.model = dataclasses.replace(cfg.model, channels=tuple(p["channels"]),
                                     final_channels=tuple(p["final_channels"]),
@@ -300,8 +366,8 @@ def train_preset(
             DEFAULT_MODEL / "coarse" if (DEFAULT_MODEL / "coarse").is_dir() else DEFAULT_MODEL
         )
     return train_registration(data, work / "model", cfg, mode=mode or str(p["mode"]), max_steps=max_steps,
-                              device=device, progress=progress, resume="auto",
-                              coarse_model=coarse_model, init=init)  # fmt: skip
+                              device=device, progress=progress, resume=resume,
+                              overwrite=overwrite, coarse_model=coarse_model, init=init)  # fmt: skip
 
 
 def _init_config(init: Path) -> RegConfig:
@@ -336,9 +402,20 @@ def _prewarped(pairs: list[Pair], coarse_dir: Path) -> list[Pair]:
     return out
 
 
-def export_model(src: str | Path, dest: str | Path) -> Path:
+def check_export(src: str | Path, dest: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before training, an export :func:`export_model` could not write: its files
+    (``reg.yaml``, ``model.safetensors``) exist without ``overwrite``, or ``dest`` is, lies in
+    or holds the run's own files."""
+    run, out = Path(src), Path(dest)
+    check_outputs([out / "reg.yaml", out / "model.safetensors"], overwrite=overwrite,
+                  inputs=[run / "reg.yaml", run / "model.safetensors", run / "best", run / "last",
+                          run / "coarse"])  # fmt: skip
+
+
+def export_model(src: str | Path, dest: str | Path, *, overwrite: bool = True) -> Path:
     """Copy a run or model folder's ``reg.yaml`` and best (else last, else its own) weights into
-    a model folder ``dest``, with its coarse stage if it has one."""
+    a model folder ``dest``, with its coarse stage if it has one; other files there (a model
+    card) stay. Each file appears only once complete."""
     run, out = Path(src), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
     weights = ckpt / "model.safetensors" if ckpt else run / "model.safetensors"
@@ -346,10 +423,11 @@ def export_model(src: str | Path, dest: str | Path) -> Path:
         raise InputError(
             "no finished training here (reg.yaml and best/, last/ or model.safetensors)", run
         )
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "reg.yaml", out / "reg.yaml")
-    shutil.copy2(weights, out / "model.safetensors")
+    check_export(run, out, overwrite)
+    for src_file, name in ((run / "reg.yaml", "reg.yaml"), (weights, "model.safetensors")):
+        with atomic_path(out / name, overwrite) as tmp:
+            shutil.copyfile(src_file, tmp)
     coarse = load_config(run / "reg.yaml").coarse
     if coarse:
-        export_model(run / coarse, out / coarse)
+        export_model(run / coarse, out / coarse, overwrite=overwrite)
     return out
