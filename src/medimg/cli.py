@@ -10,10 +10,12 @@ program with a one-line ``error: ...`` and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 from medimg import __version__
 from medimg.errors import MedimgError
@@ -38,8 +40,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from medimg.io.api import load, save
+    from medimg.io.api import check_modality, load, save
+    from medimg.io.output import check_outputs
 
+    # arguments and the output are validated before the input is read: nothing is done on a
+    # refusal
+    if args.modality is not None:
+        check_modality(args.modality)
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite)
     image = load(
         args.input,
         series=_series_arg(args.series),
@@ -147,7 +155,29 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _warnings_policy() -> Iterator[None]:
+    """Third-party warnings (nibabel, ITK, pydicom, SciPy, numpy's floating-point notes) are
+    hidden unless MEDIMG_DEBUG is set; medimg's own print as one ``warning: ...`` line."""
+    with warnings.catch_warnings():
+        if not os.environ.get("MEDIMG_DEBUG"):
+            warnings.simplefilter("ignore")
+            # medimg's own (raised from a module under medimg.): user-facing notes
+            warnings.filterwarnings("default", category=UserWarning, module=r"medimg(\.|$)")
+            warnings.showwarning = _show_warning
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _warnings_policy():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from medimg.errors import ImageReadError, InputError
 from medimg.io.image import Image
+from medimg.io.inputs import check_regular_file
 from medimg.typing import PathType
 
 Format = Literal["nifti", "itk", "dicom"]
@@ -50,6 +51,40 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
+def _check_source(path: PathType) -> Path:
+    """An existing regular file, or a folder (read as a DICOM series) whose name is not that of
+    an image file (``x.nii.gz/`` is a mistake, not a series). Special files are refused: a FIFO
+    named ``*.dcm`` would block the read forever."""
+    p = Path(path)
+    if str(path).strip() == "":
+        raise InputError("the input path is empty; name an image file or DICOM folder")
+    if not p.exists():
+        raise ImageReadError("no such file or folder", p)
+    if p.is_dir():
+        fmt = _SUFFIXES.get(_suffix(p))
+        if fmt not in (None, "dicom"):
+            raise ImageReadError(
+                f"is a folder, not a {_suffix(p)} file; name the image file itself", p
+            )
+        return p
+    return check_regular_file(p)
+
+
+def check_modality(value: str) -> str:
+    """A modality as DICOM stores it (a CS value): upper case, at most 16 characters of A-Z,
+    0-9, space and underscore; one-line :class:`InputError` otherwise."""
+    text = str(value).strip().upper()
+    if not text or len(text) > 16 or any(c not in _CS_CHARS for c in text):
+        raise InputError(
+            f"modality {str(value)[:40]!r} is not a DICOM modality code (up to 16 letters, digits, "
+            "spaces or underscores); use e.g. CT, MR, US, CR, PT or OT"
+        )
+    return text
+
+
+_CS_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _")
+
+
 def format_of(path: PathType) -> Format:
     """The format of an image *file*, from its extension or (no extension) its DICOM preamble."""
     p = Path(path)
@@ -79,15 +114,15 @@ def load(
     :func:`medimg.io.dicom.read.read_dicom`). ``modality`` overrides the modality of formats that
     do not store it (NIfTI, NRRD/MHA).
     """
-    p = Path(path)
-    if not p.exists():
-        raise ImageReadError("no such file or folder", p)
+    p = _check_source(path)
+    if modality:
+        modality = check_modality(modality)
     if p.is_dir() or format_of(p) == "dicom":
         from medimg.io.dicom.read import read_dicom
 
         image = read_dicom(p, series=series, allow_gaps=allow_gaps, tilt=tilt)
         if modality:
-            image.modality = modality.upper()
+            image.modality = modality
         if is_label:
             image.is_label = True
         return image
@@ -109,6 +144,8 @@ def save(image: Image, path: PathType, *, overwrite: bool = False, **dicom_optio
     Existing outputs are never replaced unless ``overwrite=True``. ``dicom_options`` pass on to
     :func:`medimg.io.dicom.write.write_dicom_series` (series description, patient, UIDs).
     """
+    if str(path).strip() == "":  # Path("") is ".": it would write into the working folder
+        raise InputError("the output path is empty; name a file (ct.nii.gz) or a folder for DICOM")
     p = Path(path)
     suffix = _suffix(p)
     fmt = _SUFFIXES.get(suffix)
@@ -134,9 +171,7 @@ def save(image: Image, path: PathType, *, overwrite: bool = False, **dicom_optio
 
 def describe(path: PathType) -> list[str]:
     """Human-readable lines for ``medimg info``: one per DICOM series, or one for an image file."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageReadError("no such file or folder", p)
+    p = _check_source(path)
     if p.is_dir():
         from medimg.io.dicom.series import list_series
 

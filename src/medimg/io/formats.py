@@ -18,15 +18,27 @@ Conventions at the file edge:
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import sys
 import tempfile
-import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from medimg.errors import ImageReadError, InputError, OutputExistsError
-from medimg.io.image import Image
+from medimg.errors import ImageReadError, InputError, MedimgError, OutputExistsError
+from medimg.io.image import Image, nifti_channels_first, quiet_sitk
+from medimg.io.inputs import (
+    MEMORY_ENV,
+    check_allocation,
+    check_declared_size,
+    check_regular_file,
+)
 from medimg.io.output import atomic_path, check_output
 from medimg.typing import PathType
 
@@ -50,9 +62,56 @@ def _check_readable(path: PathType, allowed: tuple[str, ...], other: str) -> Pat
         raise ImageReadError(
             f"unknown extension; expected one of {', '.join(allowed)} ({other})", p
         )
-    if not p.is_file():
-        raise ImageReadError("file not found; check the path", p)
-    return p
+    return check_regular_file(p)  # a FIFO would block the read forever
+
+
+@contextmanager
+def _reading(path: Path, kind: str) -> Iterator[None]:
+    """Turn whatever a third-party parser raises on a damaged file into one line naming it."""
+    try:
+        yield
+    except MedimgError:
+        raise
+    except MemoryError:
+        raise ImageReadError(
+            f"not enough memory to read it; free memory or check its header (set {MEMORY_ENV} "
+            "to bound what medimg may allocate)",
+            path,
+        ) from None
+    except Exception as e:  # nibabel/ITK raise many kinds (HeaderDataError, EOFError, zlib...)
+        msg = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ImageReadError(f"not a readable {kind} file ({msg}); re-export or replace it",
+                             path) from None  # fmt: skip
+
+
+def _load_nibabel(p: Path, is_label: bool) -> tuple[Any, np.ndarray, int]:
+    """The nibabel image, its data (scaled) and intent code; the declared size is checked
+    against the file and the memory budget before the data is read."""
+    import nibabel as nib
+
+    img = nib.load(p)
+    if not hasattr(img, "affine"):  # CIFTI-2: grayordinates, no voxel grid
+        raise ImageReadError(
+            f"is a {type(img).__name__.removesuffix('Image')} file (surface/grayordinate "
+            "data, no voxel grid), not a volume; use the NIfTI volume it was made from",
+            p,
+        )
+    shape = tuple(int(s) for s in img.header.get_data_shape())
+    stored = np.dtype(img.get_data_dtype())
+    data_file = Path(img.file_map["image"].filename or p)
+    if data_file != p:  # .hdr/.img pair: the data file must be a regular file too
+        check_regular_file(data_file)
+    compressed = data_file.name.lower().endswith((".gz", ".mgz", ".bz2", ".zst"))
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    size = data_file.stat().st_size - offset
+    check_declared_size(shape, stored, p, data_bytes=size, compressed=compressed)
+    if shape and not is_label:  # the float32 result beside the stored data
+        channels = len(stored.names or ()) or 1
+        check_allocation(shape, np.dtype((np.float32, channels)), path=p,
+                         copies=1 + stored.itemsize / (4 * channels))  # fmt: skip
+    data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when set
+    intent = int(img.header.get("intent_code", 0)) if hasattr(img.header, "get") else 0
+    return img, data, intent
 
 
 def _check_writable(image: Image, path: PathType, allowed: tuple[str, ...], other: str) -> Path:
@@ -131,36 +190,26 @@ def read_nifti(
     -------
     Image
         ``(C, X, Y[, Z])`` with nibabel's affine (sform preferred over qform), float32 unless a
-        label map. A 4th axis becomes channels.
-    """
-    import nibabel as nib
+        label map. A 4th axis becomes channels; RGB/RGBA voxels become 3/4 float32 channels.
 
+    Raises
+    ------
+    ImageReadError
+        One line naming the file: not a regular file, damaged or truncated, a header declaring
+        more data than the file holds or than memory allows (checked before reading the data).
+    """
     p = _check_readable(path, NIBABEL_READ_SUFFIXES, "use read_itk for NRRD/MetaImage")
-    try:
-        img = nib.load(p)
-        if not hasattr(img, "affine"):  # CIFTI-2: grayordinates, no voxel grid
-            raise ImageReadError(
-                f"is a {type(img).__name__.removesuffix('Image')} file (surface/grayordinate "
-                "data, no voxel grid), not a volume; use the NIfTI volume it was made from",
-                p,
-            )
-        data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when set
+    with _reading(p, "NIfTI"):
+        img, data, intent = _load_nibabel(p, is_label)
         affine = np.asarray(img.affine, dtype=np.float64)
-        intent = int(img.header.get("intent_code", 0)) if hasattr(img.header, "get") else 0
-    except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError) as e:
-        msg = " ".join(str(e).split())[:200]
-        raise ImageReadError(
-            f"not a readable NIfTI file ({msg}); re-export or replace it", p
-        ) from e
-    if data.ndim == 5 and intent == _NIFTI_INTENT_VECTOR and data.shape[2:4] == (1, 1):
-        arr = np.moveaxis(data[:, :, 0, 0, :], -1, 0)  # a 2D vector image, as we write one
+    try:
+        if data.ndim == 5 and intent == _NIFTI_INTENT_VECTOR and data.shape[2:4] == (1, 1):
+            arr = np.moveaxis(data[:, :, 0, 0, :], -1, 0)  # a 2D vector image, as we write one
+        else:
+            arr = nifti_channels_first(data)
         image = Image(arr, affine, modality=modality, is_label=is_label)
-    else:
-        try:  # hand over the data already read (the file is not decompressed twice)
-            loaded = type(img)(data, affine, header=img.header)
-            image = Image.from_nibabel(loaded, modality=modality, is_label=is_label)
-        except InputError as e:
-            raise ImageReadError(str(e), p) from e
+    except InputError as e:
+        raise ImageReadError(str(e), p) from e
     return _finish(image, p, allow_nonfinite)
 
 
@@ -210,23 +259,138 @@ def _itk_reason(e: Exception) -> str:
     return " ".join(parts)[:200] or "unknown error"
 
 
+_HEADER_BYTES = 1 << 16  # NRRD/MetaImage headers are short text
+
+
+@dataclass
+class _ItkHeader:
+    """What the reader needs from a NRRD/MetaImage header before ITK reads the data."""
+
+    data_file: Path  # the file holding the voxels (the header file itself when attached)
+    offset: int  # bytes before the data in data_file (attached: the header's length)
+    compressed: bool
+
+
+def _itk_header(p: Path) -> _ItkHeader:
+    """Parse the header text: where the data is and whether it is compressed.
+
+    Detached data files must be plain relative paths inside the header's folder (a header must
+    not make medimg read ``/etc/passwd`` or ``../../x``) and regular files; multi-file data
+    (``LIST``, NRRD's ``%d`` patterns) is refused.
+    """
+    with p.open("rb") as f:
+        head = f.read(_HEADER_BYTES)
+    nrrd = head.startswith(b"NRRD")
+    fields: dict[str, str] = {}
+    offset = len(head)
+    pos = 0
+    for raw in head.splitlines(keepends=True):
+        pos += len(raw)
+        line = raw.decode("latin-1").strip()
+        if nrrd and not line:  # the blank line ends a NRRD header
+            offset = pos
+            break
+        key, sep, value = line.partition(":" if nrrd else "=")
+        if nrrd and ":=" in line:  # key/value pairs, not fields
+            continue
+        if sep:
+            fields.setdefault(" ".join(key.lower().split()), value.strip())
+        if not nrrd and key.strip().lower() == "elementdatafile":
+            offset = pos  # the last line of a MetaImage header
+            break
+    name = (
+        fields.get("data file", fields.get("datafile")) if nrrd else fields.get("elementdatafile")
+    )
+    if nrrd:
+        compressed = fields.get("encoding", "raw").lower() not in ("raw",)
+    else:
+        compressed = fields.get("compresseddata", "false").lower() == "true"
+    if not name or (not nrrd and name.upper() == "LOCAL"):
+        return _ItkHeader(p, offset, compressed)
+    if name.upper().startswith("LIST") or "%" in name:
+        raise ImageReadError(
+            f"its data is split over several files ({name!r}); medimg reads one data file per "
+            "header, combine them into one .nrrd/.mha file first",
+            p,
+        )
+    if os.path.isabs(name) or ".." in Path(name).parts:
+        raise ImageReadError(
+            f"its header points at data file {name!r} outside its folder; medimg only reads a "
+            "data file beside the header, move it there and name it relatively",
+            p,
+        )
+    data = p.parent / name
+    if not data.exists():
+        raise ImageReadError(f"its data file {name} is missing; put it beside the header", p)
+    return _ItkHeader(check_regular_file(data), 0, compressed)
+
+
+@contextmanager
+def _itk_stderr(p: Path) -> Iterator[None]:
+    """Hold back what ITK's C++ code prints on stderr (MetaIO parse notes bypass Python); if the
+    read fails, its last line becomes the reason in the one-line error. Kept with MEDIMG_DEBUG."""
+    if os.environ.get("MEDIMG_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except RuntimeError as e:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            noted = [ln.strip() for ln in sink.read(4096).decode("latin-1").splitlines()]
+            reason = _itk_reason(e)
+            if noted and noted[0] and "ERROR" not in reason:  # ITK's own note says more
+                reason = noted[0]
+            raise ImageReadError(f"not a readable image file ({reason}); re-export or replace "
+                                 "it", p) from None  # fmt: skip
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _check_itk_declared(reader: Any, header: _ItkHeader, p: Path) -> None:
+    """The size ITK's header pass found, against the data file and the memory budget."""
+    import SimpleITK as sitk
+
+    size = tuple(int(s) for s in reader.GetSize())
+    kind = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    bits = re.search(r"(\d+)-bit", kind)
+    itemsize = (int(bits.group(1)) // 8 if bits else 8) * (2 if "complex" in kind else 1)
+    voxel = np.dtype((np.uint8, itemsize * max(1, int(reader.GetNumberOfComponents()))))
+    data_bytes = header.data_file.stat().st_size - header.offset
+    check_declared_size(size, voxel, p, data_bytes=data_bytes, compressed=header.compressed)
+    geometry = [*reader.GetSpacing(), *reader.GetOrigin(), *reader.GetDirection()]
+    if not all(np.isfinite(geometry)) or min(reader.GetSpacing()) <= 0:
+        raise ImageReadError(
+            f"header gives spacing {reader.GetSpacing()} / origin {reader.GetOrigin()}: NaN, "
+            "infinite or non-positive values; fix the header's geometry",
+            p,
+        )
+
+
 def read_itk(
     path: PathType, *, modality: str = "OT", is_label: bool = False, allow_nonfinite: bool = False
 ) -> Image:
     """Read ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` with SimpleITK (LPS converted to RAS+).
 
-    Vector pixels become channels. Parameters as :func:`read_nifti`.
+    Vector pixels become channels. Parameters and errors as :func:`read_nifti`; a detached data
+    file must lie beside its header (a relative name without ``..``), in one piece.
     """
-    import SimpleITK as sitk
-
+    sitk = quiet_sitk()
     p = _check_readable(path, ITK_SUFFIXES, "use read_nifti for .nii/.nii.gz")
-    try:
-        img = sitk.ReadImage(str(p))
-    except RuntimeError as e:
-        msg = _itk_reason(e)
-        raise ImageReadError(
-            f"not a readable image file ({msg}); re-export or replace it", p
-        ) from e
+    header = _itk_header(p)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    # the IO that matches the extension, never one ITK guesses from the content
+    reader.SetImageIO("NrrdImageIO" if p.suffix.lower() in (".nrrd", ".nhdr") else "MetaImageIO")
+    with _reading(p, "image"), _itk_stderr(p):
+        reader.ReadImageInformation()
+        _check_itk_declared(reader, header, p)
+        img = reader.Execute()
     try:
         image = Image.from_sitk(img, modality=modality, is_label=is_label)
     except InputError as e:
@@ -244,8 +408,7 @@ def write_itk(
     ``.mhd``) the data file written beside the header is also refused if it exists. Files
     appear only once completely written. Raises as :func:`write_nifti`.
     """
-    import SimpleITK as sitk
-
+    sitk = quiet_sitk()
     p = _check_writable(image, path, ITK_SUFFIXES, "use write_nifti for .nii/.nii.gz")
     if image.spatial_ndim == 2 and np.abs(image.affine[2, [0, 1, 3]]).max() > 1e-6:
         # ITK's 2D images have a 2x2 direction and a 2D origin: the plane's z would be dropped

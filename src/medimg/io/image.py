@@ -7,7 +7,9 @@ orientation code are derived from it. DICOM's LPS is converted at the io edge (:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +23,39 @@ if TYPE_CHECKING:  # heavy imports only when used
 
 #: Flips x and y: multiplies an LPS affine into RAS+ (and back; it is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def quiet_sitk() -> ModuleType:
+    """SimpleITK with ITK's own C++ warning output switched off (it bypasses Python's warnings
+    and would print multi-line notes on ordinary commands); kept on with ``MEDIMG_DEBUG``."""
+    import SimpleITK as sitk
+
+    if not os.environ.get("MEDIMG_DEBUG"):
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
+
+
+def nifti_channels_first(data: np.ndarray) -> np.ndarray:
+    """NIfTI data ``(X, Y[, Z[, C]])`` as channel-first ``(C, X, Y[, Z])``.
+
+    A 5th axis after a singleton 4th (NIfTI vector images ``(X, Y, Z, 1, C)``) holds channels;
+    RGB/RGBA voxels (nibabel's structured ``RGB24``/``RGBA32`` dtypes) become 3 or 4 float32
+    channels, so a colour volume is a multi-channel image like an ITK RGB one.
+    """
+    if data.dtype.names:  # structured colour voxels: one channel per field
+        if data.ndim not in (2, 3):
+            raise InputError(
+                f"colour (RGB/RGBA) NIfTI data of shape {data.shape} is not 2D/3D; only one "
+                "colour image per file is supported"
+            )
+        return np.stack([np.asarray(data[name], dtype=np.float32) for name in data.dtype.names])
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images: (X, Y, Z, 1, C)
+        data = data[:, :, :, 0, :]
+    if data.ndim in (2, 3):
+        return data[None]
+    if data.ndim == 4:
+        return np.moveaxis(data, -1, 0)
+    raise InputError(f"NIfTI data of shape {data.shape} is not 2D/3D/4D")
 
 
 def _check_affine(affine: Any) -> np.ndarray:
@@ -234,7 +269,7 @@ class Image:
 
     def to_sitk(self) -> sitk.Image:
         """SimpleITK image (LPS world, as ITK expects); several channels become a vector image."""
-        import SimpleITK as sitk
+        sitk = quiet_sitk()
 
         nd = self.spatial_ndim
         lps = LPS_TO_RAS @ self.affine
@@ -256,7 +291,7 @@ class Image:
     @classmethod
     def from_sitk(cls, img: sitk.Image, **kwargs: Any) -> Image:
         """Build from a SimpleITK image (LPS world); vector pixels become channels."""
-        import SimpleITK as sitk
+        sitk = quiet_sitk()
 
         nd = img.GetDimension()
         if nd not in (2, 3):
@@ -287,15 +322,5 @@ class Image:
     @classmethod
     def from_nibabel(cls, img: nib.spatialimages.SpatialImage, **kwargs: Any) -> Image:
         """Build from a nibabel image; a 4th axis (or a 5th, NIfTI vector intent) holds channels."""
-        data = np.asanyarray(img.dataobj)
-        if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector images: (X, Y, Z, 1, C)
-            data = data[:, :, :, 0, :]
-        if data.ndim == 2:
-            arr = data[None]
-        elif data.ndim == 3:
-            arr = data[None]
-        elif data.ndim == 4:
-            arr = np.moveaxis(data, -1, 0)
-        else:
-            raise InputError(f"NIfTI data of shape {data.shape} is not 2D/3D/4D")
+        arr = nifti_channels_first(np.asanyarray(img.dataobj))
         return cls(arr, np.asarray(img.affine, dtype=np.float64), **kwargs)

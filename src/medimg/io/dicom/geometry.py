@@ -31,6 +31,9 @@ def orientation_vectors(iop: Sequence[float]) -> tuple[np.ndarray, np.ndarray, n
         raise InputError(f"ImageOrientationPatient has a zero vector: {list(iop)}")
     row, col = row / nr, col / nc
     normal = np.cross(row, col)
+    if np.linalg.norm(normal) < 1e-3:  # no plane: the affine would be singular (NaN normal)
+        raise InputError(f"ImageOrientationPatient has parallel row and column directions: "
+                         f"{list(iop)}")  # fmt: skip
     return row, col, normal / np.linalg.norm(normal)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
-from medimg.errors import DicomError, ImageReadError, MedimgError
+from medimg.errors import DicomError, GeometryError, ImageReadError, InputError, MedimgError
+from medimg.io.dicom.geometry import orientation_vectors
+from medimg.io.inputs import check_regular_file
 
 #: Elements larger than this (bytes) are not read with the header; their file offset is kept,
 #: so pixel data can later be read straight into a numpy buffer.
@@ -101,6 +104,8 @@ def _cut_short(ds: Dataset, path: Path) -> str | None:
     last = ds.get_item(next(reversed(ds.keys())), keep_deferred=True)  # in file order
     if not isinstance(last, RawDataElement) or last.length == 0xFFFFFFFF:
         return None
+    if last.value is None and is_deflated(ds):
+        return None  # value_tell is an offset into the inflated stream
     if last.value is None:  # deferred: its value must fit in the file
         have = max(0, path.stat().st_size - last.value_tell)
     else:
@@ -109,6 +114,12 @@ def _cut_short(ds: Dataset, path: Path) -> str | None:
         return None
     name = keyword_for_tag(last.tag) or str(last.tag)
     return f"the file ends inside {name} ({have} of {last.length} bytes)"
+
+
+def is_deflated(ds: Dataset) -> bool:
+    """Whether the dataset was stored deflated (read whole: no file offsets apply)."""
+    ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    return ts is not None and UID(str(ts)).is_deflated
 
 
 def _check_complete(ds: Dataset, path: Path, *, pixels: bool) -> Dataset:
@@ -142,7 +153,10 @@ def read_header(path: Path, *, pixels: bool) -> Dataset | None:
     """
     opts = {"defer_size": DEFER_SIZE} if pixels else {"stop_before_pixels": True}
     try:
-        return _check_complete(pydicom.dcmread(path, **opts), path, pixels=pixels)
+        ds = pydicom.dcmread(path, **opts)
+        if pixels and is_deflated(ds):  # offsets are into the inflated stream, not the file:
+            ds = pydicom.dcmread(path)  # nothing can be read later at a file offset
+        return _check_complete(ds, path, pixels=pixels)
     except InvalidDicomError:
         pass  # no preamble: maybe a bare dataset (old exports), checked below
     except DicomError:
@@ -163,12 +177,20 @@ def read_header(path: Path, *, pixels: bool) -> Dataset | None:
 
 
 def find_files(folder: Path) -> Iterator[Path]:
-    """All regular files under ``folder``, recursively, in a deterministic (sorted) order."""
+    """All files under ``folder`` that are not folders, recursively, in a deterministic (sorted)
+    order (hidden names skipped); special files are yielded too, for :func:`scan` to count."""
     for root, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
             if not name.startswith("."):
                 yield Path(root) / name
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # a dangling link, no permission
+        return False
 
 
 def is_image(ds: Dataset) -> bool:
@@ -199,26 +221,51 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
         ) from None
 
 
+def check_frame(frame: Frame) -> Frame:
+    """Refuse, naming the file, a frame whose size or plane geometry no grid can come from."""
+    where = "" if frame.index is None else f"frame {frame.index + 1}: "
+    if frame.rows < 1 or frame.cols < 1:
+        raise DicomError(f"{where}Rows x Columns is {frame.rows}x{frame.cols}; the header is "
+                         "corrupt, export the file again", frame.path)  # fmt: skip
+    problem = None
+    if frame.iop is not None:
+        try:
+            orientation_vectors(frame.iop)
+        except InputError as e:
+            problem = str(e)
+    if frame.ipp is not None and len(frame.ipp) != 3:
+        problem = f"ImagePositionPatient must be 3 numbers, got {list(frame.ipp)}"
+    ps = frame.pixel_spacing
+    if ps is not None and (len(ps) != 2 or min(ps) <= 0):
+        problem = f"PixelSpacing must be 2 positive numbers, got {list(ps)}"
+    if problem:
+        raise GeometryError(f"{where}{problem}, so no image grid can be built; fix or "
+                            "re-export the file", frame.path)  # fmt: skip
+    return frame
+
+
 def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     """The frames of one image instance (single-frame, enhanced or legacy multi-frame)."""
     from medimg.io.dicom.multiframe import multiframe_frames
 
     rows, cols = int(ds.Rows), int(ds.Columns)
     if (number(ds, "NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
-        return multiframe_frames(ds, path)
+        return [check_frame(f) for f in multiframe_frames(ds, path)]
     return [
-        Frame(
-            path=path,
-            ds=ds,
-            index=None,
-            rows=rows,
-            cols=cols,
-            iop=numbers(ds, "ImageOrientationPatient"),
-            ipp=numbers(ds, "ImagePositionPatient"),  # type: ignore[arg-type]
-            pixel_spacing=numbers(ds, "PixelSpacing") or numbers(ds, "ImagerPixelSpacing"),  # type: ignore[arg-type]
-            slope=number(ds, "RescaleSlope") or 1.0,
-            intercept=number(ds, "RescaleIntercept", 0.0),  # type: ignore[arg-type]
-            thickness=thickness(ds),
+        check_frame(
+            Frame(
+                path=path,
+                ds=ds,
+                index=None,
+                rows=rows,
+                cols=cols,
+                iop=numbers(ds, "ImageOrientationPatient"),
+                ipp=numbers(ds, "ImagePositionPatient"),  # type: ignore[arg-type]
+                pixel_spacing=numbers(ds, "PixelSpacing") or numbers(ds, "ImagerPixelSpacing"),  # type: ignore[arg-type]
+                slope=number(ds, "RescaleSlope") or 1.0,
+                intercept=number(ds, "RescaleIntercept", 0.0),  # type: ignore[arg-type]
+                thickness=thickness(ds),
+            )
         )
     ]
 
@@ -233,11 +280,16 @@ def scan(path: Path, *, pixels: bool, unreadable: list[str] | None = None) -> li
     """
     if not path.exists():
         raise ImageReadError("no such file or folder", path)
-    if path.is_file():
-        return _scan_file(path, pixels=pixels)
+    if not path.is_dir():
+        return _scan_file(check_regular_file(path), pixels=pixels)
     frames: list[Frame] = []
     skipped: list[str] = []
     for f in find_files(path):
+        if not _is_regular(f):  # a FIFO or device would block the read: never opened
+            if unreadable is not None:
+                unreadable.append(f"{f}: not a regular file (FIFO, socket, device or dangling "
+                                  "link), skipped")  # fmt: skip
+            continue
         try:
             ds = read_header(f, pixels=pixels)
             if ds is None:
@@ -252,6 +304,8 @@ def scan(path: Path, *, pixels: bool, unreadable: list[str] | None = None) -> li
             unreadable.append(str(exc))
     if not frames:
         found = f"; found only {', '.join(sorted(set(skipped)))}" if skipped else ""
+        if unreadable:  # say why, not only that nothing was found
+            found += f"; {len(unreadable)} file(s) unreadable, e.g. {unreadable[0]}"
         raise DicomError(f"no DICOM images in this folder{found}; point to an image series", path)
     return frames
 

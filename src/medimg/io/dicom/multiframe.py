@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from medimg.errors import DicomError
 from medimg.io.dicom.geometry import orientation_vectors
@@ -81,9 +82,29 @@ def _legacy_frames(ds: Dataset, path: Path, n: int) -> list[Frame]:
     ]
 
 
+def _check_frame_count(ds: Dataset, path: Path, n: int) -> None:
+    """A NumberOfFrames the file cannot hold is refused before one record per frame is built.
+
+    Every frame takes at least one byte of the file in any transfer syntax (a whole frame of
+    pixels when uncompressed), so the file size bounds the count without reading pixel data.
+    """
+    bits = int(ds.get("BitsAllocated", 1) or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    native = ts is None or not (UID(str(ts)).is_compressed or UID(str(ts)).is_deflated)
+    frame_bytes = max(1, int(ds.Rows) * int(ds.Columns) * bits // 8) if native else 1
+    size = path.stat().st_size
+    if n < 1 or n * frame_bytes > size:
+        raise DicomError(
+            f"NumberOfFrames is {n} but the file ({size} bytes) cannot hold that many "
+            f"{int(ds.Columns)}x{int(ds.Rows)} frames; the header is corrupt, export it again",
+            path,
+        )
+
+
 def multiframe_frames(ds: Dataset, path: Path) -> list[Frame]:
     """One :class:`Frame` per frame of a multi-frame instance, in stored frame order."""
     n = int(number(ds, "NumberOfFrames") or 1)
+    _check_frame_count(ds, path, n)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         return _legacy_frames(ds, path, n)
     per_frame = ds.PerFrameFunctionalGroupsSequence

@@ -31,7 +31,7 @@ from pydicom.uid import (
 )
 
 from medimg.errors import DicomError
-from medimg.io.dicom.headers import Frame
+from medimg.io.dicom.headers import Frame, is_deflated
 
 _RAW_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: What to install for each compressed family (python-gdcm decodes all of them too).
@@ -47,6 +47,35 @@ _local = threading.local()
 def allocate(channels: int, cols: int, rows: int, slices: int) -> np.ndarray:
     """float32 ``(C, X, Y, Z)`` whose ``[c, :, :, k]`` planes are contiguous (X fastest)."""
     return np.empty((channels, slices, rows, cols), np.float32).transpose(0, 3, 2, 1)
+
+
+def check_stored_sizes(frames: list[Frame]) -> None:
+    """Uncompressed pixel data must hold what Rows x Columns x frames declare: checked from the
+    header pass (element lengths), before the volume is allocated."""
+    seen: set[Path] = set()
+    for frame in frames:
+        ds = frame.ds
+        ts = UID(str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
+        if frame.path in seen or ts.is_compressed or "PixelData" not in ds:
+            continue
+        seen.add(frame.path)
+        elem = ds.get_item("PixelData", keep_deferred=True)
+        if isinstance(elem, RawDataElement):
+            have = elem.length
+        else:
+            have = len(elem.value or b"")
+        if have == 0xFFFFFFFF:  # undefined length: encapsulated, sized by its codec
+            continue
+        n = int(ds.get("NumberOfFrames", 1) or 1) if frame.index is not None else 1
+        bits = int(ds.get("BitsAllocated", 16) or 16) * int(ds.get("SamplesPerPixel", 1) or 1)
+        need = (frame.rows * frame.cols * bits * n + 7) // 8
+        if have < need:
+            raise DicomError(
+                f"header declares {n} frame(s) of {frame.cols}x{frame.rows} pixels ({need} "
+                f"bytes) but its pixel data holds {have} bytes; the file is truncated or its "
+                "header corrupt, copy or export it again",
+                frame.path,
+            )
 
 
 def check_decodable(frame: Frame) -> None:
@@ -153,7 +182,9 @@ def _load_single(frame: Frame, dst: np.ndarray) -> None:
     try:
         arr = _raw_view(frame)
         if arr is None:
-            arr = pixel_array(frame.path)  # pydicom's plugins; reads only what it needs
+            # pydicom's plugins; from the file they read only what they need, but a deflated
+            # file can only be decoded from the dataset already inflated in memory
+            arr = pixel_array(frame.ds if is_deflated(frame.ds) else frame.path)
     except DicomError:
         raise
     except Exception as exc:
@@ -164,7 +195,8 @@ def _load_single(frame: Frame, dst: np.ndarray) -> None:
 def _load_multiframe(path: Path, slots: list[tuple[int, Frame]], out: np.ndarray) -> None:
     """Decode the frames of one multi-frame file one at a time, into their output slices."""
     slots = sorted(slots, key=lambda s: s[1].index)  # type: ignore[arg-type,return-value]
-    frames = iter_pixels(path, indices=[f.index for _, f in slots])  # type: ignore[misc]
+    ds = slots[0][1].ds
+    frames = iter_pixels(ds if is_deflated(ds) else path, indices=[f.index for _, f in slots])  # type: ignore[misc]
     for k, frame in slots:
         try:
             arr = next(frames)

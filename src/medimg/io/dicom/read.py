@@ -25,15 +25,21 @@ Representation
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from medimg.errors import MedimgError
 from medimg.io.dicom.headers import Frame, scan
-from medimg.io.dicom.pixels import allocate, load_pixels
+from medimg.io.dicom.pixels import allocate, check_stored_sizes, load_pixels
 from medimg.io.dicom.resample import regrid_along_normal, shift_slices
 from medimg.io.dicom.series import group_series, select_series
 from medimg.io.dicom.stack import Grid, build_grid
 from medimg.io.image import Image
+from medimg.io.inputs import check_allocation
 from medimg.typing import PathType
 
 __all__ = ["read_dicom"]
@@ -104,10 +110,30 @@ def read_dicom(
     ((1, 512, 512, 120), (0.7, 0.7, 2.5))
     """
     source = Path(path)
+    with _named(source):
+        return _read(source, series=series, allow_gaps=allow_gaps, tilt=tilt)
+
+
+@contextmanager
+def _named(source: Path) -> Iterator[None]:
+    """Every refusal names a file: one raised deep down without a path gets the source's."""
+    try:
+        yield
+    except MedimgError as e:
+        if e.path is None:
+            raise type(e)(str(e), source) from e
+        raise
+
+
+def _read(source: Path, *, series: str | int | None, allow_gaps: bool, tilt: str) -> Image:
     chosen = select_series(group_series(scan(source, pixels=True)), series, source)
     grid = build_grid(chosen, source, allow_gaps=allow_gaps, tilt=tilt)
     first = grid.frames[0]
     channels = int(first.ds.get("SamplesPerPixel", 1) or 1)
+    check_stored_sizes(grid.frames)  # header sizes against the files, before allocating
+    n_out = len(grid.frames) if grid.targets is None else len(grid.frames) + len(grid.targets)
+    shape = (channels, first.cols, first.rows, n_out)
+    check_allocation(shape, np.float32, what="the DICOM volume", path=source)
     volume = allocate(channels, first.cols, first.rows, len(grid.frames))
     load_pixels(grid.frames, volume)
     if grid.shifts is not None:

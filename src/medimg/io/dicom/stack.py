@@ -18,6 +18,7 @@ from medimg.errors import DicomError, GeometryError, InputError
 from medimg.io.dicom.geometry import ANGLE_TOLERANCE_DEG, orientation_vectors, ras_affine
 from medimg.io.dicom.headers import Frame
 from medimg.io.image import LPS_TO_RAS
+from medimg.io.inputs import check_allocation
 
 IOP_TOLERANCE = 1e-4  # max |difference| of direction cosines still called "the same"
 SPACING_RTOL = 1e-3  # relative pixel-spacing difference still called "the same"
@@ -152,6 +153,8 @@ def _gaps(
         )
     # exactly the typical spacing from the first slice; a tail shorter than one step is dropped
     n = int(np.floor(float(d[-1] - d[0]) / typical + GAP_RTOL)) + 1
+    shape = (frames[0].cols, frames[0].rows, n)
+    check_allocation(shape, np.float32, what="the gap-resampled DICOM volume", path=source)
     return typical, d[0] + np.arange(n) * typical
 
 

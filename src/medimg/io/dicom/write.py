@@ -34,6 +34,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat, format_number_as_ds
 
 from medimg.errors import InputError
+from medimg.io.api import check_modality
 from medimg.io.dicom.geometry import plane_geometry
 from medimg.io.image import Image
 from medimg.io.output import atomic_dir, check_output
@@ -172,7 +173,7 @@ def write_dicom_series(
         Anything else there raises, and nothing is deleted.
     modality
         Overrides ``image.modality``; picks the SOP class (:data:`SOP_CLASSES`, else Secondary
-        Capture).
+        Capture). A DICOM code string: up to 16 of A-Z, 0-9, space, underscore.
     series_description, patient_name, patient_id, series_number
         Written as given.
     study_uid, frame_of_reference_uid
@@ -186,8 +187,8 @@ def write_dicom_series(
     Raises
     ------
     InputError
-        Several channels, complex or NaN/Inf data, a sheared grid, or a folder holding foreign
-        files.
+        Several channels, complex or NaN/Inf data, a sheared grid, a modality that is not a
+        DICOM code string, or a folder holding foreign files.
     OutputExistsError
         The folder exists, is not empty, and ``overwrite`` is false.
     """
@@ -201,7 +202,7 @@ def write_dicom_series(
     if np.iscomplexobj(image.array):
         raise InputError("complex data cannot be written to DICOM; write abs() instead", folder)
     image.check_finite(str(folder))
-    mod = (modality or image.modality).upper()
+    mod = check_modality(modality or image.modality)  # goes into every file's header as is
     n = image.spatial_shape[2] if image.spatial_ndim == 3 else 1
     try:
         geom = plane_geometry(image.affine, n)
