@@ -86,7 +86,7 @@ def test_missing_files_and_columns(tmp_path):
         open_deeplesion(outside).load(open_deeplesion(outside).lesions[0])
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "DL_info.csv").write_text("File_name,Bounding_boxes\n")
-    with pytest.raises(InputError, match="missing column"):
+    with pytest.raises(InputError, match="lacks column"):
         open_deeplesion(tmp_path / "c")
     with pytest.raises(InputError, match=r"DL_info\.csv not found"):
         open_deeplesion(tmp_path / "nowhere")

@@ -62,7 +62,7 @@ def test_empty_and_malformed_annotations(tmp_path):
         read_annotations(p)
     assert read_annotations(p, allow_empty=True) == {}
     p.write_text("seriesuid,x,y,z,d\n1,2,3,4,5\n")
-    with pytest.raises(InputError, match="missing column"):
+    with pytest.raises(InputError, match="lacks column"):
         read_annotations(p)
     p.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n1,2,abc,4,5\n")
     with pytest.raises(InputError, match="line 2"):

@@ -36,7 +36,7 @@ def test_train_predict_evaluate(tmp_path, capsys):
     assert main(["detect", "predict", str(data), str(tmp_path / "pred"), "--model", str(run)]) == 2
     assert "already exists" in capsys.readouterr().err
     (tmp_path / "empty.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
-    assert main([*ev[:3], str(tmp_path / "empty.csv")]) == 2
+    assert main([*ev[:3], str(tmp_path / "empty.csv"), "--overwrite"]) == 2
     assert "no annotations" in capsys.readouterr().err
 
 
@@ -59,7 +59,9 @@ def test_findings_become_a_dicom_seg_over_the_source_series(tmp_path, monkeypatc
     from medimg.tasks.detect.infer import Candidate
 
     affine = np.diag([-2.0, -2.0, 3.0, 1.0])
-    ct = Image(np.full((1, 24, 20, 10), -800.0, np.float32), affine, modality="CT")
+    hu = np.full((1, 24, 20, 10), -800.0, np.float32)
+    hu[:, :, :3] = 40.0  # some soft tissue: the input check wants CT numbers
+    ct = Image(hu, affine, modality="CT")
     series = tmp_path / "series"
     save(ct, series)
     cands = [Candidate((-20.0, -16.0, 12.0), 8.0, 0.9), Candidate((-30.0, -10.0, 21.0), 6.0, 0.7),

@@ -90,7 +90,7 @@ def test_mil_cli_writes_attention_maps(tmp_path):
             "not one of the declared classes",
         ),
         (
-            "path,label,patient_id,split\n{img},positive,p1,train\n{img},negative,p1,val\n",
+            "path,label,patient_id,split\n{img},positive,p1,train\n{img2},negative,p1,val\n",
             [],
             "leakage",
         ),
@@ -106,7 +106,8 @@ def test_bad_manifests_are_one_line_errors(tmp_path, capsys, csv_text, extra, me
     from medimg.io.api import save
 
     img = save(Image(np.zeros((1, 8, 8), np.float32)), tmp_path / "a.nii.gz")
-    (tmp_path / "m.csv").write_text(csv_text.format(img=img))
+    img2 = save(Image(np.ones((1, 8, 8), np.float32)), tmp_path / "b.nii.gz")
+    (tmp_path / "m.csv").write_text(csv_text.format(img=img, img2=img2))
     assert _run("train", tmp_path / "m.csv", *extra, "--out", tmp_path / "r", "--quiet") == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0

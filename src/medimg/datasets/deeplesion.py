@@ -34,6 +34,7 @@ import numpy as np
 
 from medimg.errors import InputError
 from medimg.io.image import LPS_TO_RAS, Image
+from medimg.io.inputs import read_csv_rows
 from medimg.io.output import check_output
 from medimg.typing import PathType
 
@@ -142,15 +143,10 @@ def _lesion(row: dict[str, str], where: str) -> Lesion:
 def read_dl_info(path: PathType) -> list[Lesion]:
     """The lesions of a ``DL_info.csv``, in file order; one-line errors name the row."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError("DL_info.csv not found; give the DeepLesion root or its DL_info.csv", p)
-    with p.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"missing column(s) {', '.join(missing)}; DeepLesion's DL_info.csv "
-                             f"has {','.join(COLUMNS)}", p)  # fmt: skip
-        lesions = [_lesion(row, f"{p.name} row {i}") for i, row in enumerate(reader, start=2)]
+    rows = read_csv_rows(p, required=_REQUIRED)  # UTF-8 checked, missing columns named
+    lesions = [_lesion(row, f"{p.name} row {i}") for i, row in enumerate(rows, start=2)]
     if not lesions:
         raise InputError("DL_info.csv lists no lesions; nothing to train or evaluate on", p)
     return lesions

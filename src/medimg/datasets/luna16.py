@@ -24,7 +24,8 @@ import numpy as np
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.io.output import check_output
+from medimg.io.inputs import check_allocation, check_regular_file, read_csv_rows
+from medimg.io.output import atomic_dir, check_output
 from medimg.typing import PathType
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "lps_to_ras",
     "open_luna16",
     "read_annotations",
+    "read_text_lines",
     "write_annotations",
     "write_luna16",
 ]
@@ -47,33 +49,44 @@ def lps_to_ras(points: np.ndarray) -> np.ndarray:
 
 
 def read_annotations(path: PathType, *, allow_empty: bool = False) -> dict[str, np.ndarray]:
-    """``{seriesuid: (N, 4) [x, y, z, diameter] LPS mm}`` from a LUNA16 annotations CSV."""
+    """``{seriesuid: (N, 4) [x, y, z, diameter] LPS mm}`` from a LUNA16 annotations CSV (UTF-8;
+    every problem a one-line :class:`InputError` naming the file and line)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError("annotations file not found; give the LUNA16 annotations.csv", p)
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ANNOTATION_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(
-                f"missing column(s) {', '.join(missing)}; LUNA16 annotations have the header "
-                f"{','.join(ANNOTATION_COLUMNS)}",
-                p,
-            )
-        out: dict[str, list[list[float]]] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                vals = [float(row[c]) for c in ANNOTATION_COLUMNS[1:]]
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"line {line}: coordinates and diameter must be numbers", p
-                ) from None
-            if not np.all(np.isfinite(vals)):
-                raise InputError(f"line {line}: coordinates and diameter must be finite", p)
-            out.setdefault(row["seriesuid"].strip(), []).append(vals)
+    out: dict[str, list[list[float]]] = {}
+    for line, row in enumerate(read_csv_rows(p, required=ANNOTATION_COLUMNS), start=2):
+        try:
+            vals = [float(row[c]) for c in ANNOTATION_COLUMNS[1:]]
+        except (TypeError, ValueError):
+            raise InputError(f"line {line}: coordinates and diameter must be numbers", p) from None
+        if not np.all(np.isfinite(vals)):
+            raise InputError(f"line {line}: coordinates and diameter must be finite", p)
+        uid = (row["seriesuid"] or "").strip()
+        if not uid:
+            raise InputError(f"line {line}: seriesuid is empty", p)
+        out.setdefault(uid, []).append(vals)
     if not out and not allow_empty:
         raise InputError("has no annotations (only a header); FROC needs at least one nodule", p)
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def read_text_lines(path: PathType) -> list[str]:
+    """The lines of a header-less text file (``seriesuids.csv``), with the UTF-8 check of
+    :func:`medimg.io.inputs.read_csv_rows` (which needs a header line)."""
+    p = check_regular_file(path)
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as "
+            "UTF-8 text",
+            p,
+        ) from None
+    if "\x00" in text:
+        raise InputError("holds NUL bytes, so it is not a text file; check the path", p)
+    return text.splitlines()
 
 
 def write_annotations(
@@ -176,15 +189,25 @@ def write_luna16(
 ) -> Path:
     """Write ``n_cases`` synthetic chest CTs (seeds ``seed .. seed+n-1``) dealt round-robin into
     ``subset0..subset{n_subsets-1}``, with annotations, excluded findings, candidates (nodule
-    centres plus random lung points) and ``seriesuids.csv``. Refuses a non-empty ``root``."""
+    centres plus random lung points) and ``seriesuids.csv``. Refuses a non-empty ``root``; the
+    folder appears only complete."""
+    if n_cases < 1 or n_subsets < 1:
+        raise InputError(f"need n_cases >= 1 and n_subsets >= 1, got {n_cases}, {n_subsets}")
+    if "shape" in case_options:  # the phantom holds a few float64 working copies
+        check_allocation(case_options["shape"], np.float64, copies=6, what="the simulated CT")  # type: ignore[arg-type]
+    with atomic_dir(root) as out:  # appears complete or not at all
+        _write_cases(out, n_cases, seed, n_subsets, progress, case_options)
+    return Path(root)
+
+
+def _write_cases(
+    out: Path, n_cases: int, seed: int, n_subsets: int, progress: bool, case_options: dict
+) -> None:
     from pydicom.uid import generate_uid
     from tqdm import tqdm
 
     from medimg.phantoms.detection import nodule_ct_case
 
-    if n_cases < 1 or n_subsets < 1:
-        raise InputError(f"need n_cases >= 1 and n_subsets >= 1, got {n_cases}, {n_subsets}")
-    out = check_output(root)
     ann, exc, cand, uids = [], [], [], []
     for i in tqdm(range(n_cases), desc="simulate", disable=not progress):
         s = seed + i
@@ -208,4 +231,3 @@ def write_luna16(
     cols = ("seriesuid", "coordX", "coordY", "coordZ", "class")
     write_annotations(out / "candidates.csv", cand, header=cols)
     write_annotations(out / "seriesuids.csv", uids, header=None)  # LUNA16: no header
-    return out

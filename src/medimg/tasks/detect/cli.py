@@ -7,9 +7,31 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
 
-__all__ = ["add_verbs"]
+__all__ = ["add_verbs", "positive_float", "score"]
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=`` for spacings and rates: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
+    return value
+
+
+def score(text: str) -> float:
+    """argparse ``type=`` for a detection score in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a score in [0, 1]")
+    return value
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -25,6 +47,10 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.train import DetectConfig, train_detector, train_preset
 
     set_threads(args.threads)
+    if args.export:  # before training, not after
+        from medimg.tasks.detect.train import check_export
+
+        check_export(args.export, overwrite=args.overwrite)
     resume = "auto" if args.resume else False
     if args.preset == "default":
         work = Path(args.out or "runs/detect/default")
@@ -47,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.export:
         from medimg.tasks.detect.train import export_model
 
-        print(f"exported the model to {export_model(res.run_dir, args.export)}")
+        print(f"exported the model to {export_model(res.run_dir, args.export, args.overwrite)}")
     print(f"trained to step {res.last_step}; best CPM {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     return 0
@@ -71,7 +97,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or Path(args.candidates).parent / "evaluation"
     s = evaluate_candidates(args.candidates, args.annotations, out, excluded=args.excluded,
                             scans=args.scans, fp_per_scan=args.fp_per_scan,
-                            threshold=args.threshold, n_resamples=args.bootstrap)  # fmt: skip
+                            threshold=args.threshold, n_resamples=args.bootstrap,
+                            overwrite=args.overwrite)  # fmt: skip
     for r, e in s["froc"].items():
         print(f"sensitivity at {r:>5} FPs/scan: {e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}]")
     c = s["cpm"]
@@ -90,29 +117,34 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = add_verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
               "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4")  # fmt: skip
     p.add_argument("out", help="output folder (must be new or empty)")
-    p.add_argument("--cases", type=int, default=10)
-    p.add_argument("--subsets", type=int, default=2, help="subset<k> folders (LUNA16's folds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", type=positive_int, default=10)
+    p.add_argument(
+        "--subsets", type=positive_int, default=2, help="subset<k> folders (LUNA16's folds)"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train the centre-point nodule detector on a LUNA16-layout folder",
               "medimg detect train data/SynthLUNA --val-subsets subset0\n"
-              "medimg detect train --preset default --export src/medimg/tasks/detect/default")  # fmt: skip
+              "medimg detect train --preset default --export src/medimg/tasks/detect/default --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="LUNA16-layout folder")
     p.add_argument(
         "--preset", choices=("default",), help="simulate data and train the default model"
     )
     p.add_argument("--val-subsets", nargs="+", default=["subset0"], help="held-out subset folders")
     p.add_argument("--out", help="run folder (default runs/detect/<dataset>)")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
     p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
-    p.add_argument("--patch", type=int, help="training patch edge in voxels (default 40)")
-    p.add_argument("--spacing", type=float, help="isotropic grid of the model, mm (default 2)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
+    p.add_argument("--patch", type=positive_int, help="training patch edge in voxels (default 40)")
+    p.add_argument(
+        "--spacing", type=positive_float, help="isotropic grid of the model, mm (default 2)"
+    )
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
@@ -127,10 +159,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
-    p.add_argument("--seg", type=float, metavar="SCORE", help="DICOM series in: also write a "
+    p.add_argument("--seg", type=score, metavar="SCORE", help="DICOM series in: also write a "
                    "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 
@@ -144,9 +176,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--excluded", help="annotations_excluded.csv (hits there are ignored)")
     p.add_argument("--scans", help="seriesuids.csv or a folder of .mhd volumes: the scans counted")
     p.add_argument("--out", help="report folder (default: beside the candidates, evaluation/)")
-    p.add_argument("--fp-per-scan", type=float, default=1.0, help="operating point to report")
+    p.add_argument(
+        "--fp-per-scan", type=positive_float, default=1.0, help="operating point to report"
+    )
     p.add_argument("--threshold", type=float, help="report the operating point at this score")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)
 
     from medimg.tasks.detect.cli2d import add_verbs_2d

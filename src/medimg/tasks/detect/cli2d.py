@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import InputError
-from medimg.tasks.cli_helpers import add_verb, set_threads
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.detect.cli import positive_float
 
 __all__ = ["add_verbs_2d"]
 
@@ -25,9 +26,11 @@ def _train2d(args: argparse.Namespace) -> int:
         train_lesion_preset,
         with_steps,
     )
-    from medimg.tasks.detect.train import export_model
+    from medimg.tasks.detect.train import check_export, export_model
 
     set_threads(args.threads)
+    if args.export:  # before training, not after
+        check_export(args.export, overwrite=args.overwrite)
     if args.preset:
         out = Path(args.out or "runs/detect2d/default")
         train_lesion_preset(out, max_steps=args.max_steps, progress=not args.quiet)
@@ -45,7 +48,7 @@ def _train2d(args: argparse.Namespace) -> int:
         train_lesion_detector(train, val, out, cfg, progress=not args.quiet,
                               overwrite=args.overwrite)  # fmt: skip
     if args.export:
-        print(f"exported the best checkpoint to {export_model(out, args.export)}")
+        print(f"exported the best checkpoint to {export_model(out, args.export, args.overwrite)}")
     print(f"trained {out}")
     return 0
 
@@ -59,7 +62,7 @@ def _key_slices(args: argparse.Namespace, neighbours: int):
     src = Path(args.input)
     if (src / "DL_info.csv").is_file() or src.name == "DL_info.csv":
         return from_deeplesion(src, args.split, neighbours), True
-    img = load(src, modality="CT")
+    img = _checked_ct(load(src, modality="CT"), src)
     if img.spatial_ndim == 3:
         z = img.spatial_shape[2] // 2 if args.slice is None else args.slice
         if not 0 <= z < img.spatial_shape[2]:
@@ -73,7 +76,33 @@ def _key_slices(args: argparse.Namespace, neighbours: int):
                       np.zeros((0, 4)), f"{src.name}_z{z}")  # fmt: skip
         ks.image.meta["volume_affine"], ks.image.meta["z"] = img.affine, z
         return [ks], False
-    return [KeySlice(img, np.zeros((0, 4)), src.name)], False
+    # a lone 2D slice has no stored neighbours: it stands in for them (as at a series' edge)
+    planes = np.repeat(img.array, 2 * neighbours + 1, axis=0)
+    return [KeySlice(Image(planes, img.affine, modality="CT"), np.zeros((0, 4)), src.name)], False
+
+
+def _checked_ct(img, src: Path):
+    """A one-channel 2D slice or 3D volume of finite real CT values, or a one-line refusal."""
+    from medimg.io.inputs import check_real
+
+    check_real(img.array, src, what="lesion detection")
+    if img.array.dtype.kind not in "biuf":
+        raise InputError(f"holds {img.array.dtype} values, not CT numbers (HU)", src)
+    if img.num_channels != 1 or img.spatial_ndim not in (2, 3):
+        raise InputError(
+            f"has {img.num_channels} channel(s) and {img.spatial_ndim} axes; predict2d takes a "
+            "grey CT slice or volume in HU (a colour image is no CT)",
+            src,
+        )
+    if min(img.spatial_shape[:2]) < 2:
+        raise InputError(
+            f"is {'x'.join(map(str, img.spatial_shape))} pixels; a CT slice needs at least 2 "
+            "pixels on each side",
+            src,
+        )
+    if not np.isfinite(img.array).all():
+        raise InputError("holds NaN or infinite values; fix or mask them first", src)
+    return img
 
 
 def _figure(ks, boxes: np.ndarray, scores: np.ndarray, path: Path) -> None:
@@ -101,20 +130,36 @@ def _figure(ks, boxes: np.ndarray, scores: np.ndarray, path: Path) -> None:
 
 def _predict2d(args: argparse.Namespace) -> int:
     from medimg.engine import resolve_device
-    from medimg.io.output import check_output
-    from medimg.metrics.detection import froc, match_iou
-    from medimg.tasks.detect.lesion2d import DEEPLESION_RATES, detect_key_slice, load_lesion_model
+    from medimg.io.output import check_outputs
+    from medimg.tasks.detect.lesion2d import load_lesion_model
+    from medimg.tasks.detect.outputs import output_folder
 
     set_threads(args.threads)
+    out = Path(args.output)
+    check_outputs([out], inputs=[args.input], overwrite=args.overwrite)  # before any work
     model, cfg = load_lesion_model(args.model or DEFAULT_MODEL_2D)
     device = resolve_device(args.device)
     model.to(device)
     slices, has_truth = _key_slices(args, cfg.neighbours)
     if not slices:
         raise InputError(f"no key slices in the {args.split} split", args.input)
-    out = Path(args.output)
-    check_output(out / "detections.csv", overwrite=args.overwrite)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with output_folder(out, args.overwrite, inputs=[args.input]) as tmp:
+        n_rows, res = _detect_slices(args, model, cfg, device, slices, has_truth, tmp)
+    print(f"wrote {n_rows} findings on {len(slices)} key slice(s) to {out}/detections.csv, .json")
+    if res is not None:
+        table = ", ".join(f"{r:g}: {s:.3f}" for r, s in zip(res.rates, res.sensitivities))
+        print(f"FROC (IoU >= {cfg.iou_hit}) sensitivity at FPs/image {table}; mean {res.cpm:.3f}")
+    return 0
+
+
+def _detect_slices(args, model, cfg, device, slices, has_truth: bool, out: Path):
+    """Detections of every key slice into ``out`` (CSV, JSON, figures, FROC with truth);
+    returns the number of findings and the FROC result (None without truth)."""
+    from medimg.metrics.detection import froc, match_iou
+    from medimg.tasks.detect.lesion2d import DEEPLESION_RATES, detect_key_slice
+
+    if not args.no_figures:
+        (out / "figures").mkdir()
     rows, matches = [], []
     for ks in slices:
         boxes, scores = detect_key_slice(model, ks, cfg, device)
@@ -145,33 +190,32 @@ def _predict2d(args: argparse.Namespace) -> int:
         w.writeheader()
         w.writerows(rows)
     (out / "detections.json").write_text(json.dumps(rows, indent=1))
-    print(
-        f"wrote {len(rows)} findings on {len(slices)} key slice(s) to {out}/detections.csv, .json"
-    )
-    if has_truth:
-        res = froc(matches, DEEPLESION_RATES)
-        table = ", ".join(f"{r:g}: {s:.3f}" for r, s in zip(res.rates, res.sensitivities))
-        print(f"FROC (IoU >= {cfg.iou_hit}) sensitivity at FPs/image {table}; mean {res.cpm:.3f}")
-        (out / "froc.json").write_text(json.dumps(
-            {"rates": res.rates, "sensitivities": res.sensitivities, "mean": res.cpm,
-             "n_images": res.n_scans, "n_lesions": res.n_nodules}, indent=1))  # fmt: skip
-    return 0
+    if not has_truth:
+        return len(rows), None
+    res = froc(matches, DEEPLESION_RATES)
+    (out / "froc.json").write_text(json.dumps(
+        {"rates": res.rates, "sensitivities": res.sensitivities, "mean": res.cpm,
+         "n_images": res.n_scans, "n_lesions": res.n_nodules}, indent=1))  # fmt: skip
+    return len(rows), res
 
 
 def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
     """Add ``train2d`` and ``predict2d`` to ``medimg detect``."""
     p = add_verb(sub, "train2d", "train the 2.5D key-slice lesion detector (DeepLesion layout)",
               "medimg detect train2d DeepLesion/ --neighbours 1 --out runs/detect2d/dl\n"
-              "medimg detect train2d --preset default --export src/medimg/tasks/detect/default_lesion2d")  # fmt: skip
+              "medimg detect train2d --preset default --export src/medimg/tasks/detect/default_lesion2d --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="DeepLesion root: DL_info.csv + Images_png/")
     p.add_argument("--preset", choices=("default",), help="phantom key slices, the default model")
     p.add_argument("--out", help="run folder (default runs/detect2d/<dataset>)")
-    p.add_argument("--neighbours", type=int, default=1, help="slices each side as channels")
-    p.add_argument("--spacing", type=float, default=2.0, help="in-plane mm of the network")
-    p.add_argument("--max-steps", type=int)
+    p.add_argument(
+        "--neighbours", type=non_negative_int, default=1, help="slices each side as channels"
+    )
+    p.add_argument("--spacing", type=positive_float, default=2.0, help="in-plane mm of the network")
+    p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared CPU)")
-    p.add_argument("--overwrite", action="store_true", help="restart over an existing run")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train2d)
 
@@ -181,10 +225,12 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="DeepLesion root, a CT volume (+ --slice) or a 2D slice image")
     p.add_argument("output", help="output folder (detections.csv, .json, figures/, froc.json)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--slice", type=int, help="key slice index of a volume (default: middle)")
+    p.add_argument(
+        "--slice", type=non_negative_int, help="key slice index of a volume (default: middle)"
+    )
     p.add_argument("--model", help="model/run folder (default: the shipped 2.5D model)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict2d)

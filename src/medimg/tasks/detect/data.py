@@ -21,8 +21,9 @@ from torch.utils.data import Dataset
 
 from medimg.errors import InputError
 from medimg.io.image import Image
+from medimg.io.inputs import check_real
 
-__all__ = ["PatchDataset", "Prepared", "make_targets", "prepare", "to_voxels"]
+__all__ = ["PatchDataset", "Prepared", "check_ct_volume", "make_targets", "prepare", "to_voxels"]
 
 HU_RANGE = (-1000.0, 400.0)
 
@@ -36,21 +37,43 @@ class Prepared:
     spacing: float
 
 
-def prepare(image: Image, spacing: float = 2.0, crop_body: bool = True) -> Prepared:
-    """Resample a CT :class:`Image` (HU) to ``spacing`` mm, crop to the body, scale (module doc)."""
+def check_ct_volume(image: Image, path: object = None) -> np.ndarray:
+    """The HU voxels ``(X, Y, Z)`` of a CT the nodule detector can take, or a one-line refusal
+    naming ``path``: more than one channel (a colour image is no CT), complex or non-numeric
+    values, a single slice or a side under 2 voxels, NaN/Inf, values that are not HU."""
+    where = None if path is None else str(path)
+    check_real(image.array, where, what="nodule detection")
+    if image.array.dtype.kind not in "biuf":
+        raise InputError(f"holds {image.array.dtype} values, not CT numbers (HU)", where)
     if image.spatial_ndim != 3 or image.num_channels != 1:
         raise InputError(
-            f"the nodule detector needs one 3D CT volume, got {image.num_channels} channel(s), "
-            f"{image.spatial_ndim}D"
+            f"the nodule detector needs one 3D CT volume of HU, got {image.num_channels} "
+            f"channel(s), {image.spatial_ndim}D; give a grey CT volume",
+            where,
+        )
+    shape = image.spatial_shape
+    if min(shape) < 2:
+        raise InputError(
+            f"is {'x'.join(map(str, shape))} voxels: a single slice or line, not a volume; give "
+            "the whole CT series (for one slice use 'medimg detect predict2d')",
+            where,
         )
     hu = image.array[0].astype(np.float32)
     if not np.isfinite(hu).all():
-        raise InputError("the CT contains NaN/Inf voxels; fix or mask them before detection")
+        raise InputError("the CT contains NaN/Inf voxels; fix or mask them before detection", where)
     if hu.max() <= 0 or hu.min() > -500:
         raise InputError(
             f"values {hu.min():.0f}..{hu.max():.0f} do not look like CT Hounsfield units "
-            "(air -1000, soft tissue 0-100); rescale the image to HU"
+            "(air -1000, soft tissue 0-100); rescale the image to HU",
+            where,
         )
+    return hu
+
+
+def prepare(image: Image, spacing: float = 2.0, crop_body: bool = True) -> Prepared:
+    """Resample a CT :class:`Image` (HU) to ``spacing`` mm, crop to the body, scale (module doc).
+    The image is checked first (:func:`check_ct_volume`)."""
+    hu = check_ct_volume(image)
     sp = np.asarray(image.spacing, dtype=np.float64)
     scale = spacing / sp
     shape = np.maximum(np.round((np.asarray(hu.shape) - 1) / scale).astype(int) + 1, 1)

@@ -5,6 +5,9 @@ header) or of a folder of ``.mhd`` volumes; without either, the union of the ser
 annotations and the candidates (a scan with neither nodules nor candidates would then be missed,
 which overstates FPs per scan: pass the list). Annotations or candidates naming a series outside
 that list are an error. Rules and formulas: :mod:`medimg.metrics.detection`.
+
+The report folder is checked before any work and written whole (:mod:`.outputs`): an earlier
+report is replaced only with ``overwrite``; a refusal or interrupt leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medimg.datasets.luna16 import read_annotations
+from medimg.datasets.luna16 import read_annotations, read_text_lines
 from medimg.errors import InputError
-from medimg.io.output import atomic_path
+from medimg.io.inputs import read_csv_rows
+from medimg.io.output import atomic_path, check_outputs
 from medimg.metrics.detection import (
     FROC_RATES,
     ScanMatch,
@@ -36,27 +40,23 @@ __all__ = ["evaluate_candidates", "read_candidates", "read_scan_list"]
 def read_candidates(path: PathType) -> dict[str, np.ndarray]:
     """``{uid: (K, 5) [x, y, z, probability, diameter (NaN if absent)]}`` (LPS mm)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError("candidates file not found", p)
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        cols = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
-        missing = [c for c in cols if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"missing column(s) {', '.join(missing)}; need {','.join(cols)}", p)
-        has_d = "diameter_mm" in (reader.fieldnames or [])
-        out: dict[str, list[list[float]]] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                vals = [float(row[c]) for c in cols[1:]]
-                vals.append(float(row["diameter_mm"]) if has_d else np.nan)
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"line {line}: coordinates and probability must be numbers", p
-                ) from None
-            if not np.all(np.isfinite(vals[:4])):
-                raise InputError(f"line {line}: coordinates and probability must be finite", p)
-            out.setdefault(row["seriesuid"].strip(), []).append(vals)
+    cols = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+    rows = read_csv_rows(p, required=cols)
+    has_d = bool(rows) and "diameter_mm" in rows[0]
+    out: dict[str, list[list[float]]] = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            vals = [float(row[c]) for c in cols[1:]]
+            vals.append(float(row["diameter_mm"]) if has_d else np.nan)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"line {line}: coordinates and probability must be numbers", p
+            ) from None
+        if not np.all(np.isfinite(vals[:4])):
+            raise InputError(f"line {line}: coordinates and probability must be finite", p)
+        out.setdefault((row["seriesuid"] or "").strip(), []).append(vals)
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
@@ -66,9 +66,9 @@ def read_scan_list(path: PathType) -> list[str]:
     p = Path(path)
     if p.is_dir():
         uids = sorted(f.stem for f in p.rglob("*.mhd"))
-    elif p.is_file():
-        with p.open(newline="") as f:
-            uids = [r[0].strip() for r in csv.reader(f) if r and r[0].strip()]
+    elif p.exists():
+        lines = read_text_lines(p)
+        uids = [r[0].strip() for r in csv.reader(lines) if r and r[0].strip()]
         uids = [u for u in uids if u != "seriesuid"]
     else:
         raise InputError("scan list not found (seriesuids.csv or a folder of .mhd volumes)", p)
@@ -96,7 +96,7 @@ def _plot(res, est, path: Path, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
@@ -113,9 +113,20 @@ def evaluate_candidates(
     threshold: float | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Score ``candidates`` (CSV) against ``annotations`` (LUNA16 CSV); write ``froc.csv``,
     ``summary.md``, ``froc.png`` and ``summary.json`` into ``out_dir`` and return the summary."""
+    from medimg.tasks.detect.outputs import output_folder
+
+    sources = [x for x in (candidates, annotations, excluded, scans) if x is not None]
+    check_outputs([out_dir], inputs=sources, overwrite=overwrite)
+    if n_resamples < 1:
+        raise InputError(f"need at least 1 bootstrap resample, got {n_resamples}")
+    if threshold is not None and not np.isfinite(threshold):
+        raise InputError(f"threshold {threshold} is not a number")
+    if not 0 < fp_per_scan < np.inf:
+        raise InputError(f"false positives per scan must be positive, got {fp_per_scan}")
     ann = read_annotations(annotations)
     exc = read_annotations(excluded, allow_empty=True) if excluded else {}
     cand = read_candidates(candidates)
@@ -147,10 +158,14 @@ def evaluate_candidates(
     est = froc_bootstrap(centre, n_resamples=n_resamples, seed=seed)
     op = operating_point(centre, threshold=threshold, fp_per_scan=None if threshold is not None
                          else fp_per_scan, n_resamples=n_resamples, seed=seed)  # fmt: skip
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(out_dir, overwrite, inputs=sources) as out:
+        return _write_report(out, res, est, op, by_iou, has_d, iou_threshold)
+
+
+def _write_report(out: Path, res, est, op, by_iou, has_d: bool, iou_threshold: float) -> dict:
+    """``froc.csv``, ``summary.md``, ``summary.json`` and ``froc.png`` into ``out``."""
     rows = [(f"{r:g}", est[f"sens@{r:g}"]) for r in FROC_RATES]
-    with atomic_path(out / "froc.csv", overwrite=True) as tmp:
+    with atomic_path(out / "froc.csv") as tmp:
         tmp.write_text("fp_per_scan,sensitivity,ci_low,ci_high\n" + "".join(
             f"{r},{e.value:.6f},{e.low:.6f},{e.high:.6f}\n" for r, e in rows))  # fmt: skip
     summary = {
@@ -168,9 +183,9 @@ def evaluate_candidates(
         summary["cpm_iou"] = {"iou_threshold": iou_threshold, "cpm": r_iou.cpm,
                               "sensitivities": list(r_iou.sensitivities)}  # fmt: skip
         md.append(f"IoU variant (cube boxes, IoU >= {iou_threshold:g}): CPM {r_iou.cpm:.4f}.")
-    with atomic_path(out / "summary.md", overwrite=True) as tmp:
+    with atomic_path(out / "summary.md") as tmp:
         tmp.write_text("\n".join(md) + "\n")
-    with atomic_path(out / "summary.json", overwrite=True) as tmp:
+    with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=float))
     _plot(res, est, out / "froc.png", f"FROC, {res.n_scans} scans, {res.n_nodules} nodules")
     return summary

@@ -137,7 +137,17 @@ def load_model_folder(folder: str | Path) -> tuple[torch.nn.Module, dict]:
                 break
     if not cfg_path.is_file() or not weights.is_file():
         raise CheckpointError("not a detection model folder (config.yaml + model.safetensors)", f)
-    cfg = yaml.safe_load(cfg_path.read_text())
-    model = build_detector(tuple(cfg["model"]["channels"]))
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        channels = tuple(int(c) for c in cfg["model"]["channels"])
+        float(cfg["model"]["spacing"])
+        InferenceConfig(**dict(cfg.get("inference") or {}))
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        raise CheckpointError(
+            "config.yaml is not a detection model's (needs model.channels, model.spacing and "
+            "valid inference settings); use a folder written by 'medimg detect train'",
+            cfg_path,
+        ) from None
+    model = build_detector(channels)
     load_weights(model, weights)
     return model.eval(), cfg

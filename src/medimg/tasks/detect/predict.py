@@ -13,7 +13,13 @@ Writes into an output folder:
   the finding's diameter), so a viewer shows the findings over the scan.
 
 The series uid is the file name without extension (LUNA16 names volumes by uid) or, for a DICOM
-folder, the folder name.
+folder, the folder name; where two inputs share it (``a/scan.mhd``, ``b/scan.mhd``), their
+paths relative to the input folder (``a__scan``), so no output replaces another.
+
+Every output is checked before detection starts (``--seg`` needs DICOM series inputs, the
+output folder must be new, or an earlier medimg output with ``overwrite``); the folder is
+written beside its target and swapped in complete (:mod:`.outputs`), so a refusal, an error or
+Ctrl-C leaves nothing, or the earlier output as it was.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import torch
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.io.output import atomic_path, check_output
+from medimg.io.inputs import case_ids
+from medimg.io.output import atomic_path, check_outputs
+from medimg.tasks.detect.data import check_ct_volume
 from medimg.tasks.detect.infer import Candidate, InferenceConfig, detect_volume, load_model_folder
 from medimg.typing import PathType
 
@@ -67,7 +75,7 @@ def _suffix(p: Path) -> str:
 
 def find_inputs(path: PathType) -> list[tuple[str, Path]]:
     """``[(seriesuid, path)]``: one image file, the image files under a folder (recursively,
-    e.g. a LUNA16 root), or a DICOM series folder."""
+    e.g. a LUNA16 root), or a DICOM series folder; uids unique (module doc)."""
     p = Path(path)
     if not p.exists():
         raise InputError("no such file or folder", p)
@@ -77,11 +85,13 @@ def find_inputs(path: PathType) -> list[tuple[str, Path]]:
         return [(p.name[: -len(_suffix(p))] if _suffix(p) else p.name, p)]
     files = sorted(f for f in p.rglob("*") if f.is_file() and _suffix(f) in _IMAGE_SUFFIXES)
     if files:
-        return [(f.name[: -len(_suffix(f))], f) for f in files]
+        return list(zip(case_ids(files, root=p), files))
     return [(p.name, p)]  # a DICOM series folder (medimg.io.load says if it is not)
 
 
-def write_candidates(rows: dict[str, list[Candidate]], out_dir: Path, overwrite: bool) -> None:
+def write_candidates(
+    rows: dict[str, list[Candidate]], out_dir: Path, overwrite: bool = False
+) -> None:
     """``candidates.csv`` and ``candidates.json`` (module doc) into ``out_dir``."""
     from medimg.metrics.detection import centers_to_boxes
 
@@ -107,7 +117,9 @@ def write_candidates(rows: dict[str, list[Candidate]], out_dir: Path, overwrite:
                                   indent=1))  # fmt: skip
 
 
-def figure(image: Image, cands: list[Candidate], path: Path, top: int = 3) -> Path:
+def figure(
+    image: Image, cands: list[Candidate], path: Path, top: int = 3, overwrite: bool = False
+) -> Path:
     """Axial, coronal and sagittal slices through each of the ``top`` findings (lung window,
     radiological view: patient's right on the left), circles of the predicted diameter."""
     import matplotlib
@@ -140,7 +152,7 @@ def figure(image: Image, cands: list[Candidate], path: Path, top: int = 3) -> Pa
             ax.set_title(f"{name}  score {c.score:.2f}  {c.diameter_mm:.0f} mm", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
     return path
@@ -189,31 +201,36 @@ def predict_path(
     from tqdm import tqdm
 
     from medimg.io.api import load
+    from medimg.tasks.detect.outputs import output_folder
 
     inputs = find_inputs(input_path)
     out = Path(output_dir)
-    src = Path(input_path).resolve()
-    if out.resolve() == src or (src.is_dir() and src in out.resolve().parents):
-        raise InputError("the output folder must not be inside the input; choose another", out)
-    check_output(out / "candidates.csv", overwrite)
-    det = Detector(model, device, flips)
-    rows: dict[str, list[Candidate]] = {}
-    written = []
-    for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
-        image = load(path, modality="CT")
-        with torch.inference_mode():
-            rows[uid] = det.detect(image)
-        if figures:
-            written.append(figure(image, rows[uid], out / "figures" / f"{uid}.png"))
-        if seg_threshold is not None:
+    if seg_threshold is not None:  # known from the paths: refuse before any detection
+        if not 0.0 <= seg_threshold <= 1.0:
+            raise InputError(f"--seg {seg_threshold} is not a score; give one in [0, 1]")
+        for _, path in inputs:
             if not path.is_dir():
                 raise InputError("a DICOM SEG needs a DICOM series folder as input (it references "
                                  "the series); drop --seg or give the series folder", path)  # fmt: skip
-            labels, names = findings_label_map(image, rows[uid], seg_threshold)
-            if names:
-                from medimg.io.dicom.seg import write_dicom_seg
+    check_outputs([out], inputs=[input_path], overwrite=overwrite)
+    det = Detector(model, device, flips)
+    rows: dict[str, list[Candidate]] = {}
+    written = []
+    with output_folder(out, overwrite, inputs=[input_path]) as tmp:
+        for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
+            image = load(path, modality="CT")
+            check_ct_volume(image, path)
+            with torch.inference_mode():
+                rows[uid] = det.detect(image)
+            if figures:
+                figure(image, rows[uid], tmp / "figures" / f"{uid}.png")
+                written.append(out / "figures" / f"{uid}.png")
+            if seg_threshold is not None:
+                labels, names = findings_label_map(image, rows[uid], seg_threshold)
+                if names:
+                    from medimg.io.dicom.seg import write_dicom_seg
 
-                written.append(write_dicom_seg(labels, path, out / f"{uid}_seg.dcm",
-                                               segment_names=names, overwrite=overwrite))  # fmt: skip
-    write_candidates(rows, out, overwrite)
+                    write_dicom_seg(labels, path, tmp / f"{uid}_seg.dcm", segment_names=names)
+                    written.append(out / f"{uid}_seg.dcm")
+        write_candidates(rows, tmp)
     return [out / "candidates.csv", out / "candidates.json", *written]

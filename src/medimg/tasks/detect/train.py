@@ -27,6 +27,7 @@ from tqdm import tqdm
 from medimg.datasets.luna16 import Luna16, open_luna16
 from medimg.engine import TrainConfig, Trainer, TrainResult, find_checkpoint, seed_everything
 from medimg.errors import InputError
+from medimg.io.output import check_outputs
 from medimg.metrics.detection import ScanMatch, froc, match_luna16
 from medimg.tasks.detect.data import PatchDataset, Prepared, prepare, to_voxels
 from medimg.tasks.detect.infer import InferenceConfig, detect_prepared
@@ -178,16 +179,31 @@ def train_preset(
                           device=device, resume=resume)  # fmt: skip
 
 
-def export_model(run_dir: str | Path, dest: str | Path) -> Path:
+#: What :func:`export_model` copies into a model folder.
+EXPORTED = ("config.yaml", "model.safetensors", "train_time_s.txt")
+
+
+def check_export(dest: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before training, an export folder whose model files exist (without
+    ``overwrite``)."""
+    check_outputs([Path(dest) / name for name in EXPORTED], overwrite=overwrite)
+
+
+def export_model(run_dir: str | Path, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a run's ``config.yaml``, best (else last) weights and ``train_time_s.txt`` (if
-    any) into a model folder ``dest``."""
+    any) into a model folder ``dest``; existing model files there are replaced only with
+    ``overwrite``, each file appearing whole."""
+    from medimg.io.output import atomic_path
+
     run, out = Path(run_dir), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
     if ckpt is None or not (run / "config.yaml").is_file():
         raise InputError("no finished training here (config.yaml and best/ or last/)", run)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / "config.yaml", out / "config.yaml")
-    shutil.copy2(ckpt / "model.safetensors", out / "model.safetensors")
-    if (run / "train_time_s.txt").is_file():
-        shutil.copy2(run / "train_time_s.txt", out / "train_time_s.txt")
+    check_export(out, overwrite)
+    sources = {"config.yaml": run / "config.yaml", "model.safetensors": ckpt / "model.safetensors",
+               "train_time_s.txt": run / "train_time_s.txt"}  # fmt: skip
+    for name in EXPORTED:
+        if sources[name].is_file():
+            with atomic_path(out / name, overwrite) as tmp:
+                shutil.copyfile(sources[name], tmp)
     return out

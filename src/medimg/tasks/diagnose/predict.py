@@ -200,11 +200,11 @@ def predict_path(
     from medimg.tasks.diagnose.outputs import output_folder
 
     out = Path(out_dir)
-    check_outputs([out], inputs=[inputs], overwrite=overwrite)  # before loading anything
     dx = Diagnoser(model, device)
     n_mod = len(dx.cfg.modalities)
     cases = _cases(inputs, n_mod)
     sources = [inputs, *(f for _, files in cases for f in files if f is not None)]
+    check_outputs([out], inputs=sources, overwrite=overwrite)  # before any work
     rows, written = [], []
     with output_folder(out, overwrite, inputs=sources) as tmp:
         for case_id, files in tqdm(cases, desc="diagnose", disable=len(cases) < 5):
