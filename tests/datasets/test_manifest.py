@@ -62,3 +62,30 @@ def test_patient_split_keeps_patients_together(tmp_path):
     train, val = patient_split(m.rows, 0.2)
     assert len(train) + len(val) == 20 and 2 <= len(val) <= 6
     assert not {r.patient_id for r in train} & {r.patient_id for r in val}
+
+
+def test_same_names_in_two_folders_get_distinct_ids_and_patients(tmp_path):
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "p01.nii.gz").write_bytes(b"")
+    m = tmp_path / "m.csv"
+    m.write_text("path,label,split\nA/p01.nii.gz,yes,train\nB/p01.nii.gz,no,val\n")
+    rows = read_manifest(m).rows
+    assert [r.case_id for r in rows] == ["A__p01", "B__p01"]
+    assert [r.patient_id for r in rows] == ["A__p01", "B__p01"]  # not one patient in two splits
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"path,label\nx.nii.gz,caf\xe9\n", "not UTF-8"),
+        (b"path,label\n", "no rows"),
+        (b"", "empty"),
+    ],
+)
+def test_unreadable_and_empty_manifests_are_one_line_errors(tmp_path, raw, message):
+    from medimg.errors import InputError
+
+    (tmp_path / "m.csv").write_bytes(raw)
+    with pytest.raises(InputError, match=message):
+        read_manifest(tmp_path / "m.csv", check_files=False)

@@ -52,3 +52,24 @@ def test_bad_files_are_one_line_errors(tmp_path):
         load_medmnist(tmp_path / "breastmnist.npz")
     with pytest.raises(ImageReadError, match="not found"):
         load_medmnist(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.ones((4, 8, 8), np.complex64), "complex"),
+        (np.full((4, 8, 8), np.nan, np.float32), "NaN"),
+        (np.ones((4, 1, 1), np.float32), "one pixel"),
+        (np.ones((0, 8, 8), np.float32), "empty"),
+    ],
+)
+def test_complex_nan_tiny_and_empty_images_are_refused(tmp_path, images, message):
+    from medimg.errors import MedimgError
+
+    arrays = {f"{s}_images": images for s in ("train", "val", "test")}
+    arrays |= {
+        f"{s}_labels": np.zeros((len(images), 1), np.int64) for s in ("train", "val", "test")
+    }
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(MedimgError, match=message):
+        load_medmnist(tmp_path / "x.npz")

@@ -263,33 +263,45 @@ def test_export_refuses_to_replace_model_files_before_training(tmp_path, capsys)
     assert (dest / "model.yaml").read_text() == "mine\n" and not (tmp_path / "r").exists()
 
 
+def _interrupt_at(cmd: list[str], marker: bytes) -> bytes:
+    """Run ``cmd``, send SIGINT once its stderr (the progress bar) shows ``marker``; its stderr."""
+    import threading
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = bytearray()
+
+    def read() -> None:
+        while chunk := proc.stderr.read1(256):
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while marker not in seen and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return bytes(seen)
+
+
 def test_sigint_during_predict_overwrite_leaves_old_or_complete_new_output(tmp_path):
-    """Ctrl-C at several moments of ``predict --overwrite`` over an earlier output: the folder
-    is the old output or the complete new one, never a mix, and no temporary folder is left."""
+    """Ctrl-C mid-way and at the end of ``predict --overwrite`` over an earlier output: the
+    folder is the old output or the complete new one, never a mix; no temporary folder is left."""
     images = tmp_path / "images"
-    for t in range(6):
+    for t in range(5):
         save(_xray(t), images / f"c{t}.nii.gz")
     out = tmp_path / "out"
     assert _run("predict", images / "c0.nii.gz", out, "--device", "cpu") == 0  # the old: 1 case
     old = _tree(out)
     cmd = [sys.executable, "-m", "medimg.cli", "diagnose", "predict", str(images), str(out),
-           "--overwrite", "--device", "cpu", "--explain", "occlusion"]  # fmt: skip
-    seen = set()
-    for delay in (1.0, 2.5, 3.5, 5.0):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert b"internal error" not in err
-        now = _tree(out)
-        if now == old:
-            seen.add("old")
-            continue
+           "--overwrite", "--device", "cpu"]  # fmt: skip
+    err = _interrupt_at(cmd, b" 2/5 ")  # mid-way: two cases written into the private folder
+    assert b"interrupted" in err and b"internal error" not in err
+    assert _tree(out) == old
+    _interrupt_at(cmd, b" 5/5 ")  # the last case done: at or around the swap
+    now = _tree(out)
+    if now != old:
         rows = list(csv.DictReader(open(out / "predictions.csv")))
-        assert len(rows) == 6 and all((out / f"c{t}_overlay.png").is_file() for t in range(6))
-        seen.add("new")
-        out.rename(tmp_path / "discard")  # put the old one back for the next offset
-        assert _run("predict", images / "c0.nii.gz", out, "--device", "cpu") == 0
-        old = _tree(out)
-    assert "old" in seen
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+        assert len(rows) == 5 and all((out / f"c{t}_overlay.png").is_file() for t in range(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]

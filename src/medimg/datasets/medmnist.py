@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import ImageReadError, InputError
+from medimg.io.inputs import check_real
 from medimg.typing import PathType
 
 __all__ = ["KNOWN_TASKS", "MedMNIST", "load_medmnist"]
@@ -70,6 +71,16 @@ def _to_channel_first(images: np.ndarray, key: str, path: Path) -> tuple[np.ndar
     )
 
 
+def _check_images(images: np.ndarray, key: str, path: Path) -> None:
+    """Real, finite numbers: complex values would lose their imaginary part in the float32
+    copy, NaN would poison training."""
+    check_real(images, path, what=f"a MedMNIST image array ({key})")
+    if images.dtype.kind not in "biuf":
+        raise ImageReadError(f"{key} holds {images.dtype} values, not pixel numbers", path)
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise ImageReadError(f"{key} holds NaN or infinite pixels; fix the file", path)
+
+
 def load_medmnist(path: PathType, task: str | None = None) -> MedMNIST:
     """Read a MedMNIST ``.npz``; ``task`` overrides the type known for its name (or inferred
     from the labels: several columns = multi-label, two values = binary, else multi-class)."""
@@ -96,13 +107,22 @@ def load_medmnist(path: PathType, task: str | None = None) -> MedMNIST:
     for s, (images, labels) in raw.items():
         if len(images) != len(labels):
             raise ImageReadError(f"{s}: {len(images)} images but {len(labels)} labels", p)
+        _check_images(images, f"{s}_images", p)
         scale = 255.0 if images.dtype == np.uint8 else 1.0
         arr, d = _to_channel_first(images, f"{s}_images", p)
         dims.add(d)
-        lab = labels.reshape(len(labels), -1).astype(np.int64)
+        if len(images) == 0 and s == "train":
+            raise ImageReadError("train_images is empty; nothing to train on", p)
+        width = labels.shape[1] if labels.ndim == 2 else 1  # reshape(0, -1) is ambiguous
+        lab = labels.reshape(len(labels), -1 if len(labels) else width).astype(np.int64)
         splits[s] = (np.ascontiguousarray(arr, dtype=np.float32) / scale, lab)
     if len(dims) != 1:
         raise ImageReadError("splits differ in dimensionality", p)
+    shapes = {v[0].shape[1:] for v in splits.values() if len(v[0])}
+    if len(shapes) != 1:
+        raise ImageReadError(f"splits differ in image shape: {sorted(shapes)}", p)
+    if min(shapes.pop()[1:]) < 2:
+        raise ImageReadError("images of one pixel per side cannot be classified", p)
     width = {v[1].shape[1] for v in splits.values()}
     if len(width) != 1:
         raise ImageReadError(f"label columns differ between splits: {sorted(width)}", p)

@@ -76,9 +76,11 @@ def load_manifest_arrays(
 ) -> tuple[CaseArrays, list[int]]:
     """Read a manifest's rows into arrays at ``size`` (default: the first image's size)."""
     xs, present = [], []
+    channels = None  # the first case's; later RGB images become grey to match a grey first one
     for r in rows:
-        images = load_case_images(list(r.paths), manifest.num_modalities)
+        images = load_case_images(list(r.paths), manifest.num_modalities, channels)
         ref = next(im for im in images if im is not None)
+        channels = channels or ref.num_channels
         size = size or list(ref.spatial_shape)
         chans = [np.zeros((ref.num_channels, *size), np.float32) if im is None
                  else prepare_image(im, size, w) for im, w in zip(images, windows)]  # fmt: skip
