@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -155,6 +156,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+_LIBRARY_LOGGERS = ("nibabel", "nibabel.global", "pydicom")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
@@ -163,13 +167,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def _warnings_policy() -> Iterator[None]:
     """Third-party warnings (nibabel, ITK, pydicom, SciPy, numpy's floating-point notes) are
     hidden unless MEDIMG_DEBUG is set; medimg's own print as one ``warning: ...`` line."""
+    debug = bool(os.environ.get("MEDIMG_DEBUG"))
+    # nibabel and pydicom also report header fixes through logging ("sform_code 5 not valid;
+    # setting to 0"), which reaches stderr through nibabel's own handler
+    loggers = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
+    levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
-        if not os.environ.get("MEDIMG_DEBUG"):
+        if not debug:
             warnings.simplefilter("ignore")
             # medimg's own (raised from a module under medimg.): user-facing notes
             warnings.filterwarnings("default", category=UserWarning, module=r"medimg(\.|$)")
             warnings.showwarning = _show_warning
-        yield
+            for lg in loggers:
+                lg.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -332,6 +332,19 @@ def test_real_library_warnings_do_not_reach_stderr(tmp_path, capfd, monkeypatch)
         assert escaped == []
 
 
+def test_nibabel_header_fix_notes_hidden(tmp_path, capfd, monkeypatch) -> None:
+    monkeypatch.delenv("MEDIMG_DEBUG", raising=False)
+    h = nib.Nifti1Header()
+    h.set_data_shape((2, 2, 2))
+    h.set_data_dtype(np.float32)
+    h["sform_code"] = 300  # nibabel logs "sform_code 300 not valid; setting to 0"
+    path = _header_only(tmp_path / "code.nii", h)
+    with deadline():
+        assert cli.main(["info", str(path)]) == 0
+    out, err = capfd.readouterr()
+    assert "code.nii" in out and err == ""
+
+
 def test_itk_warning_display_switched_off(tmp_path) -> None:
     import SimpleITK as sitk
 
