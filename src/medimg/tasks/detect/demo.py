@@ -37,7 +37,8 @@ def stage(out_dir: Path) -> list[dict]:
         torch.set_num_threads(threads)
     s = evaluate_candidates(out_dir / "pred" / "candidates.csv", data / "annotations.csv",
                             out_dir / "evaluation", excluded=data / "annotations_excluded.csv",
-                            scans=data / "seriesuids.csv", n_resamples=200)  # fmt: skip
+                            scans=data / "seriesuids.csv", n_resamples=200,
+                            overwrite=True)  # fmt: skip
     sens1 = s["froc"]["1"]["value"]
     return [
         {

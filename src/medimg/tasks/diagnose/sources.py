@@ -43,8 +43,8 @@ def write_simulated_set(
     from medimg.tasks.diagnose.outputs import output_folder
 
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    if any(n < 0 for n in counts.values()) or n_train < 1:
-        raise InputError(f"need at least 1 training case and no negative counts, got {counts}")
+    if any(n < 0 for n in counts.values()) or sum(counts.values()) < 1:
+        raise InputError(f"need at least 1 case and no negative counts, got {counts}")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     root = Path(out)
