@@ -274,16 +274,19 @@ def _check_mask(f: h5py.File, p: Path, shape: tuple[int, ...]) -> np.ndarray | N
 
 
 def _check_header(f: h5py.File, p: Path) -> IsmrmrdHeader | None:
+    ds = _dataset(f, "ismrmrd_header", p)
+    if ds is not None and (ds.size > 1 or ds.dtype.kind not in "SOUV"):
+        raise _fail(p, f"'ismrmrd_header' is {ds.dtype} {ds.shape}, not one ISMRMRD XML text")
     try:
-        raw: Any = (
-            f["ismrmrd_header"][()] if "ismrmrd_header" in f else f.attrs.get("ismrmrd_header")
-        )
+        raw: Any = ds[()] if ds is not None else f.attrs.get("ismrmrd_header")
     except (KeyError, OSError, ValueError, TypeError) as err:
         raise _fail(p, f"'ismrmrd_header' cannot be read ({err})") from None
     if raw is None:
         return None
     if isinstance(raw, np.ndarray) and raw.size == 1:
         raw = raw.reshape(-1)[0]
+    if isinstance(raw, np.void):
+        raw = raw.tobytes()
     if not isinstance(raw, (bytes, str)):
         raise _fail(p, f"'ismrmrd_header' is {type(raw).__name__}, not ISMRMRD XML text")
     try:

@@ -206,6 +206,11 @@ def predict_path(
                 image = _crop(recon(case.kspace, case.mask, maps, progress), case.crop)
             except InputError as exc:  # name the file the k-space or mask came from
                 raise exc if exc.path else InputError(str(exc), f) from None
+            if not np.isfinite(image).all():
+                raise InputError(
+                    f"the {method} reconstruction holds NaN or Inf values; this model does not "
+                    "suit this k-space, try another --method or --model", f,
+                )  # fmt: skip
             image = to_image(image, case)
             if "nifti" in formats:
                 save(image, folder / f"{case.name}.nii.gz", overwrite=replace)
