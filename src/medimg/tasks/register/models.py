@@ -4,7 +4,8 @@ half resolution and as a cascade.
 :class:`RegistrationNet` takes ``fixed`` and ``moving`` ``(B, 1, *S)`` (intensities normalised to
 about [0, 1]) and returns the displacement ``(B, nd, *S)`` in voxels of the input grid:
 
-* the pair is padded (edge values) to a multiple of the U-Net's total stride and, with
+* the pair is padded (edge values) to a multiple of the U-Net's total stride (at least two of
+  it, so that a small image keeps a bottleneck of more than one voxel) and, with
   ``scale=0.5``, brought to half resolution: the field of a smooth deformation needs no
   full-resolution decoder, and this cuts the CPU cost about eightfold in 3D. ``downsample``:
   ``avg`` average-pools by 2 (the detail finer than two voxels is lost); ``shuffle`` moves each
@@ -129,7 +130,10 @@ class RegistrationNet(nn.Module):
     def _field(self, net: nn.Module, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         x = torch.cat([moving, fixed], dim=1)
         shape = tuple(x.shape[2:])
-        pad = [(-s) % self.multiple for s in shape]
+        # a multiple of the total stride, and at least two of it: the U-Net's bottleneck must
+        # keep more than one voxel, or its instance normalisation has nothing to normalise
+        m = self.multiple
+        pad = [max(2 * m, -(-s // m) * m) - s for s in shape]
         if any(pad):  # F.pad lists pads from the last axis backwards
             x = F.pad(x, [p for q in reversed(pad) for p in (0, q)], mode="replicate")
         padded, b = tuple(x.shape[2:]), x.shape[0]
