@@ -11,6 +11,8 @@ import contextlib
 import gzip
 import os
 import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,6 +214,23 @@ def test_itk_header_sizes_checked_before_reading(tmp_path, name, header) -> None
         load(path)
     msg = str(err.value)
     assert str(path) in msg and ("truncated" in msg or "needs" in msg), msg
+
+
+def test_itk_header_with_absurd_dimension_count_refused_quickly(tmp_path) -> None:
+    """MetaIO/teem loop or allocate per declared dimension inside C++, where no alarm can
+    interrupt them: the read runs in a child process with a deadline."""
+    mha = tmp_path / "ndims.mha"
+    mha.write_bytes(b"ObjectType = Image\nNDims = 4294967296\nDimSize = 5 4 3\n"
+                    b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + b"\0" * 240)  # fmt: skip
+    nrrd = tmp_path / "dims.nrrd"
+    nrrd.write_bytes(b"NRRD0004\ntype: float\ndimension: 65535\nsizes: 5 4 3\nencoding: raw\n"
+                     b"endian: little\n\n" + b"\0" * 240)  # fmt: skip
+    code = "import sys; from medimg.cli import main; sys.exit(max(main(['info', a]) for a in sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, str(mha), str(nrrd)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("dimensions" in ln for ln in lines), done.stderr
 
 
 # ------------------------------------------------------------------ RGB NIfTI

@@ -260,6 +260,7 @@ def _itk_reason(e: Exception) -> str:
 
 
 _HEADER_BYTES = 1 << 16  # NRRD/MetaImage headers are short text
+_MAX_ITK_DIM = 5  # ITK's image IO reads at most 5 dimensions
 
 
 @dataclass
@@ -298,6 +299,13 @@ def _itk_header(p: Path) -> _ItkHeader:
         if not nrrd and key.strip().lower() == "elementdatafile":
             offset = pos  # the last line of a MetaImage header
             break
+    ndim = fields.get("dimension" if nrrd else "ndims", "")
+    if not ndim.isdigit() or not 1 <= int(ndim) <= _MAX_ITK_DIM:  # ITK loops/allocates per dim
+        raise ImageReadError(
+            f"header declares {ndim[:20] or 'no'} dimensions; medimg reads 2D and 3D images "
+            "(re-export the file)",
+            p,
+        )
     name = (
         fields.get("data file", fields.get("datafile")) if nrrd else fields.get("elementdatafile")
     )
