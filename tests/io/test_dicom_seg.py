@@ -120,3 +120,18 @@ def test_overwrite_refused(tmp_path, source, label_image):
     assert path.read_bytes() == before
     write_dicom_seg(relabelled, source, path, overwrite=True)
     np.testing.assert_array_equal(read_dicom_seg(path).array, relabelled.array)
+
+
+def test_output_checked_before_the_series_is_read(tmp_path, source, label_image, monkeypatch):
+    import medimg.io.dicom.seg as seg_module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the source series was read before the output was checked")
+
+    monkeypatch.setattr(seg_module, "_load_source", boom)
+    (tmp_path / "old.dcm").write_bytes(b"an earlier SEG")
+    with pytest.raises(OutputExistsError):
+        write_dicom_seg(label_image, source, tmp_path / "old.dcm")
+    with pytest.raises(InputError, match="lies inside the input"):
+        write_dicom_seg(label_image, source, source / "seg.dcm", overwrite=True)
+    assert not (source / "seg.dcm").exists()

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from medimg.errors import DicomError, ImageReadError, InputError
 from medimg.io.dicom.geometry import orientation_vectors, ras_affine
 from medimg.io.image import LPS_TO_RAS, Image
-from medimg.io.output import atomic_path
+from medimg.io.output import atomic_path, check_outputs
 from medimg.typing import PathType
 
 __all__ = ["GRID_TOLERANCE_MM", "read_dicom_seg", "sort_by_normal", "write_dicom_seg"]
@@ -164,7 +164,8 @@ def write_dicom_seg(
     segmentation_type
         ``"BINARY"`` (default) or ``"LABELMAP"``.
     overwrite
-        Replace an existing file.
+        Replace an existing file. The output is checked first (existing file, a path inside
+        the source series folder), before the series is read.
 
     Returns
     -------
@@ -180,6 +181,9 @@ def write_dicom_seg(
     out = Path(path)
     is_folder = isinstance(source_series, (str, Path)) or hasattr(source_series, "__fspath__")
     src_name = Path(source_series) if is_folder else None  # type: ignore[arg-type]
+    # before the series is read: never into the series folder (readers would take the SEG for
+    # one of its slices), never over an existing file without overwrite
+    check_outputs([out], inputs=[src_name] if src_name else [], overwrite=overwrite)
     try:
         values = _label_values(labels, seg_type, segment_names)
     except InputError as e:
