@@ -97,3 +97,42 @@ def test_plain_folder_layout(tmp_path):
 def test_not_a_dataset(tmp_path):
     with pytest.raises(InputError, match=r"expected dataset\.json"):
         open_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[1, 2]", "must hold a JSON object"),
+        (b"\xff\xfe{}", "not valid UTF-8 JSON"),
+        (b'{"labels": {"background": 0, "a": 1}, "channel_names": ["CT"]}', "'channel_names'"),
+        (b'{"labels": {"background": 0, "a": 1}, "file_ending": ".png"}', "'file_ending'"),
+    ],
+    ids=["list", "not-utf8", "channels-list", "png"],
+)
+def test_malformed_dataset_json_is_a_one_line_error(tmp_path, content, words):
+    root = _msd(tmp_path / "d", channels=1)
+    (root / "dataset.json").write_bytes(content)
+    with pytest.raises(InputError, match=words) as err:
+        open_dataset(root)
+    assert str(err.value).startswith(str(root / "dataset.json"))
+
+
+def test_missing_label_file_and_complex_image(tmp_path):
+    root = _msd(tmp_path / "d", channels=1)
+    (root / "labelsTr" / "p02.nii.gz").unlink()
+    with pytest.raises(InputError, match="label file for case 'p02' is missing"):
+        open_dataset(root)
+    save(Image(_labels(), AFF, is_label=True), root / "labelsTr" / "p02.nii.gz")
+    import nibabel as nib
+
+    cplx = np.ones((7, 6, 5), np.complex64)
+    nib.save(nib.Nifti1Image(cplx, AFF), root / "imagesTr" / "p02_0000.nii.gz")
+    with pytest.raises(InputError, match="complex values"):
+        check_dataset(open_dataset(root))
+
+
+def test_files_lists_every_input_of_the_set(tmp_path):
+    ds = open_dataset(_msd(tmp_path / "d", channels=2))
+    names = sorted(p.name for p in ds.files())
+    assert names == sorted(["dataset.json", "p01_0000.nii.gz", "p01_0001.nii.gz", "p01.nii.gz",
+                            "p02_0000.nii.gz", "p02_0001.nii.gz", "p02.nii.gz"])  # fmt: skip
