@@ -275,3 +275,15 @@ def test_interrupted_predict_leaves_the_old_or_the_complete_new_labels(tmp_path)
             labels = load(out, is_label=True)
             assert labels.spatial_shape == (24, 24, 8) and labels.array.max() < 4
         assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii.gz", "scan.nii.gz"]
+
+
+def test_train_resumes_or_starts_over_only_when_asked(tiny_set, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["segment", "train", str(tiny_set), "--fold", "-1", "--out", str(run),
+            "--max-steps", "1", "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    first = (run / "plan.yaml").read_bytes()
+    assert main(argv) == 2 and "--resume" in _one_error(capsys)
+    assert (run / "plan.yaml").read_bytes() == first
+    assert main([*argv, "--resume"]) == 0  # already at max_steps: picks up where it stopped
+    assert (run / "plan.yaml").is_file() and (run / "last").is_dir()
