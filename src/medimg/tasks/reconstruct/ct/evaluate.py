@@ -64,8 +64,16 @@ def load_case(case: Path, dose_tag: str) -> dict[str, Any]:
         out["phantom"] = _slice(ph)
     if (lab := _find(case, "labels")) is not None:
         out["labels"] = _slice(lab).astype(np.uint8)
-    if (case / f"sino_low_{dose_tag}.npy").is_file():
-        out["sino"] = np.load(case / f"sino_low_{dose_tag}.npy")
+    if (sino := case / f"sino_low_{dose_tag}.npy").is_file():
+        try:
+            out["sino"] = np.load(sino, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(
+                f"cannot read the sinogram ({exc}); simulate the set again", sino
+            ) from None
+    shapes = {k: v.shape for k, v in out.items() if k != "sino"}
+    if len(set(shapes.values())) != 1 or out["full"].ndim != 2:
+        raise InputError(f"images of different shapes {shapes}; simulate the set again", case)
     return out
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medimg.datasets.fastmri import read_fastmri
+from medimg.datasets.fastmri import check_fastmri, read_fastmri
 from medimg.errors import InputError
 from medimg.phantoms.mri import brain_phantom, knee_phantom
 from medimg.physics.coils import birdcage_maps
@@ -161,14 +161,22 @@ class FastMRISlices(Dataset):
             raise InputError("FastMRISlices needs at least one .h5 file")
         self.mask_kind, self.acceleration, self.cf = mask_kind, acceleration, center_fraction
         self.index: list[tuple[Path, int]] = []
-        for f in self.files:
+        first: tuple[int, ...] | None = None
+        for f in self.files:  # every file checked here, not minutes into training
             vol = read_fastmri(f, slices=slice(0, 1))
             if not vol.multicoil:
                 raise InputError("learned MRI models need multi-coil k-space (S, N, H, W)", f)
-            import h5py
-
-            with h5py.File(f, "r") as h:
-                self.index += [(f, s) for s in range(h["kspace"].shape[0])]
+            shape = check_fastmri(f)
+            if first is not None and shape[1:] != first[1:]:
+                raise InputError(
+                    f"k-space (coils, H, W) = {shape[1:]} differs from the first file's "
+                    f"{first[1:]}; train on files of one size (they are batched together)", f,
+                )  # fmt: skip
+            first = first or shape
+            recon = vol.reconstruction
+            if vol.mask is not None and (recon is None or recon.shape[-2:] != shape[-2:]):
+                raise InputError("no ground truth: undersampled file without matching RSS", f)
+            self.index += [(f, s) for s in range(shape[0])]
 
     def __len__(self) -> int:
         return len(self.index)

@@ -80,7 +80,10 @@ def evaluate_files(
         if i == 0:
             panel["ground truth"] = case.target[len(case.target) // 2]
         for label, rec in methods.items():
-            pred = _crop(rec(case.kspace, case.mask, progress=progress), case.crop)
+            try:
+                pred = _crop(rec(case.kspace, case.mask, progress=progress), case.crop)
+            except InputError as exc:  # name the file the k-space or mask came from
+                raise exc if exc.path else InputError(str(exc), f) from None
             rows.append({"volume": case.name, "method": label, **score_volume(case.target, pred)})
             if i == 0:
                 panel[label] = pred[len(pred) // 2]

@@ -20,9 +20,11 @@ from medimg.engine import (
     TrainConfig,
     Trainer,
     TrainResult,
+    check_run_dir,
     from_yaml,
     load_weights,
     seed_everything,
+    to_dict,
 )
 from medimg.errors import CheckpointError, InputError
 from medimg.physics.mri import MultiCoilMRI
@@ -126,6 +128,8 @@ def train_mri(
 ) -> TrainResult:
     """Train ``cfg.model`` into ``run_dir`` (resumable); ``init`` fine-tunes from a model;
     ``allow_config_change`` resumes a run with a changed config (e.g. more ``max_steps``)."""
+    # an earlier run in run_dir is refused before the data and validation set are prepared
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite, run_config=to_dict(cfg))
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model)
     if init is not None:
