@@ -164,6 +164,22 @@ def test_dicom_rows_columns_beyond_the_pixel_data(tmp_path, attrs) -> None:
         load(folder)
 
 
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("SamplesPerPixel", [1, 3]), ("BitsAllocated", 7), ("PixelRepresentation", 2),
+     ("BitsStored", 20), ("Columns", [4, 4])],
+)  # fmt: skip
+def test_dicom_pixel_attributes_that_make_no_sense(tmp_path, keyword, value) -> None:
+    ds = make_slice(np.zeros((4, 4), np.int16))
+    setattr(ds, keyword, value)
+    path = tmp_path / "odd.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    for call in (load, describe):
+        with pytest.raises(ImageReadError, match=keyword) as err:
+            call(path)
+        assert str(err.value).startswith(str(path))
+
+
 def test_dicom_number_of_frames_beyond_the_file(tmp_path) -> None:
     ds = make_slice(np.zeros((4, 4), np.int16))
     ds.NumberOfFrames = 2**31 - 1

@@ -199,7 +199,7 @@ def read_nifti(
         more data than the file holds or than memory allows (checked before reading the data).
     """
     p = _check_readable(path, NIBABEL_READ_SUFFIXES, "use read_itk for NRRD/MetaImage")
-    with _reading(p, "NIfTI"):
+    with _reading(p, "NIfTI" if _suffix(p, NIFTI_SUFFIXES) else "Analyze/MGH"):
         img, data, intent = _load_nibabel(p, is_label)
         affine = np.asarray(img.affine, dtype=np.float64)
     try:

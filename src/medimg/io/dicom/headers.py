@@ -244,10 +244,44 @@ def check_frame(frame: Frame) -> Frame:
     return frame
 
 
+#: Allowed values of the pixel-description attributes that decoding relies on.
+_PIXEL_FORMAT = {
+    "Rows": range(1, 1 << 16),
+    "Columns": range(1, 1 << 16),
+    "SamplesPerPixel": (1, 3, 4),
+    "BitsAllocated": (1, 8, 16, 32, 64),
+    "PixelRepresentation": (0, 1),
+}
+
+
+def _check_pixel_format(ds: Dataset, path: Path) -> None:
+    """Single, plausible values for the attributes that size and decode the pixels, so that
+    nothing later trips over a list, a string or an impossible bit depth."""
+    for keyword, allowed in _PIXEL_FORMAT.items():
+        value = ds.get(keyword)
+        if value is None and keyword not in ("Rows", "Columns"):
+            continue
+        if not isinstance(value, int) or value not in allowed:
+            raise DicomError(
+                f"{keyword} is {str(value)[:40]!r}, not a valid value; the header is corrupt or "
+                "not DICOM-conformant, export the file again",
+                path,
+            )
+    stored = ds.get("BitsStored")
+    if stored is not None and (not isinstance(stored, int) or
+                               not 1 <= stored <= int(ds.get("BitsAllocated", 16))):  # fmt: skip
+        raise DicomError(
+            f"BitsStored is {str(stored)[:40]!r}, more than BitsAllocated or not a number; the "
+            "header is corrupt, export the file again",
+            path,
+        )
+
+
 def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     """The frames of one image instance (single-frame, enhanced or legacy multi-frame)."""
     from medimg.io.dicom.multiframe import multiframe_frames
 
+    _check_pixel_format(ds, path)
     rows, cols = int(ds.Rows), int(ds.Columns)
     if (number(ds, "NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         return [check_frame(f) for f in multiframe_frames(ds, path)]

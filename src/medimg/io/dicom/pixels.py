@@ -31,7 +31,7 @@ from pydicom.uid import (
 )
 
 from medimg.errors import DicomError
-from medimg.io.dicom.headers import Frame, is_deflated
+from medimg.io.dicom.headers import Frame, is_deflated, number
 
 _RAW_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: What to install for each compressed family (python-gdcm decodes all of them too).
@@ -66,7 +66,7 @@ def check_stored_sizes(frames: list[Frame]) -> None:
             have = len(elem.value or b"")
         if have == 0xFFFFFFFF:  # undefined length: encapsulated, sized by its codec
             continue
-        n = int(ds.get("NumberOfFrames", 1) or 1) if frame.index is not None else 1
+        n = int(number(ds, "NumberOfFrames") or 1) if frame.index is not None else 1
         bits = int(ds.get("BitsAllocated", 16) or 16) * int(ds.get("SamplesPerPixel", 1) or 1)
         need = (frame.rows * frame.cols * bits * n + 7) // 8
         if have < need:

@@ -16,7 +16,7 @@ import numpy as np
 
 from medimg.errors import DicomError, GeometryError, InputError
 from medimg.io.dicom.geometry import ANGLE_TOLERANCE_DEG, orientation_vectors, ras_affine
-from medimg.io.dicom.headers import Frame
+from medimg.io.dicom.headers import Frame, number
 from medimg.io.image import LPS_TO_RAS
 from medimg.io.inputs import check_allocation
 
@@ -90,9 +90,9 @@ def _frame_stack(frames: list[Frame]) -> Grid:
     its 1.0 "spacing" is recorded as ``meta["frame_axis"]``, with FrameTime when present."""
     flat = _flat_grid(frames[0])  # its third column is already the 1.0 frame step
     notes: dict[str, object] = {**flat.notes, "frame_axis": "frames (no slice geometry)"}
-    frame_time = frames[0].ds.get("FrameTime")
-    if frame_time not in (None, ""):
-        notes["frame_time_ms"] = float(frame_time)
+    frame_time = number(frames[0].ds, "FrameTime")
+    if frame_time is not None:
+        notes["frame_time_ms"] = frame_time
     return Grid(frames, flat.affine, notes=notes)
 
 
