@@ -245,3 +245,21 @@ def test_a_model_folder_missing_files_is_a_one_line_error(tmp_path, capsys):
     assert _run("predict", src, tmp_path / "out", "--model", tmp_path / "model") == 2
     _one_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_patch_smaller_than_the_network_is_refused(tmp_path, capsys):
+    from medimg.datasets.luna16 import write_luna16
+
+    data = write_luna16(tmp_path / "luna", 2, progress=False, shape=(32, 32, 8), n_nodules=(1, 1))
+    assert _run("train", data, "--patch", 3, "--max-steps", 1, "--out", tmp_path / "r") == 2
+    assert "too small" in _one_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resampling_grid_too_fine_for_memory_is_refused(monkeypatch):
+    from medimg.errors import InputError
+    from medimg.tasks.detect.data import prepare
+
+    monkeypatch.setenv("MEDIMG_MAX_MEMORY", "64M")
+    with pytest.raises(InputError, match=r"resampled to 0\.01 mm"):
+        prepare(_ct(), spacing=0.01)

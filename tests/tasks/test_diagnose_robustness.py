@@ -305,3 +305,11 @@ def test_sigint_during_predict_overwrite_leaves_old_or_complete_new_output(tmp_p
         rows = list(csv.DictReader(open(out / "predictions.csv")))
         assert len(rows) == 5 and all((out / f"c{t}_overlay.png").is_file() for t in range(5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]
+
+
+def test_an_input_size_of_the_wrong_dimension_is_a_one_line_error(tmp_path, capsys):
+    from medimg.tasks.diagnose.sources import write_simulated_set
+
+    data = write_simulated_set(tmp_path / "d", "xray", n_train=4, n_val=2, n_test=0)
+    assert _run("train", data, "--input-size", 32, "--out", tmp_path / "r", "--quiet") == 2
+    assert "--input-size gives 1 number(s) but the images are 2D" in _one_error(capsys)

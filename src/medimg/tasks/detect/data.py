@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.io.inputs import check_real
+from medimg.io.inputs import check_allocation, check_real
 
 __all__ = ["PatchDataset", "Prepared", "check_ct_volume", "make_targets", "prepare", "to_voxels"]
 
@@ -77,6 +77,7 @@ def prepare(image: Image, spacing: float = 2.0, crop_body: bool = True) -> Prepa
     sp = np.asarray(image.spacing, dtype=np.float64)
     scale = spacing / sp
     shape = np.maximum(np.round((np.asarray(hu.shape) - 1) / scale).astype(int) + 1, 1)
+    check_allocation(shape, np.float32, copies=3, what=f"the CT resampled to {spacing:g} mm")
     out = ndimage.affine_transform(hu, scale, output_shape=tuple(shape), order=1, mode="nearest")
     affine = image.affine @ np.diag([*scale, 1.0])
     if crop_body:

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything
 from medimg.errors import InputError
 from medimg.io.image import LPS_TO_RAS, Image
+from medimg.io.inputs import check_allocation
 from medimg.metrics.detection import FROCResult, ScanMatch, froc, match_iou, nms
 from medimg.tasks.detect.models import focal_heatmap_loss
 
@@ -122,6 +123,8 @@ def _resampled(ks: KeySlice, spacing: float) -> tuple[np.ndarray, np.ndarray, np
         raise InputError(f"{ks.name or 'key slice'}: expected a 2D (channels, X, Y) image, "
                          f"got {ks.image.array.shape}")  # fmt: skip
     scale = np.asarray(ks.image.spacing[:2], dtype=np.float64) / spacing
+    shape = (ks.image.num_channels, *np.round(np.asarray(ks.image.spatial_shape) * scale))
+    check_allocation(shape, np.float32, copies=3, what=f"the slice resampled to {spacing:g} mm")
     x = ndimage.zoom(np.asarray(ks.image.array, np.float32), (1, *scale), order=1)
     boxes = np.asarray(ks.boxes, np.float64).reshape(-1, 4) * np.tile(scale, 2)
     return _normalise(x), boxes, scale

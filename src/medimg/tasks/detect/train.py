@@ -103,6 +103,12 @@ def train_detector(
     """Train on ``dataset`` (LUNA16 layout) into ``out_dir``; see the module doc."""
     t0, c0 = time.perf_counter(), time.process_time()
     cfg = dataclasses.replace(config or DetectConfig(), dataset=str(dataset))
+    levels = len(cfg.model.channels) - 1  # the UNet halves the grid this often
+    if cfg.patch < 2 ** (levels + 1):
+        raise InputError(
+            f"patch {cfg.patch} is too small: the network downsamples {2**levels}x and needs "
+            f"at least {2 ** (levels + 1)} voxels a side (default 40)"
+        )
     cfg.train = dataclasses.replace(cfg.train, progress=progress)
     if max_steps is not None:  # validate halfway and at the end (a validation costs ~10 steps)
         every = max(1, max_steps // 2)

@@ -82,6 +82,12 @@ def load_manifest_arrays(
         ref = next(im for im in images if im is not None)
         channels = channels or ref.num_channels
         size = size or list(ref.spatial_shape)
+        if len(size) != ref.spatial_ndim:
+            raise InputError(
+                f"--input-size gives {len(size)} number(s) but the images are "
+                f"{ref.spatial_ndim}D; give one size per axis (e.g. 64 64)",
+                r.paths[0],
+            )
         chans = [np.zeros((ref.num_channels, *size), np.float32) if im is None
                  else prepare_image(im, size, w) for im, w in zip(images, windows)]  # fmt: skip
         xs.append(np.concatenate(chans))
