@@ -85,6 +85,13 @@ def test_unknown_key_lists_every_valid_key() -> None:
         assert field.name in str(exc.value)
 
 
+def test_binary_file_given_as_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x00")
+    with pytest.raises(InputError, match=r"not UTF-8 text \(byte 0x89 at offset 0\)"):
+        from_yaml(TrainConfig, path)
+
+
 def test_missing_file() -> None:
     with pytest.raises(InputError, match="config file not found"):
         from_yaml(TrainConfig, "/nonexistent/config.yaml")

@@ -356,3 +356,13 @@ def test_sigint_during_ct_predict_overwrite_leaves_old_or_new(ct_data, tmp_path)
             assert main(["recon", "ct", "predict", str(other), str(out), "--overwrite"]) == 0
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".denoised")]
     assert leftovers == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(ct_data, mri_data, tmp_path, capsys):
+    low = str(ct_data / "case_10000" / "low_025.nii.gz")
+    h5 = str(mri_data / "phantom_200000.h5")
+    for argv in (["recon", "ct", "predict", low, str(tmp_path / "o.nii.gz")],
+                 ["recon", "mri", "predict", h5, str(tmp_path / "o"), "--quiet"]):  # fmt: skip
+        assert "no CUDA GPU" in _error([*argv, "--device", "cuda"], capsys)
+    assert list(tmp_path.iterdir()) == []

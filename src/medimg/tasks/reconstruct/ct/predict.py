@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medimg.engine import from_yaml, load_weights
+from medimg.engine import from_yaml, load_weights, resolve_device
 from medimg.errors import InputError
 from medimg.physics.ct_dose import check_hu
 from medimg.tasks.reconstruct.ct import data as D
@@ -44,12 +44,13 @@ def load_model(path: str | Path | None = None, *, device: str = "cpu") -> tuple[
     """``(network in eval mode, CTTrainConfig)`` of a model folder; for a GAN the generator."""
     from medimg.tasks.reconstruct.ct.train import CTTrainConfig, build_for
 
+    dev = resolve_device(device)  # one line when CUDA is asked for and missing
     folder = _folder(path)
     cfg = from_yaml(CTTrainConfig, folder / "config.yaml")
     net = load_weights(build_for(cfg), folder)
     if cfg.model == "wgan":
         net = net.generator  # type: ignore[assignment]
-    return net.to(device).eval(), cfg
+    return net.to(dev).eval(), cfg
 
 
 def denoise_slices(net: nn.Module, hu: np.ndarray, *, batch: int = 4) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medimg.engine import resolve_device
 from medimg.errors import InputError
 from medimg.physics.coils import espirit_maps
 from medimg.tasks.reconstruct.mri.baselines import cg_sense, cs_tv, cs_wavelet, zero_filled
@@ -77,7 +78,7 @@ class Reconstructor:
             raise InputError(
                 f"method must be one of {', '.join([*CLASSICAL, 'net'])}, got {method!r}"
             )
-        self.method, self.device, self.batch_size = method, torch.device(device), batch_size
+        self.method, self.device, self.batch_size = method, resolve_device(device), batch_size
         self.net: nn.Module | None = None
         if method == "net":
             self.net = model if isinstance(model, nn.Module) else load_model(model)[0]
