@@ -263,3 +263,16 @@ def test_a_resampling_grid_too_fine_for_memory_is_refused(monkeypatch):
     monkeypatch.setenv("MEDIMG_MAX_MEMORY", "64M")
     with pytest.raises(InputError, match=r"resampled to 0\.01 mm"):
         prepare(_ct(), spacing=0.01)
+
+
+def test_a_lesion_model_config_with_impossible_values_is_a_one_line_error(tmp_path, capsys):
+    import shutil
+
+    from medimg.tasks.detect.cli2d import DEFAULT_MODEL_2D
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_2D, model)
+    (model / "config.yaml").write_text("neighbours: -1\n")
+    one = save(Image(np.zeros((1, 32, 32), np.float32) - 500), tmp_path / "s.nii.gz")
+    assert _run("predict2d", one, tmp_path / "out", "--model", model) == 2
+    assert "describes no buildable model" in _one_error(capsys)

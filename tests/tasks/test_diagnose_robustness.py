@@ -313,3 +313,17 @@ def test_an_input_size_of_the_wrong_dimension_is_a_one_line_error(tmp_path, caps
     data = write_simulated_set(tmp_path / "d", "xray", n_train=4, n_val=2, n_test=0)
     assert _run("train", data, "--input-size", 32, "--out", tmp_path / "r", "--quiet") == 2
     assert "--input-size gives 1 number(s) but the images are 2D" in _one_error(capsys)
+
+
+def test_a_model_yaml_describing_an_impossible_network_is_a_one_line_error(tmp_path, capsys):
+    import shutil
+
+    from medimg.tasks.diagnose.predict import DEFAULT_MODEL
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, model)
+    text = (model / "model.yaml").read_text()
+    (model / "model.yaml").write_text(text.replace("width: 16", "width: -3"))
+    img = save(_xray(), tmp_path / "chest.nii.gz")
+    assert _run("predict", img, tmp_path / "out", "--model", model) == 2
+    assert "model.yaml: describes no buildable model" in _one_error(capsys)

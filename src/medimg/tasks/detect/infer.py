@@ -148,6 +148,9 @@ def load_model_folder(folder: str | Path) -> tuple[torch.nn.Module, dict]:
             "valid inference settings); use a folder written by 'medimg detect train'",
             cfg_path,
         ) from None
-    model = build_detector(channels)
+    try:
+        model = build_detector(channels)
+    except (ValueError, TypeError, RuntimeError) as exc:  # torch's words for impossible shapes
+        raise CheckpointError(f"describes no buildable model ({exc})", cfg_path) from None
     load_weights(model, weights)
     return model.eval(), cfg

@@ -346,7 +346,12 @@ def load_lesion_model(folder: str | Path) -> tuple[nn.Module, Lesion2DConfig]:
     if ckpt is None or not (f / "config.yaml").is_file():
         raise CheckpointError("not a 2.5D lesion model folder (config.yaml + weights)", f)
     cfg = from_yaml(Lesion2DConfig, f / "config.yaml")
-    model = build_lesion_detector(2 * cfg.neighbours + 1, tuple(cfg.channels))
+    try:
+        if cfg.neighbours < 0 or not cfg.spacing > 0 or cfg.patch < 1:
+            raise ValueError("neighbours must be >= 0, spacing and patch positive")
+        model = build_lesion_detector(2 * cfg.neighbours + 1, tuple(cfg.channels))
+    except (ValueError, TypeError, RuntimeError) as exc:  # torch's words for impossible shapes
+        raise CheckpointError(f"describes no buildable model ({exc})", f / "config.yaml") from None
     load_weights(model, Path(ckpt) / "model.safetensors")
     return model.eval(), cfg
 
