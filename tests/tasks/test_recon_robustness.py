@@ -366,3 +366,14 @@ def test_cuda_without_a_gpu_is_one_line(ct_data, mri_data, tmp_path, capsys):
                  ["recon", "mri", "predict", h5, str(tmp_path / "o"), "--quiet"]):  # fmt: skip
         assert "no CUDA GPU" in _error([*argv, "--device", "cuda"], capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_phantoms_refuse_sizes_beyond_memory_before_allocating():
+    from medimg.errors import InputError
+    from medimg.phantoms.ct import body_phantom
+    from medimg.phantoms.mri import brain_phantom
+
+    with pytest.raises(InputError, match=r"CT phantom .* needs"):
+        body_phantom((100000, 100000, 100000), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match=r"MRI phantom .* needs"):
+        brain_phantom((100000, 100000, 100000))

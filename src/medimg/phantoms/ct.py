@@ -281,6 +281,12 @@ def body_phantom(
     shape, spacing = tuple(int(n) for n in shape), tuple(float(s) for s in spacing)
     if len(shape) not in (2, 3) or len(spacing) != len(shape) or spacing[-2] != spacing[-1]:
         raise InputError(f"need a 2D/3D shape with isotropic in-plane spacing, got {spacing}")
+    if min(shape) < 1 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"shape and spacing must be positive, got {shape} and {spacing}")
+    from medimg.io.inputs import check_allocation
+
+    # texture fields and the label map are float64 arrays of the volume: refuse before them
+    check_allocation(shape, np.float64, what="the CT phantom", copies=6)
     if region not in REGION_Z:
         raise InputError(f"region must be one of {sorted(REGION_Z)}, got {region!r}")
     if not 3 <= nodule_diameter_mm[0] <= nodule_diameter_mm[1] <= 30:

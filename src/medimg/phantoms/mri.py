@@ -158,6 +158,11 @@ def _check(shape: tuple[int, ...], contrast: str, oversample: int) -> None:
         raise InputError(f"contrast must be one of {sorted(CONTRASTS)}, got {contrast!r}")
     if oversample < 1:
         raise InputError(f"oversample must be >= 1, got {oversample}")
+    from medimg.io.inputs import check_allocation
+
+    # the oversampled grid holds a few float64 fields at once: refuse before allocating them
+    fine = [int(n) * int(oversample) for n in shape]
+    check_allocation(fine, np.complex128, what="the oversampled MRI phantom", copies=4)
 
 
 def _brain_labels(g: _Grid, lesions: int) -> np.ndarray:
