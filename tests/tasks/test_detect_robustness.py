@@ -276,3 +276,17 @@ def test_a_lesion_model_config_with_impossible_values_is_a_one_line_error(tmp_pa
     one = save(Image(np.zeros((1, 32, 32), np.float32) - 500), tmp_path / "s.nii.gz")
     assert _run("predict2d", one, tmp_path / "out", "--model", model) == 2
     assert "describes no buildable model" in _one_error(capsys)
+
+
+def test_simulate_replaces_an_earlier_set_only_with_overwrite(tmp_path):
+    from medimg.datasets.luna16 import write_luna16
+    from medimg.errors import OutputExistsError
+
+    opts = {"progress": False, "shape": (32, 32, 8), "n_nodules": (1, 1)}
+    root = write_luna16(tmp_path / "luna", 1, **opts)
+    before = _tree(root)
+    with pytest.raises(OutputExistsError):
+        write_luna16(root, 2, **opts)
+    assert _tree(root) == before
+    write_luna16(root, 2, overwrite=True, **opts)
+    assert len(list(root.rglob("*.mhd"))) == 2

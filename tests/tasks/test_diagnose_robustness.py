@@ -327,3 +327,18 @@ def test_a_model_yaml_describing_an_impossible_network_is_a_one_line_error(tmp_p
     img = save(_xray(), tmp_path / "chest.nii.gz")
     assert _run("predict", img, tmp_path / "out", "--model", model) == 2
     assert "model.yaml: describes no buildable model" in _one_error(capsys)
+
+
+def test_an_output_holding_the_model_folder_is_refused(tmp_path, capsys):
+    import shutil
+
+    from medimg.io.output import mark_owned
+    from medimg.tasks.diagnose.predict import DEFAULT_MODEL
+
+    runs = tmp_path / "runs"
+    shutil.copytree(DEFAULT_MODEL, runs / "model")
+    mark_owned(runs)  # even an earlier medimg output is not replaced when it holds the model
+    img = save(_xray(), tmp_path / "chest.nii.gz")
+    assert _run("predict", img, runs, "--model", runs / "model", "--overwrite") == 2
+    assert "holds the input" in _one_error(capsys)
+    assert (runs / "model" / "model.safetensors").is_file()

@@ -185,17 +185,18 @@ def write_luna16(
     seed: int = 0,
     n_subsets: int = 2,
     progress: bool = True,
+    overwrite: bool = False,
     **case_options,
 ) -> Path:
     """Write ``n_cases`` synthetic chest CTs (seeds ``seed .. seed+n-1``) dealt round-robin into
     ``subset0..subset{n_subsets-1}``, with annotations, excluded findings, candidates (nodule
-    centres plus random lung points) and ``seriesuids.csv``. Refuses a non-empty ``root``; the
-    folder appears only complete."""
+    centres plus random lung points) and ``seriesuids.csv``. Refuses a non-empty ``root``
+    (``overwrite`` replaces an earlier simulated set); the folder appears only complete."""
     if n_cases < 1 or n_subsets < 1:
         raise InputError(f"need n_cases >= 1 and n_subsets >= 1, got {n_cases}, {n_subsets}")
     if "shape" in case_options:  # the phantom holds a few float64 working copies
         check_allocation(case_options["shape"], np.float64, copies=6, what="the simulated CT")  # type: ignore[arg-type]
-    with atomic_dir(root) as out:  # appears complete or not at all
+    with atomic_dir(root, overwrite) as out:  # appears complete or not at all
         _write_cases(out, n_cases, seed, n_subsets, progress, case_options)
     return Path(root)
 

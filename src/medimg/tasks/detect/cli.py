@@ -38,7 +38,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from medimg.datasets.luna16 import write_luna16
 
     root = write_luna16(args.out, args.cases, seed=args.seed, n_subsets=args.subsets,
-                        progress=not args.quiet)  # fmt: skip
+                        progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
     print(f"wrote {args.cases} synthetic chest CTs in the LUNA16 layout to {root}")
     return 0
 
@@ -116,13 +116,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = add_verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
               "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4")  # fmt: skip
-    p.add_argument("out", help="output folder (must be new or empty)")
+    p.add_argument("out", help="output folder (new or empty, or --overwrite)")
     p.add_argument("--cases", type=positive_int, default=10)
     p.add_argument(
         "--subsets", type=positive_int, default=2, help="subset<k> folders (LUNA16's folds)"
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier simulated set")
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train the centre-point nodule detector on a LUNA16-layout folder",

@@ -136,14 +136,15 @@ def _predict2d(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out = Path(args.output)
-    check_outputs([out], inputs=[args.input], overwrite=args.overwrite)  # before any work
+    sources = [args.input, args.model or DEFAULT_MODEL_2D]  # never replace the model folder
+    check_outputs([out], inputs=sources, overwrite=args.overwrite)  # before any work
     model, cfg = load_lesion_model(args.model or DEFAULT_MODEL_2D)
     device = resolve_device(args.device)
     model.to(device)
     slices, has_truth = _key_slices(args, cfg.neighbours)
     if not slices:
         raise InputError(f"no key slices in the {args.split} split", args.input)
-    with output_folder(out, args.overwrite, inputs=[args.input]) as tmp:
+    with output_folder(out, args.overwrite, inputs=sources) as tmp:
         n_rows, res = _detect_slices(args, model, cfg, device, slices, has_truth, tmp)
     print(f"wrote {n_rows} findings on {len(slices)} key slice(s) to {out}/detections.csv, .json")
     if res is not None:

@@ -212,11 +212,13 @@ def predict_path(
             if not path.is_dir():
                 raise InputError("a DICOM SEG needs a DICOM series folder as input (it references "
                                  "the series); drop --seg or give the series folder", path)  # fmt: skip
-    check_outputs([out], inputs=[input_path], overwrite=overwrite)
+    # the model folder too: replacing an output that holds it would delete the model
+    sources = [input_path, model or DEFAULT_MODEL]
+    check_outputs([out], inputs=sources, overwrite=overwrite)
     det = Detector(model, device, flips)
     rows: dict[str, list[Candidate]] = {}
     written = []
-    with output_folder(out, overwrite, inputs=[input_path]) as tmp:
+    with output_folder(out, overwrite, inputs=sources) as tmp:
         for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
             image = load(path, modality="CT")
             check_ct_volume(image, path)

@@ -211,7 +211,8 @@ def predict_path(
     dx = Diagnoser(model, device)
     n_mod = len(dx.cfg.modalities)
     cases = _cases(inputs, n_mod)
-    sources = [inputs, *(f for _, files in cases for f in files if f is not None)]
+    # the model folder too: replacing an output that holds it would delete the model
+    sources = [inputs, dx.folder, *(f for _, files in cases for f in files if f is not None)]
     check_outputs([out], inputs=sources, overwrite=overwrite)  # before any work
     rows, written = [], []
     with output_folder(out, overwrite, inputs=sources) as tmp:
