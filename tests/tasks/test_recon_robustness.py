@@ -377,3 +377,25 @@ def test_phantoms_refuse_sizes_beyond_memory_before_allocating():
         body_phantom((100000, 100000, 100000), spacing=(1.0, 1.0, 1.0))
     with pytest.raises(InputError, match=r"MRI phantom .* needs"):
         brain_phantom((100000, 100000, 100000))
+
+
+@pytest.mark.parametrize("modality", ["ct", "mri"])
+def test_export_keeps_an_existing_model_folder_without_overwrite(modality, tmp_path):
+    from medimg.errors import OutputExistsError
+    from medimg.tasks.reconstruct.ct.train import export_model as export_ct
+    from medimg.tasks.reconstruct.mri.train import export_model as export_mri
+
+    export = export_ct if modality == "ct" else export_mri
+    run, dest = tmp_path / "run", tmp_path / "model"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "model.safetensors").write_bytes(b"new weights")
+    (run / "config.yaml").write_text("model: redcnn\n")
+    dest.mkdir()
+    (dest / "model.safetensors").write_bytes(b"shipped weights")
+    with pytest.raises(OutputExistsError):
+        export(run, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["model.safetensors"]  # nothing copied
+    assert (dest / "model.safetensors").read_bytes() == b"shipped weights"
+    export(run, dest, overwrite=True)
+    assert (dest / "model.safetensors").read_bytes() == b"new weights"
+    assert (dest / "config.yaml").read_text() == "model: redcnn\n"
