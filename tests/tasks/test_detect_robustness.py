@@ -290,3 +290,16 @@ def test_simulate_replaces_an_earlier_set_only_with_overwrite(tmp_path):
     assert _tree(root) == before
     write_luna16(root, 2, overwrite=True, **opts)
     assert len(list(root.rglob("*.mhd"))) == 2
+
+
+def test_export_refuses_to_replace_model_files_before_training(tmp_path, capsys):
+    from medimg.datasets.luna16 import write_luna16
+
+    data = write_luna16(tmp_path / "luna", 2, progress=False, shape=(32, 32, 8), n_nodules=(1, 1))
+    dest = tmp_path / "model"
+    dest.mkdir()
+    (dest / "config.yaml").write_text("mine\n")
+    args = ["--export", dest, "--out", tmp_path / "r", "--max-steps", 1, "--quiet"]
+    assert _run("train", data, *args) == 2
+    assert "already exists" in _one_error(capsys)
+    assert (dest / "config.yaml").read_text() == "mine\n" and not (tmp_path / "r").exists()
