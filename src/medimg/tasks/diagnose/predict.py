@@ -73,13 +73,13 @@ class Diagnoser:
         self.folder, self.cfg = folder, load_config(folder / MODEL_YAML)
         self.device = resolve_device(device)
         try:
+            if any(int(s) < 1 for s in self.cfg.input_size) or int(self.cfg.channels) < 1:
+                raise ValueError("input_size and channels must be positive")
             net = build_model(self.cfg)
         except (ValueError, TypeError, RuntimeError) as exc:  # torch: impossible shapes
             raise CheckpointError(
                 f"describes no buildable model ({exc})", folder / MODEL_YAML
             ) from None
-        if any(int(s) < 1 for s in self.cfg.input_size) or self.cfg.channels < 1:
-            raise CheckpointError("input_size and channels must be positive", folder / MODEL_YAML)
         self.model = load_weights(net, folder / MODEL_WEIGHTS).to(self.device)
         self.model.eval()
 
