@@ -121,8 +121,9 @@ class Trainer:
         (for preemptible jobs that are always relaunched the same way). A config that differs
         from the resumed run's (apart from progress, log_every, checkpoint_every, num_workers,
         device, which do not change the numbers) raises :class:`InputError` unless
-        ``allow_config_change``. Starting fresh over an existing checkpoint needs
-        ``overwrite=True``.
+        ``allow_config_change``. Starting fresh in a folder that holds anything of an earlier
+        run (``config.yaml``, ``metrics.jsonl``, ``last/``, ``best/``) needs ``overwrite=True``;
+        a refusal changes nothing there (see :func:`~medimg.engine.state.check_run_dir`).
         """
         device = resolve_device(self.cfg.device)
         created = dd.init_distributed(device.type)
