@@ -287,3 +287,23 @@ def test_train_resumes_or_starts_over_only_when_asked(tiny_set, tmp_path, capsys
     assert (run / "plan.yaml").read_bytes() == first
     assert main([*argv, "--resume"]) == 0  # already at max_steps: picks up where it stopped
     assert (run / "plan.yaml").is_file() and (run / "last").is_dir()
+
+
+def test_evaluate_checks_its_report_folder_and_image_folder_first(tmp_path, capsys):
+    labels = Image(np.zeros((1, 8, 8, 4), np.uint8), AFFINE, is_label=True)
+    labels.array[0, 2:5, 2:5, 1:3] = 1
+    for sub in ("pred", "gt"):
+        save(labels, tmp_path / sub / "a.nii.gz")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "metrics.csv").write_text("last week\n")
+    argv = ["segment", "evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--out",
+            str(report)]  # fmt: skip
+    assert main(argv) == 2 and "already exists" in _one_error(capsys)
+    assert main([*argv, "--images", str(tmp_path / "nowhere"), "--overwrite"]) == 2
+    assert "--images" in _one_error(capsys)
+    assert (report / "metrics.csv").read_text() == "last week\n"
+    assert main([*argv, "--overwrite"]) == 0
+    assert (report / "metrics.csv").read_text().startswith("case,label")
+    assert main([*argv[:-2], "--out", str(tmp_path / "gt"), "--overwrite"]) == 2
+    assert "is the input" in _one_error(capsys)

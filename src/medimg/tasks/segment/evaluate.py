@@ -54,6 +54,8 @@ def evaluate_folders(
     from medimg.metrics.segmentation import case_metrics, summarize
 
     preds, gts = _files(Path(pred_dir)), _files(Path(gt_dir))
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise InputError("image folder (--images) not found; check the path", images_dir)
     inputs = [*preds.values(), Path(gt_dir), *([Path(images_dir)] if images_dir else [])]
     if out_dir is not None:
         _check_report(Path(out_dir), overwrite, inputs)
