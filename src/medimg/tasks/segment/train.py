@@ -129,9 +129,8 @@ def train_segmentation(
     t0 = time.perf_counter()
     ds = open_dataset(dataset)
     out = Path(out_dir)
-    plan_file = [Path(plan)] if isinstance(plan, (str, Path)) else []
-    resuming = check_run_folder(out, resume=resume, overwrite=overwrite,
-                                inputs=ds.files() + ([] if resume is True else plan_file))  # fmt: skip
+    # the plan may be the run's own plan.yaml: it is read before anything is written
+    resuming = check_run_folder(out, resume=resume, overwrite=overwrite, inputs=ds.files())
     cases = check_dataset(ds)
     if plan is None:
         plan = make_plan(fingerprint_from_cases(ds, cases))
