@@ -149,7 +149,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose predict data/dx_xray/images/ out/ --explain gradcam++\n"
               "medimg diagnose predict data/dx_ctpet/manifest.csv out/ --model runs/diagnose/dx_ctpet_full")  # fmt: skip
     p.add_argument(
-        "input", help="image file, folder of images, DICOM folder or manifest .csv (multi-modal)"
+        "input",
+        help="image file, folder of images, DICOM folder or manifest .csv (multi-modal); "
+        "a single slice is read as a 2D image, RGB as grey (BT.601 luma)",
     )
     p.add_argument(
         "output", help="output folder (predictions.csv, *_heatmap.nii.gz, *_overlay.png)"
