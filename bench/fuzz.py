@@ -262,7 +262,19 @@ def _dicom_seeds(tmp: Path) -> list[Seed]:
     image = Image(rng.integers(-1000, 2000, (1, 5, 4, 3)).astype(np.float32), affine)
     folder = tmp / "dicom-series"
     write_dicom_series(image, folder, modality="CT")
-    files = {f.name: f.read_bytes() for f in sorted(folder.glob("*.dcm"))}
+    files = {}
+    for k, f in enumerate(sorted(folder.glob("*.dcm"))):  # fixed UIDs and dates: same bytes
+        ds = pydicom.dcmread(f)  # on every run, so a case number reproduces
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID = "1.2.3.1", "1.2.3.2"
+        ds.SeriesInstanceUID = "1.2.3.3"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.4.{k + 1}"
+        for keyword in ("StudyDate", "SeriesDate", "ContentDate"):
+            setattr(ds, keyword, "20260101")
+        for keyword in ("StudyTime", "SeriesTime", "ContentTime"):
+            setattr(ds, keyword, "120000")
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        files[f.name] = buf.getvalue()
     first = next(iter(files))
     out = [
         Seed("dicom-series", files, "", "dicom"),
@@ -285,7 +297,7 @@ def _dicom_seeds(tmp: Path) -> list[Seed]:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
 
     def rle(ds) -> None:  # type: ignore[no-untyped-def]
-        ds.compress(RLELossless)
+        ds.compress(RLELossless, generate_instance_uid=False)
 
     def projection(ds) -> None:  # type: ignore[no-untyped-def]
         del ds.ImageOrientationPatient, ds.ImagePositionPatient

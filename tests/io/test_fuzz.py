@@ -34,7 +34,16 @@ _spec.loader.exec_module(fuzz)  # type: ignore[union-attr]
 
 #: One seed per format family (the bench script runs all 20 seeds).
 FORMATS = ["nifti1", "nifti2-gz", "nrrd", "nhdr", "mha-zlib", "dicom-file", "dicom-series",
-           "dicom-multiframe"]  # fmt: skip
+           "dicom-multiframe", "dicom-rle"]  # fmt: skip
+#: Cases the bench run found, kept as regression tests (seed, recipe, what went wrong).
+FOUND = [
+    ("dicom-rle", [(7, 3521210870, 174451975), (7, 564997185, 2321605388),
+                   (6, 3623489257, 4062470641), (7, 3091642722, 2034013570)],
+     "the RLE codec panicked (a BaseException) and printed a Rust backtrace"),
+    ("nrrd", [(1, 2250475818, 1916481649), (1, 3884957810, 1600142026),
+              (0, 3964974274, 4119016165), (2, 4107062276, 3812826781)],
+     "a unicode digit in the dimension field reached int()"),
+]  # fmt: skip
 EXAMPLES = 60
 TIME_LIMIT_S = 10
 _counter = itertools.count()
@@ -89,6 +98,17 @@ def test_seeds_are_valid(seeds, cases) -> None:
         path = fuzz.write_case(seed, fuzz.mutate(seed, []), cases / f"seed-{name}")
         load(path)
         assert describe(path)
+
+
+@pytest.mark.parametrize(("fmt", "recipe", "problem"), FOUND)
+def test_cases_found_by_the_bench_run(
+    seeds, cases, capfd, monkeypatch, fmt, recipe, problem
+) -> None:
+    monkeypatch.delenv("MEDIMG_DEBUG", raising=False)
+    path = fuzz.write_case(seeds[fmt], fuzz.mutate(seeds[fmt], recipe), cases / f"{next(_counter)}")
+    with pytest.raises(MedimgError):
+        load(path)
+    assert capfd.readouterr().err == "", problem
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

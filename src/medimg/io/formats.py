@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from medimg.io.inputs import (
     check_declared_size,
     check_regular_file,
 )
+from medimg.io.native import held_stderr
 from medimg.io.output import atomic_path, check_output
 from medimg.typing import PathType
 
@@ -300,7 +300,9 @@ def _itk_header(p: Path) -> _ItkHeader:
             offset = pos  # the last line of a MetaImage header
             break
     ndim = fields.get("dimension" if nrrd else "ndims", "")
-    if not ndim.isdigit() or not 1 <= int(ndim) <= _MAX_ITK_DIM:  # ITK loops/allocates per dim
+    if (
+        not (ndim.isascii() and ndim.isdigit()) or not 1 <= int(ndim) <= _MAX_ITK_DIM
+    ):  # ITK loops/allocates per dim
         raise ImageReadError(
             f"header declares {ndim[:20] or 'no'} dimensions; medimg reads 2D and 3D images "
             "(re-export the file)",
@@ -336,28 +338,16 @@ def _itk_header(p: Path) -> _ItkHeader:
 @contextmanager
 def _itk_stderr(p: Path) -> Iterator[None]:
     """Hold back what ITK's C++ code prints on stderr (MetaIO parse notes bypass Python); if the
-    read fails, its last line becomes the reason in the one-line error. Kept with MEDIMG_DEBUG."""
-    if os.environ.get("MEDIMG_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
+    read fails, ITK's own first note becomes the reason in the one-line error."""
+    try:
+        with held_stderr() as held:
             yield
-        except RuntimeError as e:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            noted = [ln.strip() for ln in sink.read(4096).decode("latin-1").splitlines()]
-            reason = _itk_reason(e)
-            if noted and noted[0] and "ERROR" not in reason:  # ITK's own note says more
-                reason = noted[0]
-            raise ImageReadError(f"not a readable image file ({reason}); re-export or replace "
-                                 "it", p) from None  # fmt: skip
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    except RuntimeError as e:
+        reason = _itk_reason(e)
+        if held.first_line and "ERROR" not in reason:  # ITK's own note says more
+            reason = held.first_line
+        raise ImageReadError(f"not a readable image file ({reason}); re-export or replace it",
+                             p) from None  # fmt: skip
 
 
 def _check_itk_declared(reader: Any, header: _ItkHeader, p: Path) -> None:

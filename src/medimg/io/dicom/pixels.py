@@ -11,6 +11,7 @@ decoded by a small thread pool: file reads, numpy conversion and the codecs rele
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -32,6 +33,7 @@ from pydicom.uid import (
 
 from medimg.errors import DicomError
 from medimg.io.dicom.headers import Frame, is_deflated, number
+from medimg.io.native import held_stderr
 
 _RAW_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: What to install for each compressed family (python-gdcm decodes all of them too).
@@ -178,6 +180,13 @@ def _decode_error(frame: Frame, exc: Exception) -> DicomError:
     )
 
 
+def _decoder_failed(exc: BaseException) -> bool:
+    """Whether a pixel-data plugin failed on the data: any Exception, and a Rust codec's panic
+    (pyo3's PanicException, e.g. pylibjpeg-rle on a damaged stream), which derives from
+    BaseException so that ``except Exception`` lets it through. Interrupts are not failures."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def _load_single(frame: Frame, dst: np.ndarray) -> None:
     try:
         arr = _raw_view(frame)
@@ -187,7 +196,9 @@ def _load_single(frame: Frame, dst: np.ndarray) -> None:
             arr = pixel_array(frame.ds if is_deflated(frame.ds) else frame.path)
     except DicomError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if not _decoder_failed(exc):
+            raise
         raise _decode_error(frame, exc) from None
     _store(dst, arr, frame)
 
@@ -200,13 +211,23 @@ def _load_multiframe(path: Path, slots: list[tuple[int, Frame]], out: np.ndarray
     for k, frame in slots:
         try:
             arr = next(frames)
-        except Exception as exc:
+        except BaseException as exc:
+            if not _decoder_failed(exc):
+                raise
             raise _decode_error(frame, exc) from None
         _store(out[:, :, :, k], arr, frame)
 
 
 def load_pixels(frames: list[Frame], out: np.ndarray, *, workers: int | None = None) -> None:
     """Fill ``out[:, :, :, k]`` with frame ``k``'s rescaled pixels."""
+    syntaxes = {str(f.ds.file_meta.get("TransferSyntaxUID")) for f in frames}
+    native = any(ts not in _RAW_SYNTAXES for ts in syntaxes)
+    # codecs (Rust panics, C++ notes) may print on stderr: held back while they run
+    with held_stderr() if native else contextlib.nullcontext():
+        _load_pixels(frames, out, workers)
+
+
+def _load_pixels(frames: list[Frame], out: np.ndarray, workers: int | None) -> None:
     for ts_frame in {str(f.ds.file_meta.get("TransferSyntaxUID")): f for f in frames}.values():
         check_decodable(ts_frame)  # fail before decoding anything
     multi: dict[Path, list[tuple[int, Frame]]] = defaultdict(list)
