@@ -502,7 +502,9 @@ def check(path: Path) -> tuple[str, str]:
             call(path)
         except MedimgError as e:
             return "refused", str(e)
-        except Exception as e:
+        except BaseException as e:  # a native panic derives from BaseException
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
             tb = traceback.extract_tb(e.__traceback__)[-1]
             where = f"{Path(tb.filename).name}:{tb.lineno}"
             return "internal", f"{call.__name__}: {type(e).__name__}: {e} ({where})"[:500]

@@ -211,12 +211,12 @@ def _main(argv: Sequence[str] | None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if os.environ.get("MEDIMG_DEBUG"):
+    except BaseException as exc:  # also a native library's panic (pyo3's PanicException)
+        if isinstance(exc, (SystemExit, GeneratorExit)) or os.environ.get("MEDIMG_DEBUG"):
             raise
-        kind = type(exc).__name__
+        kind, text = type(exc).__name__, " ".join(str(exc).split())[:300]  # one line
         print(
-            f"error: internal error ({kind}: {exc}); this is a bug in medimg, please report it "
+            f"error: internal error ({kind}: {text}); this is a bug in medimg, please report it "
             "(set MEDIMG_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )

@@ -348,6 +348,21 @@ def test_third_party_warnings_hidden_and_own_warnings_one_line(monkeypatch, caps
     assert [str(w.message) for w in _info_warnings(capsys)[3]] == ["noise"]
 
 
+def test_native_panic_is_one_internal_error_line(monkeypatch, capsys) -> None:
+    import medimg.io.api as api
+
+    class PanicException(BaseException):  # what pyo3 raises for a Rust panic
+        pass
+
+    def panic(path):
+        raise PanicException("index out of bounds:\n  the len is 24")
+
+    monkeypatch.delenv("MEDIMG_DEBUG", raising=False)
+    monkeypatch.setattr(api, "describe", panic)
+    code, _, err = run_cli(capsys, "info", "x.nii.gz")
+    assert code == 1 and err.count("\n") == 1 and "PanicException: index out of bounds" in err
+
+
 def test_real_library_warnings_do_not_reach_stderr(tmp_path, capfd, monkeypatch) -> None:
     monkeypatch.delenv("MEDIMG_DEBUG", raising=False)
     h = nib.Nifti1Header()
