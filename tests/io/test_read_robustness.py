@@ -114,6 +114,21 @@ def test_fifo_as_the_data_file_of_a_detached_header(tmp_path) -> None:
         load(hdr)
 
 
+def test_unreadable_dicom_file_is_not_called_corrupt(tmp_path, monkeypatch) -> None:
+    from medimg.io.dicom import headers
+
+    path = tmp_path / "locked.dcm"
+    make_slice(np.zeros((4, 4), np.int16)).save_as(path, enforce_file_format=True)
+
+    def denied(p, **kwargs):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(headers.pydicom, "dcmread", denied)  # root can read a chmod 000 file
+    with pytest.raises(ImageReadError, match="permissions") as err:
+        load(path)
+    assert "corrupt" not in str(err.value)
+
+
 # ------------------------------------------------------------------ huge declared sizes
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 @pytest.mark.parametrize(

@@ -161,6 +161,9 @@ def read_header(path: Path, *, pixels: bool) -> Dataset | None:
         pass  # no preamble: maybe a bare dataset (old exports), checked below
     except DicomError:
         raise
+    except (PermissionError, IsADirectoryError) as exc:  # not damage: say what it is
+        raise ImageReadError(f"cannot be read ({exc.strerror}); check its permissions",
+                             path) from None  # fmt: skip
     except Exception as exc:  # pydicom raises many kinds for damaged files
         raise DicomError(
             f"truncated or corrupt DICOM file ({type(exc).__name__}: {exc}); "
