@@ -188,13 +188,26 @@ def test_auto_restarts_a_run_killed_before_its_first_checkpoint_only_if_unchange
     assert _fit(tmp_path, cfg, resume="auto").last_step == 4  # same config: nothing is lost
 
 
-def test_kill_between_checkpoint_renames_resumes_from_the_complete_one(tmp_path: Path) -> None:
+def test_interrupt_between_checkpoint_renames_resumes_from_the_complete_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = _cfg(max_steps=6, checkpoint_every=3, val_every=3)
     straight = _fit(tmp_path / "straight", cfg)
-    _fit(tmp_path / "run", _cfg(max_steps=3, checkpoint_every=3, val_every=3))
-    # killed while step 6's checkpoint replaced last/: last/ moved aside, the new one not in
-    os.replace(tmp_path / "run" / "last", tmp_path / "run" / "last.old")
-    done = _fit(tmp_path / "run", cfg, resume=True, allow_config_change=True)
+    real, calls = os.replace, []
+
+    def interrupted(src: Any, dst: Any) -> None:
+        calls.append(Path(dst).name)
+        if calls[-2:] == ["last.old", "last"] and len(calls) > 3:  # step 6: old aside, new not in
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr("medimg.engine.checkpoint.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "run", cfg)
+    monkeypatch.undo()
+    assert not (tmp_path / "run" / "last").exists()
+    assert load_training_state(tmp_path / "run" / "last.old")["step"] == 3
+    done = _fit(tmp_path / "run", cfg, resume=True)
     assert done.last_step == 6 and not (tmp_path / "run" / "last.old").exists()
     a, b = _weights(straight.last_checkpoint), _weights(done.last_checkpoint)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
