@@ -173,7 +173,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = add_verb(sub, "train", "train a registration network (unsupervised, weak or full supervision)",
               "medimg register train data/RegMR --mode weak\n"
               "medimg register train data/RegMR/dataset.json --supervision full --max-steps 500\n"
-              "medimg register train --preset default --export src/medimg/tasks/register/default")  # fmt: skip
+              "medimg register train --preset default --export src/medimg/tasks/register/default --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset.json (or its folder), pairs .json or .csv")
     p.add_argument("--mode", "--supervision", dest="mode",
                    choices=("unsupervised", "weak", "supervised", "full"),

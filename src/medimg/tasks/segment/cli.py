@@ -163,7 +163,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
 
     p = add_verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
-              "medimg segment train --preset default --export src/medimg/tasks/segment/default")  # fmt: skip
+              "medimg segment train --preset default --export src/medimg/tasks/segment/default --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
     p.add_argument("--fold", type=_fold, default=0,
                    help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
