@@ -34,6 +34,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -518,7 +519,7 @@ def _limit_memory(max_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
-def _worker(conn, seeds: list[Seed], root: str, base_seed: int, memory: int) -> None:  # type: ignore[no-untyped-def]
+def _worker(conn: Any, seeds: list[Seed], root: str, base_seed: int, memory: int) -> None:
     import warnings
 
     warnings.simplefilter("ignore")

@@ -159,7 +159,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 _LIBRARY_LOGGERS = ("nibabel", "nibabel.global", "pydicom")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 

@@ -195,6 +195,22 @@ def test_dicom_pixel_attributes_that_make_no_sense(tmp_path, keyword, value) -> 
         assert str(err.value).startswith(str(path))
 
 
+def test_dicom_value_pydicom_cannot_convert_names_the_file(tmp_path, capsys) -> None:
+    folder = tmp_path / "study"
+    write_series(folder / "good", random_volume())
+    bad = folder / "bad.dcm"
+    make_slice(np.zeros((4, 4), np.int16), series="other").save_as(bad, enforce_file_format=True)
+    raw = bad.read_bytes()
+    tag = b"\x08\x00\x60\x00CS"  # Modality, explicit VR: give it an unknown VR
+    assert raw.count(tag) == 1
+    bad.write_bytes(raw.replace(tag, b"\x08\x00\x60\x00C\xcb"))
+    with pytest.raises(ImageReadError, match="Value Representation") as err:
+        load(bad)
+    assert str(err.value).startswith(str(bad))
+    code, out, _ = run_cli(capsys, "info", folder)
+    assert code == 0 and "7x9x5 voxels" in out and "skipped 1" in out and "bad.dcm" in out
+
+
 def test_dicom_number_of_frames_beyond_the_file(tmp_path) -> None:
     ds = make_slice(np.zeros((4, 4), np.int16))
     ds.NumberOfFrames = 2**31 - 1
@@ -251,12 +267,17 @@ def test_itk_header_with_absurd_dimension_count_refused_quickly(tmp_path) -> Non
     """MetaIO/teem loop or allocate per declared dimension inside C++, where no alarm can
     interrupt them: the read runs in a child process with a deadline."""
     mha = tmp_path / "ndims.mha"
-    mha.write_bytes(b"ObjectType = Image\nNDims = 4294967296\nDimSize = 5 4 3\n"
-                    b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + b"\0" * 240)  # fmt: skip
+    mha.write_bytes(
+        b"ObjectType = Image\nNDims = 4294967296\nDimSize = 5 4 3\n"
+        b"ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + b"\0" * 240
+    )
     nrrd = tmp_path / "dims.nrrd"
     nrrd.write_bytes(b"NRRD0004\ntype: float\ndimension: 65535\nsizes: 5 4 3\nencoding: raw\n"
                      b"endian: little\n\n" + b"\0" * 240)  # fmt: skip
-    code = "import sys; from medimg.cli import main; sys.exit(max(main(['info', a]) for a in sys.argv[1:]))"
+    code = (
+        "import sys; from medimg.cli import main; "
+        "sys.exit(max(main(['info', a]) for a in sys.argv[1:]))"
+    )
     done = subprocess.run([sys.executable, "-c", code, str(mha), str(nrrd)], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2

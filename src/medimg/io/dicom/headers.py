@@ -11,6 +11,7 @@ import math
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,36 @@ class Frame:
     slope: float = 1.0
     intercept: float = 0.0
     thickness: float | None = None
+
+
+def _inside_pydicom(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while pydicom code was running (a value it could not convert)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "pydicom" in Path(tb.tb_frame.f_code.co_filename).parts:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+@contextmanager
+def header_values(source: Path) -> Iterator[None]:
+    """pydicom converts a header value when it is first used, long after the file was read: a
+    value it cannot convert (an unknown VR, undecodable text) is the file's fault, reported in
+    one line naming ``source``. Errors raised outside pydicom pass through unchanged."""
+    try:
+        yield
+    except MedimgError:
+        raise
+    except Exception as exc:
+        if not _inside_pydicom(exc):
+            raise
+        msg = " ".join(str(exc).split())[:200]
+        raise DicomError(
+            f"unreadable DICOM attribute ({type(exc).__name__}: {msg}); the header is corrupt "
+            "or not DICOM-conformant, export it again",
+            source,
+        ) from None
 
 
 def numbers(ds: Dataset | None, keyword: str) -> tuple[float, ...] | None:
@@ -247,6 +278,17 @@ def check_frame(frame: Frame) -> Frame:
     return frame
 
 
+#: Header values the series listing and the reader's metadata use after the header pass.
+_USED_LATER = (
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "SeriesDescription",
+    "Modality",
+    "PatientID",
+    "FrameOfReferenceUID",
+    "SeriesNumber",
+    "PhotometricInterpretation",
+)
 #: Allowed values of the pixel-description attributes that decoding relies on.
 _PIXEL_FORMAT = {
     "Rows": range(1, 1 << 16),
@@ -284,6 +326,8 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
     """The frames of one image instance (single-frame, enhanced or legacy multi-frame)."""
     from medimg.io.dicom.multiframe import multiframe_frames
 
+    for keyword in _USED_LATER:  # converted now, so a bad value is blamed on this file
+        ds.get(keyword)
     _check_pixel_format(ds, path)
     rows, cols = int(ds.Rows), int(ds.Columns)
     if (number(ds, "NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
@@ -328,13 +372,14 @@ def scan(path: Path, *, pixels: bool, unreadable: list[str] | None = None) -> li
                                   "link), skipped")  # fmt: skip
             continue
         try:
-            ds = read_header(f, pixels=pixels)
-            if ds is None:
-                continue
-            if is_image(ds):
-                frames.extend(frames_of(ds, f))
-            else:
-                skipped.append(kind(ds))
+            with header_values(f):
+                ds = read_header(f, pixels=pixels)
+                if ds is None:
+                    continue
+                if is_image(ds):
+                    frames.extend(frames_of(ds, f))
+                else:
+                    skipped.append(kind(ds))
         except MedimgError as exc:
             if unreadable is None:
                 raise
@@ -348,6 +393,11 @@ def scan(path: Path, *, pixels: bool, unreadable: list[str] | None = None) -> li
 
 
 def _scan_file(path: Path, *, pixels: bool) -> list[Frame]:
+    with header_values(path):
+        return _scan_one(path, pixels=pixels)
+
+
+def _scan_one(path: Path, *, pixels: bool) -> list[Frame]:
     ds = read_header(path, pixels=pixels)
     if ds is None:
         suffix = path.suffix.lower()

@@ -207,7 +207,8 @@ def _load_multiframe(path: Path, slots: list[tuple[int, Frame]], out: np.ndarray
     """Decode the frames of one multi-frame file one at a time, into their output slices."""
     slots = sorted(slots, key=lambda s: s[1].index)  # type: ignore[arg-type,return-value]
     ds = slots[0][1].ds
-    frames = iter_pixels(ds if is_deflated(ds) else path, indices=[f.index for _, f in slots])  # type: ignore[misc]
+    indices = [f.index for _, f in slots]
+    frames = iter_pixels(ds if is_deflated(ds) else path, indices=indices)  # type: ignore[arg-type]
     for k, frame in slots:
         try:
             arr = next(frames)

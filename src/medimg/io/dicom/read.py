@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from medimg.errors import MedimgError
-from medimg.io.dicom.headers import Frame, scan
+from medimg.io.dicom.headers import Frame, header_values, scan
 from medimg.io.dicom.pixels import allocate, check_stored_sizes, load_pixels
 from medimg.io.dicom.resample import regrid_along_normal, shift_slices
 from medimg.io.dicom.series import group_series, select_series
@@ -110,7 +110,7 @@ def read_dicom(
     ((1, 512, 512, 120), (0.7, 0.7, 2.5))
     """
     source = Path(path)
-    with _named(source):
+    with _named(source), header_values(source):
         return _read(source, series=series, allow_gaps=allow_gaps, tilt=tilt)
 
 

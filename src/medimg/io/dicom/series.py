@@ -16,7 +16,7 @@ import numpy as np
 
 from medimg.errors import DicomError
 from medimg.io.dicom.geometry import orientation_vectors
-from medimg.io.dicom.headers import Frame, number, scan
+from medimg.io.dicom.headers import Frame, header_values, number, scan
 from medimg.typing import PathType
 
 
@@ -104,8 +104,9 @@ def list_series(folder: PathType, unreadable: list[str] | None = None) -> list[S
     >>> for i, s in enumerate(list_series("study/")):  # doctest: +SKIP
     ...     print(i, s.line())
     """
-    frames = scan(Path(folder), pixels=False, unreadable=unreadable)
-    return [summarize(g) for g in group_series(frames)]
+    with header_values(Path(folder)):
+        frames = scan(Path(folder), pixels=False, unreadable=unreadable)
+        return [summarize(g) for g in group_series(frames)]
 
 
 def _menu(groups: list[list[Frame]], limit: int = 4) -> str:
