@@ -303,11 +303,46 @@ def _dicom_seeds(tmp: Path) -> list[Seed]:
     def projection(ds) -> None:  # type: ignore[no-untyped-def]
         del ds.ImageOrientationPatient, ds.ImagePositionPatient
 
+    def enhanced(ds) -> None:  # type: ignore[no-untyped-def]
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence
+
+        def item(sequence: str, **values: object) -> Dataset:
+            inner = Dataset()
+            for key, value in values.items():
+                setattr(inner, key, value)
+            outer = Dataset()
+            setattr(outer, sequence, Sequence([inner]))
+            return outer
+
+        shared = item(
+            "PlaneOrientationSequence", ImageOrientationPatient=ds.ImageOrientationPatient
+        )
+        shared.PixelMeasuresSequence = item(
+            "PixelMeasuresSequence", PixelSpacing=ds.PixelSpacing, SliceThickness=2.0
+        ).PixelMeasuresSequence
+        ipp = [float(v) for v in ds.ImagePositionPatient]
+        normal = np.cross(*np.reshape([float(v) for v in ds.ImageOrientationPatient], (2, 3)))
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        ds.PerFrameFunctionalGroupsSequence = Sequence(
+            [item("PlanePositionSequence", ImagePositionPatient=list(ipp + 2.0 * k * normal))
+             for k in range(3)]
+        )  # fmt: skip
+        ds.NumberOfFrames = 3
+        ds.PixelData = ds.PixelData * 3
+        del ds.ImageOrientationPatient, ds.ImagePositionPatient, ds.PixelSpacing
+
+    def colour(ds) -> None:  # type: ignore[no-untyped-def]
+        rgb = np.arange(ds.Rows * ds.Columns * 3, dtype=np.uint8).reshape(ds.Rows, ds.Columns, 3)
+        ds.set_pixel_data(rgb, "RGB", 8, generate_instance_uid=False)
+
     for name, edit in (
         ("dicom-multiframe", multiframe),
         ("dicom-deflated", deflated),
         ("dicom-rle", rle),
         ("dicom-2d", projection),
+        ("dicom-enhanced", enhanced),
+        ("dicom-rgb", colour),
     ):
         variant(name, edit)
     return out

@@ -34,7 +34,7 @@ _spec.loader.exec_module(fuzz)  # type: ignore[union-attr]
 
 #: One seed per format family (the bench script runs all 20 seeds).
 FORMATS = ["nifti1", "nifti2-gz", "nrrd", "nhdr", "mha-zlib", "dicom-file", "dicom-series",
-           "dicom-multiframe", "dicom-rle"]  # fmt: skip
+           "dicom-multiframe", "dicom-rle", "dicom-enhanced"]  # fmt: skip
 #: Cases the bench run found, kept as regression tests (seed, recipe, what went wrong).
 FOUND = [
     ("dicom-rle", [(7, 3521210870, 174451975), (7, 564997185, 2321605388),
