@@ -75,3 +75,17 @@ def test_count_arguments_refuse_negatives() -> None:
     for parse, text in ((positive_int, "0"), (positive_int, "-2"), (non_negative_int, "x")):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+def test_case_ids_say_when_two_files_only_collide_by_name(tmp_path) -> None:
+    with pytest.raises(InputError, match="names collide"):
+        case_ids([tmp_path / "x.nii", tmp_path / "x.nii.gz"])
+
+
+def test_real_valued_arguments_refuse_nan_and_out_of_range() -> None:
+    from medimg.tasks.cli_helpers import finite_float, fraction, positive_float
+
+    assert positive_float("0.5") == 0.5 and fraction("1") == 1.0 and finite_float("-2") == -2.0
+    for parse, text in ((positive_float, "0"), (fraction, "1.5"), (finite_float, "nan")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

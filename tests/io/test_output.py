@@ -198,3 +198,24 @@ def test_a_full_disk_error_names_the_output(tmp_path) -> None:
         with atomic_path(tmp_path / "big.nii.gz"):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert info.value.filename == str(tmp_path / "big.nii.gz")
+
+
+def test_atomic_dir_failure_leaves_no_parent_folders_it_made(tmp_path) -> None:
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "a" / "b" / "out") as d:
+            (d / "x").write_text("partial")
+            raise RuntimeError("the verb failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output_dir_refuses_what_atomic_dir_would_without_writing(tmp_path) -> None:
+    from medimg.io.output import check_output_dir
+
+    foreign = tmp_path / "results"
+    foreign.mkdir()
+    (foreign / "a.txt").write_text("mine")
+    with pytest.raises(InputError, match="did not write"):
+        check_output_dir(foreign, overwrite=True)
+    assert check_output_dir(foreign, overwrite=True, owned=True) == foreign
+    assert check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert not (tmp_path / "new").exists()

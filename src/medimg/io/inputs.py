@@ -31,6 +31,7 @@ __all__ = [
     "check_regular_file",
     "memory_budget",
     "read_csv_rows",
+    "read_text",
 ]
 
 #: Environment variable: the most bytes one array may take (e.g. ``8G``); default: the
@@ -129,24 +130,32 @@ def check_real(array: np.ndarray, path: PathType | None = None, *, what: str = "
         )
 
 
-def read_csv_rows(path: PathType, *, required: Sequence[str] = ()) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header line, read as UTF-8 (a BOM is allowed).
-
-    Refuses, in one line naming the file: a special file, text that is not UTF-8 (with the
-    offset of the first bad byte), a missing header, and missing ``required`` columns.
-    """
+def read_text(path: PathType) -> str:
+    """A text file's content, decoded as UTF-8 (a BOM is allowed); refuses in one line naming
+    the file a special file, text that is not UTF-8 (with the first bad byte's offset) and
+    binary content (NUL bytes)."""
     p = check_regular_file(path)
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(
-            f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as "
-            "UTF-8 CSV",
+            f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8",
             p,
         ) from None
     if "\x00" in text:
-        raise InputError("holds NUL bytes, so it is not a CSV text file; check the path", p)
+        raise InputError("holds NUL bytes, so it is not a text file; check the path", p)
+    return text
+
+
+def read_csv_rows(path: PathType, *, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header line, read as UTF-8 (a BOM is allowed).
+
+    Refuses, in one line naming the file: a special file, text that is not UTF-8 (with the
+    offset of the first bad byte), a missing header, and missing ``required`` columns.
+    """
+    p = Path(path)
+    text = read_text(p)
     try:
         reader = csv.DictReader(text.splitlines())
         rows = list(reader)
@@ -192,8 +201,12 @@ def case_ids(paths: Sequence[PathType], root: PathType | None = None) -> list[st
     seen: dict[str, int] = {}
     for i, name in enumerate(out):
         if name in seen:
+            same = resolved[i] == resolved[seen[name]]
+            why = "the same file twice" if same else "their names collide"
             raise InputError(
-                f"names the same case as {ps[seen[name]]}; give each input once", ps[i]
+                f"names the same case as {ps[seen[name]]} ({why}); give each case once, under a "
+                "name of its own",
+                ps[i],
             )
         seen[name] = i
     return out

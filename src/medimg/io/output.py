@@ -32,6 +32,7 @@ __all__ = [
     "atomic_dir",
     "atomic_path",
     "check_output",
+    "check_output_dir",
     "check_outputs",
     "is_owned",
     "mark_owned",
@@ -204,6 +205,30 @@ def is_owned(folder: PathType) -> bool:
     return (Path(folder) / OWNER_MARK).is_file()
 
 
+def check_output_dir(
+    path: PathType,
+    overwrite: bool = False,
+    *,
+    inputs: Iterable[PathType] = (),
+    owned: bool | None = None,
+) -> Path:
+    """The checks :func:`atomic_dir` makes, without writing: call it before the work when the
+    folder is written later. Refuses what :func:`check_outputs` refuses, a file in the folder's
+    place, and an existing non-empty folder that medimg did not make (``owned``, else the
+    :data:`OWNER_MARK`), even with ``overwrite``."""
+    target = check_outputs([path], inputs=inputs, overwrite=overwrite)[0]
+    if target.exists() and not target.is_dir():
+        raise InputError("is a file; name a folder to write", target)
+    replacing = target.is_dir() and any(target.iterdir())
+    if replacing and not (is_owned(target) if owned is None else owned):
+        raise InputError(
+            "holds files medimg did not write; --overwrite only replaces an earlier medimg "
+            "output, choose a new or empty folder",
+            target,
+        )
+    return target
+
+
 @contextmanager
 def atomic_dir(
     path: PathType,
@@ -222,16 +247,8 @@ def atomic_dir(
     otherwise the folder must hold :data:`OWNER_MARK`. ``mark`` puts the mark into the new folder
     (off for folders other programs scan file by file, e.g. DICOM series).
     """
-    target = check_outputs([path], inputs=inputs, overwrite=overwrite)[0]
-    if target.exists() and not target.is_dir():
-        raise InputError("is a file; name a folder to write", target)
-    replacing = target.is_dir() and any(target.iterdir())
-    if replacing and not (is_owned(target) if owned is None else owned):
-        raise InputError(
-            "holds files medimg did not write; --overwrite only replaces an earlier medimg "
-            "output, choose a new or empty folder",
-            target,
-        )
+    target = check_output_dir(path, overwrite, inputs=inputs, owned=owned)
+    created = [p for p in _resolved(target).parents if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     try:
@@ -252,6 +269,9 @@ def atomic_dir(
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # innermost first: a failure leaves no empty parents behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

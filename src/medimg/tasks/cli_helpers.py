@@ -5,10 +5,19 @@ when a thread count is set), so ``medimg --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import math
 import textwrap
 from collections.abc import Sequence
 
-__all__ = ["add_verb", "non_negative_int", "positive_int", "set_threads"]
+__all__ = [
+    "add_verb",
+    "finite_float",
+    "fraction",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "set_threads",
+]
 
 
 def add_verb(
@@ -56,4 +65,35 @@ def _int_at_least(text: str, low: int) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"{value} is below {low}; give a number >= {low}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type=``: any finite number (NaN and infinities are refused)."""
+    return _float(text)
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=``: a finite number > 0 (spacing, photon count, learning rate...)."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not above 0; give a positive number")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse ``type=``: a finite number in (0, 1] (dose fraction, ACS fraction...)."""
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in (0, 1]; give a fraction like 0.25")
     return value
