@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medimg.errors import InputError
+from medimg.io.output import atomic_dir, check_output_dir
 from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
 from medimg.tasks.detect.cli import positive_float
 
@@ -130,21 +131,19 @@ def _figure(ks, boxes: np.ndarray, scores: np.ndarray, path: Path) -> None:
 
 def _predict2d(args: argparse.Namespace) -> int:
     from medimg.engine import resolve_device
-    from medimg.io.output import check_outputs
     from medimg.tasks.detect.lesion2d import load_lesion_model
-    from medimg.tasks.detect.outputs import output_folder
 
     set_threads(args.threads)
     out = Path(args.output)
     sources = [args.input, args.model or DEFAULT_MODEL_2D]  # never replace the model folder
-    check_outputs([out], inputs=sources, overwrite=args.overwrite)  # before any work
+    check_output_dir(out, args.overwrite, inputs=sources)  # before any work
     model, cfg = load_lesion_model(args.model or DEFAULT_MODEL_2D)
     device = resolve_device(args.device)
     model.to(device)
     slices, has_truth = _key_slices(args, cfg.neighbours)
     if not slices:
         raise InputError(f"no key slices in the {args.split} split", args.input)
-    with output_folder(out, args.overwrite, inputs=sources) as tmp:
+    with atomic_dir(out, args.overwrite, inputs=sources) as tmp:
         n_rows, res = _detect_slices(args, model, cfg, device, slices, has_truth, tmp)
     print(f"wrote {n_rows} findings on {len(slices)} key slice(s) to {out}/detections.csv, .json")
     if res is not None:

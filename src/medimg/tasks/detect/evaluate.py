@@ -21,7 +21,7 @@ import numpy as np
 from medimg.datasets.luna16 import read_annotations, read_text_lines
 from medimg.errors import InputError
 from medimg.io.inputs import read_csv_rows
-from medimg.io.output import atomic_path, check_outputs
+from medimg.io.output import atomic_dir, atomic_path, check_output_dir
 from medimg.metrics.detection import (
     FROC_RATES,
     ScanMatch,
@@ -117,10 +117,8 @@ def evaluate_candidates(
 ) -> dict:
     """Score ``candidates`` (CSV) against ``annotations`` (LUNA16 CSV); write ``froc.csv``,
     ``summary.md``, ``froc.png`` and ``summary.json`` into ``out_dir`` and return the summary."""
-    from medimg.tasks.detect.outputs import output_folder
-
     sources = [x for x in (candidates, annotations, excluded, scans) if x is not None]
-    check_outputs([out_dir], inputs=sources, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite, inputs=sources)
     if n_resamples < 1:
         raise InputError(f"need at least 1 bootstrap resample, got {n_resamples}")
     if threshold is not None and not np.isfinite(threshold):
@@ -158,7 +156,7 @@ def evaluate_candidates(
     est = froc_bootstrap(centre, n_resamples=n_resamples, seed=seed)
     op = operating_point(centre, threshold=threshold, fp_per_scan=None if threshold is not None
                          else fp_per_scan, n_resamples=n_resamples, seed=seed)  # fmt: skip
-    with output_folder(out_dir, overwrite, inputs=sources) as out:
+    with atomic_dir(out_dir, overwrite, inputs=sources) as out:
         return _write_report(out, res, est, op, by_iou, has_d, iou_threshold)
 
 

@@ -33,7 +33,7 @@ import torch
 from medimg.errors import InputError
 from medimg.io.image import Image
 from medimg.io.inputs import case_ids
-from medimg.io.output import atomic_path, check_outputs
+from medimg.io.output import atomic_dir, atomic_path, check_output_dir
 from medimg.tasks.detect.data import check_ct_volume
 from medimg.tasks.detect.infer import Candidate, InferenceConfig, detect_volume, load_model_folder
 from medimg.typing import PathType
@@ -201,7 +201,6 @@ def predict_path(
     from tqdm import tqdm
 
     from medimg.io.api import load
-    from medimg.tasks.detect.outputs import output_folder
 
     inputs = find_inputs(input_path)
     out = Path(output_dir)
@@ -214,11 +213,11 @@ def predict_path(
                                  "the series); drop --seg or give the series folder", path)  # fmt: skip
     # the model folder too: replacing an output that holds it would delete the model
     sources = [input_path, model or DEFAULT_MODEL]
-    check_outputs([out], inputs=sources, overwrite=overwrite)
+    check_output_dir(out, overwrite, inputs=sources)
     det = Detector(model, device, flips)
     rows: dict[str, list[Candidate]] = {}
     written = []
-    with output_folder(out, overwrite, inputs=sources) as tmp:
+    with atomic_dir(out, overwrite, inputs=sources) as tmp:
         for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
             image = load(path, modality="CT")
             check_ct_volume(image, path)

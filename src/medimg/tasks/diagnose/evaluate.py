@@ -14,7 +14,7 @@ import numpy as np
 
 from medimg.errors import InputError
 from medimg.io.inputs import read_csv_rows
-from medimg.io.output import atomic_path, check_outputs
+from medimg.io.output import atomic_dir, atomic_path, check_output_dir
 from medimg.metrics.classification import (
     auc_bootstrap_ci,
     auc_delong_ci,
@@ -129,10 +129,9 @@ def evaluate_predictions(
     """Score ``predictions.csv`` against the labels of a manifest (cases matched by id); writes
     ``metrics.json``, ``metrics.md``, ``roc.png`` and ``reliability.png`` into ``out_dir``."""
     from medimg.datasets.manifest import read_manifest
-    from medimg.tasks.diagnose.outputs import output_folder
 
     out = Path(out_dir)
-    check_outputs([out], inputs=[predictions, manifest], overwrite=overwrite)
+    check_output_dir(out, overwrite, inputs=[predictions, manifest])
     pred_path = Path(predictions)
     preds, pos_names = _read_predictions(pred_path)
     man = read_manifest(manifest, check_files=False, allow_missing_modality=True)
@@ -143,7 +142,7 @@ def evaluate_predictions(
         )
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold {threshold} is not a probability; give one in [0, 1]")
-    with output_folder(out, overwrite, inputs=[predictions, manifest]) as tmp:
+    with atomic_dir(out, overwrite, inputs=[predictions, manifest]) as tmp:
         return _evaluate(preds, pos_names, pred_path, man, rows, tmp, threshold)
 
 

@@ -28,7 +28,7 @@ from medimg.errors import CheckpointError, InputError
 from medimg.explain import heatmap_image, saliency_map, save_overlay_png
 from medimg.io.image import Image
 from medimg.io.inputs import case_ids
-from medimg.io.output import check_outputs
+from medimg.io.output import atomic_dir, check_output_dir
 from medimg.tasks.diagnose.calibration import probabilities
 from medimg.tasks.diagnose.data import load_case_images, prepare_image
 from medimg.tasks.diagnose.train import MODEL_WEIGHTS, MODEL_YAML, build_model, load_config
@@ -205,7 +205,6 @@ def predict_path(
     from tqdm import tqdm
 
     from medimg.io.api import save
-    from medimg.tasks.diagnose.outputs import output_folder
 
     out = Path(out_dir)
     dx = Diagnoser(model, device)
@@ -213,9 +212,9 @@ def predict_path(
     cases = _cases(inputs, n_mod)
     # the model folder too: replacing an output that holds it would delete the model
     sources = [inputs, dx.folder, *(f for _, files in cases for f in files if f is not None)]
-    check_outputs([out], inputs=sources, overwrite=overwrite)  # before any work
+    check_output_dir(out, overwrite, inputs=sources)  # before any work
     rows, written = [], []
-    with output_folder(out, overwrite, inputs=sources) as tmp:
+    with atomic_dir(out, overwrite, inputs=sources) as tmp:
         for case_id, files in tqdm(cases, desc="diagnose", disable=len(cases) < 5):
             images = load_case_images(files, n_mod, dx.cfg.channels)
             pred = dx.predict(images, explain=explain)

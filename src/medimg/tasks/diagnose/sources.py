@@ -13,7 +13,7 @@ import numpy as np
 
 from medimg.engine import TrainConfig, TrainResult
 from medimg.errors import InputError
-from medimg.io.output import check_outputs
+from medimg.io.output import atomic_dir, atomic_path, check_outputs
 from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
 from medimg.tasks.diagnose.train import (
     MODEL_WEIGHTS,
@@ -40,7 +40,6 @@ def write_simulated_set(
     simulated set is replaced only with ``overwrite``)."""
     from medimg.io.api import save
     from medimg.phantoms.diagnosis import KINDS, iter_cases
-    from medimg.tasks.diagnose.outputs import output_folder
 
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if any(n < 0 for n in counts.values()) or sum(counts.values()) < 1:
@@ -49,7 +48,7 @@ def write_simulated_set(
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     root = Path(out)
     rows, truth = [], {}
-    with output_folder(root, overwrite) as tmp:
+    with atomic_dir(root, overwrite) as tmp:
         for s, (split, n) in enumerate(counts.items(), start=seed):
             for t, case in enumerate(iter_cases(kind, n, seed=s) if n else []):
                 cid = f"{split}{t:04d}"
@@ -226,7 +225,6 @@ def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | No
 def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> Path:
     """Copy ``model.yaml`` and ``model.safetensors`` of a finished run into ``dest`` (existing
     model files there are replaced only with ``overwrite``; each file appears whole)."""
-    from medimg.io.output import atomic_path
 
     run, out = Path(run_dir), Path(dest)
     if not (run / MODEL_YAML).is_file() or not (run / MODEL_WEIGHTS).is_file():
