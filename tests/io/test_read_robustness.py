@@ -263,9 +263,10 @@ def test_itk_header_sizes_checked_before_reading(tmp_path, name, header) -> None
     assert str(path) in msg and ("truncated" in msg or "needs" in msg), msg
 
 
-def test_itk_header_with_absurd_dimension_count_refused_quickly(tmp_path) -> None:
-    """MetaIO/teem loop or allocate per declared dimension inside C++, where no alarm can
-    interrupt them: the read runs in a child process with a deadline."""
+def test_itk_headers_that_made_itk_spin_are_refused_quickly(tmp_path) -> None:
+    """MetaIO loops or allocates per declared dimension, and ITK's reader spun on a direction
+    matrix holding 1e308, inside C++ where no alarm can interrupt them: the reads run in a
+    child process with a deadline."""
     mha = tmp_path / "ndims.mha"
     mha.write_bytes(
         b"ObjectType = Image\nNDims = 4294967296\nDimSize = 5 4 3\n"
@@ -274,15 +275,24 @@ def test_itk_header_with_absurd_dimension_count_refused_quickly(tmp_path) -> Non
     nrrd = tmp_path / "dims.nrrd"
     nrrd.write_bytes(b"NRRD0004\ntype: float\ndimension: 65535\nsizes: 5 4 3\nencoding: raw\n"
                      b"endian: little\n\n" + b"\0" * 240)  # fmt: skip
+    matrix = tmp_path / "matrix.mha"
+    matrix.write_bytes(
+        b"ObjectType = Image\nNDims = 2\nTransformMatrix = 1 0 1e308 1\nDimSize = 5 4\n"
+        b"ElementNumberOfChannels = 3\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+        + b"\0"
+        * 60
+    )
     code = (
         "import sys; from medimg.cli import main; "
         "sys.exit(max(main(['info', a]) for a in sys.argv[1:]))"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(mha), str(nrrd)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    files = [str(mha), str(nrrd), str(matrix)]
+    done = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 2 and all("dimensions" in ln for ln in lines), done.stderr
+    assert len(lines) == 3, done.stderr
+    assert "dimensions" in lines[0] and "dimensions" in lines[1] and "direction" in lines[2]
 
 
 # ------------------------------------------------------------------ RGB NIfTI

@@ -368,6 +368,17 @@ def _check_itk_declared(reader: Any, header: _ItkHeader, p: Path) -> None:
             "infinite or non-positive values; fix the header's geometry",
             p,
         )
+    nd = len(reader.GetSize())
+    direction = np.reshape(reader.GetDirection(), (nd, nd))
+    # direction cosines lie in [-1, 1] and span the space; ITK's reader spun for minutes on
+    # a MetaImage TransformMatrix holding 1e308
+    if np.abs(direction).max() > 1 + 1e-3 or abs(np.linalg.det(direction)) < 1e-6:
+        raise ImageReadError(
+            f"header's direction matrix {[float(f'{v:.4g}') for v in direction.ravel()]} is "
+            "not a set of "
+            "direction cosines (a rotation); fix the header's geometry",
+            p,
+        )
 
 
 def read_itk(
