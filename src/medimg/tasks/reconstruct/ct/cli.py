@@ -136,6 +136,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medimg.tasks.reconstruct.ct.adapt import AdaptConfig, adapt
+
+    set_threads(args.threads)
+    base = AdaptConfig()
+    train = dataclasses.replace(base.train, progress=not args.quiet, max_steps=args.max_steps,
+                                lr=args.lr, device=args.device)  # fmt: skip
+    cfg = AdaptConfig(init=args.init, method=args.method, splits=args.splits, cell=args.cell,
+                      gamma=args.gamma, patch=args.patch, dose=args.dose, train=train)  # fmt: skip
+    res, data = adapt(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    name = {"n2i": "Noise2Inverse", "n2n": "Neighbor2Neighbor"}[data.method]
+    print(f"adapted {args.init} by {name} on {len(data.sources)} low-dose scan(s) to step "
+          f"{res.last_step}; model folder {args.out} (recon ct predict --model {args.out})")  # fmt: skip
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.ct.predict import predict_path
 
@@ -229,6 +247,34 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=_train)
+
+    p = add_verb(sub, "adapt", "fine-tune a denoiser on low-dose data alone (Noise2Inverse / N2N)",
+              "medimg recon ct adapt data/ldct --out models/ct_adapted\n"
+              "medimg recon ct adapt scans/low_dose/ --out models/ct_n2n --method n2n --max-steps 500\n"
+              "medimg recon ct predict low.nii.gz denoised.nii.gz --model models/ct_adapted")  # fmt: skip
+    p.add_argument("data", help="'recon ct simulate'-style folder with low-dose sinograms "
+                   "(Noise2Inverse), or low-dose CT images in HU: file, DICOM series, folder")  # fmt: skip
+    p.add_argument("--out", required=True, help="model folder to write (predict --model OUT)")
+    p.add_argument("--init", default="default",
+                   help="model folder to start from (default: the shipped RED-CNN)")  # fmt: skip
+    p.add_argument("--method", choices=("auto", "n2i", "n2n"), default="auto",
+                   help="auto: n2i when DATA holds sinograms, else n2n")  # fmt: skip
+    p.add_argument("--splits", type=positive_int, default=4, help="n2i view subsets (default 4)")
+    p.add_argument("--cell", type=positive_int, default=4,
+                   help="n2n sub-sampling cell, even (default 4: FBP noise is correlated)")  # fmt: skip
+    p.add_argument("--gamma", type=positive_float, default=2.0, help="n2n regulariser weight")
+    p.add_argument("--patch", type=positive_int, default=64, help="training crop in pixels")
+    p.add_argument("--dose", type=fraction, help="use only this simulated dose (default: all)")
+    p.add_argument("--max-steps", type=positive_int, default=300)
+    p.add_argument("--lr", type=positive_float, default=3e-4)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the adaptation in --out from last/"
+    )
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    p.set_defaults(func=_adapt)
 
     p = add_verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
               "medimg recon ct predict low.nii.gz denoised.nii.gz\n"
