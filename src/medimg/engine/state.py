@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from medimg.engine.config import config_diff
 from medimg.engine.runlog import MetricsLog
 from medimg.engine.runtime import get_rng_state, set_rng_state
 from medimg.errors import CheckpointError, InputError, OutputExistsError
+from medimg.io.output import OWNER_MARK, check_outputs, is_owned
+from medimg.typing import PathType
 
 __all__ = [
     "HARMLESS_KEYS",
@@ -145,41 +148,61 @@ def check_run_dir(
     overwrite: bool,
     run_config: dict[str, Any] | None = None,
     extra: tuple[str, ...] = (),
+    inputs: Iterable[PathType] = (),
+    whole_folder: bool = False,
+    restart_unstarted: bool = False,
 ) -> bool:
     """Whether ``fit`` would resume ``run_dir``; raise (one line, touching nothing) when it
     would have to replace an earlier run it was not told to replace.
 
-    An earlier run is anything of :data:`RUN_FILES` (plus a task's ``extra`` names) in the
-    folder. It is continued with ``resume`` (``True``: ``last/`` must hold a complete
-    checkpoint; ``"auto"``: continued when it does) and replaced only with ``overwrite``.
-    ``"auto"`` also restarts a run that died before its first checkpoint when its
-    ``config.yaml`` equals ``run_config`` (nothing of it would be lost). Tasks call this before
-    costly preparation so a refusal comes first.
+    The folder may not be, lie inside or hold one of ``inputs``. An earlier run is anything of
+    :data:`RUN_FILES` (plus a task's ``extra`` names) in the folder; with ``whole_folder`` (the
+    run folder is the task's model folder, whose other files it writes too) anything in it but
+    :data:`~medimg.io.output.OWNER_MARK`. It is continued with ``resume`` (``True``: ``last/``
+    must hold a complete checkpoint; ``"auto"``: continued when it does) and replaced only with
+    ``overwrite``; a ``whole_folder`` only if medimg wrote it (owner mark or ``config.yaml``),
+    since starting over writes onto whatever it holds. ``"auto"`` also restarts a run that died before
+    its first checkpoint when its ``config.yaml`` equals ``run_config`` (nothing of it would be
+    lost), or, with ``restart_unstarted`` (tasks that know their config only after preparing the
+    data), any run of medimg's with no weights yet (no ``best/`` or ``last/``). Tasks call this
+    before costly preparation so a refusal comes first.
     """
     if resume not in (True, False, "auto"):
         raise InputError(f"resume must be True, False or 'auto', got {resume!r}")
     run_dir = Path(run_dir)
+    check_outputs([run_dir], inputs=inputs, overwrite=True)  # on/around an input, under a file
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("is a file, not a run folder; choose a folder for the run", run_dir)
     found = find_checkpoint(run_dir / "last")
     if resume is True and found is None:
         raise CheckpointError(
-            "nothing to resume: no complete checkpoint in last/; start without resume, or pass "
-            "overwrite to start over",
+            "nothing to resume: there is no checkpoint to resume in last/; start without resume "
+            "(--resume), or pass overwrite (--overwrite) to start over",
             path=run_dir,
         )
     if resume and found is not None:
         return True
-    earlier = [n for n in (*RUN_FILES, *extra) if (run_dir / n).exists()]
-    if not earlier or overwrite:
+    earlier = _earlier_run(run_dir, extra, whole_folder)
+    if not earlier:
+        return False
+    ours = not whole_folder or _written_by_medimg(run_dir)
+    if overwrite or (resume == "auto" and restart_unstarted and ours and _unstarted(run_dir)):
+        if not ours:
+            raise InputError(
+                "holds files medimg did not write; --overwrite only starts over an earlier run, "
+                "choose a new or empty folder",
+                run_dir,
+            )
         return False
     if resume == "auto" and run_config is not None and _restartable(run_dir, earlier, run_config):
         return False
-    what = ", ".join(n + "/" if (run_dir / n).is_dir() else n for n in earlier)
+    what = ", ".join(n + "/" if (run_dir / n).is_dir() else n for n in earlier[:6])
+    what += ", ..." if len(earlier) > 6 else ""
     if found is None:
         raise OutputExistsError(
-            f"run folder holds an earlier run ({what}) with no checkpoint in last/ to resume; "
-            "pass overwrite (--overwrite) to start over, or choose another run folder",
+            f"run folder holds an earlier run ({what}) with no checkpoint in last/ for resume "
+            "(--resume) to continue; pass overwrite (--overwrite) to start over, or choose "
+            "another run folder",
             path=run_dir,
         )
     raise OutputExistsError(
@@ -187,6 +210,25 @@ def check_run_dir(
         "(--resume), pass overwrite (--overwrite) to start over, or choose another run folder",
         path=run_dir,
     )
+
+
+def _written_by_medimg(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a run folder medimg wrote: it carries the owner mark or the
+    ``config.yaml`` every run writes first."""
+    return is_owned(run_dir) or (Path(run_dir) / "config.yaml").is_file()
+
+
+def _earlier_run(run_dir: Path, extra: tuple[str, ...], whole_folder: bool) -> list[str]:
+    """The names in ``run_dir`` that make it an earlier run, the run's own names first."""
+    names = [n for n in (*RUN_FILES, *extra) if (run_dir / n).exists()]
+    if whole_folder and run_dir.is_dir():
+        names += sorted(p.name for p in run_dir.iterdir() if p.name not in {*names, OWNER_MARK})
+    return names
+
+
+def _unstarted(run_dir: Path) -> bool:
+    """No weights yet: the run never reached a checkpoint or a best model."""
+    return not (run_dir / "best").exists() and not (run_dir / "last").exists()
 
 
 def _restartable(run_dir: Path, earlier: list[str], run_config: dict[str, Any]) -> bool:

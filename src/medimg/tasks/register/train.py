@@ -22,14 +22,15 @@ from medimg.engine import (
     TrainConfig,
     Trainer,
     TrainResult,
+    check_run_dir,
     find_checkpoint,
     from_yaml,
     load_weights,
     seed_everything,
     to_yaml,
 )
-from medimg.errors import CheckpointError, InputError, OutputExistsError
-from medimg.io.output import OWNER_MARK, atomic_path, check_outputs, is_owned, mark_owned
+from medimg.errors import InputError
+from medimg.io.output import atomic_path, check_outputs, mark_owned
 from medimg.tasks.register.data import Pair, RegDataset, load_pair, read_pairs
 from medimg.tasks.register.losses import LossConfig, RegistrationLoss
 from medimg.tasks.register.models import ModelConfig, build_model
@@ -41,7 +42,6 @@ __all__ = [
     "PRESETS",
     "RegConfig",
     "check_export",
-    "check_run_folder",
     "export_model",
     "load_config",
     "train_preset",
@@ -138,46 +138,6 @@ def validation_metrics(
     return {key: float(np.mean(v)) for key, v in out.items() if v}
 
 
-def check_run_folder(
-    out: Path, *, resume: bool | str, overwrite: bool, inputs: list[Path] = ()
-) -> bool:
-    """What training may do with the run folder ``out``, decided before any work; returns
-    whether it resumes. Nothing is written.
-
-    A new or empty folder starts a run. A folder that holds anything is resumed when asked
-    (``resume=True``, or ``"auto"`` and it holds a checkpoint), started over with ``overwrite``
-    only if it is a run medimg wrote, and refused otherwise. ``"auto"`` (preemptible jobs, the
-    presets' API) also starts over a run of medimg's that never reached a checkpoint.
-    """
-    check_outputs([out], inputs=inputs, overwrite=True)  # on/around an input, a file's path
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file; name a folder for the training run", out)
-    has_ckpt = out.is_dir() and find_checkpoint(out / "last") is not None
-    if resume is True or (resume == "auto" and has_ckpt):
-        if not has_ckpt:
-            raise CheckpointError(
-                "holds no checkpoint to resume (no last/); start without --resume", out
-            )
-        return True
-    if not out.is_dir() or not any(p.name != OWNER_MARK for p in out.iterdir()):
-        return False
-    ours = is_owned(out) or (out / "config.yaml").is_file()
-    unstarted = ours and not (out / "best").exists() and not (out / "last").exists()
-    if not overwrite and not (resume == "auto" and unstarted):
-        raise OutputExistsError(
-            "already holds a run; pass --resume to continue it, --overwrite to start it over, "
-            "or choose another --out",
-            out,
-        )
-    if not ours:
-        raise InputError(
-            "holds files medimg did not write; --overwrite only starts over an earlier run, "
-            "choose a new or empty folder",
-            out,
-        )
-    return False
-
-
 def train_registration(
     dataset: str | Path,
     out_dir: str | Path,
@@ -206,7 +166,7 @@ def train_registration(
 
     ``resume``: ``True`` continues the run in ``out_dir``, ``"auto"`` continues it if it holds a
     checkpoint; an ``out_dir`` holding an earlier run needs ``overwrite`` to start over (see
-    :func:`check_run_folder`); nothing in it changes before that is settled."""
+    :func:`~medimg.engine.state.check_run_dir`); nothing in it changes before that is settled."""
     t0 = time.perf_counter()
     cfg = dataclasses.replace(config or RegConfig())
     cfg.train = dataclasses.replace(cfg.train)
@@ -230,8 +190,9 @@ def train_registration(
     read = [listing, *(p for s in specs for p in dataclasses.astuple(s) if p is not None)]
     models = [Path(m) / f for m in (coarse_model, init) if m is not None
               for f in ("reg.yaml", "model.safetensors", "best", "last")]  # fmt: skip
-    resuming = check_run_folder(out, resume=resume, overwrite=overwrite,
-                                inputs=read + ([] if resume is True else models))  # fmt: skip
+    resuming = check_run_dir(out, resume=resume, overwrite=overwrite,
+                             inputs=read + ([] if resume is True else models), whole_folder=True,
+                             restart_unstarted=True)  # fmt: skip
     pairs = [load_pair(s) for s in specs]
     _check_supervision(cfg.loss.mode, pairs, cfg.loss.aux_field_weight > 0)
     val_specs = read_pairs(dataset, "val") if Path(dataset).suffix.lower() not in (".csv",) else []
@@ -346,7 +307,8 @@ def train_preset(
     p = PRESETS[preset]
     work = Path(work_dir)
     data = work / "data"
-    check_run_folder(work / "model", resume=resume, overwrite=overwrite)
+    check_run_dir(work / "model", resume=resume, overwrite=overwrite, whole_folder=True,
+                  restart_unstarted=True)  # fmt: skip
     if not (data / "dataset.json").is_file():
         write_pair_dataset(data, str(p["kind"]), n_train=int(p["n_train"]), n_test=int(p["n_test"]),
                            seed=int(p["seed"]), shape=tuple(p["shape"]), spacing=float(p["spacing"]),  # type: ignore[arg-type]

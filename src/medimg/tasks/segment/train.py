@@ -19,8 +19,8 @@ import torch
 
 from medimg.datasets.msd import check_dataset, open_dataset
 from medimg.datasets.splits import kfold_split
-from medimg.engine import Trainer, TrainResult, load_weights, seed_everything
-from medimg.errors import CheckpointError, InputError, OutputExistsError
+from medimg.engine import Trainer, TrainResult, check_run_dir, load_weights, seed_everything
+from medimg.errors import InputError, OutputExistsError
 from medimg.io.output import OWNER_MARK, atomic_path, check_outputs, is_owned, mark_owned
 from medimg.tasks.segment.data import PatchDataset, preprocess_image, preprocess_labels
 from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
@@ -28,7 +28,7 @@ from medimg.tasks.segment.models import build_network
 from medimg.tasks.segment.plan import SegPlan, load_plan, make_plan, save_plan
 from medimg.tasks.segment.predict import sliding_labels
 
-__all__ = ["SegRun", "check_export", "check_run_folder", "dice_per_class", "export_model",
+__all__ = ["SegRun", "check_export", "dice_per_class", "export_model",
            "train_preset", "train_segmentation"]  # fmt: skip
 
 
@@ -68,46 +68,6 @@ def _fold_cases(ids: list[str], fold: int, k: int, seed: int) -> tuple[list[str]
     return kfold_split(ids, k, seed=seed)[fold]
 
 
-def check_run_folder(
-    out: Path, *, resume: bool | str, overwrite: bool, inputs: list[Path] = ()
-) -> bool:
-    """What training may do with the run folder ``out``, decided before any work; returns
-    whether it resumes. Nothing is written.
-
-    A new or empty folder starts a run. A folder that holds anything is resumed when asked
-    (``resume=True``, or ``"auto"`` and it holds a checkpoint), started over with ``overwrite``
-    only if it is a run medimg wrote, and refused otherwise, so an earlier run is never changed
-    by a command that did not ask for it.
-    """
-    from medimg.engine import find_checkpoint
-
-    check_outputs([out], inputs=inputs, overwrite=True)  # on/around an input, a file's path
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file; name a folder for the training run", out)
-    has_ckpt = out.is_dir() and find_checkpoint(out / "last") is not None
-    if resume is True or (resume == "auto" and has_ckpt):
-        if not has_ckpt:
-            raise CheckpointError(
-                "holds no checkpoint to resume (no last/); start without --resume", out
-            )
-        return True
-    if not out.is_dir() or not any(p.name != OWNER_MARK for p in out.iterdir()):
-        return False
-    if not overwrite:
-        raise OutputExistsError(
-            "already holds a run; pass --resume to continue it, --overwrite to start it over, "
-            "or choose another --out",
-            out,
-        )
-    if not (is_owned(out) or (out / "config.yaml").is_file()):
-        raise InputError(
-            "holds files medimg did not write; --overwrite only starts over an earlier run, "
-            "choose a new or empty folder",
-            out,
-        )
-    return False
-
-
 def train_segmentation(
     dataset: str | Path,
     out_dir: str | Path,
@@ -125,12 +85,13 @@ def train_segmentation(
 
     ``resume``: ``True`` continues the run in ``out_dir``, ``"auto"`` continues it if it holds a
     checkpoint; an ``out_dir`` holding anything else needs ``overwrite`` (see
-    :func:`check_run_folder`)."""
+    :func:`~medimg.engine.state.check_run_dir`)."""
     t0 = time.perf_counter()
     ds = open_dataset(dataset)
     out = Path(out_dir)
     # the plan may be the run's own plan.yaml: it is read before anything is written
-    resuming = check_run_folder(out, resume=resume, overwrite=overwrite, inputs=ds.files())
+    resuming = check_run_dir(out, resume=resume, overwrite=overwrite, inputs=ds.files(),
+                             whole_folder=True)  # fmt: skip
     cases = check_dataset(ds)
     if plan is None:
         plan = make_plan(fingerprint_from_cases(ds, cases))
@@ -212,7 +173,7 @@ def train_preset(
     work = Path(work_dir)
     data, plan_path = work / "data", work / "plan.yaml"
     if resume:
-        check_run_folder(work / "model", resume=True, overwrite=False)
+        check_run_dir(work / "model", resume=True, overwrite=False, whole_folder=True)
         plan = load_plan(plan_path)
     else:
         busy = work.is_dir() and any(q.name != OWNER_MARK for q in work.iterdir())
@@ -228,7 +189,7 @@ def train_preset(
                 "preset run, choose a new or empty folder",
                 work,
             )
-        check_run_folder(work / "model", resume=False, overwrite=overwrite)
+        check_run_dir(work / "model", resume=False, overwrite=overwrite, whole_folder=True)
         work.mkdir(parents=True, exist_ok=True)
         mark_owned(work)
         write_msd_dataset(data, str(p["kind"]), n_train=int(p["n_train"]),
@@ -245,7 +206,6 @@ def train_preset(
 def check_export(run_dir: str | Path, dest: str | Path, overwrite: bool = False) -> list[Path]:
     """The files :func:`export_model` writes into ``dest``, checked before training (existing
     ones need ``overwrite``; none may be a file of the run)."""
-    from medimg.io.output import check_outputs
 
     out = Path(dest)
     return check_outputs([out / "plan.yaml", out / "model.safetensors"], overwrite=overwrite,
