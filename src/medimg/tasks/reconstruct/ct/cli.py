@@ -6,8 +6,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
-from medimg.tasks.reconstruct.args import fraction, positive_float
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 
 __all__ = ["add_verbs"]
 
@@ -20,8 +26,17 @@ def _sim_config(args: argparse.Namespace, dose: float = 1.0):
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from medimg.tasks.reconstruct.ct.data import check_scan_size, write_pairs
+    from medimg.tasks.reconstruct.ct.data import check_scan_size, write_from_image, write_pairs
 
+    if args.from_image:  # the user's own CT: its grid and pixel size, --size/--pixel-mm unused
+        out = write_from_image(args.out, args.from_image, n_views=args.views,
+                               filter_name=args.filter, i0=args.i0, full_noise_hu=args.noise_hu,
+                               doses=tuple(args.doses), slices=args.slices, seed=args.seed,
+                               fmt=args.format, sinograms=not args.no_sinograms,
+                               overwrite=args.overwrite)  # fmt: skip
+        print(f"wrote full dose + {', '.join(f'{d:.0%}' for d in args.doses)} scans of "
+              f"{args.from_image} to {out}")  # fmt: skip
+        return 0
     cfg = _sim_config(args, args.doses[0])
     check_scan_size(cfg)
     seeds = range(args.seed, args.seed + args.cases)
@@ -200,8 +215,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = add_verb(sub, "simulate", "simulate body phantoms as full-dose / low-dose FBP pairs",
               "medimg recon ct simulate data/ldct --cases 8 --doses 0.25 0.1\n"
-              "medimg recon ct simulate data/ldct_dicom --format dicom --cases 2")  # fmt: skip
+              "medimg recon ct simulate data/ldct_dicom --format dicom --cases 2\n"
+              "medimg recon ct simulate mine --from scan/ --views 720 --filter ram-lak --doses 0.25 0.1")  # fmt: skip
     p.add_argument("out", help="output folder (case_<seed>/ + cases.json)")
+    p.add_argument("--from", dest="from_image", metavar="IMAGE",
+                   help="your own CT (image file or DICOM series, HU) as the anatomy instead of "
+                        "phantoms: scanned on its own grid and pixel size (--size/--pixel-mm "
+                        "unused)")  # fmt: skip
+    p.add_argument("--slices", type=non_negative_int, nargs="+",
+                   help="--from: axial slice indices to scan (default: the middle one)")  # fmt: skip
+    p.add_argument("--noise-hu", type=positive_float,
+                   help="--from: choose the flux so the full-dose scan has this soft-tissue "
+                        "noise (HU) instead of using --i0")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=8)
     p.add_argument("--seed", type=non_negative_int, default=10000,
                    help="first phantom seed (default 10000: held out from training)")  # fmt: skip
