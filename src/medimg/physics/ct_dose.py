@@ -125,6 +125,9 @@ class TransmissionNoise(nn.Module):
         Counts below this are clipped to it before the log.
     seed
         Seed of the module's own ``torch.Generator`` (one per device); :meth:`reset` restarts it.
+    view_flux
+        Optional relative flux per view, shape ``(n_views, 1)`` (mean 1): tube-current
+        modulation; the flux of view ``v`` becomes ``i0 * f * view_flux[v]``.
 
     >>> noise = TransmissionNoise(1e4, dose_fraction=0.25, seed=1)
     >>> y = noise(torch.full((4, 1000), 2.0))
@@ -140,6 +143,7 @@ class TransmissionNoise(nn.Module):
         electronic_std: float = 5.0,
         count_floor: float = 1.0,
         seed: int = 0,
+        view_flux: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.i0 = _positive("i0 (incident photons per detector element)", i0)
@@ -149,6 +153,9 @@ class TransmissionNoise(nn.Module):
         self.electronic_std = float(electronic_std)
         self.count_floor = _positive("count_floor", count_floor)
         self.seed = int(seed)
+        if view_flux is not None and not bool((torch.as_tensor(view_flux) > 0).all()):
+            raise InputError("view_flux must be > 0 for every view (relative tube current)")
+        self.view_flux = None if view_flux is None else torch.as_tensor(view_flux).double()
         self._gens: dict[str, torch.Generator] = {}
 
     def reset(self) -> None:
@@ -167,17 +174,21 @@ class TransmissionNoise(nn.Module):
         if not bool(torch.isfinite(p).all()):
             raise InputError("line integrals hold NaN or Inf; check the projected image")
         gen = self._gen(p.device)
-        lam = (self.i0 * self.dose_fraction) * torch.exp(-p.double())
+        lam = self._flux(p) * torch.exp(-p.double())
         n = torch.poisson(lam, generator=gen)
         if self.electronic_std > 0:
             e = torch.randn(n.shape, generator=gen, device=n.device, dtype=n.dtype)
             n = n + self.electronic_std * e
         return n.clamp_min(self.count_floor)
 
+    def _flux(self, p: torch.Tensor) -> torch.Tensor | float:
+        flux = self.i0 * self.dose_fraction
+        return flux if self.view_flux is None else flux * self.view_flux.to(p.device)
+
     def forward(self, line_integrals: torch.Tensor) -> torch.Tensor:
         """Noisy line integrals ``log(I0 f / N)``, dtype of the input."""
         n = self.counts(line_integrals)
-        p = torch.log((self.i0 * self.dose_fraction) / n)
+        p = torch.log(self._flux(n) / n)
         return p.to(line_integrals.dtype if line_integrals.is_floating_point() else torch.float32)
 
 

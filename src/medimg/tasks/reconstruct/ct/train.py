@@ -41,7 +41,12 @@ from medimg.errors import InputError
 from medimg.metrics.ct import windowed_psnr
 from medimg.physics.ct import CTProjector
 from medimg.tasks.reconstruct.ct import data as D
-from medimg.tasks.reconstruct.ct.losses import GANPair, gradient_penalty, wgan_losses
+from medimg.tasks.reconstruct.ct.losses import (
+    GANPair,
+    gradient_penalty,
+    local_mean_loss,
+    wgan_losses,
+)
 from medimg.tasks.reconstruct.ct.models import MODELS, PatchAutoencoder, build_model
 
 __all__ = ["HELD_OUT_SEED", "CTTrainConfig", "build_for", "export_model", "preset_config",
@@ -77,6 +82,11 @@ class CTTrainConfig:
     window_weight: float = 0.0  # redcnn: extra MSE on both images clipped to C=40 W=400 HU
     target: str = "full"  # "full": full-dose FBP; "clean": the noiseless scan (simulation only)
     tissue_focus: bool = False  # patch centres redrawn unless in the soft-tissue window
+    lambda_mean: float = 0.0  # mean-preserving term (local means of pred - target), HU kept
+    # "phantoms": sim's body-phantom slices; "bank": the acquisition-space bank (real anatomy
+    # and phantoms over pixel sizes, filters, views and noise levels; target: noiseless scan)
+    data: str = "phantoms"
+    bank: D.BankConfig = dataclasses.field(default_factory=D.BankConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -86,6 +96,10 @@ class CTTrainConfig:
             raise InputError(f"n_train and n_val must be >= 1, got {self.n_train}, {self.n_val}")
         if self.target not in D.TARGETS:
             raise InputError(f"target must be one of {', '.join(D.TARGETS)}, got {self.target!r}")
+        if self.data not in ("phantoms", "bank"):
+            raise InputError(f"data must be 'phantoms' or 'bank', got {self.data!r}")
+        if self.data == "bank" and self.model == "lpd":
+            raise InputError("the bank holds images of many geometries; lpd needs data: phantoms")
 
 
 def _train_cfg(**kw: Any) -> TrainConfig:
@@ -109,13 +123,14 @@ def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConf
                                               progress=False))  # fmt: skip
     if preset != "default":
         raise InputError(f"preset must be 'default' or 'tiny', got {preset!r}")
-    if model == "redcnn":  # 48 channels, 40 px patches, 3000 steps: ~12 min on one CPU thread
-        return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
-                             train=_train_cfg(max_steps=3000, lr=2e-3, val_every=250,
-                                              checkpoint_every=250))  # fmt: skip
+    if model == "redcnn":  # the bank (~10 min to simulate once), 48 px patches, ~50 min CPU
+        return CTTrainConfig(patch=48, features=48, kernel=3, window_weight=10.0, target="clean",
+                             lambda_mean=10.0, data="bank", samples_per_epoch=4096,
+                             train=_train_cfg(max_steps=7000, lr=2e-3, val_every=500,
+                                              checkpoint_every=500))  # fmt: skip
     if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would; ~5 min
-        return CTTrainConfig(model="wgan", init="default", patch=40, features=48, kernel=3,
-                             target="clean", critic_features=16,
+        return CTTrainConfig(model="wgan", init="default", patch=48, features=48, kernel=3,
+                             target="clean", critic_features=16, lambda_mean=10.0, data="bank",
                              ae_steps=150, critic_steps=150, train=_train_cfg(max_steps=200, batch_size=8, lr=1e-4,
                                                             val_every=50, checkpoint_every=50))  # fmt: skip
     return CTTrainConfig(model="lpd", n_train=32, train=_train_cfg(
@@ -206,8 +221,14 @@ def train_ct(
     check_run_dir(out, resume=resume, overwrite=overwrite, run_config=to_dict(cfg),
                   extra=_STAGES + tuple(_TIMES))  # fmt: skip
     stage_resume = "auto" if resume else False  # a resumed run's stages finished before it
-    train_pairs = D.simulate_slices(range(cfg.n_train), cfg.sim)
-    val_pairs = D.simulate_slices(range(VAL_SEED, VAL_SEED + cfg.n_val), cfg.sim)
+    bank = None
+    if cfg.data == "bank":
+        bank = D.build_bank(cfg.bank, progress=cfg.train.progress)
+        train_pairs = _bank_pairs(bank)  # the GAN's feature extractor learns the clean scans
+        val_pairs = _bank_pairs(D.build_bank(_val_bank(cfg.bank)), cfg.n_val * 4)
+    else:
+        train_pairs = D.simulate_slices(range(cfg.n_train), cfg.sim)
+        val_pairs = D.simulate_slices(range(VAL_SEED, VAL_SEED + cfg.n_val), cfg.sim)
     seed_everything(cfg.train.seed)
     model = build_for(cfg)
     if cfg.model == "lpd":
@@ -225,8 +246,12 @@ def train_ct(
                      for p in val_pairs]  # fmt: skip
             return {"psnr": _psnr_slices(preds, val_pairs, cfg.target)}
     else:
-        dataset = D.PatchDataset(train_pairs, cfg.patch, cfg.samples_per_epoch,
-                                 target=cfg.target, tissue_focus=cfg.tissue_focus)  # fmt: skip
+        if bank is not None:
+            dataset = D.PatchDataset.from_bank(bank, cfg.patch, cfg.samples_per_epoch,
+                                               tissue_focus=cfg.tissue_focus)  # fmt: skip
+        else:
+            dataset = D.PatchDataset(train_pairs, cfg.patch, cfg.samples_per_epoch,
+                                     target=cfg.target, tissue_focus=cfg.tissue_focus)  # fmt: skip
         if cfg.model == "wgan":
             ae = _train_extractor(cfg, train_pairs, out, stage_resume)
             model.extractor.load_state_dict(ae.state_dict())  # type: ignore[union-attr]
@@ -237,9 +262,8 @@ def train_ct(
                 model.generator.load_state_dict(init_net.state_dict())  # type: ignore[union-attr]
             if cfg.critic_steps > 0:
                 _warm_up_critic(cfg, model, dataset, out, stage_resume)  # type: ignore[arg-type]
-            weights = {
-                k: getattr(cfg, k) for k in ("lambda_perc", "lambda_adv", "lambda_gp", "lambda_mse")
-            }
+            weights = {k: getattr(cfg, k) for k in
+                       ("lambda_perc", "lambda_adv", "lambda_gp", "lambda_mse", "lambda_mean")}  # fmt: skip
 
             def step(net: torch.nn.Module, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 return wgan_losses(net, b["input"], b["target"], **weights)  # type: ignore[arg-type]
@@ -250,6 +274,8 @@ def train_ct(
                 loss = F.mse_loss(pred, b["target"])
                 if cfg.window_weight > 0:
                     loss = loss + cfg.window_weight * soft_tissue_mse(pred, b["target"])
+                if cfg.lambda_mean > 0:
+                    loss = loss + cfg.lambda_mean * local_mean_loss(pred, b["target"])
                 return loss
 
         def validate(net: torch.nn.Module) -> dict[str, float]:
@@ -264,6 +290,25 @@ def train_ct(
     return result
 
 
+def _val_bank(cfg: D.BankConfig) -> D.BankConfig:
+    """Validation bank: other seeds, one anatomy and one noise level per (views, filter)."""
+    return dataclasses.replace(cfg, slices_per_group=1, levels=1, seed=cfg.seed + VAL_SEED)
+
+
+def _bank_pairs(bank: dict[str, Any], limit: int | None = None) -> list[D.SlicePair]:
+    """Bank images as :class:`~.data.SlicePair` s (``low``; ``clean`` = ``full`` = the
+    noiseless scan; no phantom or sinograms), for validation and the GAN's extractor."""
+    n = len(bank["low"]) if limit is None else min(limit, len(bank["low"]))
+    step = max(1, len(bank["low"]) // n)
+    out = []
+    for i in range(0, step * n, step):
+        c = bank["clean"][int(bank["clean_index"][i])].astype(np.float32)
+        e = np.zeros((0, 0), np.float32)
+        out.append(D.SlicePair(i, "bank", e, e, c, bank["low"][i].astype(np.float32), e, e,
+                               np.eye(4), [], c))  # fmt: skip
+    return out
+
+
 def _read(path: Path) -> str:
     return path.read_text() if path.is_file() else ""
 
@@ -273,7 +318,7 @@ def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = Fal
     folder ``dest`` (what ships in ``medimg/tasks/reconstruct/ct/default/<model>``); existing
     files there are replaced only with ``overwrite``."""
     from medimg.engine import find_checkpoint
-    from medimg.tasks.reconstruct.outputs import copy_files
+    from medimg.io.output import copy_files
 
     run, out = Path(run_dir), Path(dest)
     # a GAN ships its last weights: the best-PSNR checkpoint is the most over-smoothed one
