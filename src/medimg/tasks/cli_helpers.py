@@ -16,6 +16,7 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "probability",
     "set_threads",
 ]
 
@@ -96,4 +97,12 @@ def fraction(text: str) -> float:
     value = _float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{value:g} is not in (0, 1]; give a fraction like 0.25")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse ``type=``: a finite number in [0, 1] (a score or probability threshold...)."""
+    value = _float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in [0, 1]; give a value like 0.5")
     return value

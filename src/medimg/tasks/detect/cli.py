@@ -7,31 +7,16 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    set_threads,
+)
 
-__all__ = ["add_verbs", "positive_float", "score"]
-
-
-def positive_float(text: str) -> float:
-    """argparse ``type=`` for spacings and rates: a positive finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
-    return value
-
-
-def score(text: str) -> float:
-    """argparse ``type=`` for a detection score in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:  # also NaN
-        raise argparse.ArgumentTypeError(f"{text} is not a score in [0, 1]")
-    return value
+__all__ = ["add_verbs"]
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -160,7 +145,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
-    p.add_argument("--seg", type=score, metavar="SCORE", help="DICOM series in: also write a "
+    p.add_argument("--seg", type=probability, metavar="SCORE", help="DICOM series in: also write a "
                    "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")

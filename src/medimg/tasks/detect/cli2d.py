@@ -11,8 +11,13 @@ import numpy as np
 
 from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_output_dir
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
-from medimg.tasks.detect.cli import positive_float
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 
 __all__ = ["add_verbs_2d"]
 

@@ -6,7 +6,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    set_threads,
+)
 
 __all__ = ["add_verbs"]
 
@@ -66,28 +73,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(text: str) -> float:
-    """argparse ``type=`` for a probability or share in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:  # also NaN
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """argparse ``type=`` for a learning rate and other positive reals."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
-    return value
-
-
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the diagnosis verbs to ``medimg diagnose``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
@@ -117,7 +102,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "--preset", choices=("default",), help="train the shipped default model's recipe"
     )
     p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full")
-    p.add_argument("--labelled-fraction", type=_fraction, default=1.0,
+    p.add_argument("--labelled-fraction", type=probability, default=1.0,
                    help="semi: keep labels of this share of training cases (patient-level)")  # fmt: skip
     p.add_argument(
         "--modalities",
@@ -133,7 +118,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--input-size", type=positive_int, nargs="+", help="resize images to this size")
     p.add_argument("--max-steps", type=positive_int, default=600)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--lr", type=_positive_float, default=2e-3)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", help="run/model folder (default runs/diagnose/<data>_<supervision>)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -185,7 +170,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--out", help="report folder (default: next to the predictions, evaluation/)")
     p.add_argument(
         "--threshold",
-        type=_fraction,
+        type=probability,
         default=0.5,
         help="operating point on the calibrated probability",
     )

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int
+from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_float, positive_int
 
 __all__ = ["add_verbs"]
 
@@ -109,16 +109,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
-    return value
-
-
 def _fold(text: str) -> int:
     try:
         value = int(text)
@@ -152,7 +142,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--out", help="plan file (default DATASET/plan.yaml)")
     p.add_argument("--modality", help="CT or MR for a plain folder (default: MR, z-score)")
-    p.add_argument("--memory-mb", type=_positive_float, default=1024.0,
+    p.add_argument("--memory-mb", type=positive_float, default=1024.0,
                    help="training memory budget")  # fmt: skip
     p.add_argument("--base-features", type=positive_int, default=16)
     p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet")
@@ -197,7 +187,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("gt_dir")
     p.add_argument("--out", help="report folder (default PRED_DIR/evaluation)")
     p.add_argument("--images", help="image folder for the PNG background")
-    p.add_argument("--nsd-tolerance", type=_positive_float, default=1.0,
+    p.add_argument("--nsd-tolerance", type=positive_float, default=1.0,
                    help="NSD tolerance in mm")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

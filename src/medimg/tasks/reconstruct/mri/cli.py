@@ -6,8 +6,15 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
-from medimg.tasks.reconstruct.args import finite_float, fraction, positive_float
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    finite_float,
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 
 __all__ = ["add_verbs"]
 
