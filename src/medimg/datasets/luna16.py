@@ -24,7 +24,7 @@ import numpy as np
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.io.inputs import check_allocation, check_regular_file, read_csv_rows
+from medimg.io.inputs import check_allocation, read_csv_rows
 from medimg.io.output import atomic_dir, check_output
 from medimg.typing import PathType
 
@@ -34,7 +34,6 @@ __all__ = [
     "lps_to_ras",
     "open_luna16",
     "read_annotations",
-    "read_text_lines",
     "write_annotations",
     "write_luna16",
 ]
@@ -69,24 +68,6 @@ def read_annotations(path: PathType, *, allow_empty: bool = False) -> dict[str, 
     if not out and not allow_empty:
         raise InputError("has no annotations (only a header); FROC needs at least one nodule", p)
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def read_text_lines(path: PathType) -> list[str]:
-    """The lines of a header-less text file (``seriesuids.csv``), with the UTF-8 check of
-    :func:`medimg.io.inputs.read_csv_rows` (which needs a header line)."""
-    p = check_regular_file(path)
-    raw = p.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as "
-            "UTF-8 text",
-            p,
-        ) from None
-    if "\x00" in text:
-        raise InputError("holds NUL bytes, so it is not a text file; check the path", p)
-    return text.splitlines()
 
 
 def write_annotations(

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from medimg.errors import InputError
+from medimg.io.inputs import read_text
 
 __all__ = ["TrainConfig", "config_diff", "from_yaml", "to_dict", "to_yaml"]
 
@@ -160,15 +161,9 @@ def from_yaml(cls: type[T], source: str | os.PathLike[str] | dict[str, Any]) -> 
         if not where.is_file():
             raise InputError("config file not found; check the path", path=where)
         try:
-            data = yaml.safe_load(where.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(where)) or {}  # a binary file: one-line error
         except yaml.YAMLError as exc:
             raise InputError(f"not valid YAML ({exc})", path=where) from None
-        except UnicodeDecodeError as exc:  # a binary file given as a config
-            raise InputError(
-                f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                "give a YAML config file",
-                path=where,
-            ) from None
     try:
         return _build(cls, data, cls.__name__)
     except InputError as exc:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medimg.datasets.luna16 import read_annotations, read_text_lines
+from medimg.datasets.luna16 import read_annotations
 from medimg.errors import InputError
-from medimg.io.inputs import read_csv_rows
+from medimg.io.inputs import read_csv_rows, read_text
 from medimg.io.output import atomic_dir, atomic_path, check_output_dir
 from medimg.metrics.detection import (
     FROC_RATES,
@@ -67,7 +67,7 @@ def read_scan_list(path: PathType) -> list[str]:
     if p.is_dir():
         uids = sorted(f.stem for f in p.rglob("*.mhd"))
     elif p.exists():
-        lines = read_text_lines(p)
+        lines = read_text(p).splitlines()  # header-less: not read_csv_rows
         uids = [r[0].strip() for r in csv.reader(lines) if r and r[0].strip()]
         uids = [u for u in uids if u != "seriesuid"]
     else:
