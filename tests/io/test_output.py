@@ -219,3 +219,34 @@ def test_check_output_dir_refuses_what_atomic_dir_would_without_writing(tmp_path
     assert check_output_dir(foreign, overwrite=True, owned=True) == foreign
     assert check_output_dir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
     assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_holding_only_a_verbs_own_files_counts_as_medimgs(tmp_path) -> None:
+    from medimg.io.output import is_owned
+
+    old = tmp_path / "report"  # written before the mark existed: only the verb's file names
+    old.mkdir()
+    (old / "metrics.csv").write_text("case,dice\n")
+    assert not is_owned(old) and is_owned(old, ("metrics.csv", "summary.md"))
+    (old / "notes.txt").write_text("mine")
+    assert not is_owned(old, ("metrics.csv", "summary.md"))
+    assert not is_owned(tmp_path / "missing", ("metrics.csv",))
+
+
+def test_copy_files_checks_every_destination_before_copying_any(tmp_path) -> None:
+    from medimg.io.output import copy_files
+
+    src_a, src_b = tmp_path / "a.yaml", tmp_path / "b.bin"
+    src_a.write_text("config")
+    src_b.write_bytes(b"weights")
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "b.bin").write_bytes(b"shipped")
+    pairs = [(src_a, out / "a.yaml"), (src_b, out / "b.bin")]
+    with pytest.raises(OutputExistsError):
+        copy_files(pairs)
+    assert sorted(p.name for p in out.iterdir()) == ["b.bin"]  # a.yaml not copied either
+    with pytest.raises(InputError, match="is the input"):
+        copy_files([(src_a, src_a)], overwrite=True)
+    assert copy_files(pairs, overwrite=True) == [out / "a.yaml", out / "b.bin"]
+    assert (out / "b.bin").read_bytes() == b"weights" and (out / "a.yaml").read_text() == "config"

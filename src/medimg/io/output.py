@@ -34,6 +34,7 @@ __all__ = [
     "check_output",
     "check_output_dir",
     "check_outputs",
+    "copy_files",
     "is_owned",
     "mark_owned",
 ]
@@ -195,14 +196,34 @@ def atomic_path(path: PathType, overwrite: bool = False) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def copy_files(
+    pairs: Iterable[tuple[PathType, PathType]], *, overwrite: bool = False
+) -> list[Path]:
+    """Copy ``(source, destination)`` files (a model export) after checking every destination
+    first (:func:`check_outputs`; the sources count as inputs); each destination appears whole
+    (:func:`atomic_path`), so a refusal or an interrupt never leaves a half-written file.
+    Returns the destinations."""
+    pairs = [(Path(s), Path(d)) for s, d in pairs]
+    dests = check_outputs([d for _, d in pairs], inputs=[s for s, _ in pairs], overwrite=overwrite)
+    for (src, _), dest in zip(pairs, dests):
+        with atomic_path(dest, overwrite) as tmp:
+            shutil.copyfile(src, tmp)
+    return dests
+
+
 def mark_owned(folder: PathType) -> None:
     """Put :data:`OWNER_MARK` into ``folder`` (one medimg created)."""
     (Path(folder) / OWNER_MARK).touch()
 
 
-def is_owned(folder: PathType) -> bool:
-    """Whether ``folder`` is an output folder medimg created (holds :data:`OWNER_MARK`)."""
-    return (Path(folder) / OWNER_MARK).is_file()
+def is_owned(folder: PathType, names: Iterable[str] = ()) -> bool:
+    """Whether ``folder`` is an output folder medimg created: it holds :data:`OWNER_MARK`, or,
+    given the ``names`` a verb writes, nothing but them (its folders from before the mark)."""
+    p = Path(folder)
+    if (p / OWNER_MARK).is_file():
+        return True
+    allowed = {*names, OWNER_MARK}
+    return len(allowed) > 1 and p.is_dir() and all(q.name in allowed for q in p.iterdir())
 
 
 def check_output_dir(

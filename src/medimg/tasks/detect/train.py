@@ -27,7 +27,7 @@ from tqdm import tqdm
 from medimg.datasets.luna16 import Luna16, open_luna16
 from medimg.engine import TrainConfig, Trainer, TrainResult, find_checkpoint, seed_everything
 from medimg.errors import InputError
-from medimg.io.output import check_outputs
+from medimg.io.output import check_outputs, copy_files
 from medimg.metrics.detection import ScanMatch, froc, match_luna16
 from medimg.tasks.detect.data import PatchDataset, Prepared, prepare, to_voxels
 from medimg.tasks.detect.infer import InferenceConfig, detect_prepared
@@ -199,8 +199,6 @@ def export_model(run_dir: str | Path, dest: str | Path, overwrite: bool = False)
     """Copy a run's ``config.yaml``, best (else last) weights and ``train_time_s.txt`` (if
     any) into a model folder ``dest``; existing model files there are replaced only with
     ``overwrite``, each file appearing whole."""
-    from medimg.io.output import atomic_path
-
     run, out = Path(run_dir), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
     if ckpt is None or not (run / "config.yaml").is_file():
@@ -208,8 +206,7 @@ def export_model(run_dir: str | Path, dest: str | Path, overwrite: bool = False)
     check_export(out, overwrite)
     sources = {"config.yaml": run / "config.yaml", "model.safetensors": ckpt / "model.safetensors",
                "train_time_s.txt": run / "train_time_s.txt"}  # fmt: skip
-    for name in EXPORTED:
-        if sources[name].is_file():
-            with atomic_path(out / name, overwrite) as tmp:
-                shutil.copyfile(sources[name], tmp)
+    copy_files(
+        [(sources[n], out / n) for n in EXPORTED if sources[n].is_file()], overwrite=overwrite
+    )
     return out

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from medimg.engine import TrainConfig, TrainResult
 from medimg.errors import InputError
-from medimg.io.output import atomic_dir, atomic_path, check_outputs
+from medimg.io.output import atomic_dir, check_outputs, copy_files
 from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
 from medimg.tasks.diagnose.train import (
     MODEL_WEIGHTS,
@@ -232,7 +231,5 @@ def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> 
     if out.resolve() == run.resolve():
         return out  # the run folder already is a model folder
     check_export(out, overwrite)
-    for name in (MODEL_YAML, MODEL_WEIGHTS):
-        with atomic_path(out / name, overwrite) as tmp:
-            shutil.copyfile(run / name, tmp)
+    copy_files([(run / n, out / n) for n in (MODEL_YAML, MODEL_WEIGHTS)], overwrite=overwrite)
     return out

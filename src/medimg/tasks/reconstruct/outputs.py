@@ -11,7 +11,7 @@ from medimg.errors import InputError
 from medimg.io.output import check_outputs
 from medimg.typing import PathType
 
-__all__ = ["WRITABLE", "check_image_outputs", "copy_files"]
+__all__ = ["WRITABLE", "check_image_outputs"]
 
 #: extensions :func:`medimg.io.api.save` writes; no extension = a DICOM series folder
 WRITABLE = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -34,18 +34,3 @@ def check_image_outputs(
         if not Path(name).suffix and p.is_file():
             raise InputError("is a file; a DICOM series output is a folder, name another", p)
     return checked
-
-
-def copy_files(pairs: list[tuple[Path, Path]], *, overwrite: bool = False) -> None:
-    """Copy ``(source, destination)`` files after checking every destination first; each
-    destination appears whole (temporary file renamed in), so a refusal or an interrupt never
-    leaves a half-written model file."""
-    import shutil
-
-    from medimg.io.output import atomic_path
-
-    check_outputs([d for _, d in pairs], inputs=[s for s, _ in pairs], overwrite=overwrite)
-    for src, dest in pairs:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest, overwrite) as tmp:
-            shutil.copyfile(src, tmp)

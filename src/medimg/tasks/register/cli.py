@@ -6,7 +6,13 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_int, set_threads
+from medimg.tasks.cli_helpers import (
+    add_verb,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 
 __all__ = ["add_verbs"]
 
@@ -22,16 +28,6 @@ def _shape(text: str) -> tuple[int, ...]:
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give 2 or 3 positive sizes, e.g. 48x48x48")
     return shape
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
-    return value
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -107,11 +103,14 @@ def _check_predict_args(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from medimg.io.api import load
-    from medimg.tasks.register.predict import check_output_dir, check_pair_image
+    from medimg.io.output import check_output_dir, is_owned
+    from medimg.tasks.register.predict import OUTPUT_NAMES, check_pair_image
 
     _check_predict_args(args)
     inputs = [p for p in (args.fixed, args.moving, args.fixed_labels, args.moving_labels) if p]
-    check_output_dir(args.out, overwrite=args.overwrite, inputs=inputs)
+    # before any work, exactly as write_outputs' atomic_dir will check it
+    check_output_dir(args.out, args.overwrite, inputs=inputs,
+                     owned=is_owned(args.out, OUTPUT_NAMES))  # fmt: skip
     fixed, moving = load(args.fixed), load(args.moving)
     check_pair_image(fixed, args.fixed, "fixed")
     check_pair_image(moving, args.moving, "moving")
@@ -163,7 +162,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="held-out pairs (registration_test)")  # fmt: skip
     p.add_argument("--shape", type=_shape, default="48x48x48",
                    help="grid, e.g. 64x64x64 or 96x96 (2D)")  # fmt: skip
-    p.add_argument("--spacing", type=_positive_float, default=4.0,
+    p.add_argument("--spacing", type=positive_float, default=4.0,
                    help="isotropic voxel size (mm)")  # fmt: skip
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true",
@@ -224,7 +223,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--affine", action="store_true", help="affine stage before the network")
     p.add_argument("--instance-opt", type=non_negative_int, default=0, metavar="N",
                    help="refine the field for N optimisation steps")  # fmt: skip
-    p.add_argument("--time-budget", type=_positive_float,
+    p.add_argument("--time-budget", type=positive_float,
                    help="seconds allowed for --instance-opt")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true")

@@ -102,7 +102,7 @@ def evaluate_dataset(
     earlier report there is replaced only with ``overwrite``."""
     from tqdm import tqdm
 
-    from medimg.io.output import atomic_dir
+    from medimg.io.output import atomic_dir, check_output_dir, is_owned
 
     bad = [m for m in methods if m not in ALL_METHODS]
     if bad:
@@ -111,7 +111,7 @@ def evaluate_dataset(
     if not specs:
         raise InputError(f"no '{split}' pairs in the pair list", dataset)
     inputs = [Path(dataset), *(p for s in specs for p in dataclasses.astuple(s) if p is not None)]
-    _check_report(Path(out_dir), overwrite, inputs)
+    check_output_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT))
     registrator = None
     if any(m.startswith("model") for m in methods):
         from medimg.tasks.register.predict import Registrator
@@ -124,36 +124,12 @@ def evaluate_dataset(
             res = run_method(method, pair, registrator, instance_steps)
             rows.append({"pair": pair.name, "method": method, **pair_metrics(pair, res)})
     summary = _summary(rows, methods)
-    with atomic_dir(out_dir, overwrite, inputs=inputs, owned=_is_report(Path(out_dir))) as out:
+    with atomic_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT)) as out:
         _write_report(out, rows, summary, specs, split, dataset)
     return {"rows": rows, "summary": summary}
 
 
 _REPORT = ("metrics.csv", "summary.md")
-
-
-def _is_report(folder: Path) -> bool:
-    """An earlier report of this verb (medimg's mark, or only the files it writes)."""
-    from medimg.io.output import OWNER_MARK, is_owned
-
-    return folder.is_dir() and (
-        is_owned(folder) or all(p.name in (*_REPORT, OWNER_MARK) for p in folder.iterdir())
-    )
-
-
-def _check_report(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse, before any work, a report folder that ``atomic_dir`` would refuse at the end."""
-    from medimg.io.output import check_outputs
-
-    check_outputs([out], inputs=inputs, overwrite=overwrite)
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file; name a folder for the report", out)
-    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
-        raise InputError(
-            "holds files medimg did not write; --overwrite only replaces an earlier report, "
-            "choose a new or empty folder",
-            out,
-        )
 
 
 def _summary(rows: list[dict], methods: tuple[str, ...]) -> dict[str, dict]:

@@ -31,7 +31,7 @@ from medimg.io.image import Image
 from medimg.tasks.register.data import normalise, to_grid
 from medimg.tasks.register.transform import affine_field, compose, resize_field, to_mm, warp
 
-__all__ = ["DEFAULT_MODEL", "OUTPUT_NAMES", "RegResult", "Registrator", "check_output_dir",
+__all__ = ["DEFAULT_MODEL", "OUTPUT_NAMES", "RegResult", "Registrator",
            "check_overlap", "check_pair_image", "write_outputs"]  # fmt: skip
 
 DEFAULT_MODEL = Path(__file__).parent / "default"
@@ -297,34 +297,6 @@ OUTPUT_NAMES = ("warped.nii.gz", "field.nii.gz", "transform.h5", "jacobian.nii.g
                 "warped_labels.nii.gz", "summary.json", "overview.png")  # fmt: skip
 
 
-def _is_earlier_output(folder: Path) -> bool:
-    """An output folder of this verb: medimg's mark, or only the files it writes (folders
-    written before the mark existed)."""
-    from medimg.io.output import OWNER_MARK, is_owned
-
-    return folder.is_dir() and (
-        is_owned(folder) or all(p.name in (*OUTPUT_NAMES, OWNER_MARK) for p in folder.iterdir())
-    )
-
-
-def check_output_dir(out: str | Path, *, overwrite: bool = False, inputs: list = ()) -> Path:
-    """Refuse, before any work and writing nothing, an output folder :func:`write_outputs`
-    could not replace: it is, lies inside or holds an input; it exists and ``overwrite`` is
-    false; it holds files this verb does not write."""
-    from medimg.io.output import check_outputs
-
-    p = check_outputs([out], inputs=inputs, overwrite=overwrite)[0]
-    if p.exists() and not p.is_dir():
-        raise InputError("is a file; name a folder for the registration outputs", p)
-    if p.is_dir() and any(p.iterdir()) and not _is_earlier_output(p):
-        raise InputError(
-            "holds files medimg did not write; --overwrite only replaces an earlier "
-            "registration output, choose a new or empty folder",
-            p,
-        )
-    return p
-
-
 def write_outputs(
     result: RegResult,
     fixed: Image,
@@ -340,14 +312,15 @@ def write_outputs(
     ``overview.png`` into ``out_dir``; returns the paths.
 
     The folder appears whole once every file is written (an earlier output folder is replaced
-    only with ``overwrite``; see :func:`check_output_dir`); ``inputs`` are the files read, which
-    the folder must not be, lie in, or hold."""
-    from medimg.io.output import atomic_dir
+    only with ``overwrite``: one with the mark or only :data:`OUTPUT_NAMES`); ``inputs`` are the
+    files read, which the folder must not be, lie in, or hold."""
+    from medimg.io.output import atomic_dir, is_owned
 
-    out = check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)
-    with atomic_dir(out, overwrite, inputs=inputs, owned=_is_earlier_output(out)) as tmp:
+    with atomic_dir(
+        out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, OUTPUT_NAMES)
+    ) as tmp:
         names = _write_all(result, fixed, moving, tmp, fixed_labels)
-    return [out / n for n in names]
+    return [Path(out_dir) / n for n in names]
 
 
 def _write_all(

@@ -11,7 +11,6 @@ labels exist) or ``loss``.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from medimg.engine import (
     to_yaml,
 )
 from medimg.errors import InputError
-from medimg.io.output import atomic_path, check_outputs, mark_owned
+from medimg.io.output import atomic_path, check_outputs, copy_files, mark_owned
 from medimg.tasks.register.data import Pair, RegDataset, load_pair, read_pairs
 from medimg.tasks.register.losses import LossConfig, RegistrationLoss
 from medimg.tasks.register.models import ModelConfig, build_model
@@ -386,9 +385,8 @@ def export_model(src: str | Path, dest: str | Path, *, overwrite: bool = True) -
             "no finished training here (reg.yaml and best/, last/ or model.safetensors)", run
         )
     check_export(run, out, overwrite)
-    for src_file, name in ((run / "reg.yaml", "reg.yaml"), (weights, "model.safetensors")):
-        with atomic_path(out / name, overwrite) as tmp:
-            shutil.copyfile(src_file, tmp)
+    copy_files([(run / "reg.yaml", out / "reg.yaml"), (weights, out / "model.safetensors")],
+               overwrite=overwrite)  # fmt: skip
     coarse = load_config(run / "reg.yaml").coarse
     if coarse:
         export_model(run / coarse, out / coarse, overwrite=overwrite)

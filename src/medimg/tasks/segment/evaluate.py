@@ -50,7 +50,7 @@ def evaluate_folders(
     appears whole at the end; an earlier report there is replaced only with ``overwrite``.
     """
     from medimg.io.api import load
-    from medimg.io.output import atomic_dir
+    from medimg.io.output import atomic_dir, check_output_dir, is_owned
     from medimg.metrics.segmentation import case_metrics, summarize
 
     preds, gts = _files(Path(pred_dir)), _files(Path(gt_dir))
@@ -58,7 +58,7 @@ def evaluate_folders(
         raise InputError("image folder (--images) not found; check the path", images_dir)
     inputs = [*preds.values(), Path(gt_dir), *([Path(images_dir)] if images_dir else [])]
     if out_dir is not None:
-        _check_report(Path(out_dir), overwrite, inputs)
+        check_output_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT))
     common = sorted(set(preds) & set(gts))
     if not common:
         raise InputError(f"no prediction matches a ground-truth file name in {gt_dir}", pred_dir)
@@ -83,7 +83,7 @@ def evaluate_folders(
     }  # fmt: skip
     summary = summarize(list(per_case.values()))
     if out_dir is not None:
-        with atomic_dir(out_dir, overwrite, inputs=inputs, owned=_is_report(Path(out_dir))) as out:
+        with atomic_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT)) as out:
             _write_csv(out / "metrics.csv", per_case, labels)
             _write_markdown(out / "summary.md", summary, labels, len(per_case), nsd_tolerance_mm)
             _write_png(out / "cases.png", per_case, loaded, images_dir)
@@ -91,30 +91,6 @@ def evaluate_folders(
 
 
 _REPORT = ("metrics.csv", "summary.md", "cases.png")
-
-
-def _is_report(folder: Path) -> bool:
-    """An earlier report of this verb (medimg's mark, or only the files it writes)."""
-    from medimg.io.output import OWNER_MARK, is_owned
-
-    return folder.is_dir() and (
-        is_owned(folder) or all(p.name in (*_REPORT, OWNER_MARK) for p in folder.iterdir())
-    )
-
-
-def _check_report(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse, before any work, a report folder that :func:`atomic_dir` would refuse at the end."""
-    from medimg.io.output import check_outputs
-
-    check_outputs([out], inputs=inputs, overwrite=overwrite)
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file; name a folder for the report", out)
-    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
-        raise InputError(
-            "holds files medimg did not write; --overwrite only replaces an earlier report, "
-            "choose a new or empty folder",
-            out,
-        )
 
 
 def _write_csv(path: Path, per_case: dict, labels: dict[int, str]) -> None:

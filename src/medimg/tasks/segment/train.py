@@ -21,7 +21,14 @@ from medimg.datasets.msd import check_dataset, open_dataset
 from medimg.datasets.splits import kfold_split
 from medimg.engine import Trainer, TrainResult, check_run_dir, load_weights, seed_everything
 from medimg.errors import InputError, OutputExistsError
-from medimg.io.output import OWNER_MARK, atomic_path, check_outputs, is_owned, mark_owned
+from medimg.io.output import (
+    OWNER_MARK,
+    atomic_path,
+    check_outputs,
+    copy_files,
+    is_owned,
+    mark_owned,
+)
 from medimg.tasks.segment.data import PatchDataset, preprocess_image, preprocess_labels
 from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
 from medimg.tasks.segment.models import build_network
@@ -217,8 +224,6 @@ def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = Tru
     """Copy a run's ``plan.yaml`` and best (else last) weights into a model folder ``dest``
     (what ships in ``medimg/tasks/segment/default``); other files there (a model card) stay.
     Each file appears only once complete."""
-    import shutil
-
     from medimg.engine import find_checkpoint
 
     run, out = Path(run_dir), Path(dest)
@@ -226,9 +231,8 @@ def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = Tru
     if ckpt is None or not (run / "plan.yaml").is_file():
         raise InputError("no finished training here (plan.yaml and best/ or last/)", run)
     plan_out, weights_out = check_export(run, out, overwrite)
-    for src, dst in ((run / "plan.yaml", plan_out), (ckpt / "model.safetensors", weights_out)):
-        with atomic_path(dst, overwrite) as tmp:
-            shutil.copyfile(src, tmp)
+    copy_files([(run / "plan.yaml", plan_out), (ckpt / "model.safetensors", weights_out)],
+               overwrite=overwrite)  # fmt: skip
     return out
 
 

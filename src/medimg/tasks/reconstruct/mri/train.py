@@ -170,7 +170,7 @@ def export_model(run_dir: str | Path, dest: str | Path, overwrite: bool = False)
     """Copy a run's ``config.yaml`` and best (else last) weights into a model folder ``dest``
     (what ships in ``medimg/tasks/reconstruct/mri/default``)."""
     from medimg.engine import find_checkpoint
-    from medimg.tasks.reconstruct.outputs import copy_files
+    from medimg.io.output import copy_files
 
     run, out = Path(run_dir), Path(dest)
     ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
