@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -362,9 +363,15 @@ def _read_sinograms(files: list[Path], sim: D.SimConfig) -> torch.Tensor:
 def _image_files(folder: Path, dose: float | None) -> list[Path]:
     """Low-dose images of a simulate folder (``case_*/low_*``), else the image files in
     ``folder``; an empty list when it holds neither (then it is read as a DICOM series)."""
-    low = sorted(folder.glob(f"case_*/low_{_dose_name(dose)}*"))
+    low = sorted(folder.glob(f"case_*/low_{'' if dose is None else _dose_name(dose)}*"))
     if low:
         return low
+    if (folder / "cases.json").is_file():
+        which = "" if dose is None else f" at {dose:.0%} dose"
+        raise InputError(
+            f"holds no low-dose sinograms (case_*/sino_low_*.npy) and no low-dose images "
+            f"(case_*/low_*){which}; check --dose against cases.json 'doses'", folder
+        )  # fmt: skip
     files = [f for f in sorted(folder.iterdir()) if f.is_file()]
     return [f for f in files if f.name.lower().endswith(_IMAGE_SUFFIXES)]
 
@@ -466,7 +473,7 @@ def _export(out: Path, run: Path, init_cfg: Any, cfg: AdaptConfig, data: AdaptDa
     """Model folder for ``predict``: the adapted weights (last: no clean image to pick a best
     by) and the initial config, as a plain RED-CNN (a GAN's generator is one)."""
     from medimg.engine import find_checkpoint
-    from medimg.tasks.reconstruct.outputs import copy_files
+    from medimg.io.output import atomic_path
 
     ckpt = find_checkpoint(run / "last")
     if ckpt is None:
@@ -476,7 +483,8 @@ def _export(out: Path, run: Path, init_cfg: Any, cfg: AdaptConfig, data: AdaptDa
         sim = dataclasses.replace(sim, pixel_mm=round(data.pixel_mm, 4))
     model_cfg = dataclasses.replace(init_cfg, model="redcnn", init=cfg.init, sim=sim)
     to_yaml(model_cfg, out / "config.yaml")  # written beside and renamed in
-    copy_files([(ckpt / "model.safetensors", out / "model.safetensors")], overwrite=True)
+    with atomic_path(out / "model.safetensors", overwrite=True) as tmp:  # appears whole
+        shutil.copyfile(ckpt / "model.safetensors", tmp)
 
 
 def adapt(
