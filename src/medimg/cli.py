@@ -192,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+def _one_line(text: str) -> str:
+    """A file name may hold line breaks: shown escaped, so an error stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -202,14 +207,14 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except MedimgError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # permissions, full disk...: the OS's words are the useful ones
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {_one_line(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         return 2
     except BaseException as exc:  # also a native library's panic (pyo3's PanicException)
         if isinstance(exc, (SystemExit, GeneratorExit)) or os.environ.get("MEDIMG_DEBUG"):

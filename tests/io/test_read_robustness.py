@@ -451,6 +451,11 @@ def test_itk_warning_display_switched_off(tmp_path) -> None:
     assert not sitk.ProcessObject.GetGlobalWarningDisplay()
 
 
+def test_error_naming_a_file_with_a_line_break_stays_one_line(tmp_path, capsys) -> None:
+    code, _, err = run_cli(capsys, "info", tmp_path / "a\nb.nii")
+    assert code == 2 and err.count("\n") == 1 and "a\\nb.nii" in err
+
+
 # ------------------------------------------------------------------ empty output, modality
 def test_empty_output_refused(tmp_path, capsys, monkeypatch) -> None:
     src = _small_nifti(tmp_path / "ct.nii.gz")
