@@ -22,14 +22,6 @@ from medimg.tasks.reconstruct.mri.train import preset
 SIM = ["--size", "32", "--coils", "4", "--slices", "2", "--center-fraction", "0.25", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("mri") / "data"

@@ -29,14 +29,6 @@ CT_SCAN = ["--size", "48", "--pixel-mm", "8", "--views", "64", "--i0", "5e3"]
 MRI_SIM = ["--size", "32", "--coils", "4", "--slices", "1", "--center-fraction", "0.25", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ct_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ct") / "data"

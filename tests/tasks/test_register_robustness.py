@@ -9,21 +9,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from medimg.cli import main
 from medimg.io.api import save
 from medimg.phantoms.registration import make_pair, write_pair_dataset
 
 SHAPE, SPACING = (16, 16, 16), 4.0  # the default model's voxel size: no working-grid resampling
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,6 @@ from medimg.io.image import Image
 TINY = {"shape": (32, 32, 8), "spacing": (12.0, 12.0, 15.0)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """simulate -> plan -> train (a few steps) through the CLI; returns (data, model) folders."""

@@ -14,14 +14,6 @@ from medimg.tasks.segment.inference import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU cores are shared
-    yield
-    torch.set_num_threads(previous)
-
-
 def _net(spatial: int, in_ch: int = 2, classes: int = 3, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     conv = nn.Conv3d if spatial == 3 else nn.Conv2d

@@ -14,7 +14,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from medimg.cli import main
 from medimg.io.api import load, save
@@ -22,14 +21,6 @@ from medimg.io.image import Image
 
 TINY = {"shape": (32, 32, 8), "spacing": (12.0, 12.0, 15.0)}
 AFFINE = np.diag([4.0, 4.0, 5.0, 1.0])  # the default model's own voxel size: no resampling
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _scan(path: Path, value: float | None = None, shape=(24, 24, 8), affine=AFFINE) -> Path:

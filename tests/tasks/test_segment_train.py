@@ -18,14 +18,6 @@ from medimg.tasks.segment.train import deep_supervision_loss, dice_per_class, tr
 SMALL = {"shape": (40, 40, 12), "spacing": (9.0, 9.0, 12.0)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _otsu_dice(image: np.ndarray, gt: np.ndarray) -> list[float]:
     from skimage.filters import threshold_multiotsu
 
