@@ -126,7 +126,7 @@ def evaluate_folder(
     ``overwrite``."""
     from tqdm import tqdm
 
-    from medimg.io.output import atomic_dir, check_outputs
+    from medimg.io.output import atomic_dir, check_output_dir
     from medimg.physics.ct import CTProjector
     from medimg.tasks.reconstruct.ct.baselines import tv_reconstruct_hu
     from medimg.tasks.reconstruct.ct.predict import denoise_slices
@@ -144,7 +144,7 @@ def evaluate_folder(
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise InputError(f"cases.json is not a medimg case list ({exc})", root) from None
     inputs = [root / "cases.json", *cases_in]
-    check_outputs([out_dir], inputs=inputs, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite, inputs=inputs)
     dose = doses[0] if dose is None else float(dose)
     if not any(abs(dose - d) < 1e-9 for d in doses):
         raise InputError(f"dose {dose} was not simulated here; choose one of {doses}", root)

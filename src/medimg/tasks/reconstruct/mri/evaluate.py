@@ -58,7 +58,7 @@ def evaluate_files(
     The report folder ``out_dir`` is checked first and written whole at the end; an earlier
     report is replaced only with ``overwrite``."""
     from medimg.datasets.fastmri import check_fastmri
-    from medimg.io.output import atomic_dir, check_outputs
+    from medimg.io.output import atomic_dir, check_output_dir
 
     given = [files] if isinstance(files, (str, Path)) else list(files)
     if isinstance(files, (str, Path)):
@@ -67,7 +67,7 @@ def evaluate_files(
     files = [Path(f) for f in files]
     if not files:
         raise InputError("no .h5 files to evaluate; write some with 'medimg recon mri simulate'")
-    check_outputs([out_dir], inputs=given, overwrite=overwrite)
+    check_output_dir(out_dir, overwrite, inputs=given)
     for f in files:
         check_fastmri(f)
     methods = _methods(classical, {"varnet (default)": None} if models is None else models)

@@ -116,11 +116,11 @@ def write_simulated_set(
     The set is written beside ``out_dir`` and swapped in whole at the end: an existing non-empty
     ``out_dir`` is refused unless ``overwrite`` (and then replaced only if medimg wrote it), and
     an interrupt leaves the earlier set or nothing."""
-    from medimg.io.output import atomic_dir, check_outputs
+    from medimg.io.output import atomic_dir, check_output_dir
 
     if n < 1 or seed < 0:
         raise InputError(f"simulate needs n >= 1 volumes and a seed >= 0, got n={n}, seed={seed}")
-    check_outputs([out_dir], overwrite=overwrite)  # refuse before any simulation
+    check_output_dir(out_dir, overwrite)  # refuse before any simulation
     names = [f"phantom_{seed + i:06d}.h5" for i in range(n)]
     with atomic_dir(out_dir, overwrite) as tmp:
         for i in tqdm(range(n), desc="simulate", disable=not progress):
