@@ -116,3 +116,14 @@ def test_simulated_sinogram_noise_scales_with_dose() -> None:
     assert 3.4 < ratio < 4.6
     with pytest.raises(InputError, match="Hounsfield"):
         simulate_sinogram(torch.rand(64, 64), op)
+
+
+def test_tube_current_modulation_sets_the_variance_per_view() -> None:
+    p = torch.full((2, 20000), 2.0)  # two views, same attenuation
+    flux = torch.tensor([[0.5], [2.0]])  # relative tube current (mean-1 profile not required)
+    y = TransmissionNoise(1e4, electronic_std=0.0, view_flux=flux, seed=3)(p)
+    ratio = float(y[0].var() / y[1].var())
+    assert ratio == pytest.approx(4.0, rel=0.1)  # variance ~ 1 / flux
+    assert float(y.mean()) == pytest.approx(2.0, abs=0.02)  # unbiased at this flux
+    with pytest.raises(InputError, match="view_flux"):
+        TransmissionNoise(1e4, view_flux=torch.tensor([[1.0], [0.0]]))

@@ -123,10 +123,10 @@ def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConf
                                               progress=False))  # fmt: skip
     if preset != "default":
         raise InputError(f"preset must be 'default' or 'tiny', got {preset!r}")
-    if model == "redcnn":  # the bank (~10 min to simulate once), 48 px patches, ~50 min CPU
+    if model == "redcnn":  # the bank (~15 min to simulate once), 48 px patches, ~30 min CPU
         return CTTrainConfig(patch=48, features=48, kernel=3, window_weight=10.0, target="clean",
                              lambda_mean=10.0, data="bank", samples_per_epoch=4096,
-                             train=_train_cfg(max_steps=7000, lr=2e-3, val_every=500,
+                             train=_train_cfg(max_steps=3500, lr=2e-3, val_every=500,
                                               checkpoint_every=500))  # fmt: skip
     if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would; ~5 min
         return CTTrainConfig(model="wgan", init="default", patch=48, features=48, kernel=3,
