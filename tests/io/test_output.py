@@ -181,7 +181,9 @@ def test_sigint_during_convert_leaves_old_or_complete_new_series(tmp_path) -> No
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        assert b"Traceback" not in err
+        # a Ctrl-C while Python itself starts up (before main) may print Python's own
+        # traceback; once main runs, an interrupt is one "error: interrupted" line
+        assert b"Traceback" not in err or b"in main" not in err
         back = load(out)
         n = back.spatial_shape[2]
         assert n in (60, 120)
