@@ -24,8 +24,8 @@ zero further out (pixels the detector does not see get nothing from that view, a
 Given an ``upsample`` factor (and always for fan beams) back-projection is pixel-driven instead:
 the filtered projections are upsampled ``upsample`` times by sinc interpolation (zero-padding their
 spectrum) and read with linear interpolation, view-chunk by view-chunk (``grid_sample``);
-``upsample=1`` is plain linear interpolation, as ``iradon``, whose images it reproduces to float
-precision. That path costs ``O(V N^2)`` (about iradon's time; 10x the default at 512^2).
+``upsample=1`` is plain linear interpolation as ``iradon`` (zero past the end elements unless
+``circle``), whose images it reproduces to float precision. That path costs ``O(V N^2)`` (about iradon's time; 10x the default at 512^2).
 """
 
 from __future__ import annotations
@@ -235,13 +235,19 @@ class FBP(nn.Module):
         """Pixel-driven back-projection of ``_filtered`` output ``(C, V, n_up)`` -> ``(C, H W)``,
         view-chunk by view-chunk: linear interpolation, no stored matrix."""
         c, n_v, n = q.shape
-        m = _MARGIN * self.up
-        ext = torch.cat([q[..., n - m :], q[..., : int(self.geometry.n_det) * self.up + m]], -1)  # type: ignore[arg-type]
+        n_det = int(self.geometry.n_det)  # type: ignore[arg-type]
+        # iradon: nothing past the end elements, except with circle=True (it zero-pads the
+        # sinogram to the image diagonal first, so the filtered tails are read there)
+        clip = self.up == 1 and self.mask is None
+        m = 0 if clip else _MARGIN * self.up
+        ext = torch.cat([q[..., n - m :], q[..., : n_det * self.up + m]], -1)
         vals = q.new_zeros(c, self._rc.shape[0])
         step = max(1, 2**22 // max(self._rc.shape[0] * c, 1))
         for a in range(0, n_v, step):
             sl = slice(a, min(a + step, n_v))
             u, wt = self._footprint(sl)
+            if clip:
+                wt = wt * ((u >= 0) & (u <= n_det - 1))
             gx = (2 * (u + m) + 1) / ext.shape[-1] - 1
             grid = torch.stack([gx, torch.zeros_like(gx)], -1)[:, None].to(q.device, q.dtype)
             rows = ext[:, sl].permute(1, 0, 2)[:, :, None, :]  # [v,C,1,n_ext]
