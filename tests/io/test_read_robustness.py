@@ -264,9 +264,9 @@ def test_itk_header_sizes_checked_before_reading(tmp_path, name, header) -> None
 
 
 def test_itk_headers_that_made_itk_spin_are_refused_quickly(tmp_path) -> None:
-    """MetaIO loops or allocates per declared dimension, and ITK's reader spun on a direction
-    matrix holding 1e308, inside C++ where no alarm can interrupt them: the reads run in a
-    child process with a deadline."""
+    """MetaIO loops or allocates per declared dimension (also when NDims is given twice), and
+    ITK's reader spun on a direction matrix holding 1e308, inside C++ where no alarm can
+    interrupt them: the reads run in a child process with a deadline."""
     mha = tmp_path / "ndims.mha"
     mha.write_bytes(
         b"ObjectType = Image\nNDims = 4294967296\nDimSize = 5 4 3\n"
@@ -286,13 +286,21 @@ def test_itk_headers_that_made_itk_spin_are_refused_quickly(tmp_path) -> None:
         "import sys; from medimg.cli import main; "
         "sys.exit(max(main(['info', a]) for a in sys.argv[1:]))"
     )
-    files = [str(mha), str(nrrd), str(matrix)]
+    twice = tmp_path / "twice.mha"  # the checks read the first NDims, MetaIO the last
+    twice.write_bytes(
+        b"ObjectType = Image\nNDims = 2\nNDims = 1e308\nDimSize = 5 4\n"
+        b"ElementNumberOfChannels = 3\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n"
+        + b"\0"
+        * 60
+    )
+    files = [str(mha), str(nrrd), str(matrix), str(twice)]
     done = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 3, done.stderr
+    assert len(lines) == 4, done.stderr
     assert "dimensions" in lines[0] and "dimensions" in lines[1] and "direction" in lines[2]
+    assert "more than once" in lines[3]
 
 
 # ------------------------------------------------------------------ RGB NIfTI

@@ -261,6 +261,9 @@ def _itk_reason(e: Exception) -> str:
 
 _HEADER_BYTES = 1 << 16  # NRRD/MetaImage headers are short text
 _MAX_ITK_DIM = 5  # ITK's image IO reads at most 5 dimensions
+#: Header fields (NRRD and MetaImage, lower case) checked before ITK reads the file.
+_CHECKED_FIELDS = ("dimension", "ndims", "data file", "datafile", "elementdatafile", "encoding",
+                   "compresseddata", "sizes", "dimsize", "type", "elementtype")  # fmt: skip
 
 
 @dataclass
@@ -282,7 +285,7 @@ def _itk_header(p: Path) -> _ItkHeader:
     with p.open("rb") as f:
         head = f.read(_HEADER_BYTES)
     nrrd = head.startswith(b"NRRD")
-    fields: dict[str, str] = {}
+    given: dict[str, list[str]] = {}
     offset = len(head)
     pos = 0
     for raw in head.splitlines(keepends=True):
@@ -295,10 +298,14 @@ def _itk_header(p: Path) -> _ItkHeader:
         if nrrd and ":=" in line:  # key/value pairs, not fields
             continue
         if sep:
-            fields.setdefault(" ".join(key.lower().split()), value.strip())
+            given.setdefault(" ".join(key.lower().split()), []).append(value.strip())
         if not nrrd and key.strip().lower() == "elementdatafile":
             offset = pos  # the last line of a MetaImage header
             break
+    twice = sorted(k for k in _CHECKED_FIELDS if len(given.get(k, ())) > 1)
+    if twice:  # which one ITK would use is not ours to guess: it could bypass these checks
+        raise ImageReadError(f"header gives {', '.join(twice)} more than once; fix the header", p)
+    fields = {k: v[0] for k, v in given.items()}
     ndim = fields.get("dimension" if nrrd else "ndims", "")
     if (
         not (ndim.isascii() and ndim.isdigit()) or not 1 <= int(ndim) <= _MAX_ITK_DIM
