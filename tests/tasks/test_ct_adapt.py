@@ -17,9 +17,9 @@ from medimg.tasks.reconstruct.ct import data as D
 from medimg.tasks.reconstruct.ct.predict import denoise_slices, load_model
 from medimg.tasks.reconstruct.ct.train import build_for, preset_config
 
-SIM = D.SimConfig(image_size=64, pixel_mm=6.0, n_views=96, i0=5e3, filter_name="ram-lak")
-SCAN = ["--size", "64", "--pixel-mm", "6", "--views", "96", "--i0", "5e3", "--filter", "ram-lak"]
-SEEDS = range(10000, 10004)
+SIM = D.SimConfig(image_size=48, pixel_mm=8.0, n_views=64, i0=5e3, filter_name="ram-lak")
+SCAN = ["--size", "48", "--pixel-mm", "8", "--views", "64", "--i0", "5e3", "--filter", "ram-lak"]
+SEEDS = range(10000, 10003)
 FAST = ["--max-steps", "100", "--lr", "1e-3", "--quiet", "--device", "cpu"]
 
 
@@ -55,7 +55,7 @@ def _rmse_on_low_images(model, data, clean) -> float:
 
 
 def test_view_split_is_disjoint_covers_all_views_and_sub_fbps_average_to_full() -> None:
-    for n, k in [(96, 2), (96, 4), (97, 3), (10, 10)]:
+    for n, k in [(64, 2), (64, 4), (97, 3), (10, 10)]:
         parts = A.split_views(n, k)
         assert len(parts) == k and sum(len(p) for p in parts) == n
         assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))  # disjoint + cover
@@ -64,7 +64,7 @@ def test_view_split_is_disjoint_covers_all_views_and_sub_fbps_average_to_full() 
     sino = torch.from_numpy(D.simulate_slice(10000, SIM).sino_low)[None]
     subs = A.sub_reconstructions(sino, SIM, 4)
     full = A.fbp_hu(sino, D.geometry(SIM), filter_name=SIM.filter_name)
-    assert subs.shape == (1, 4, 64, 64)
+    assert subs.shape == (1, 4, 48, 48)
     # each subset's FBP is an unbiased estimate: their mean is the full FBP (to float round-off)
     assert torch.allclose(subs.mean(1), full, atol=1e-2)
     assert float((subs[:, 0] - full).std()) > 2 * float((subs.mean(1) - full).std())
@@ -155,7 +155,7 @@ def test_bad_data_gives_one_line_errors(data, tmp_path, capsys) -> None:
     assert "no low-dose sinograms" in _error([str(empty), *out], capsys)
     bare = tmp_path / "bare"
     bare.mkdir()
-    np.save(bare / "sino.npy", np.zeros((96, 91), np.float32))
+    np.save(bare / "sino.npy", np.zeros((64, 69), np.float32))
     assert "cases.json" in _error([str(bare), *out], capsys)
     assert "no low-dose sinograms" in _error([str(data), *out, "--dose", "0.5"], capsys)
     low = load(data / "case_10000" / "low_025.nii.gz")
@@ -166,7 +166,7 @@ def test_bad_data_gives_one_line_errors(data, tmp_path, capsys) -> None:
     cplx = tmp_path / "cplx"
     (cplx / "case_00001").mkdir(parents=True)
     (cplx / "cases.json").write_text((data / "cases.json").read_text())
-    np.save(cplx / "case_00001" / "sino_low_025.npy", np.zeros((96, 91), np.complex64))
+    np.save(cplx / "case_00001" / "sino_low_025.npy", np.zeros((64, 69), np.complex64))
     assert "complex" in _error([str(cplx), *out], capsys)
     assert not (tmp_path / "m").exists()
 
