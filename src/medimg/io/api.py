@@ -112,7 +112,8 @@ def load(
     ``series`` picks one series (UID or index, see ``medimg info``) in a folder holding several;
     ``allow_gaps`` and ``tilt`` control DICOM slice-geometry checks (see
     :func:`medimg.io.dicom.read.read_dicom`). ``modality`` overrides the modality of formats that
-    do not store it (NIfTI, NRRD/MHA).
+    do not store it (NIfTI, NRRD/MHA); it must be a DICOM code string (see :func:`check_modality`).
+    Special files (FIFO, device) and folders named like image files are refused in one line.
     """
     p = _check_source(path)
     if modality:
@@ -141,7 +142,8 @@ def load(
 def save(image: Image, path: PathType, *, overwrite: bool = False, **dicom_options: Any) -> Path:
     """Write ``image`` to ``path``; the extension picks the format, none means a DICOM folder.
 
-    Existing outputs are never replaced unless ``overwrite=True``. ``dicom_options`` pass on to
+    An empty path is refused (it would mean the working folder). Existing outputs are never
+    replaced unless ``overwrite=True``. ``dicom_options`` pass on to
     :func:`medimg.io.dicom.write.write_dicom_series` (series description, patient, UIDs).
     """
     if str(path).strip() == "":  # Path("") is ".": it would write into the working folder
