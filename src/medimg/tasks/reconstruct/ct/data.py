@@ -510,7 +510,7 @@ class BankConfig:
     size: int = 256
     views_per_side: tuple[float, ...] = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.35)
     filters: tuple[str, ...] = FILTER_NAMES
-    slices_per_group: int = 5
+    slices_per_group: int = 8
     levels: int = 3
     noise_hu: tuple[float, float] = (8.0, 180.0)
     real_pixel_mm: tuple[float, float] = (0.3, 1.5)
@@ -526,7 +526,7 @@ class BankConfig:
                              f">= 1; got filters {list(self.filters)}, size {self.size}")  # fmt: skip
 
 
-_BANK_VERSION = 1  # bump when the generator changes: cached banks are keyed by it
+_BANK_VERSION = 2  # bump when the generator changes: cached banks are keyed by it
 
 
 def _real_anatomy(rng: np.random.Generator, real: list[tuple[np.ndarray, float]],
