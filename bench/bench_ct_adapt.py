@@ -172,10 +172,10 @@ def main() -> int:
     noise = np.mean([np.std((val["low"][i] - val["clean"][i])[(val["clean"][i] > 0) &
                                                              (val["clean"][i] < 80)])
                      for i in range(len(names))])  # fmt: skip
-    print(
-        f"adapt set: 4 real slices; validation: {len(names)} ({', '.join(names)}); "
-        f"low-dose brain/soft-tissue noise {noise:.0f} HU; setup {time.perf_counter() - t0:.0f} s"
-    )
+    corr = "/".join(f"{_noise_correlation(val, lag):.2f}" for lag in (1, 2, 3))
+    print(f"{args.filter} FBP; adapt set: 4 real slices; validation: {len(names)} "
+          f"({', '.join(names)}); low-dose brain/soft-tissue noise {noise:.0f} HU, correlated "
+          f"{corr} between pixels 1/2/3 apart; setup {time.perf_counter() - t0:.0f} s")  # fmt: skip
 
     rows: dict[str, dict[str, float]] = {"low-dose FBP": scores(val["low"], val)}
     shipped, _ = load_model(None)

@@ -78,6 +78,12 @@ def test_neighbour_pairs_are_distinct_pixels_half_a_cell_apart() -> None:
         dc = (i2 % cell - i1 % cell) % cell
         assert bool((i1 != i2).all())
         assert set(dr.unique().tolist()) | set(dc.unique().tolist()) == {0, cell // 2}
+    # the warning's estimate tells white from smoothed (correlated) noise on a water slice
+    noise = np.random.default_rng(0).normal(0, 30, (96, 96)).astype(np.float32)
+    assert abs(A.noise_correlation([noise])) < 0.15
+    from scipy import ndimage
+
+    assert A.noise_correlation([ndimage.gaussian_filter(noise, 1.0) * 3]) > 0.4
     x = torch.arange(64.0).reshape(1, 1, 8, 8)
     sub = A.neighbour_subsample(x, torch.zeros(1, 1, 2, 2, dtype=torch.long), 4)
     assert sub.flatten().tolist() == [0.0, 4.0, 32.0, 36.0]

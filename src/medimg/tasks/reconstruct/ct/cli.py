@@ -322,8 +322,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--method", choices=("auto", "n2i", "n2n"), default="auto",
                    help="auto: n2i when DATA holds sinograms, else n2n")  # fmt: skip
     p.add_argument("--splits", type=positive_int, default=4, help="n2i view subsets (default 4)")
-    p.add_argument("--cell", type=positive_int, default=4,
-                   help="n2n sub-sampling cell, even (default 4: FBP noise is correlated)")  # fmt: skip
+    p.add_argument("--cell", type=positive_int, default=2,
+                   help="n2n sub-sampling cell, even (default 2; pairs are cell/2 pixels apart)")  # fmt: skip
     p.add_argument("--gamma", type=positive_float, default=2.0, help="n2n regulariser weight")
     p.add_argument("--patch", type=positive_int, default=64, help="training crop in pixels")
     p.add_argument("--dose", type=fraction, help="use only this simulated dose (default: all)")
