@@ -323,6 +323,19 @@ def test_rgb_nifti_read_as_channels(tmp_path, capsys, fields) -> None:
     assert load(tmp_path / "colour.nrrd").num_channels == len(fields)
 
 
+def test_itk_rgb_pixels_become_channels(tmp_path, capsys) -> None:
+    import SimpleITK as sitk
+
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)  # (Y, X, C) as ITK holds it
+    path = tmp_path / "colour.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(path))
+    image = load(path)
+    assert image.array.shape == (3, 5, 4) and image.array.dtype == np.float32
+    np.testing.assert_array_equal(image.array[1], rgb[:, :, 1].T)
+    code, _, err = run_cli(capsys, "convert", path, tmp_path / "colour.nii.gz")
+    assert code == 0, err
+
+
 # ------------------------------------------------------------------ deflated DICOM
 def test_deflated_dicom_is_read(tmp_path) -> None:
     pixels = random_volume((6, 5, 1))[:, :, 0].T.copy()
@@ -366,6 +379,22 @@ def test_singular_dicom_geometry_names_the_file(tmp_path, capsys, kwargs, text) 
     assert ".dcm" in line and text in line
     code, _, err_text = run_cli(capsys, "info", folder)
     assert text in assert_one_line_error(code, err_text, folder)
+
+
+def test_dicom_error_raised_without_a_path_gets_the_source(tmp_path, monkeypatch) -> None:
+    from medimg.errors import GeometryError
+    from medimg.io.dicom import read
+
+    folder = tmp_path / "series"
+    write_series(folder, random_volume())
+
+    def no_path(*args, **kwargs):
+        raise GeometryError("slices disagree")  # as a helper deep down might
+
+    monkeypatch.setattr(read, "build_grid", no_path)
+    with pytest.raises(GeometryError) as err:
+        load(folder)
+    assert str(err.value) == f"{folder}: slices disagree"
 
 
 # ------------------------------------------------------------------ warnings
