@@ -1,4 +1,4 @@
-"""2D CT geometry and a ray-driven projector with its exact adjoint, in torch.
+"""2D CT geometry and projectors with exact adjoints, in torch.
 
 ``y = A x``: ``x`` is an image of attenuation (any unit per mm, e.g. mu in 1/mm) laid out
 ``(..., H, W)`` (rows top to bottom, columns left to right; ``(B, 1, H, W)`` or a stack of axial
@@ -10,13 +10,24 @@ y sin(theta)`` (scikit-image's ``radon`` convention); fan view ``beta`` puts the
 ``DSO (-sin(beta), cos(beta))`` and its ray at fan angle ``gamma`` equals the parallel ray
 ``(theta, s) = (beta + gamma, DSO sin(gamma))`` (equiangular arc detector, Kak & Slaney ch. 3).
 
-Why this implementation: each ray is sampled every ``sample_step`` pixels with bilinear
-interpolation (``grid_sample``), ``A x = step * sum_k x(p_k)``. That is a rotation-based
-projector like scikit-image's ``radon`` (same samples, so the two agree to float precision),
-vectorised over views and batch. Its adjoint is the exact transpose of the bilinear sampling
-(``grid_sampler_2d_backward``'s scatter), so the pair passes the dot-product test to float
-round-off, needs no stored system matrix, runs on any device and is differentiable to any
-order. Sampling grids are cached per device/dtype up to ``max_cache_mb``.
+Two projectors (:class:`CTProjector` ``method``), both matrix-free, device-agnostic and
+differentiable to any order, each with its exact transpose (dot-product test to float round-off):
+
+- ``"fourier"`` (parallel beams, the default): the Fourier slice theorem. A 2D non-uniform FFT
+  (gridding with an exponential-of-semicircle kernel, 6 taps per axis, ~1e-5 relative error)
+  evaluates the image's spectrum on every view's radial line; one inverse FFT per view gives the
+  projections. ``O(N^2 log N + V N)`` instead of ``O(V N^2)``: at 512^2 x 720 views it is
+  tens of times faster than scikit-image's ``radon`` and than ``"ray"``, and closer to
+  exact line integrals of ellipse phantoms (bench/bench_ct_fbp.py). Its model: the pixels are
+  samples of a band-limited image, projections are band-limited to the detector's Nyquist
+  frequency (so it differs from ``radon`` by a few per cent at sharp edges). The same machinery
+  back-projects band-limited projections for :class:`~medimg.physics.ct_fbp.FBP`.
+- ``"ray"`` (fan beams; parallel on request): each ray sampled every ``sample_step`` pixels with
+  bilinear interpolation (``grid_sample``), ``A x = step * sum_k x(p_k)``: the samples of
+  scikit-image's ``radon`` (the two agree to float precision); the adjoint scatters with the
+  same weights (``grid_sampler_2d_backward``). Sampling grids are cached per device/dtype up to
+  ``max_cache_mb`` and rebuilt view-chunk by view-chunk beyond (documented, not silent: ``"ray"``
+  is ``O(V N^2)`` at any size).
 """
 
 from __future__ import annotations
@@ -35,7 +46,28 @@ from medimg.physics.base import LinearOperator
 
 _MARGIN = 32  # detector samples between the detector and the next periodic copy
 
-__all__ = ["CTGeometry", "CTProjector", "FanBeamGeometry", "ParallelBeamGeometry"]
+__all__ = [
+    "SHEPP_LOGAN_ELLIPSES",
+    "CTGeometry",
+    "CTProjector",
+    "FanBeamGeometry",
+    "ParallelBeamGeometry",
+    "ellipse_phantom",
+]
+
+# modified Shepp-Logan (Toft 1996): density, semi-axes a, b, centre x, y, rotation (degrees)
+SHEPP_LOGAN_ELLIPSES = (
+    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
+    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
+    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
+    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
+    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
+    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
+    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
+    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
+    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
+    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -439,10 +471,11 @@ class CTProjector(LinearOperator):
     ``method`` (the default picks ``"fourier"`` for parallel beams, ``"ray"`` for fan beams):
 
     - ``"fourier"`` (parallel beam only): exact line integrals of the band-limited (sinc)
-      interpolant of the pixels, band-limited to the detector's Nyquist frequency, by the Fourier slice
-      theorem (a 2D non-uniform FFT of the image on every view's radial line, then one 1D inverse
-      FFT per view). ``O(N^2 log N + V N w^2)`` for an ``N x N`` image, ``V`` views and ``w = 6``
-      kernel taps, no stored matrix or grid; 20-50x faster than ``"ray"`` at 512^2.
+      interpolant of the pixels, band-limited to the detector's Nyquist frequency, by the
+      Fourier slice theorem (a 2D non-uniform FFT of the image on every view's radial line, then
+      one 1D inverse FFT per view). ``O(N^2 log N + V N w^2)`` for an ``N x N`` image, ``V`` views
+      and ``w = 6`` kernel taps; it stores only the gridding taps (``w^2`` per frequency, 8 bytes
+      each, ``O(V N)``), no per-pixel matrix or grid; tens of times faster than ``"ray"`` at 512^2.
     - ``"ray"``: each ray sampled every ``sample_step`` pixels with bilinear interpolation
       (``grid_sample``), ``A x = step * sum_k x(p_k)``: the samples of scikit-image's ``radon``
       (the two agree to float precision). ``O(V N^2)``; its sampling grid is cached up to
@@ -563,3 +596,41 @@ class CTProjector(LinearOperator):
             vals = sino[:, sl].permute(1, 0, 2)[:, :, None, :].expand(-1, -1, self.n_samples, -1)
             out = out + _Scatter.apply(vals, grid, (grid.shape[0], c, h, w)).sum(dim=0)
         return out.reshape(*lead, h, w)
+
+
+def ellipse_phantom(
+    n: int,
+    angles: torch.Tensor,
+    ellipses: tuple[tuple[float, ...], ...] = SHEPP_LOGAN_ELLIPSES,
+    *,
+    supersample: int = 8,
+    aperture: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ellipses in ``[-1, 1]^2`` as an ``(n, n)`` raster (each pixel the mean of
+    ``supersample^2`` point samples) and their exact line integrals ``(views, n)`` at ``angles``
+    (rad), in pixel units, for scikit-image's geometry: rotation axis at pixel ``(n // 2, n // 2)``,
+    detector element ``n // 2``, pitch one pixel (``ParallelBeamGeometry(image_shape=(n, n),
+    n_det=n, det_center=n // 2, iso_center=(n // 2, n // 2))``). A reference for projectors and
+    FBP: the raster is what they see, the line integrals what an ideal scanner measures.
+    ``aperture > 1`` averages that many rays across each detector element (a detector that
+    integrates over its width, as real ones do) instead of sampling its centre.
+    """
+    d = 2.0 / n
+    off = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample - 0.5
+    c = ((torch.arange(n, dtype=torch.float64) - n // 2)[:, None] + off).reshape(-1) * d
+    x, y = c[None, :], -c[:, None]  # rows run against y
+    img = torch.zeros(n * supersample, n * supersample, dtype=torch.float64)
+    th = torch.as_tensor(angles, dtype=torch.float64)[:, None]
+    sub = (torch.arange(aperture, dtype=torch.float64) + 0.5) / aperture - 0.5
+    s = ((torch.arange(n, dtype=torch.float64) - n // 2)[:, None] + sub).reshape(1, -1) * d
+    sino = torch.zeros(th.shape[0], n * aperture, dtype=torch.float64)
+    for rho, a, b, x0, y0, deg in ellipses:
+        p = math.radians(deg)
+        xr = (x - x0) * math.cos(p) + (y - y0) * math.sin(p)
+        yr = -(x - x0) * math.sin(p) + (y - y0) * math.cos(p)
+        img += rho * ((xr / a) ** 2 + (yr / b) ** 2 <= 1)
+        r2 = (a * torch.cos(th - p)) ** 2 + (b * torch.sin(th - p)) ** 2
+        t2 = (s - x0 * torch.cos(th) - y0 * torch.sin(th)) ** 2
+        sino += 2 * rho * a * b * torch.sqrt((r2 - t2).clamp_min(0)) / r2
+    img = img.reshape(n, supersample, n, supersample).mean((1, 3))
+    return img, sino.reshape(-1, n, aperture).mean(-1) / d

@@ -14,18 +14,27 @@ Filters (frequency ``nu`` in units of Nyquist, ``c`` = ``frequency_scaling``; ze
 ``(1 + cos(pi nu / c)) / 2``. Projections are zero-padded to ``max(64, 2^ceil(log2 2 (n_det + 2)))``.
 
 Back-projection, parallel beam (default, ``upsample=None``): each filtered projection is
-interpolated exactly as a band-limited (sinc) signal and back-projected through the Fourier slice
-theorem, with the non-uniform FFT of :mod:`medimg.physics.ct` (the exact adjoint of the
-``"fourier"`` projector's image-to-spectra step, without its band limit on the pixels):
-``O(N^2 log N + V N)`` work and ``O(V N)`` memory, no matrix. This is the limit of sinc upsampling
-by an infinite factor. Filtered projections are kept 16 samples past each detector edge and are
-zero further out (pixels the detector does not see get nothing from that view, as in ``iradon``).
+interpolated exactly as a band-limited (sinc) signal and back-projected through the Fourier
+slice theorem with the non-uniform FFT of :mod:`medimg.physics.ct`: ``O(N^2 log N + V N)`` work,
+``O(V N)`` memory, no matrix; the limit of sinc upsampling by an infinite factor. Filtered
+projections are kept 16 samples past each detector edge and are zero further out (pixels the
+detector does not see get nothing from that view). This back-projection is the adjoint of the
+``"fourier"`` projector's image-to-spectra step only: FBP is not the transpose of
+:class:`~medimg.physics.ct.CTProjector` (different period, no band limit on the pixels, and a
+filter), so use ``CTProjector.A_adjoint`` where an exact adjoint is needed.
+
+Sinc interpolation keeps the ramp filter's response up to the detector's Nyquist frequency;
+linear interpolation (``iradon``) damps it (to 0.4 at Nyquist) and so smooths. On projections
+that a detector integrates over its element width, the sinc path has the lower error; on
+point-sampled projections of sharp edges (aliased) linear interpolation does better with the
+ram-lak filter; apodised filters (Shepp-Logan, Hann) remove the difference (bench/RESULTS.md).
 
 Given an ``upsample`` factor (and always for fan beams) back-projection is pixel-driven instead:
-the filtered projections are upsampled ``upsample`` times by sinc interpolation (zero-padding their
-spectrum) and read with linear interpolation, view-chunk by view-chunk (``grid_sample``);
-``upsample=1`` is plain linear interpolation as ``iradon`` (zero past the end elements unless
-``circle``), whose images it reproduces to float precision. That path costs ``O(V N^2)`` (about iradon's time; 10x the default at 512^2).
+the filtered projections are upsampled ``upsample`` times by sinc interpolation (zero-padding
+their spectrum) and read with linear interpolation, view-chunk by view-chunk (``grid_sample``,
+no stored matrix); ``upsample=1`` is plain linear interpolation as ``iradon`` (zero past the end
+elements unless ``circle``), whose images it reproduces to float precision. That path costs
+``O(V N^2)``: about iradon's time, ~10x the Fourier path at 512^2.
 """
 
 from __future__ import annotations
