@@ -15,8 +15,9 @@ class MedimgError(Exception):
 
     def __init__(self, message: str, path: str | PathLike[str] | None = None) -> None:
         self.path = None if path is None else str(path)
-        text = " ".join(str(message).split())  # always one line
-        super().__init__(f"{self.path}: {text}" if self.path else text)
+        text = " ".join(str(message).split())  # always one line; a path's breaks shown escaped
+        shown = self.path and self.path.replace("\r", "\\r").replace("\n", "\\n")
+        super().__init__(f"{shown}: {text}" if shown else text)
 
 
 class InputError(MedimgError, ValueError):

@@ -89,3 +89,8 @@ def test_real_valued_arguments_refuse_nan_and_out_of_range() -> None:
     for parse, text in ((positive_float, "0"), (fraction, "1.5"), (finite_float, "nan")):
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+def test_an_error_naming_a_file_with_a_line_break_stays_one_line() -> None:
+    err = InputError("is not an image", "scan\n01.nii")
+    assert str(err) == "scan\\n01.nii: is not an image" and err.path == "scan\n01.nii"

@@ -44,7 +44,9 @@ def _field_from_sitk(disp, grid: Image) -> Image:
 
 
 def _demons(f, m, iterations: int):
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     m = sitk.HistogramMatching(m, f, 256, 7, True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
@@ -58,7 +60,9 @@ def _demons(f, m, iterations: int):
 
 
 def _bspline(f, m, iterations: int, spacing_mm: float):
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     extent = [sz * sp for sz, sp in zip(f.GetSize(), f.GetSpacing())]
     mesh = [max(1, round(e / spacing_mm)) for e in extent]
@@ -83,7 +87,9 @@ def _ants_syn(f, m):
     import tempfile
     from pathlib import Path
 
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     try:
         import ants
@@ -121,7 +127,9 @@ def baseline_register(
 ) -> RegResult:
     """Register with a SimpleITK baseline (see the module docstring); timings include the
     resampling and warping, like the network's."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

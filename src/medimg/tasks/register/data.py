@@ -118,7 +118,9 @@ class Pair:
 def to_grid(image: Image, grid: Image, *, label: bool = False) -> Image:
     """``image`` resampled onto ``grid`` in world coordinates (SimpleITK; identity when the
     geometry already matches). Outside its field of view: 0 (labels) or its minimum."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     same = image.spatial_shape == grid.spatial_shape and np.allclose(
         image.affine, grid.affine, atol=1e-4

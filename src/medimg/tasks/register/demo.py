@@ -14,7 +14,9 @@ DEMO_SEED = 1000
 
 def stage(out_dir: Path) -> list[dict]:
     """Register one pair with each method, write the outputs, check SimpleITK reproduces them."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     from medimg.phantoms.registration import make_pair
     from medimg.tasks.register.baseline import baseline_register

@@ -39,7 +39,9 @@ def field_image(field_mm: np.ndarray, grid: Image) -> Image:
 def _itk_vector_image(field: Image, double: bool = True) -> Any:
     """LPS-component SimpleITK vector image: float64 (what ``DisplacementFieldTransform`` needs)
     or float32 (for files: the fields are computed in float32, so nothing is lost)."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     nd = field.spatial_ndim
     flip = np.diag(LPS_TO_RAS)[:nd].reshape(-1, *[1] * nd)  # RAS -> LPS components
@@ -50,7 +52,9 @@ def _itk_vector_image(field: Image, double: bool = True) -> Any:
 
 def sitk_transform(field: Image) -> Any:
     """A ``sitk.DisplacementFieldTransform`` equal to the RAS+ mm vector image ``field``."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     return sitk.DisplacementFieldTransform(_itk_vector_image(field))
 
@@ -58,7 +62,9 @@ def sitk_transform(field: Image) -> Any:
 def save_field(field: Image, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``field`` (RAS+ mm components) as an ITK/ANTs displacement image (LPS components,
     float32 like ANTs' warps: half the size and write time of float64)."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     with atomic_path(path, overwrite) as tmp:
         sitk.WriteImage(_itk_vector_image(field, double=False), str(tmp))
@@ -67,7 +73,9 @@ def save_field(field: Image, path: str | Path, *, overwrite: bool = False) -> Pa
 
 def save_transform(field: Image, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``field`` as an ITK transform file (``.h5``) holding a DisplacementFieldTransform."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     with atomic_path(path, overwrite) as tmp:
         sitk.WriteTransform(sitk_transform(field), str(tmp))
@@ -76,7 +84,9 @@ def save_transform(field: Image, path: str | Path, *, overwrite: bool = False) -
 
 def load_field(path: str | Path) -> Image:
     """Read a displacement image written by :func:`save_field` (or ITK/ANTs) as RAS+ components."""
-    import SimpleITK as sitk
+    from medimg.io.image import quiet_sitk
+
+    sitk = quiet_sitk()
 
     p = Path(path)
     if not p.is_file():
