@@ -17,7 +17,8 @@ Rows: low-dose FBP, the shipped RED-CNN before adaptation, after Noise2Inverse (
 network on the full FBP, and the paper's mean over split outputs), after Neighbor2Neighbor on the
 low-dose images (cells 4 and 2). Scores per slice, averaged: PSNR/SSIM in the soft-tissue window
 (C=40 W=400) and RMSE (HU, body) against the full-dose FBP and against the noiseless scan, and
-the HU shift (mean difference in soft tissue vs the noiseless scan).
+the HU shift (mean difference in soft tissue vs the noiseless scan); every image clipped to
+[-1024, 3071] HU first.
 
 Run: ``OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_ct_adapt.py [--steps 300]`` (about
 10-15 CPU minutes with one thread; needs the real-data cache, ``MEDIMG_DATA_CACHE``).
@@ -138,6 +139,9 @@ def _noise_correlation(val: dict[str, np.ndarray], lag: int = 1) -> float:
 
 
 def scores(pred: np.ndarray, ref: dict[str, np.ndarray]) -> dict[str, float]:
+    # the 12-bit DICOM range: low-dose ramp FBP swings past -3000 HU in air, which is not CT data
+    pred = np.clip(pred, -1024, 3071)
+    ref = {k: np.clip(v, -1024, 3071) for k, v in ref.items() if k != "sino_low"}
     out: dict[str, list[float]] = {}
     for i in range(len(pred)):
         body = ref["clean"][i] > -500
