@@ -149,3 +149,24 @@ def test_simulate_from_a_users_image(tmp_path, capsys) -> None:
     assert main(["recon", "ct", "evaluate", str(out), "--no-iterative", "--models", "redcnn"]) == 0
     assert main([*argv[:3], str(tmp_path / "x"), "--from", str(src), "--slices", "5"]) == 2
     assert "slices must be" in capsys.readouterr().err
+
+
+def test_mean_restore_undoes_a_uniform_shift_in_eval_mode_only() -> None:
+    from medimg.tasks.reconstruct.ct.models import REDCNN
+
+    net = REDCNN(features=4, kernel=3, mean_restore_px=4.0)
+    for m in (*net.enc, *net.dec):  # a net that outputs its input shifted by -7 HU
+        torch.nn.init.zeros_(m.weight)
+        torch.nn.init.zeros_(m.bias)
+    torch.nn.init.constant_(net.dec[-1].bias, -0.007)
+    x = torch.from_numpy(D.to_net(_cylinder(64)).numpy())[None, None]
+    inside = x[0, 0].abs() < 0.05  # water and soft tissue
+    net.train()
+    assert float((net(x) - x)[0, 0][inside].mean()) == pytest.approx(-0.007, abs=1e-4)
+    net.eval()
+    with torch.no_grad():
+        kept = net(x) - x
+    assert float(kept[0, 0][inside].abs().max()) < 1e-4  # the shift is gone, HU kept
+    bone = torch.full((1, 1, 64, 64), 1.0)  # outside the soft-tissue window: left as it is
+    with torch.no_grad():
+        assert float((net(bone) - bone).mean()) == pytest.approx(-0.007, abs=1e-4)

@@ -51,10 +51,11 @@ class GANPair(nn.Module):
     """Generator (a :class:`REDCNN`), critic and frozen feature extractor, saved together."""
 
     def __init__(
-        self, features: int = 32, critic_features: int = 32, ae_features: int = 16, kernel: int = 5
-    ) -> None:
+        self, features: int = 32, critic_features: int = 32, ae_features: int = 16, kernel: int = 5,
+        mean_restore_px: float = 0.0,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.generator = REDCNN(features=features, kernel=kernel)
+        self.generator = REDCNN(features=features, kernel=kernel, mean_restore_px=mean_restore_px)
         self.critic = Critic(features=critic_features)
         self.extractor = PatchAutoencoder(features=ae_features)
         self.extractor.requires_grad_(False)

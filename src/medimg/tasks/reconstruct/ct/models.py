@@ -2,7 +2,9 @@
 
 - :class:`REDCNN` (Chen et al., IEEE TMI 2017): five unpadded convolutions, five transposed
   convolutions, shortcuts from input, 2nd and 4th layer to the mirrored decoder layers; it
-  predicts the noise to subtract, so an untrained net is close to the identity.
+  predicts the noise to subtract, so an untrained net is close to the identity. At inference
+  an optional parameter-free output step, :func:`restore_local_mean`, gives uniform tissue back
+  the local mean of the input (HU kept).
 - :class:`Critic`: the WGAN-GP critic (strided convolutions, no batch norm, which would break
   the per-sample gradient penalty). The GAN generator is a :class:`REDCNN`.
 - :class:`PatchAutoencoder`: a small convolutional autoencoder trained *here* on full-dose CT
@@ -17,13 +19,15 @@ All image-domain nets take and return ``(B, 1, H, W)`` in ``HU / 1000``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medimg.errors import InputError
 from medimg.physics.base import LinearOperator
 from medimg.physics.ct_dose import MU_WATER
 
-__all__ = ["MODELS", "REDCNN", "Critic", "LearnedPrimalDual", "PatchAutoencoder", "build_model"]
+__all__ = ["MODELS", "REDCNN", "Critic", "LearnedPrimalDual", "PatchAutoencoder", "build_model",
+           "restore_local_mean"]  # fmt: skip
 
 
 def _check(name: str, value: int, low: int, rule: str = "") -> int:
@@ -32,15 +36,52 @@ def _check(name: str, value: int, low: int, rule: str = "") -> int:
     return value
 
 
+def restore_local_mean(
+    y: torch.Tensor, x: torch.Tensor, sigma: float, lo: float = -0.16, hi: float = 0.24
+) -> torch.Tensor:
+    """``y`` minus the Gaussian (``sigma`` pixels) local mean of ``y - x`` taken over soft tissue
+    only (``y`` in [``lo``, ``hi``], HU / 1000; normalised convolution), there.
+
+    Photon noise is zero-mean, so the local mean of a low-dose FBP ``x`` is unbiased; a denoiser
+    trained for MSE shifts it by a few HU under heavy noise (its prior pulls towards typical
+    tissue). Smoothing keeps local means, so this undoes the shift and little else (a few HU of
+    the lowest-frequency noise come back); bone and air, outside the window, are left alone.
+
+    >>> x = torch.zeros(1, 1, 32, 32)
+    >>> round(float(restore_local_mean(x - 0.007, x, 4.0).mean()), 6)  # a -7 HU shift undone
+    0.0
+    """
+    r = max(1, int(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=y.dtype, device=y.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+
+    def blur(a: torch.Tensor) -> torch.Tensor:
+        a = F.conv2d(a, k.view(1, 1, -1, 1), padding=(r, 0))
+        return F.conv2d(a, k.view(1, 1, 1, -1), padding=(0, r))
+
+    w = ((y > lo) & (y < hi)).to(y.dtype)
+    return y - w * blur((y - x) * w) / blur(w).clamp_min(1e-3)
+
+
 class REDCNN(nn.Module):
     """Residual encoder-decoder CNN; ``features`` channels, ``kernel`` x ``kernel`` (odd).
+
+    ``mean_restore_px`` > 0: in eval mode the output passes through :func:`restore_local_mean`
+    with that sigma (pixels); training sees the raw output. No weights: the same checkpoint
+    loads with or without it.
 
     >>> REDCNN(features=8)(torch.zeros(2, 1, 37, 31)).shape
     torch.Size([2, 1, 37, 31])
     """
 
-    def __init__(self, features: int = 32, kernel: int = 5, layers: int = 5) -> None:
+    def __init__(
+        self, features: int = 32, kernel: int = 5, layers: int = 5, mean_restore_px: float = 0.0
+    ) -> None:
         super().__init__()
+        if not mean_restore_px >= 0:
+            raise InputError(f"mean_restore_px must be >= 0 pixels, got {mean_restore_px}")
+        self.mean_restore_px = float(mean_restore_px)
         f, k = _check("features", features, 1), _check("kernel", kernel, 1)
         if k % 2 == 0:
             raise InputError(f"kernel must be odd, got {kernel}")
@@ -67,7 +108,10 @@ class REDCNN(nn.Module):
                 h = h + saved.pop()
             if i < len(self.dec) - 1:
                 h = self.act(h)
-        return h  # the last shortcut is the input itself: output = x + learned correction
+        # the last shortcut is the input itself: output = x + learned correction
+        if self.mean_restore_px > 0 and not self.training:
+            h = restore_local_mean(h, x, self.mean_restore_px)
+        return h
 
 
 class Critic(nn.Module):
@@ -174,7 +218,7 @@ class LearnedPrimalDual(nn.Module):
 MODELS = ("redcnn", "wgan", "lpd")
 
 
-def build_model(name: str, **kwargs: int) -> nn.Module:
+def build_model(name: str, **kwargs: float) -> nn.Module:
     """``redcnn`` / ``wgan`` (its generator, a RED-CNN) / ``lpd`` with their keyword arguments."""
     if name in ("redcnn", "wgan"):
         return REDCNN(**kwargs)

@@ -83,6 +83,7 @@ class CTTrainConfig:
     target: str = "full"  # "full": full-dose FBP; "clean": the noiseless scan (simulation only)
     tissue_focus: bool = False  # patch centres redrawn unless in the soft-tissue window
     lambda_mean: float = 0.0  # mean-preserving term (local means of pred - target), HU kept
+    mean_restore_px: float = 0.0  # redcnn/wgan inference: restore_local_mean with this sigma
     # "phantoms": sim's body-phantom slices; "bank": the acquisition-space bank (real anatomy
     # and phantoms over pixel sizes, filters, views and noise levels; target: noiseless scan)
     data: str = "phantoms"
@@ -125,12 +126,14 @@ def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConf
         raise InputError(f"preset must be 'default' or 'tiny', got {preset!r}")
     if model == "redcnn":  # the bank (~5 min to simulate once), 40 px patches, ~25 min CPU
         return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
-                             lambda_mean=10.0, data="bank", samples_per_epoch=4096,
+                             lambda_mean=10.0, mean_restore_px=8.0, data="bank",
+                             samples_per_epoch=4096,
                              train=_train_cfg(max_steps=2500, lr=2e-3, val_every=500,
                                               checkpoint_every=500))  # fmt: skip
     if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would; ~5 min
         return CTTrainConfig(model="wgan", init="default", patch=40, features=48, kernel=3,
                              target="clean", critic_features=16, lambda_mean=10.0, data="bank",
+                             mean_restore_px=8.0,
                              ae_steps=150, critic_steps=150, train=_train_cfg(max_steps=200, batch_size=8, lr=1e-4,
                                                             val_every=50, checkpoint_every=50))  # fmt: skip
     return CTTrainConfig(model="lpd", n_train=32, train=_train_cfg(
@@ -149,10 +152,12 @@ def soft_tissue_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def build_for(cfg: CTTrainConfig) -> torch.nn.Module:
     """The untrained network a config describes (a :class:`GANPair` for ``wgan``)."""
     if cfg.model == "wgan":
-        return GANPair(cfg.features, cfg.critic_features, cfg.ae_features, cfg.kernel)
+        return GANPair(cfg.features, cfg.critic_features, cfg.ae_features, cfg.kernel,
+                       cfg.mean_restore_px)  # fmt: skip
     if cfg.model == "lpd":
         return build_model("lpd", n_iter=cfg.lpd_iter, features=cfg.features)
-    return build_model("redcnn", features=cfg.features, kernel=cfg.kernel)
+    return build_model("redcnn", features=cfg.features, kernel=cfg.kernel,
+                       mean_restore_px=cfg.mean_restore_px)  # fmt: skip
 
 
 def _psnr_slices(pred: list[np.ndarray], pairs: list[D.SlicePair], target: str = "full") -> float:
