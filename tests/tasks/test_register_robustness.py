@@ -4,6 +4,7 @@ against the inputs before any work, folders written whole, and one-line refusals
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -32,7 +33,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 def _one_error(capsys) -> str:
     """The one ``error:`` line on stderr (a progress bar may precede it; nothing else may)."""
-    err = [x for x in capsys.readouterr().err.splitlines() if x.strip() and "it/s]" not in x]
+    lines = capsys.readouterr().err.splitlines()
+    err = [x for x in lines if x.strip() and not re.search(r"\| *\d+/\d+ \[", x)]  # tqdm
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
 

@@ -4,6 +4,7 @@ before work, one-line refusals, and an interrupted prediction leaves the old or 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 def _one_error(capsys) -> str:
     """The one ``error:`` line on stderr (a progress bar may precede it; nothing else may)."""
-    err = [x for x in capsys.readouterr().err.splitlines() if x.strip() and "it/s]" not in x]
+    lines = capsys.readouterr().err.splitlines()
+    err = [x for x in lines if x.strip() and not re.search(r"\| *\d+/\d+ \[", x)]  # tqdm
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
 
