@@ -15,8 +15,9 @@ Times, in this process, back to back, one thread for both (``OMP_NUM_THREADS=1``
 ``torch.set_num_threads(1)``): "first" = everything the first call at that geometry costs (for
 medimg: building the operator + the call, float32; for scikit-image: its first call), "steady" =
 median of alternating repeat calls. The ratio that counts is scikit-image's steady time over our
-first call. Peak memory: growth of the peak resident set (``ru_maxrss``) over the resident set
-before the call, in a fresh child process per operator and size (torch allocations included).
+first call. Peak memory: growth of the peak resident set (``VmHWM``, reset before the call)
+over the resident set before the call, in a fresh child process per operator and size, large
+blocks memory-mapped (torch allocations included).
 
 Run: ``OMP_NUM_THREADS=1 nice .venv/bin/python bench/bench_ct_fbp.py [--quick]`` (~5 min;
 ``--quick``: 256^2 and 512^2 x 180 only). Exit status 1 if a target is missed: at 512^2 with 720
@@ -31,6 +32,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch load their thread pools
 
+import ctypes
 import json
 import platform
 import subprocess
@@ -82,6 +84,7 @@ def _child(which: str, n: int, views: int) -> None:
     """Peak memory of one first call, in a fresh process: print the growth in bytes."""
     torch.set_num_threads(1)
     case = _case(n, views)  # inputs (and lazy imports) before the baseline
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed pages back to the OS: growth is real
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident set (VmHWM) to the current one
     status = lambda key: int(  # noqa: E731
@@ -95,7 +98,9 @@ def _child(which: str, n: int, views: int) -> None:
 def _peak(which: str, n: int, views: int) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--child", which, str(n), str(views)],
-        capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, check=True,
+        # fixed mmap threshold: large arrays are mapped on use and unmapped on free
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"},
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_growth"] / 2**20
 
