@@ -224,7 +224,7 @@ def test_reconstruct_cli_centre_matches_iradon(size: int, tmp_path) -> None:
         argv = ["recon", "ct", "reconstruct", str(tmp_path / f"{name}.npy"), str(out),
                 "--size", str(size), "--pixel-mm", "1", "--views", str(views), "--filter", "ramp",
                 "--detectors", str(s.shape[0]), "--grid", "iradon", "--interpolation", "linear",
-                "--mu-water", str(mu_w), *extra]  # fmt: skip
+                "--mu-water", str(mu_w), "--device", "auto", *extra]  # fmt: skip
         assert main(argv) == 0
         mu = (load(out).array[0].T / 1000 + 1) * mu_w  # HU -> mu; the file is (x, y): rows = .T
         psnr = 20 * np.log10(np.ptp(ref) / np.sqrt(np.mean((mu - ref) ** 2)))
