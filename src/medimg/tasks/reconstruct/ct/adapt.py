@@ -20,16 +20,17 @@ Two methods, picked by what the data holds (``method="auto"``):
 
   Limitation: N2N assumes the noise of the two pixels it pairs is independent. After FBP, CT
   noise is spatially correlated, by an amount set by the FBP filter: measured on real CT at 720
-  views, the correlation between neighbours is 0.02 with the ramp filter, 0.10 Shepp-Logan,
-  0.39 cosine and 0.57 Hann (about 0 two pixels apart). With the ramp filter N2N works (+2.6 dB
-  on the shipped model, see the CT model card); with Hann-filtered images it made the shipped
-  model *worse*, with 2 x 2 cells and also with 4 x 4 cells whose pairs lie 2 pixels apart
-  (where the noise is uncorrelated): the network learns to keep the correlated noise, and the
-  sub-sampled training images carry whiter noise than the full-resolution image it is applied
-  to. So ``cell`` defaults to 2 (better than 4 on ramp-filtered data: 31.5 vs 30.8 dB), larger
-  even cells remain available (pairs ``cell // 2`` pixels apart), and :func:`adapt` estimates
-  the neighbour correlation of the images (:func:`noise_correlation`) and warns above 0.3.
-  Sinograms avoid the problem altogether: give them and Noise2Inverse is used.
+  views (``bench/bench_ct_adapt.py``), the correlation between neighbours is about 0.07 with
+  the ramp filter, 0.1 Shepp-Logan, 0.4 cosine and 0.6 Hann (under 0.1 two pixels apart). With
+  the ramp filter N2N works (+2.4 dB on the shipped model against the noiseless scan); on
+  Hann-filtered images it made the shipped model *worse* (-2.1 to -2.3 dB), with 2 x 2 cells and
+  also with 4 x 4 cells whose pairs lie 2 pixels apart, where the noise is nearly uncorrelated:
+  the sub-sampled training images carry whiter noise than the full-resolution image the network
+  is then applied to, so larger cells trade one mismatch for another. ``cell`` therefore keeps
+  Huang's 2 (on ramp-filtered data 2 and 4 tie: 30.1 vs 30.0 dB), larger even cells remain
+  available (pairs ``cell // 2`` pixels apart), and :func:`adapt` estimates the images'
+  neighbour correlation (:func:`noise_correlation`) and warns above 0.3. Sinograms avoid the
+  problem altogether: give them and Noise2Inverse is used (it gained on both filters).
 
 The result is a model folder ``recon ct predict --model`` accepts: ``config.yaml`` (the initial
 model's :class:`~.train.CTTrainConfig`, with ``init`` naming the model adapted and ``sim``
