@@ -229,3 +229,16 @@ def test_reconstruct_cli_centre_matches_iradon(size: int, tmp_path) -> None:
         mu = (load(out).array[0].T / 1000 + 1) * mu_w  # HU -> mu; the file is (x, y): rows = .T
         psnr = 20 * np.log10(np.ptp(ref) / np.sqrt(np.mean((mu - ref) ** 2)))
         assert psnr >= 60, (name, psnr)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("upsample", [None, 2])
+def test_runs_on_the_sinograms_device(device: str, upsample: int | None) -> None:
+    """Every path is torch on the input's device (CUDA where present) and matches the CPU."""
+    g = ParallelBeamGeometry(image_shape=(40, 36), n_views=30, pixel_size=0.8)
+    y = torch.rand(2, *g.sinogram_shape, generator=torch.Generator().manual_seed(7))
+    ref = FBP(g, "hann", upsample=upsample)(y)
+    out = FBP(g, "hann", upsample=upsample).to(device)(y.to(device))
+    assert out.device.type == device
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    torch.testing.assert_close(fbp(y.to(device), g, "hann", upsample=upsample).cpu(), ref)
