@@ -198,3 +198,21 @@ class FastMRISlices(Dataset):
         if target is None:
             raise InputError("no ground truth: undersampled file without matching RSS", path)
         return {"kspace": k * mask, "mask": mask, "target": target.float()}
+
+
+def smooth_phase(
+    shape: tuple[int, int], rng: np.random.Generator, max_rad: float = np.pi, order: int = 3
+) -> torch.Tensor:
+    """A smooth random phase map ``(H, W)`` in radians: a random polynomial of ``order`` in
+    ``(y, x)`` (B0 offsets, coil-combination and RF phase vary slowly over a slice), scaled so
+    that its peak-to-peak span is uniform in ``[0.2, 1] * 2 max_rad``, plus a random offset."""
+    h, w = shape
+    y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    phi = np.zeros(shape)
+    for i in range(order + 1):
+        for j in range(order + 1 - i):
+            if i + j:
+                phi += rng.normal() / (i + j) * y**i * x**j  # higher orders weaker
+    span = float(np.ptp(phi)) or 1.0
+    phi = (phi - phi.min()) / span * (2 * max_rad * rng.uniform(0.2, 1.0))
+    return torch.from_numpy(phi + rng.uniform(-np.pi, np.pi)).float()
