@@ -98,6 +98,13 @@ def _wav(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return cs_wavelet(y, m, espirit_maps(y, m)).abs()
 
 
+def _wrap(rec: Reconstructor):
+    def run(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(rec(y, m))
+
+    return run
+
+
 def tune_tv(accel: float) -> float:
     best, best_lam = -np.inf, TV_LAMS[0]
     cases = [kspace_of(s, accel, 900 + i) for i, s in enumerate(tuning_slices())]
@@ -129,14 +136,13 @@ def main() -> int:
             "zero-filled": lambda y, m: zero_filled(y),
             f"cs_tv (lambda {lam:g}, tuned)": _tv(lam),
             "cs_wavelet": _wav,
-            "varnet (default)": lambda y, m: torch.from_numpy(net(y, m)),
+            "varnet (default)": _wrap(net),
         }
-        methods.update({k: (lambda r: lambda y, m: torch.from_numpy(r(y, m)))(r)
-                        for k, r in extra.items()})  # fmt: skip
+        methods.update({k: _wrap(r) for k, r in extra.items()})
         scores: dict[str, dict[str, list[float]]] = {k: {"psnr": [], "ssim": [], "t": []}
                                                      for k in methods}  # fmt: skip
         peaks: dict[str, float] = {k: 0.0 for k in methods}
-        for si, (name, vol) in enumerate(subjects.items()):
+        for si, vol in enumerate(subjects.values()):
             cases = [kspace_of(s, accel, 1000 * si + i) for i, s in enumerate(vol)]
             gt = np.stack([c["target"].numpy() for c in cases])
             rng_ = float(gt.max())  # fastMRI: the volume's maximum
@@ -151,8 +157,9 @@ def main() -> int:
                 scores[label]["psnr"] += list(psnr_slicewise(gt, pred, data_range=rng_))
                 scores[label]["ssim"] += list(ssim_slicewise(gt, pred, data_range=rng_))
         n = len(scores["zero-filled"]["psnr"])
-        lines += [f"\n{accel:g}x equispaced, {ACS:.0%} ACS, {COILS} coils, {SNR_DB:g} dB; "
-                  f"{n} slices of {len(subjects)} subjects", "",
+        head = (f"\n{accel:g}x equispaced, {ACS:.0%} ACS, {COILS} coils, {SNR_DB:g} dB k-space SNR; "
+                f"{n} slices of {len(subjects)} held-out subjects")  # fmt: skip
+        lines += [head, "",
                   "| method | PSNR dB | SSIM | s/slice | peak (ref <= 1.2) |", "|---|---|---|---|---|"]  # fmt: skip
         for label, s in scores.items():
             lines.append(f"| {label} | {bootstrap_ci(s['psnr'])} | {bootstrap_ci(s['ssim'])} | "

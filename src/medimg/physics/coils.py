@@ -10,6 +10,7 @@ are set to zero. Maps are defined up to one phase per pixel, which SENSE absorbs
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -17,7 +18,7 @@ from medimg.errors import InputError
 from medimg.physics.masks import acs_region
 from medimg.physics.mri import check_kspace, fft2c, ifft2c, rss
 
-__all__ = ["birdcage_maps", "espirit_maps"]
+__all__ = ["birdcage_maps", "espirit_maps", "loop_maps"]
 
 
 def birdcage_maps(
@@ -196,3 +197,25 @@ def espirit_maps(
     ]
     maps = torch.stack(out).to(kspace.device)
     return maps if kspace.ndim == 4 else maps[0]
+
+
+def loop_maps(
+    centres: Sequence[tuple[float, float]], shape: tuple[int, int], normalize: bool = True
+) -> torch.Tensor:
+    """Sensitivities ``(N, H, W)`` of small loops at ``centres`` ``(x, y)`` (half-FOV units,
+    the image spans ``[-1, 1]^2``), each with the in-plane loop model of :func:`birdcage_maps`
+    (magnitude ``1 / |d|``, phase turning around the coil). Loops outside the FOV on a circle
+    make a birdcage-like array; loops along one side a surface (e.g. posterior spine) array.
+    ``normalize``: ``sum_c |s_c|^2 = 1`` everywhere (else peak RSS 1)."""
+    if not centres or len(shape) != 2 or min(shape) < 1:
+        raise InputError(f"need >= 1 coil centre and a 2D shape, got {len(centres)} and {shape}")
+    y, x = torch.meshgrid(*(torch.linspace(-1, 1, n, dtype=torch.float64) for n in shape),
+                          indexing="ij")  # fmt: skip
+    maps = []
+    for cx, cy in centres:
+        theta = math.atan2(cy, cx)
+        d = torch.complex(x - cx, y - cy)
+        maps.append(complex(math.cos(theta), -math.sin(theta)) * d.conj() / (d.abs() ** 2 + 1e-3))
+    s = torch.stack(maps)
+    scale = rss(s, 0) if normalize else rss(s, 0).max()
+    return (s / scale).to(torch.complex64)
