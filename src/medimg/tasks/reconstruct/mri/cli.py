@@ -1,4 +1,4 @@
-"""``medimg recon mri simulate|train|predict|evaluate``: the MRI reconstruction verbs."""
+"""``medimg recon mri simulate|train|predict|adapt|calibrate|evaluate``: the MRI verbs."""
 
 from __future__ import annotations
 
@@ -88,9 +88,39 @@ def _predict(args: argparse.Namespace) -> int:
                            formats=formats, device=args.device, overwrite=args.overwrite,
                            progress=not args.quiet, acceleration=args.acceleration,
                            mask_kind=args.mask, center_fraction=args.center_fraction,
-                           coils=args.coils, seed=args.seed)  # fmt: skip
+                           coils=args.coils, seed=args.seed, fallback=args.fallback,
+                           safeguard=not args.no_safeguard)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medimg.tasks.reconstruct.mri.adapt import AdaptConfig, adapt
+
+    set_threads(args.threads)
+    base = AdaptConfig()
+    train = dataclasses.replace(base.train, progress=not args.quiet,
+                                max_steps=args.max_steps or base.train.max_steps,
+                                lr=args.lr or base.train.lr, device=args.device)  # fmt: skip
+    cfg = AdaptConfig(init=args.init, rho=args.rho, train=train)
+    res, n = adapt(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"adapted {args.init} by SSDU on {n} undersampled slice(s) to step {res.last_step}; "
+          f"model folder {args.out} (recon mri predict --model {args.out})")  # fmt: skip
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.mri.safeguard import calibrate
+
+    set_threads(args.threads)
+    th, _ = calibrate(args.model, slices=args.slices, accelerations=args.accelerations)
+    for accel, t in th.thresholds.items():
+        print(f"{accel}x: data-consistency residual <= {t['dc']:.4f}, "
+              f"difference from CG-SENSE <= {t['classical']:.4f}")  # fmt: skip
+    print(f"wrote {args.model or 'the shipped model'}/safeguard.json")
     return 0
 
 
@@ -178,9 +208,45 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--seed", type=non_negative_int, default=0, help="mask seed")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=positive_int)
+    p.add_argument("--fallback", action="store_true",
+                   help="slices the safeguard flags get the CG-SENSE image instead")  # fmt: skip
+    p.add_argument("--no-safeguard", action="store_true",
+                   help="skip the network's safeguard check (and its .json sidecar)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = add_verb(sub, "adapt", "fine-tune a VarNet on undersampled k-space only (self-supervised, SSDU)",
+              "medimg recon mri adapt my_scans/ --out models/my_scanner\n"
+              "medimg recon mri adapt my_scans/ --out models/my_scanner --resume --max-steps 400\n"
+              "medimg recon mri predict my_scans/ out/ --model models/my_scanner")  # fmt: skip
+    p.add_argument("data", help="fastMRI-layout .h5 file or folder (undersampled, with ACS)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument(
+        "--init", default="default", help="model folder to start from (default: shipped)"
+    )
+    p.add_argument("--rho", type=fraction, default=0.4,
+                   help="share of acquired samples outside the ACS held back for the loss")  # fmt: skip
+    p.add_argument("--max-steps", type=positive_int, help="default 200 (one slice per step)")
+    p.add_argument("--lr", type=positive_float, help="default 1e-4")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the adaptation in --out from its last/ checkpoint")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="restart over an existing --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_adapt)
+
+    p = add_verb(sub, "calibrate", "recompute a model's safeguard thresholds (safeguard.json)",
+              "medimg recon mri calibrate models/my_model --accelerations 4 8")  # fmt: skip
+    p.add_argument("model", nargs="?", help="model folder (default: the shipped model)")
+    p.add_argument(
+        "--slices", type=positive_int, default=32, help="held-out phantoms per acceleration"
+    )
+    p.add_argument("--accelerations", type=positive_float, nargs="+",
+                   help="default: the model's training accelerations")  # fmt: skip
+    p.add_argument("--threads", type=positive_int)
+    p.set_defaults(func=_calibrate)
 
     p = add_verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95%% CIs and a PNG panel",
               "medimg recon mri evaluate data/mri_4x\n"

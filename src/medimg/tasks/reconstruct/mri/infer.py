@@ -8,6 +8,7 @@ runs slice batches under ``torch.no_grad`` and returns float32 magnitudes ``(S, 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from medimg.tasks.reconstruct.mri.baselines import cg_sense, cs_tv, cs_wavelet, 
 from medimg.tasks.reconstruct.mri.models import check_inputs
 from medimg.tasks.reconstruct.mri.train import load_model, physics_for
 
-__all__ = ["CLASSICAL", "Reconstructor", "as_kspace", "mask_from_kspace", "reconstruct"]
+__all__ = ["CLASSICAL", "Reconstructor", "SliceCheck", "as_kspace", "mask_from_kspace"]
+__all__ += ["reconstruct"]
 
 #: classical methods by name; each maps (kspace (B, N, H, W), mask, maps) -> complex/real image
 CLASSICAL: dict[str, Callable[..., torch.Tensor]] = {
@@ -55,6 +57,19 @@ def mask_from_kspace(kspace: torch.Tensor) -> torch.Tensor:
     return (kspace.abs().sum(dim=(0, 1, 2)) > 0).float()
 
 
+@dataclasses.dataclass
+class SliceCheck:
+    """The safeguard's verdict on one volume (:mod:`~medimg.tasks.reconstruct.mri.safeguard`):
+    per-slice ``scores``, the ``thresholds`` applied, which slices are ``flagged``, and the
+    classical (CG-SENSE) magnitudes ``(S, H, W)`` to fall back on."""
+
+    scores: dict[str, np.ndarray]
+    thresholds: dict[str, float]
+    acceleration: float
+    flagged: np.ndarray
+    classical: np.ndarray
+
+
 def _batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
@@ -64,7 +79,10 @@ class Reconstructor:
     """One method, ready to run on many volumes.
 
     ``method`` is a classical name (:data:`CLASSICAL`) or ``"net"``, with ``model`` a run/model
-    folder (``None``: the shipped default) or an ``nn.Module``.
+    folder (``None``: the shipped default) or an ``nn.Module``. ``safeguard``: check each slice
+    of a network's result against the thresholds stored with the model (or these
+    :class:`~medimg.tasks.reconstruct.mri.safeguard.SafeguardThresholds`); the verdict of the
+    last call is in :attr:`last_check` (``None`` when nothing was checked).
     """
 
     def __init__(
@@ -73,6 +91,7 @@ class Reconstructor:
         model: str | Path | nn.Module | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 4,
+        safeguard: bool | object = False,
     ) -> None:
         if method not in (*CLASSICAL, "net"):
             raise InputError(
@@ -83,6 +102,13 @@ class Reconstructor:
         if method == "net":
             self.net = model if isinstance(model, nn.Module) else load_model(model)[0]
             self.net = self.net.to(self.device).eval()
+        self.thresholds = None
+        if safeguard is not False and self.net is not None:
+            from medimg.tasks.reconstruct.mri.safeguard import load_thresholds
+
+            own = None if isinstance(model, nn.Module) else load_thresholds(model)
+            self.thresholds = own if safeguard is True else safeguard
+        self.last_check: SliceCheck | None = None
 
     @property
     def needs_maps(self) -> bool:
@@ -107,7 +133,7 @@ class Reconstructor:
         y = as_kspace(kspace)
         m = mask_from_kspace(y) if mask is None else torch.as_tensor(np.asarray(mask)).float()
         check_inputs(y, m, need_acs=self.needs_maps and maps is None)
-        out = []
+        out, scores, classical = [], [], []
         for sl in tqdm(list(_batches(y.shape[0], self.batch_size)), disable=not progress,
                        desc=self.method, leave=False):  # fmt: skip
             yb = y[sl].to(self.device)
@@ -120,7 +146,24 @@ class Reconstructor:
             elif self.needs_maps:
                 sb = espirit_maps(yb, mb)
             with torch.no_grad():
-                out.append(self._run(yb, mb, sb).abs().float().cpu())
+                x = self._run(yb, mb, sb)
+                out.append(x.abs().float().cpu())
+                if self.thresholds is not None:
+                    from medimg.tasks.reconstruct.mri.safeguard import check_slices
+
+                    sc, c = check_slices(self.net, yb, mb, x, sb)  # type: ignore[arg-type]
+                    scores.append(sc)
+                    classical.append(c.abs().float().cpu())
+        self.last_check = None
+        if self.thresholds is not None:
+            from medimg.physics.masks import acceleration_of
+            from medimg.tasks.reconstruct.mri.safeguard import flagged
+
+            accel = acceleration_of(m[0] if m.ndim == 3 else m, tuple(y.shape[-2:]))
+            merged = {k: np.concatenate([s[k] for s in scores]) for k in scores[0]}
+            self.last_check = SliceCheck(merged, self.thresholds.at(accel), accel,
+                                         flagged(merged, self.thresholds, accel),
+                                         torch.cat(classical).numpy())  # fmt: skip
         return torch.cat(out).numpy()
 
     def _run(self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:

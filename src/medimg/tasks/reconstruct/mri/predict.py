@@ -14,12 +14,18 @@ Inputs
   then reconstructed. The output keeps the input's geometry and intensity units.
 
 Outputs: ``<out>/<name>.nii.gz`` and the series ``<out>/<name>_dicom/`` (modality MR), never
-over an existing file unless ``overwrite``.
+over an existing file unless ``overwrite``. A network's result is checked slice by slice by the
+safeguard (:mod:`~medimg.tasks.reconstruct.mri.safeguard`) when its model folder holds calibrated
+thresholds: slices that stray beyond them get one ``warning:`` line on stderr, the scores and
+flags go to the sidecar ``<out>/<name>.json`` (and the DICOM series description says how many
+slices were flagged), and with ``fallback`` those slices are the CG-SENSE image instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +38,12 @@ from medimg.io.inputs import case_ids, check_allocation, check_real
 from medimg.physics.coils import birdcage_maps
 from medimg.physics.mri import fft2c
 from medimg.tasks.reconstruct.mri.data import make_mask
-from medimg.tasks.reconstruct.mri.infer import Reconstructor, as_kspace, mask_from_kspace
+from medimg.tasks.reconstruct.mri.infer import (
+    Reconstructor,
+    SliceCheck,
+    as_kspace,
+    mask_from_kspace,
+)
 
 __all__ = ["KspaceCase", "case_from_h5", "case_from_image", "load_case", "predict_path"]
 
@@ -172,9 +183,14 @@ def predict_path(
     device: str = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    fallback: bool = False,
+    safeguard: bool = True,
     **options: object,
 ) -> list[Path]:
     """Reconstruct a file, a DICOM folder or a folder of ``.h5`` files into ``out_dir``.
+
+    ``safeguard``: check a network's slices (see the module docstring); ``fallback``: write
+    the classical image for the slices it flags.
 
     Every output and every ``.h5`` input's layout is checked before any reconstruction, so a
     refusal writes nothing. A new ``out_dir`` appears only once complete; in an existing one
@@ -195,7 +211,16 @@ def predict_path(
     for f in files:  # a bad file later in the folder is found before anything is written
         if _is_h5(f):
             check_fastmri(f)
-    recon = Reconstructor(method, model, device)
+    recon = Reconstructor(method, model, device, safeguard=safeguard and method == "net")
+    checked = recon.thresholds is not None
+    if fallback and not checked:
+        raise InputError(
+            "--fallback needs a network whose model folder holds safeguard thresholds "
+            "(safeguard.json); use --method net, or calibrate the model with "
+            "'medimg recon mri calibrate MODEL'"
+        )
+    sidecars = [out / f"{n}.json" for n in names] if checked else []
+    check_outputs(sidecars, inputs=[src], overwrite=overwrite)
     desc = f"medimg MRI recon ({method})"
 
     def run(folder: Path, replace: bool) -> None:
@@ -211,19 +236,61 @@ def predict_path(
                     f"the {method} reconstruction holds NaN or Inf values; this model does not "
                     "suit this k-space, try another --method or --model", f,
                 )  # fmt: skip
+            series = desc
+            if recon.last_check is not None:
+                check = recon.last_check
+                image = _apply_safeguard(image, check, case, f, fallback)
+                _write_sidecar(folder / f"{case.name}.json", check, fallback, replace)
+                if check.flagged.any():
+                    series += f" safeguard: {int(check.flagged.sum())} slice(s) flagged"
+                    series += ", CG-SENSE used" if fallback else ""
             image = to_image(image, case)
             if "nifti" in formats:
                 save(image, folder / f"{case.name}.nii.gz", overwrite=replace)
             if "dicom" in formats:
                 save(image, folder / f"{case.name}_dicom", overwrite=replace,
-                     series_description=desc)  # fmt: skip
+                     series_description=series)  # fmt: skip
 
     if out.is_dir() and any(out.iterdir()):
         run(out, overwrite)
     else:  # a new folder: written beside and swapped in, so it appears only when complete
         with atomic_dir(out, overwrite) as tmp:
             run(tmp, False)
-    return _outputs(out, names, formats)
+    return _outputs(out, names, formats) + sidecars
+
+
+def _apply_safeguard(
+    image: np.ndarray, check: SliceCheck, case: KspaceCase, src: Path, fallback: bool
+) -> np.ndarray:
+    """One warning line for the flagged slices; with ``fallback`` their classical image."""
+    bad = np.flatnonzero(check.flagged)
+    if bad.size == 0:
+        return image
+    what = "replaced by CG-SENSE" if fallback else "pass --fallback to use CG-SENSE there"
+    print(f"warning: {src}: slice(s) {', '.join(map(str, bad))} of {len(check.flagged)}: the "
+          f"network strays beyond its calibrated safeguard (data-consistency or classical "
+          f"difference); not to be trusted there, {what}", file=sys.stderr)  # fmt: skip
+    if not fallback:
+        return image
+    out = image.copy()
+    out[bad] = _crop(check.classical, case.crop)[bad]
+    return out
+
+
+def _write_sidecar(path: Path, check: SliceCheck, fallback: bool, overwrite: bool) -> None:
+    from medimg.io.output import atomic_path
+
+    info = {
+        "safeguard": {
+            "acceleration": round(check.acceleration, 3),
+            "thresholds": check.thresholds,
+            "scores": {k: [round(float(v), 5) for v in a] for k, a in check.scores.items()},
+            "flagged_slices": [int(i) for i in np.flatnonzero(check.flagged)],
+            "fallback": "cg_sense" if fallback and check.flagged.any() else None,
+        }
+    }
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _outputs(out: Path, names: list[str], formats: tuple[str, ...]) -> list[Path]:

@@ -1,0 +1,252 @@
+"""Self-supervised fine-tuning of an MRI network on undersampled k-space only (SSDU).
+
+SSDU (Yaman et al., Magn. Reson. Med. 2020): each slice's acquired mask ``Omega`` is split at
+random into two disjoint sets, ``Theta`` (the network's input) and ``Lambda`` (the loss), with
+``Theta | Lambda = Omega`` (:func:`ssdu_split`). The ACS lines stay in ``Theta`` (the coil maps
+are estimated from them); of the other acquired samples a fraction ``rho`` (default 0.4) goes to
+``Lambda``, drawn with a Gaussian weight centred on the k-space centre (Yaman's "Gaussian
+selection"). The network is fed ``Theta y`` and trained so that its multi-coil k-space
+``F S x`` matches the held-back measurements ``Lambda y`` (normalised L1 + L2 loss, as in the
+paper), with a new split each time a slice is drawn. No fully sampled reference is used. At
+prediction the network gets the whole acquired mask, as any model does.
+
+Only networks that estimate their own coil maps from the ACS (the VarNet) can be adapted, since
+the data carry no coil maps. The result is a model folder ``recon mri predict --model`` accepts:
+``config.yaml`` (the initial model's :class:`~.train.MRITrainConfig`), ``model.safetensors`` (the
+adapted weights, last step: there is no reference to pick a best by), the initial model's
+``safeguard.json`` when it has one (recalibrate with ``medimg recon mri calibrate``), and the
+engine run ``adapt_run/`` (its :class:`AdaptConfig`, metrics and ``last/``) that ``resume``
+continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from medimg.engine import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    check_run_dir,
+    seed_everything,
+    to_dict,
+    to_yaml,
+)
+from medimg.errors import InputError, OutputExistsError
+from medimg.physics.masks import acs_region
+from medimg.physics.mri import fft2c
+
+__all__ = ["RUN_NAME", "AdaptConfig", "SSDUSlices", "adapt", "read_slices", "ssdu_loss"]
+__all__ += ["ssdu_split"]
+
+RUN_NAME = "adapt_run"  # the engine run inside the model folder
+_MODEL_FILES = ("config.yaml", "model.safetensors")
+
+
+def _adapt_train(**kw: Any) -> TrainConfig:
+    # CPU-friendly: one slice per step, a small learning rate (a fine-tune, not a new training)
+    base = {"max_steps": 200, "batch_size": 1, "lr": 1e-4, "optimizer": "adam",
+            "lr_schedule": "cosine", "grad_clip": 1.0, "log_every": 10,
+            "checkpoint_every": 50}  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+@dataclasses.dataclass
+class AdaptConfig:
+    """One adaptation run; written to ``adapt_run/config.yaml`` and compared on resume.
+
+    ``rho``: fraction of the acquired samples outside the ACS held back for the loss;
+    ``sigma``: standard deviation of the Gaussian selection, as a fraction of the k-space
+    height and width; ``samples_per_epoch``: slices drawn per pass (0: the slice count).
+    """
+
+    data: str = ""
+    init: str = "default"
+    rho: float = 0.4
+    sigma: float = 0.25
+    samples_per_epoch: int = 0
+    train: TrainConfig = dataclasses.field(default_factory=_adapt_train)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rho < 1:
+            raise InputError(f"rho must be in (0, 1), got {self.rho}")
+        if not self.sigma > 0:
+            raise InputError(f"sigma must be > 0, got {self.sigma}")
+        if self.samples_per_epoch < 0:
+            raise InputError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
+
+
+def ssdu_split(
+    mask: torch.Tensor, rho: float = 0.4, sigma: float = 0.25, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint ``(input, loss)`` masks ``(H, W)`` whose union is the acquired ``mask`` (H, W).
+
+    The ACS box (:func:`~medimg.physics.masks.acs_region`) stays in the input; ``rho`` of the
+    other acquired samples go to the loss set, drawn without replacement with probability
+    proportional to a Gaussian of standard deviation ``sigma * (H, W)`` about the centre.
+
+    Examples
+    --------
+    >>> from medimg.physics.masks import equispaced_mask
+    >>> m = equispaced_mask((32, 32), 4, 0.16)
+    >>> inp, loss = ssdu_split(m, seed=1)
+    >>> bool(((inp * loss) == 0).all() and ((inp + loss) == (m != 0)).all())
+    True
+    """
+    m = torch.as_tensor(mask) != 0
+    if m.ndim != 2:
+        raise InputError(f"ssdu_split needs an (H, W) mask, got shape {tuple(m.shape)}")
+    h, w = m.shape
+    rows, cols = acs_region(m)
+    free = m.clone()
+    free[rows, cols] = False  # the ACS stays in the input: coil maps come from it
+    idx = np.flatnonzero(free.numpy().ravel())
+    n = round(rho * idx.size)
+    loss = torch.zeros(h * w, dtype=torch.bool)
+    if n > 0:
+        yy, xx = np.divmod(idx, w)
+        wgt = np.exp(
+            -0.5 * (((yy - h // 2) / (sigma * h)) ** 2 + ((xx - w // 2) / (sigma * w)) ** 2)
+        )
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(idx, size=n, replace=False, p=wgt / wgt.sum())
+        loss[torch.from_numpy(pick)] = True
+    loss = loss.view(h, w)
+    return (m & ~loss).float(), loss.float()
+
+
+def ssdu_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Yaman's normalised L1-L2 loss ``||a - b||_2 / ||b||_2 + ||a - b||_1 / ||b||_1`` per item,
+    averaged (``pred``, ``target``: complex k-space on the loss set)."""
+    d, t = (pred - target).flatten(1), target.flatten(1)
+    l2 = d.norm(dim=1) / t.norm(dim=1).clamp_min(1e-20)
+    l1 = d.abs().sum(1) / t.abs().sum(1).clamp_min(1e-20)
+    return (l2 + l1).mean()
+
+
+def read_slices(data: str | Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every slice of the fastMRI-layout ``.h5`` files in ``data`` (a file or a folder) as
+    ``(kspace (N, H, W) complex64, acquired mask (H, W))``; fully sampled files are refused."""
+    from medimg.tasks.reconstruct.mri.predict import case_from_h5
+
+    src = Path(data)
+    files = sorted(src.glob("*.h5")) if src.is_dir() else [src]
+    if not files or not files[0].is_file():
+        raise InputError("no fastMRI .h5 files here; give a file or a folder of them", src)
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for f in files:
+        case = case_from_h5(f)
+        h, w = case.kspace.shape[-2:]
+        mask = case.mask.expand(h, w) if case.mask.ndim == 1 else case.mask
+        if bool((mask != 0).all()):
+            raise InputError(
+                "is fully sampled; adapt learns from undersampled k-space only (undersample it, "
+                "e.g. 'medimg recon mri simulate' without --full, or train with --h5)", f,
+            )  # fmt: skip
+        rows, cols = acs_region(mask)
+        if cols.stop - cols.start < 2 or rows.stop - rows.start < 2:
+            raise InputError("the mask has no fully sampled centre (ACS) for the coil maps", f)
+        out += [(k, mask.float()) for k in case.kspace]
+    return out
+
+
+class SSDUSlices(Dataset):
+    """The acquired slices, each drawn with a fresh SSDU split (from the engine-seeded global
+    torch generator): ``kspace`` (input set only), ``mask`` (input), ``loss_mask``, ``target``
+    (the acquired k-space on the loss set)."""
+
+    def __init__(self, slices: list[tuple[torch.Tensor, torch.Tensor]], cfg: AdaptConfig):
+        self.slices, self.cfg = slices, cfg
+        self.n = cfg.samples_per_epoch or len(slices)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k, mask = self.slices[index % len(self.slices)]
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        inp, loss = ssdu_split(mask, self.cfg.rho, self.cfg.sigma, seed)
+        return {"kspace": k * inp, "mask": inp, "loss_mask": loss, "target": k * loss}
+
+
+def _step(net: nn.Module, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    x = net(b["kspace"], b["mask"])  # (B, H, W), the VarNet's own maps from the input's ACS
+    maps = net.sens(b["kspace"], b["mask"])  # type: ignore[operator]  # scale-free
+    pred = fft2c(maps * x[:, None]) * b["loss_mask"][:, None]
+    return {"loss": ssdu_loss(pred, b["target"])}
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool, run_config: dict[str, Any]) -> None:
+    """The train verbs' rules: an earlier adaptation is continued only with ``resume`` and
+    replaced only with ``overwrite``; a model folder that is no adaptation run likewise."""
+    if out.exists() and not out.is_dir():
+        raise InputError("is a file, not a model folder; choose a folder for --out", out)
+    check_run_dir(out / RUN_NAME, resume=resume, overwrite=overwrite, run_config=run_config)
+    if not resume and not overwrite and any((out / n).exists() for n in _MODEL_FILES):
+        raise OutputExistsError(
+            "holds a model (config.yaml, model.safetensors); pass --overwrite to replace it or "
+            "choose another --out", out
+        )  # fmt: skip
+
+
+def _export(out: Path, run: Path, init_dir: Path, init_cfg: Any) -> None:
+    from medimg.engine import find_checkpoint
+    from medimg.io.output import atomic_path
+    from medimg.tasks.reconstruct.mri.safeguard import FILE_NAME
+
+    ckpt = find_checkpoint(run / "last")
+    if ckpt is None:
+        raise InputError("the adaptation run has no last/ checkpoint to export", run)
+    to_yaml(init_cfg, out / "config.yaml")
+    for src, name in ((ckpt / "model.safetensors", "model.safetensors"),
+                      (init_dir / FILE_NAME, FILE_NAME)):  # fmt: skip
+        if src.is_file():
+            with atomic_path(out / name, overwrite=True) as tmp:  # appears whole
+                shutil.copyfile(src, tmp)
+
+
+def adapt(
+    data_path: str | Path,
+    out_dir: str | Path,
+    cfg: AdaptConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[TrainResult, int]:
+    """Fine-tune ``cfg.init`` (default: the shipped VarNet) by SSDU on the undersampled k-space
+    in ``data_path`` into the model folder ``out_dir``; returns the run's result and the number
+    of slices adapted on. See the module docstring."""
+    from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR, load_model
+
+    cfg = dataclasses.replace(cfg or AdaptConfig(), data=str(Path(data_path).resolve()))
+    out = Path(out_dir)
+    _check_out(out, resume, overwrite, to_dict(cfg))  # before reading anything
+    slices = read_slices(data_path)
+    init_dir = DEFAULT_DIR if cfg.init in ("", "default") else Path(cfg.init)
+    seed_everything(cfg.train.seed)
+    net, init_cfg = load_model(init_dir)
+    if not getattr(net, "learns_maps", False) or not hasattr(net, "sens"):
+        raise InputError(
+            f"a {init_cfg.model.name} model takes coil maps, which undersampled data do not "
+            "carry; adapt a varnet model folder", init_dir,
+        )  # fmt: skip
+    sizes = {tuple(k.shape[-2:]) for k, _ in slices}
+    if cfg.train.batch_size > 1 and len(sizes) > 1:
+        raise InputError(
+            f"the slices have several matrix sizes {sorted(sizes)}; use batch size 1", data_path
+        )
+    net.train().requires_grad_(True)
+    run = out / RUN_NAME
+    result = Trainer(net, SSDUSlices(slices, cfg), _step, cfg.train, run, run_config=cfg).fit(
+        resume=resume, overwrite=overwrite
+    )
+    _export(out, run, init_dir, init_cfg)
+    return result, len(slices)
