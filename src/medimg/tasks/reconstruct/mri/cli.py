@@ -22,8 +22,20 @@ _ALL = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from medimg.tasks.reconstruct.mri.simulate import SimulateSpec, write_simulated_set
+    from medimg.tasks.reconstruct.mri.simulate import (
+        SimulateSpec,
+        write_realistic_set,
+        write_simulated_set,
+    )
 
+    if args.realistic or args.from_real:  # every factor drawn per slice (see data.RealisticSlices)
+        files = write_realistic_set(args.out, n=args.volumes, seed=args.seed,
+                                    from_real=args.from_real, overwrite=args.overwrite,
+                                    progress=not args.quiet)  # fmt: skip
+        src = "real training-side brains and phantoms" if args.from_real else "phantoms"
+        print(f"wrote {len(files)} one-slice volume(s) drawn from {src} (random matrix, coils, "
+              f"contrast, noise, mask) to {args.out}")  # fmt: skip
+        return 0
     spec = SimulateSpec(kind=args.kind, contrast=args.contrast, shape=(args.size, args.size),
                         slices=args.slices, coils=args.coils, mask=args.mask,
                         acceleration=args.acceleration, center_fraction=args.center_fraction,
@@ -134,7 +146,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         models[label or Path(path).name] = path
     out = args.out or Path("runs/recon_mri/evaluation") / Path(args.data).resolve().name
     summary = evaluate_files(args.data, out, classical=args.methods, models=models,
-                             progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+                             progress=not args.quiet, overwrite=args.overwrite,
+                             targets=args.targets)  # fmt: skip
     for label, est in summary.items():
         print(f"{label:>20}: PSNR {est['psnr']} dB  SSIM {est['ssim']}  NMSE {est['nmse']}")
     print(f"wrote {out}/metrics.csv, summary.md, panel.png")
@@ -146,7 +159,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = add_verb(sub, "simulate", "write phantom volumes as fastMRI-layout HDF5 (undersampled k-space + ground truth)",
               "medimg recon mri simulate data/mri_4x --kind brain --volumes 8 --acceleration 4\n"
-              "medimg recon mri simulate data/knee_full --kind knee --full   # fully sampled")  # fmt: skip
+              "medimg recon mri simulate data/knee_full --kind knee --full   # fully sampled\n"
+              "medimg recon mri simulate data/realistic --from-real --volumes 64   # varied, real brains")  # fmt: skip
     p.add_argument("out", help="output folder for phantom_<seed>.h5 files")
     p.add_argument("--kind", choices=("brain", "knee", "mixed"), default="brain")
     p.add_argument("--contrast", choices=("t1", "t2", "pd"), default="t1")
@@ -159,6 +173,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--center-fraction", type=fraction, default=0.08, help="ACS fraction")
     p.add_argument("--snr-db", type=finite_float, default=30.0, help="k-space SNR; <= 0: no noise")
     p.add_argument("--full", action="store_true", help="store fully sampled k-space, no mask")
+    p.add_argument("--realistic", action="store_true",
+                   help="draw each slice's matrix (128-384), coils (4-32), contrast, scalp, "
+                        "noise and mask (equispaced/random/Poisson-disc, 4-8x) at random")  # fmt: skip
+    p.add_argument("--from-real", action="store_true",
+                   help="--realistic with real training-side brain MR (Colin27, pydeface mean "
+                        "head, dipy) mixed in; fetched on first use")  # fmt: skip
     p.add_argument(
         "--seed", type=non_negative_int, default=200_000, help="first phantom seed (held out)"
     )
@@ -248,12 +268,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--threads", type=positive_int)
     p.set_defaults(func=_calibrate)
 
-    p = add_verb(sub, "evaluate", "NMSE/PSNR/SSIM per method with bootstrap 95%% CIs and a PNG panel",
+    p = add_verb(sub, "evaluate", "NMSE/PSNR/SSIM per method and acceleration with bootstrap 95%% CIs and a PNG panel",
               "medimg recon mri evaluate data/mri_4x\n"
               "medimg recon mri evaluate data/mri_4x --methods zero_filled cs_wavelet cs_tv \\\n"
               "    --model modl=runs/recon_mri/modl")  # fmt: skip
     p.add_argument("data", help="folder of .h5 files with reconstruction_rss (from simulate)")
-    p.add_argument("--methods", nargs="+", choices=_ALL, default=["zero_filled", "cs_wavelet"])
+    p.add_argument("--methods", nargs="+", choices=_ALL,
+                   default=["zero_filled", "cs_wavelet", "cs_tv"])  # fmt: skip
+    p.add_argument("--targets", help="folder of reference images <volume>.npy/.nii.gz/... for "
+                   "files without reconstruction_rss")  # fmt: skip
     p.add_argument("--model", action="append", help="LABEL=FOLDER of a trained network (repeat)")
     p.add_argument("--no-default", action="store_true", help="leave out the shipped model")
     p.add_argument("--out", help="report folder (default runs/recon_mri/evaluation/<DATA name>)")

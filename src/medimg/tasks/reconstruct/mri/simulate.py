@@ -21,9 +21,16 @@ from tqdm.auto import tqdm
 from medimg.datasets.fastmri import write_fastmri
 from medimg.errors import InputError
 from medimg.phantoms.mri import CONTRASTS, brain_phantom, knee_phantom
-from medimg.tasks.reconstruct.mri.data import MASKS, make_mask, simulate_slice
+from medimg.tasks.reconstruct.mri.data import (
+    MASKS,
+    RealisticConfig,
+    RealisticSlices,
+    load_real_training,
+    make_mask,
+    simulate_slice,
+)
 
-__all__ = ["SimulateSpec", "simulate_volume", "write_simulated_set"]
+__all__ = ["SimulateSpec", "simulate_volume", "write_realistic_set", "write_simulated_set"]
 
 #: First phantom seed of ``simulate``: unseen in training (0-199) and validation (100000+).
 HELD_OUT_SEED = 200_000
@@ -142,3 +149,41 @@ def _write_volume(path: Path, spec: SimulateSpec, seed: int) -> Path:
         patient_id=f"phantom_{seed}",
         attrs=attrs,
     )
+
+
+def write_realistic_set(
+    out_dir: str | Path,
+    n: int = 16,
+    seed: int = HELD_OUT_SEED,
+    *,
+    from_real: bool = False,
+    config: RealisticConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``n`` one-slice files ``out_dir/realistic_<seed>.h5`` drawn by
+    :class:`~.data.RealisticSlices` (each its own matrix size, coil array, contrast, noise and
+    mask; the drawn factors are stored as ``medimg_*`` attributes). ``from_real`` mixes in the
+    real training-side brains of :data:`~.data.REAL_TRAIN` (fetched on first use); without
+    it, phantoms only. The sizes differ between files: for ``evaluate``/``predict`` and as a
+    look at the training stream; training draws from :class:`~.data.RealisticSlices` directly.
+
+    Written whole or not at all, as :func:`write_simulated_set`."""
+    from medimg.io.output import atomic_dir, check_output_dir
+
+    if n < 1 or seed < 0:
+        raise InputError(f"simulate needs n >= 1 slices and a seed >= 0, got n={n}, seed={seed}")
+    check_output_dir(out_dir, overwrite)
+    real = load_real_training() if from_real else None
+    ds = RealisticSlices(config, n=n, real=real)
+    names = [f"realistic_{seed + i:06d}.h5" for i in range(n)]
+    with atomic_dir(out_dir, overwrite) as tmp:
+        for i in tqdm(range(n), desc="simulate", disable=not progress):
+            sample, info = ds.draw(i, seed + i)
+            attrs = {f"medimg_{k}": ("none" if v is None else str(v)) for k, v in info.items()}
+            write_fastmri(tmp / names[i], sample["kspace"][None].numpy(),
+                          reconstruction=sample["target"][None].numpy(),
+                          mask=sample["mask"].numpy(),  # a line mask is stored as (W,)
+                          acquisition="REALISTIC_SIM", patient_id=f"realistic_{seed + i}",
+                          attrs={**attrs, "medimg_seed": seed + i})  # fmt: skip
+    return [Path(out_dir) / name for name in names]
