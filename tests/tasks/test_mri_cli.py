@@ -143,3 +143,67 @@ def test_every_verb_has_help_with_an_example(verb, capsys) -> None:
         main(["recon", "mri", verb, "--help"])
     assert exit_.value.code == 0
     assert "example:" in capsys.readouterr().out
+
+
+def test_evaluate_defaults_to_cs_tv_and_keeps_accelerations_apart(data, tmp_path) -> None:
+    """4x and 8x volumes in one folder: one table and one CI per acceleration, cs_tv included."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in data.glob("*.h5"):
+        (mixed / f.name).write_bytes(f.read_bytes())
+    eight = tmp_path / "eight"
+    argv = ["recon", "mri", "simulate", str(eight), "--volumes", "2", "--seed", "200010",
+            *SIM, "--acceleration", "8", "--size", "96", "--center-fraction", "0.09"]  # fmt: skip
+    assert main(argv) == 0
+    for f in eight.glob("*.h5"):
+        (mixed / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "eval"
+    argv = ["recon", "mri", "evaluate", str(mixed), "--no-default", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {"zero_filled", "cs_wavelet", "cs_tv"}
+    assert {r["acceleration"] for r in rows} == {"4x", "8x"}
+    assert sum(r["acceleration"] == "8x" for r in rows) == 2 * 3
+    text = (out / "summary.md").read_text()
+    assert "at 4x on 2 volume(s)" in text and "at 8x on 2 volume(s)" in text
+    for accel in ("4x", "8x"):  # each table's mean is over that acceleration's volumes only
+        zf = np.mean([float(r["psnr"]) for r in rows
+                      if r["method"] == "zero_filled" and r["acceleration"] == accel])  # fmt: skip
+        section = text.split(f"at {accel} on")[1].split("MRI reconstruction")[0]
+        line = next(ln for ln in section.splitlines() if ln.startswith("| zero_filled |"))
+        assert f"{zf:.2f}"[:-1] in line.split("|")[3], (accel, zf, line)
+    zf4 = [
+        float(r["psnr"]) for r in rows if r["method"] == "zero_filled" and r["acceleration"] == "4x"
+    ]
+    zf8 = [
+        float(r["psnr"]) for r in rows if r["method"] == "zero_filled" and r["acceleration"] == "8x"
+    ]
+    assert np.mean(zf4) > np.mean(zf8)
+
+
+def test_evaluate_takes_references_from_a_targets_folder(data, tmp_path, capsys) -> None:
+    bare, refs = tmp_path / "bare", tmp_path / "refs"
+    bare.mkdir()
+    refs.mkdir()
+    for f in sorted(data.glob("*.h5")):
+        (bare / f.name).write_bytes(f.read_bytes())
+        with h5py.File(bare / f.name, "a") as h:
+            np.save(refs / f"{f.stem}.npy", h["reconstruction_rss"][()])
+            del h["reconstruction_rss"]
+    base = ["--methods", "zero_filled", "--no-default", "--quiet"]
+    assert main(["recon", "mri", "evaluate", str(bare), "--out", str(tmp_path / "e0"), *base]) == 2
+    assert "--targets" in capsys.readouterr().err
+    argv = ["recon", "mri", "evaluate", str(bare), "--targets", str(refs),
+            "--out", str(tmp_path / "e1"), *base]  # fmt: skip
+    assert main(argv) == 0
+    argv = ["recon", "mri", "evaluate", str(data), "--out", str(tmp_path / "e2"), *base]
+    assert main(argv) == 0
+    with_refs = list(csv.DictReader((tmp_path / "e1" / "metrics.csv").open()))
+    stored = list(csv.DictReader((tmp_path / "e2" / "metrics.csv").open()))
+    assert [r["psnr"] for r in with_refs] == [r["psnr"] for r in stored]  # the same references
+    np.save(refs / "phantom_200000.npy", np.zeros((2, 30, 32), np.float32))  # wrong shape
+    argv = ["recon", "mri", "evaluate", str(bare), "--targets", str(refs),
+            "--out", str(tmp_path / "e3"), *base]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match" in err and "\n" not in err
