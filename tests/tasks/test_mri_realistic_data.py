@@ -113,3 +113,27 @@ def test_contrast_remaps_and_scalp_stripping_change_the_anatomy() -> None:
     assert stripped[40, 11] == 0 and stripped[40, 40] > 0
     phi = smooth_phase((64, 48), rng).numpy()
     assert np.ptp(phi) > 0.1 and np.abs(np.diff(phi, axis=0)).max() < 0.5  # smooth, not flat
+
+
+def test_simulate_realistic_writes_varied_fastmri_files(tmp_path) -> None:
+    from medimg.cli import main
+    from medimg.datasets.fastmri import read_fastmri
+
+    out = tmp_path / "rs"
+    argv = ["recon", "mri", "simulate", str(out), "--realistic", "--volumes", "3", "--quiet"]
+    assert main(argv) == 0
+    vols = [read_fastmri(f) for f in sorted(out.glob("realistic_*.h5"))]
+    assert len(vols) == 3
+    shapes = {v.kspace.shape for v in vols}
+    assert len(shapes) == 3  # matrix and coil count drawn per file
+    for v in vols:
+        s, n, h, w = v.kspace.shape
+        assert s == 1 and 4 <= n <= 32 and 128 <= min(h, w) and max(h, w) <= 384
+        assert v.reconstruction.shape == (1, h, w) and v.mask is not None
+        assert v.attrs["medimg_mask"] in ("equispaced", "random", "poisson")
+        assert 4 <= float(v.attrs["medimg_acceleration"]) <= 8
+    again = tmp_path / "again"
+    assert main(["recon", "mri", "simulate", str(again), "--realistic", "--volumes", "1",
+                 "--quiet"]) == 0  # fmt: skip
+    first = read_fastmri(again / "realistic_200000.h5")
+    np.testing.assert_array_equal(first.kspace, vols[0].kspace)  # seeded per sample
