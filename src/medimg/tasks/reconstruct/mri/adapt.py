@@ -53,7 +53,7 @@ _MODEL_FILES = ("config.yaml", "model.safetensors")
 
 def _adapt_train(**kw: Any) -> TrainConfig:
     # CPU-friendly: one slice per step, a small learning rate (a fine-tune, not a new training)
-    base = {"max_steps": 200, "batch_size": 1, "lr": 1e-4, "optimizer": "adam",
+    base = {"max_steps": 300, "batch_size": 1, "lr": 3e-4, "optimizer": "adam",
             "lr_schedule": "cosine", "grad_clip": 1.0, "log_every": 10,
             "checkpoint_every": 50}  # fmt: skip
     return TrainConfig(**{**base, **kw})

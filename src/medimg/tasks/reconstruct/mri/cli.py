@@ -247,8 +247,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--rho", type=fraction, default=0.4,
                    help="share of acquired samples outside the ACS held back for the loss")  # fmt: skip
-    p.add_argument("--max-steps", type=positive_int, help="default 200 (one slice per step)")
-    p.add_argument("--lr", type=positive_float, help="default 1e-4")
+    p.add_argument("--max-steps", type=positive_int, help="default 300 (one slice per step)")
+    p.add_argument("--lr", type=positive_float, help="default 3e-4")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--resume", action="store_true",
