@@ -16,6 +16,9 @@ Figures:
   (angle-averaged edge-spread function, ``metrics.ct.disk_edge_width``), as a ratio to the
   full-dose width; target for the GAN: within 10 % (ratio <= 1.10). RED-CNN's ratio shows the
   over-smoothing the GAN is meant to avoid.
+- The tuned Gaussian filter (sigma chosen on the validation seeds 5000-5003): RED-CNN's PSNR
+  advantage over it must stay positive (the generalising models are judged on real CT by
+  ``bench_ct_real.py``; this set checks they still help on the phantoms).
 - Training time of both shipped models (recorded by training: CPU seconds of the one torch
   thread where ``train_cpu_s.txt`` exists, else wall seconds; see their model cards).
 

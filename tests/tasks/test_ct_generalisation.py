@@ -99,7 +99,9 @@ def shipped():
     return load_model("redcnn")[0]
 
 
-def test_shipped_model_keeps_uniform_hu_within_3(shipped) -> None:
+@pytest.mark.parametrize("name", ["redcnn", "wgan"])
+def test_shipped_models_keep_uniform_hu_within_3(name: str) -> None:
+    shipped = load_model(name)[0]
     hu = _cylinder(128)
     means = []
     for seed in range(2):

@@ -9,6 +9,12 @@ each sample keeps the phantom and the *noiseless scan* ``clean``: the same FBP o
 noise-free line integrals, i.e. the truth at the scanner's resolution, which a phantom study can
 use as training target and reference (see ``CTTrainConfig.target``).
 
+Real CT as anatomy: :func:`scan_image` simulates the scans of any HU image (pixel size, views,
+FBP filter, flux or a target noise level, tube-current modulation); :func:`build_bank` makes
+the seeded, cached training bank over that acquisition space (:class:`BankConfig`: real
+non-GPL slices of :data:`REAL_TRAIN` and phantoms); :func:`write_from_image` writes the pairs
+of a user's own CT (``recon ct simulate --from``).
+
 Networks see ``HU / 1000`` (water 0, air -1): :func:`to_net` / :func:`from_net`.
 """
 
