@@ -31,24 +31,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from medimg.engine import (
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    check_run_dir,
-    seed_everything,
-    to_dict,
-    to_yaml,
-)
-from medimg.errors import InputError, OutputExistsError
+from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything, to_dict, to_yaml
+from medimg.errors import InputError
 from medimg.physics.masks import acs_region
 from medimg.physics.mri import fft2c
 
+# the model folder follows CT adapt's rules (engine run ``adapt_run/`` inside; an earlier run is
+# continued only with ``resume`` and replaced only with ``overwrite``): one check for both
+from medimg.tasks.reconstruct.ct.adapt import RUN_NAME, _check_out
+
 __all__ = ["RUN_NAME", "AdaptConfig", "SSDUSlices", "adapt", "read_slices", "ssdu_loss"]
 __all__ += ["ssdu_split"]
-
-RUN_NAME = "adapt_run"  # the engine run inside the model folder
-_MODEL_FILES = ("config.yaml", "model.safetensors")
 
 
 def _adapt_train(**kw: Any) -> TrainConfig:
@@ -182,19 +175,6 @@ def _step(net: nn.Module, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     maps = net.sens(b["kspace"], b["mask"])  # type: ignore[operator]  # scale-free
     pred = fft2c(maps * x[:, None]) * b["loss_mask"][:, None]
     return {"loss": ssdu_loss(pred, b["target"])}
-
-
-def _check_out(out: Path, resume: bool, overwrite: bool, run_config: dict[str, Any]) -> None:
-    """The train verbs' rules: an earlier adaptation is continued only with ``resume`` and
-    replaced only with ``overwrite``; a model folder that is no adaptation run likewise."""
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a model folder; choose a folder for --out", out)
-    check_run_dir(out / RUN_NAME, resume=resume, overwrite=overwrite, run_config=run_config)
-    if not resume and not overwrite and any((out / n).exists() for n in _MODEL_FILES):
-        raise OutputExistsError(
-            "holds a model (config.yaml, model.safetensors); pass --overwrite to replace it or "
-            "choose another --out", out
-        )  # fmt: skip
 
 
 def _export(out: Path, run: Path, init_dir: Path, init_cfg: Any) -> None:
