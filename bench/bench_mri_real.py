@@ -142,7 +142,8 @@ def main() -> int:
         scores: dict[str, dict[str, list[float]]] = {k: {"psnr": [], "ssim": [], "t": []}
                                                      for k in methods}  # fmt: skip
         peaks: dict[str, float] = {k: 0.0 for k in methods}
-        for si, vol in enumerate(subjects.values()):
+        per_subject: dict[str, list[str]] = {}
+        for si, (subject, vol) in enumerate(subjects.items()):
             cases = [kspace_of(s, accel, 1000 * si + i) for i, s in enumerate(vol)]
             gt = np.stack([c["target"].numpy() for c in cases])
             rng_ = float(gt.max())  # fastMRI: the volume's maximum
@@ -154,7 +155,11 @@ def main() -> int:
                     scores[label]["t"].append(time.perf_counter() - t0)
                 pred = np.stack(preds)
                 peaks[label] = max(peaks[label], float(pred.max()))
-                scores[label]["psnr"] += list(psnr_slicewise(gt, pred, data_range=rng_))
+                ps = psnr_slicewise(gt, pred, data_range=rng_)
+                scores[label]["psnr"] += list(ps)
+                per_subject.setdefault(subject, []).append(
+                    f"{label.split(' (')[0]} {ps.mean():.1f}"
+                )
                 scores[label]["ssim"] += list(ssim_slicewise(gt, pred, data_range=rng_))
         n = len(scores["zero-filled"]["psnr"])
         head = (f"\n{accel:g}x equispaced, {ACS:.0%} ACS, {COILS} coils, {SNR_DB:g} dB k-space SNR; "
@@ -164,7 +169,8 @@ def main() -> int:
         for label, s in scores.items():
             lines.append(f"| {label} | {bootstrap_ci(s['psnr'])} | {bootstrap_ci(s['ssim'])} | "
                          f"{np.mean(s['t']):.2f} | {peaks[label]:.2f} |")  # fmt: skip
-        print("\n".join(lines[-len(scores) - 4 :]), flush=True)
+        lines += [""] + [f"PSNR dB on {k}: {', '.join(v)}" for k, v in per_subject.items()]
+        print("\n".join(lines[-len(scores) - 4 - len(per_subject) - 1 :]), flush=True)
     print("\n".join(lines))
     return 0
 
