@@ -115,6 +115,16 @@ def check_ct_input(image, source: Path, *, assume_hu: bool = False) -> None:
         )  # fmt: skip
 
 
+def _trained_pixel_range(cfg: object) -> tuple[float, float]:
+    """Pixel sizes (mm) a model saw: the bank's real and phantom ranges, else the phantoms'."""
+    if getattr(cfg, "data", None) == "bank":
+        bank = cfg.bank  # type: ignore[attr-defined]
+        sizes = [*bank.real_pixel_mm, *bank.phantom_pixel_mm]
+        return float(min(sizes)), float(max(sizes))
+    pix = float(cfg.sim.pixel_mm)  # type: ignore[attr-defined]
+    return pix, pix
+
+
 def predict_path(
     input_path: str | Path,
     output: str | Path,
@@ -146,10 +156,12 @@ def predict_path(
             src,
         )
     sx, sy = image.spacing[:2]
-    pix = cfg.sim.pixel_mm  # type: ignore[attr-defined]
-    if not (0.5 * pix <= min(sx, sy) and max(sx, sy) <= 2 * pix):
+    lo, hi = _trained_pixel_range(cfg)
+    if not (0.5 * lo <= min(sx, sy) and max(sx, sy) <= 2 * hi):
+        trained = f"{lo:g} mm" if lo == hi else f"{lo:g}-{hi:g} mm"
         print(
-            f"note: pixels {sx:.2f}x{sy:.2f} mm, the model was trained at {pix} mm", file=sys.stderr
+            f"note: pixels {sx:.2f}x{sy:.2f} mm, the model was trained at {trained}",
+            file=sys.stderr,
         )
     vol = image.array[0].astype(np.float32)
     if vol.ndim not in (2, 3):
