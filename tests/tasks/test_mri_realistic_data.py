@@ -137,3 +137,13 @@ def test_simulate_realistic_writes_varied_fastmri_files(tmp_path) -> None:
                  "--quiet"]) == 0  # fmt: skip
     first = read_fastmri(again / "realistic_200000.h5")
     np.testing.assert_array_equal(first.kspace, vols[0].kspace)  # seeded per sample
+
+
+def test_training_sources_exclude_the_real_validation_subjects() -> None:
+    """bench/bench_mri_real.py validates on the ITK KmeansTest head and nibabel's anatomical
+    crop; neither may feed training (whole subjects kept apart)."""
+    from medimg.tasks.reconstruct.mri.data import REAL_TRAIN
+
+    names = " ".join(f"{src}/{rel}" for src, rel in REAL_TRAIN).lower()
+    assert "kmeans" not in names and "anatomical" not in names and "nibabel" not in names
+    assert {src for src, _ in REAL_TRAIN} <= {"mricron-data", "pydeface", "dipy"}  # BSD/MIT
