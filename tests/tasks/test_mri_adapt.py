@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +87,8 @@ def test_adapt_lowers_the_error_against_the_hidden_reference(tmp_path: Path) -> 
 
 
 def test_adapt_resumes_and_refuses_to_restart_silently(tmp_path: Path) -> None:
+    import json
+
     from medimg.errors import MedimgError
 
     init = _poor_model(tmp_path / "poor")
@@ -96,15 +97,19 @@ def test_adapt_resumes_and_refuses_to_restart_silently(tmp_path: Path) -> None:
     assert res.last_step == 20
     with pytest.raises(MedimgError):  # an earlier run: neither resumed nor overwritten
         adapt(tmp_path / "data", tmp_path / "m", _cfg(init, 20))
-    more = dataclasses.replace(
-        _cfg(init, 20), train=dataclasses.replace(_cfg(init, 20).train, max_steps=30)
-    )
-    with pytest.raises(MedimgError):  # a changed config is refused on resume
-        adapt(tmp_path / "data", tmp_path / "m", more, resume=True)
-    again, _ = adapt(tmp_path / "data", tmp_path / "m", _cfg(init, 20), resume=True)
-    assert again.last_step == 20  # continued from last/, nothing retrained
-    res, _ = adapt(tmp_path / "data", tmp_path / "m", _cfg(init, 20), overwrite=True)
-    assert res.last_step == 20
+    longer = _cfg(init, 30)
+    with pytest.raises(MedimgError):  # changed settings are refused on resume unless allowed
+        adapt(tmp_path / "data", tmp_path / "m", longer, resume=True)
+    with pytest.warns(UserWarning, match="changed config"):
+        res, _ = adapt(
+            tmp_path / "data", tmp_path / "m", longer, resume=True, allow_config_change=True
+        )
+    assert res.last_step == 30
+    log = tmp_path / "m" / "adapt_run" / "metrics.jsonl"
+    steps = [r["step"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r]
+    assert steps == [10, 20, 30]  # continued from step 20, not started again
+    res, _ = adapt(tmp_path / "data", tmp_path / "m", _cfg(init, 10), overwrite=True)
+    assert res.last_step == 10
 
 
 def test_cli_adapt_writes_a_model_predict_loads(tmp_path: Path) -> None:

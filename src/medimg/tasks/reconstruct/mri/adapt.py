@@ -200,10 +200,12 @@ def adapt(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    allow_config_change: bool = False,
 ) -> tuple[TrainResult, int]:
     """Fine-tune ``cfg.init`` (default: the shipped VarNet) by SSDU on the undersampled k-space
     in ``data_path`` into the model folder ``out_dir``; returns the run's result and the number
-    of slices adapted on. See the module docstring."""
+    of slices adapted on. ``allow_config_change`` resumes with changed settings (e.g. a larger
+    ``max_steps``). See the module docstring."""
     from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR, load_model
 
     cfg = dataclasses.replace(cfg or AdaptConfig(), data=str(Path(data_path).resolve()))
@@ -226,7 +228,7 @@ def adapt(
     net.train().requires_grad_(True)
     run = out / RUN_NAME
     result = Trainer(net, SSDUSlices(slices, cfg), _step, cfg.train, run, run_config=cfg).fit(
-        resume=resume, overwrite=overwrite
+        resume=resume, overwrite=overwrite, allow_config_change=allow_config_change
     )
     _export(out, run, init_dir, init_cfg)
     return result, len(slices)

@@ -118,7 +118,8 @@ def _adapt(args: argparse.Namespace) -> int:
                                 max_steps=args.max_steps or base.train.max_steps,
                                 lr=args.lr or base.train.lr, device=args.device)  # fmt: skip
     cfg = AdaptConfig(init=args.init, rho=args.rho, train=train)
-    res, n = adapt(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    res, n = adapt(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite,
+                   allow_config_change=args.allow_config_change)  # fmt: skip
     print(f"adapted {args.init} by SSDU on {n} undersampled slice(s) to step {res.last_step}; "
           f"model folder {args.out} (recon mri predict --model {args.out})")  # fmt: skip
     return 0
@@ -254,6 +255,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--resume", action="store_true",
                    help="continue the adaptation in --out from its last/ checkpoint")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="restart over an existing --out")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume with changed settings (e.g. a larger --max-steps)")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_adapt)
 
