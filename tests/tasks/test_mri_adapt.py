@@ -126,3 +126,13 @@ def test_cli_adapt_writes_a_model_predict_loads(tmp_path: Path) -> None:
     assert main(["recon", "mri", "predict", str(files[0]), str(tmp_path / "pred"), "--model",
                  str(out), "--format", "nifti", "--quiet"]) == 0  # fmt: skip
     assert (tmp_path / "pred" / f"{files[0].stem}.nii.gz").is_file()
+
+
+def test_fully_sampled_data_is_refused(tmp_path: Path) -> None:
+    from medimg.errors import InputError
+
+    spec = SimulateSpec(kind="brain", shape=(32, 32), slices=1, coils=2, full=True)
+    write_simulated_set(tmp_path / "full", spec, n=1, progress=False)
+    with pytest.raises(InputError, match="fully sampled"):
+        adapt(tmp_path / "full", tmp_path / "m")
+    assert not (tmp_path / "m" / "model.safetensors").exists()

@@ -40,8 +40,8 @@ from medimg.physics.mri import fft2c
 # continued only with ``resume`` and replaced only with ``overwrite``): one check for both
 from medimg.tasks.reconstruct.ct.adapt import RUN_NAME, _check_out
 
-__all__ = ["RUN_NAME", "AdaptConfig", "SSDUSlices", "adapt", "read_slices", "ssdu_loss"]
-__all__ += ["ssdu_split"]
+__all__ = ["RUN_NAME", "AcquiredSlice", "AdaptConfig", "SSDUSlices", "adapt", "read_slices"]
+__all__ += ["ssdu_loss", "ssdu_split"]
 
 
 def _adapt_train(**kw: Any) -> TrainConfig:
@@ -125,20 +125,38 @@ def ssdu_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (l2 + l1).mean()
 
 
-def read_slices(data: str | Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every slice of the fastMRI-layout ``.h5`` files in ``data`` (a file or a folder) as
-    ``(kspace (N, H, W) complex64, acquired mask (H, W))``; fully sampled files are refused."""
-    from medimg.tasks.reconstruct.mri.predict import case_from_h5
+@dataclasses.dataclass
+class AcquiredSlice:
+    """One slice to adapt on: its file, index, and acquired mask."""
+
+    path: Path
+    index: int
+    mask: torch.Tensor  # (H, W) acquired
+
+
+def read_slices(data: str | Path) -> list[AcquiredSlice]:
+    """Every slice of the fastMRI-layout ``.h5`` files in ``data`` (a file or a folder), with
+    its acquired mask ``(H, W)``. Only the first slice of each file is read here (to check it
+    is undersampled, with ACS lines); the k-space is read slice by slice while training, so a
+    folder larger than memory adapts too."""
+    from medimg.datasets.fastmri import check_fastmri, read_fastmri
+    from medimg.tasks.reconstruct.mri.infer import as_kspace, mask_from_kspace
 
     src = Path(data)
     files = sorted(src.glob("*.h5")) if src.is_dir() else [src]
     if not files or not files[0].is_file():
         raise InputError("no fastMRI .h5 files here; give a file or a folder of them", src)
-    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    out: list[AcquiredSlice] = []
     for f in files:
-        case = case_from_h5(f)
-        h, w = case.kspace.shape[-2:]
-        mask = case.mask.expand(h, w) if case.mask.ndim == 1 else case.mask
+        shape = check_fastmri(f)
+        if len(shape) != 4:
+            raise InputError("single-coil k-space; adapt needs multi-coil (S, N, H, W)", f)
+        vol = read_fastmri(f, slices=0)
+        h, w = shape[-2:]
+        if vol.mask is not None:
+            mask = torch.as_tensor(np.asarray(vol.mask, np.float32)).expand(h, w)
+        else:
+            mask = mask_from_kspace(as_kspace(vol.kspace)).expand(h, w)
         if bool((mask != 0).all()):
             raise InputError(
                 "is fully sampled; adapt learns from undersampled k-space only (undersample it, "
@@ -147,7 +165,7 @@ def read_slices(data: str | Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rows, cols = acs_region(mask)
         if cols.stop - cols.start < 2 or rows.stop - rows.start < 2:
             raise InputError("the mask has no fully sampled centre (ACS) for the coil maps", f)
-        out += [(k, mask.float()) for k in case.kspace]
+        out += [AcquiredSlice(f, i, mask.float().contiguous()) for i in range(shape[0])]
     return out
 
 
@@ -156,7 +174,7 @@ class SSDUSlices(Dataset):
     torch generator): ``kspace`` (input set only), ``mask`` (input), ``loss_mask``, ``target``
     (the acquired k-space on the loss set)."""
 
-    def __init__(self, slices: list[tuple[torch.Tensor, torch.Tensor]], cfg: AdaptConfig):
+    def __init__(self, slices: list[AcquiredSlice], cfg: AdaptConfig):
         self.slices, self.cfg = slices, cfg
         self.n = cfg.samples_per_epoch or len(slices)
 
@@ -164,7 +182,12 @@ class SSDUSlices(Dataset):
         return self.n
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        k, mask = self.slices[index % len(self.slices)]
+        from medimg.datasets.fastmri import read_fastmri
+
+        sl = self.slices[index % len(self.slices)]
+        mask = sl.mask
+        k = torch.from_numpy(read_fastmri(sl.path, slices=sl.index).kspace)
+        k = k.reshape(k.shape[-3:]) * mask  # (N, H, W)
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         inp, loss = ssdu_split(mask, self.cfg.rho, self.cfg.sigma, seed)
         return {"kspace": k * inp, "mask": inp, "loss_mask": loss, "target": k * loss}
@@ -220,7 +243,7 @@ def adapt(
             f"a {init_cfg.model.name} model takes coil maps, which undersampled data do not "
             "carry; adapt a varnet model folder", init_dir,
         )  # fmt: skip
-    sizes = {tuple(k.shape[-2:]) for k, _ in slices}
+    sizes = {tuple(sl.mask.shape) for sl in slices}
     if cfg.train.batch_size > 1 and len(sizes) > 1:
         raise InputError(
             f"the slices have several matrix sizes {sorted(sizes)}; use batch size 1", data_path
