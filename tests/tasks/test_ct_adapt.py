@@ -11,6 +11,7 @@ import torch
 
 from medimg.cli import main
 from medimg.engine import Trainer, load_weights, save_checkpoint, seed_everything, to_yaml
+from medimg.errors import OutputExistsError
 from medimg.io.api import load
 from medimg.tasks.reconstruct.ct import adapt as A
 from medimg.tasks.reconstruct.ct import data as D
@@ -135,7 +136,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(
     with pytest.raises(KeyboardInterrupt):
         A.adapt(data, tmp_path / "cut", cfg)
     assert not (tmp_path / "cut" / "model.safetensors").exists()
-    with pytest.raises(A.OutputExistsError):  # neither resumed nor replaced silently
+    with pytest.raises(OutputExistsError):  # neither resumed nor replaced silently
         A.adapt(data, tmp_path / "cut", cfg)
     monkeypatch.setattr(Trainer, "_train_step", real)
     res, _ = A.adapt(data, tmp_path / "cut", cfg, resume=True)
@@ -143,7 +144,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(
     a, b = (load_weights(load_model(poor)[0], tmp_path / d) for d in ("straight", "cut"))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
-    with pytest.raises(A.OutputExistsError):  # the finished model is not replaced silently
+    with pytest.raises(OutputExistsError):  # the finished model is not replaced silently
         A.adapt(data, tmp_path / "cut", cfg)
 
 

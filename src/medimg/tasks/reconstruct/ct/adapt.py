@@ -59,13 +59,13 @@ from medimg.engine import (
     TrainConfig,
     Trainer,
     TrainResult,
-    check_run_dir,
     seed_everything,
     to_dict,
     to_yaml,
 )
-from medimg.errors import InputError, OutputExistsError
+from medimg.errors import InputError
 from medimg.physics.ct import ParallelBeamGeometry
+from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, check_adapt_folder
 from medimg.tasks.reconstruct.ct import data as D
 from medimg.tasks.reconstruct.ct.baselines import fbp_hu
 
@@ -86,8 +86,6 @@ __all__ = [
 ]
 
 METHODS = ("auto", "n2i", "n2n")
-RUN_NAME = "adapt_run"  # the engine run inside the model folder
-_MODEL_FILES = ("config.yaml", "model.safetensors")
 _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 
 
@@ -469,19 +467,6 @@ def read_adapt_data(
 # ---------------------------------------------------------------- the run
 
 
-def _check_out(out: Path, resume: bool, overwrite: bool, run_config: dict[str, Any]) -> None:
-    """The train verbs' rules: an earlier adaptation is continued only with ``resume`` and
-    replaced only with ``overwrite``; a model folder that is no adaptation run likewise."""
-    if out.exists() and not out.is_dir():
-        raise InputError("is a file, not a model folder; choose a folder for --out", out)
-    check_run_dir(out / RUN_NAME, resume=resume, overwrite=overwrite, run_config=run_config)
-    if not resume and not overwrite and any((out / n).exists() for n in _MODEL_FILES):
-        raise OutputExistsError(
-            "holds a model (config.yaml, model.safetensors); pass --overwrite to replace it or "
-            "choose another --out", out
-        )  # fmt: skip
-
-
 def _load_init(init: str, device: str) -> tuple[nn.Module, Any]:
     from medimg.tasks.reconstruct.ct.models import REDCNN
     from medimg.tasks.reconstruct.ct.predict import load_model
@@ -525,7 +510,7 @@ def adapt(
     ``data_path`` into the model folder ``out_dir``; see the module docstring."""
     cfg = dataclasses.replace(cfg or AdaptConfig(), data=str(Path(data_path).resolve()))
     out = Path(out_dir)
-    _check_out(out, resume, overwrite, to_dict(cfg))  # before reading or reconstructing
+    check_adapt_folder(out, resume, overwrite, to_dict(cfg))  # before reading or reconstructing
     data = read_adapt_data(data_path, method=cfg.method, dose=cfg.dose)
     seed_everything(cfg.train.seed)
     net, init_cfg = _load_init(cfg.init, "cpu")

@@ -35,10 +35,7 @@ from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything, to
 from medimg.errors import InputError
 from medimg.physics.masks import acs_region
 from medimg.physics.mri import fft2c
-
-# the model folder follows CT adapt's rules (engine run ``adapt_run/`` inside; an earlier run is
-# continued only with ``resume`` and replaced only with ``overwrite``): one check for both
-from medimg.tasks.reconstruct.ct.adapt import RUN_NAME, _check_out
+from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, check_adapt_folder
 
 __all__ = ["RUN_NAME", "AcquiredSlice", "AdaptConfig", "SSDUSlices", "adapt", "read_slices"]
 __all__ += ["ssdu_loss", "ssdu_split"]
@@ -233,7 +230,7 @@ def adapt(
 
     cfg = dataclasses.replace(cfg or AdaptConfig(), data=str(Path(data_path).resolve()))
     out = Path(out_dir)
-    _check_out(out, resume, overwrite, to_dict(cfg))  # before reading anything
+    check_adapt_folder(out, resume, overwrite, to_dict(cfg))  # before reading anything
     slices = read_slices(data_path)
     init_dir = DEFAULT_DIR if cfg.init in ("", "default") else Path(cfg.init)
     seed_everything(cfg.train.seed)
