@@ -135,3 +135,30 @@ def test_output_checked_before_the_series_is_read(tmp_path, source, label_image,
     with pytest.raises(InputError, match="lies inside the input"):
         write_dicom_seg(label_image, source, source / "seg.dcm", overwrite=True)
     assert not (source / "seg.dcm").exists()
+
+
+def test_only_frames_holding_a_segment_are_stored(tmp_path):
+    """3 spheres in a 64-slice series: only the slices they cover become frames, and every
+    labelled voxel reads back at its world position."""
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    affine[:3, 3] = [-10.0, 20.0, -50.0]
+    shape = (24, 24, 64)
+    write_dicom_series(Image(np.full((1, *shape), -800, np.float32), affine, modality="CT"),
+                       tmp_path / "ct")  # fmt: skip
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    lab = np.zeros(shape, np.uint8)
+    for n, (centre, radius) in enumerate([((6, 6, 5), 3.0), ((14, 12, 30), 5.0),
+                                          ((12, 12, 55), 4.0)], start=1):  # fmt: skip
+        lab[np.linalg.norm((grid - centre) * [0.8, 0.8, 2.0], axis=-1) <= radius] = n
+    covered = int(np.count_nonzero(lab.any(axis=(0, 1))))
+    assert covered < 16  # the spheres cover few of the 64 slices
+    path = write_dicom_seg(Image(lab[None], affine, is_label=True), tmp_path / "ct",
+                           tmp_path / "seg.dcm")  # fmt: skip
+    seg = hd.seg.segread(path)
+    per_segment = sum(int(np.count_nonzero((lab == n).any(axis=(0, 1)))) for n in (1, 2, 3))
+    assert int(seg.NumberOfFrames) == per_segment  # BINARY: one frame per segment and slice
+    back = read_dicom_seg(path)
+    for n in (1, 2, 3):
+        want = np.argwhere(lab == n) @ affine[:3, :3].T + affine[:3, 3]
+        got = np.argwhere(back.array[0] == n) @ back.affine[:3, :3].T + back.affine[:3, 3]
+        np.testing.assert_allclose(got, want, atol=1e-3)

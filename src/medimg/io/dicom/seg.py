@@ -6,7 +6,10 @@ one segment per nonzero label value. Segment numbers run 1..n over the sorted la
 the 2024 Label Map Segmentation class). Each segment's ``TrackingID`` records its label value
 (``"medimg label 4"``), which :func:`read_dicom_seg` uses to give back the original values.
 Coded concepts are generic (category and type: SCT 85756007 "Tissue"); the segment label
-carries the name. Every frame is stored, empty or not, so the SEG covers the whole source grid.
+carries the name. Only frames that hold a segment are stored (highdicom's
+``omit_empty_frames``; each frame keeps its plane position), so three small spheres in a
+300-slice series cost a few dozen frames, not 900; reading back gives the slab from the first to
+the last stored slice, at the right world positions.
 """
 
 from __future__ import annotations
@@ -229,7 +232,7 @@ def write_dicom_seg(
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medimg",
             manufacturer_model_name="medimg", software_versions=medimg.__version__,
             device_serial_number="0", series_description="medimg segmentation",
-            omit_empty_frames=False,
+            omit_empty_frames=True,
         )  # fmt: skip
     except (ValueError, TypeError, AttributeError) as e:
         raise InputError(f"source series cannot be referenced by a SEG: {e}") from e
@@ -246,7 +249,9 @@ def read_dicom_seg(path: PathType) -> Image:
 
     Segments whose ``TrackingID`` is ``"medimg label <v>"`` get value ``v``; others keep their
     segment number. ``meta["segment_names"]`` maps values to segment labels. A single-frame SEG
-    reads back as ``Z = 1``.
+    reads back as ``Z = 1``. A SEG without its empty frames reads back as the slab from its
+    first to its last stored slice (empty slices between them filled in), voxels at their
+    world positions; resample onto the source grid for the whole series.
     """
     import highdicom as hd
 
