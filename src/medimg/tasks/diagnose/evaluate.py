@@ -1,6 +1,11 @@
 """Scoring predictions: per-class table with AUC confidence intervals, operating-point metrics,
 ECE before/after temperature scaling, ROC curve and reliability diagram PNGs.
 
+Every AUC names the probability it ranks: ``raw`` (``prob_<class>``, or its logit
+``logit_<class>`` when the predictions hold one, which ranks the same without the ties of
+saturated probabilities) or ``temperature-scaled`` (``calibrated_<class>``). Temperature
+scaling keeps the ranking, so the two agree unless rounding in the file made ties.
+
 The report folder is written whole (:mod:`.outputs`): checked before any work, replaced only
 with ``overwrite``, never left half-written."""
 
@@ -34,15 +39,22 @@ def evaluate_binary(
     probs: np.ndarray,
     calibrated: np.ndarray | None = None,
     threshold: float = 0.5,
+    scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """AUC with DeLong and bootstrap intervals, metrics at ``threshold`` (on the calibrated
-    probability when given) and ECE of both probabilities."""
+    """AUC with DeLong and bootstrap intervals of the raw probability (ranked by ``scores``,
+    its logits, when given) and AUC of the calibrated one; metrics at ``threshold`` (on the
+    calibrated probability when given) and ECE of both probabilities."""
     cal = probs if calibrated is None else calibrated
+    rank = probs if scores is None else scores
     out: dict[str, Any] = {"n": len(labels), "n_positive": int(np.sum(labels))}
-    d, b = auc_delong_ci(labels, probs), auc_bootstrap_ci(labels, probs)
-    out["auc"] = d.value
+    d, b = auc_delong_ci(labels, rank), auc_bootstrap_ci(labels, rank)
+    out["auc"] = d.value  # raw probability (module doc)
+    out["auc_ranked_by"] = "raw logit" if scores is not None else "raw probability"
     out["auc_delong_ci"] = [d.low, d.high]
     out["auc_bootstrap_ci"] = [b.low, b.high]
+    dc = auc_delong_ci(labels, cal)
+    out["auc_calibrated"] = dc.value
+    out["auc_calibrated_delong_ci"] = [dc.low, dc.high]
     out.update(binary_metrics(labels, cal, threshold))
     out["ece"] = expected_calibration_error(probs, labels)
     out["ece_calibrated"] = expected_calibration_error(cal, labels)
@@ -108,6 +120,19 @@ def _read_predictions(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]
     return {r["case_id"]: r for r in rows}, classes
 
 
+def _logits(preds: dict, rows: list, name: str, path: Path) -> np.ndarray | None:
+    """The ``logit_<name>`` column as floats, or ``None`` when the file has none (older files)."""
+    if not all(preds[r.case_id].get(f"logit_{name}") for r in rows):
+        return None
+    try:
+        z = np.array([float(preds[r.case_id][f"logit_{name}"]) for r in rows])
+    except ValueError:
+        z = np.array([np.nan])
+    if not np.isfinite(z).all():
+        raise InputError(f"logit_{name} holds values that are not finite numbers", path)
+    return z
+
+
 def _probability(row: dict[str, str], column: str, path: Path) -> float:
     try:
         value = float(row.get(column) or "nan")
@@ -158,8 +183,10 @@ def _evaluate(
         pc = np.array(
             [_probability(preds[r.case_id], f"calibrated_{name}", pred_path) for r in rows]
         )
-        result["binary"] = evaluate_binary(y, p, pc, threshold)
-        plot_roc(y, p, out / "roc.png", title=f"{pos_names[0]} vs rest")
+        z = _logits(preds, rows, name, pred_path)
+        result["binary"] = evaluate_binary(y, p, pc, threshold, scores=z)
+        plot_roc(y, p if z is None else z, out / "roc.png",
+                 title=f"{pos_names[0]} vs rest (raw)")  # fmt: skip
         plot_reliability(y, {"raw": p, "temperature-scaled": pc}, out / "reliability.png")
         table = per_class_table(
             y, pc, "binary", man.classes or ["negative", pos_names[0]], threshold
@@ -174,8 +201,9 @@ def _evaluate(
         table = per_class_table(y, pc, "multiclass", pos_names, threshold)
         result["ece_calibrated"] = expected_calibration_error(pc, y)
     result["per_class"] = table
+    result["per_class_probability"] = "temperature-scaled"
     lines = [
-        "| class | n pos | AUC | sens | spec | F1 | bal. acc |",
+        "| class | n pos | AUC (temperature-scaled) | sens | spec | F1 | bal. acc |",
         "|---|---|---|---|---|---|---|",
     ]
     for t in table:
@@ -183,9 +211,10 @@ def _evaluate(
                      f"{t['specificity']:.3f} | {t['f1']:.3f} | {t['balanced_accuracy']:.3f} |")  # fmt: skip
     if "binary" in result:
         b = result["binary"]
-        lines += ["", (f"AUC {b['auc']:.3f}, 95% CI DeLong [{b['auc_delong_ci'][0]:.3f}, "
-                  f"{b['auc_delong_ci'][1]:.3f}], bootstrap [{b['auc_bootstrap_ci'][0]:.3f}, "
-                  f"{b['auc_bootstrap_ci'][1]:.3f}]; ECE raw {b['ece']:.3f}, "
+        lines += ["", (f"AUC (raw, ranked by {b['auc_ranked_by']}) {b['auc']:.3f}, 95% CI "
+                  f"DeLong [{b['auc_delong_ci'][0]:.3f}, {b['auc_delong_ci'][1]:.3f}], bootstrap "
+                  f"[{b['auc_bootstrap_ci'][0]:.3f}, {b['auc_bootstrap_ci'][1]:.3f}]; "
+                  f"AUC (temperature-scaled) {b['auc_calibrated']:.3f}; ECE raw {b['ece']:.3f}, "
                   f"temperature-scaled {b['ece_calibrated']:.3f}")]  # fmt: skip
     with atomic_path(out / "metrics.md", overwrite=True) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

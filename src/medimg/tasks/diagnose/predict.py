@@ -2,8 +2,15 @@
 
 A model folder holds ``model.yaml`` and ``model.safetensors`` (a training run folder, or the
 shipped ``default/``). Explanation maps are computed at the model's input size and written on
-the input image's own grid (same shape and affine) as NIfTI, plus a PNG overlay: Grad-CAM
-(default), Grad-CAM++ or occlusion for CNNs, the per-slice attention for MIL models.
+the input image's own grid (same shape and affine) as NIfTI, plus a PNG overlay: LayerCAM
+(the default of ``predict``/``explain`` and of :meth:`Diagnoser.predict`, on the shallow layer
+``layercam_layer``), Grad-CAM, Grad-CAM++ (both on ``cam_layer``) or occlusion for CNNs, the
+per-slice attention for MIL models.
+
+``predictions.csv`` holds, per positive class, the raw probability ``prob_<class>``, the
+temperature-scaled probability ``calibrated_<class>`` and the logit ``logit_<class>``, each
+written to full float precision (Python's shortest round-trip ``repr``): rounding to a few
+decimals makes confident cases tie at ``1.000000`` and loses their ranking.
 
 Inputs: a single-slice volume ``(X, Y, 1)`` is the 2D image it holds (its maps keep the
 volume's shape); an RGB(A) image given to a one-channel model is converted to grey (BT.601
@@ -48,6 +55,7 @@ class CasePrediction:
     calibrated: dict[str, float]
     predicted: str
     missing: list[str]
+    logits: dict[str, float] = field(default_factory=dict)
     heatmap: Image | None = None
     attention: list[float] = field(default_factory=list)
 
@@ -143,7 +151,8 @@ class Diagnoser:
             predicted = ";".join(n for n, v in cal.items() if v >= 0.5)
             cls = int(np.argmax(pc))
         reference = next(im for im in originals if im is not None)  # maps on the input's grid
-        out = CasePrediction(probs, cal, predicted, missing)
+        raw = dict(zip(names, np.asarray(logits[0], np.float64).tolist()))
+        out = CasePrediction(probs, cal, predicted, missing, logits=raw)
         if cfg.supervision == "mil":
             with torch.no_grad():
                 att = self.model.attention(x)[0].cpu().numpy()  # type: ignore[operator]
@@ -222,8 +231,10 @@ def predict_path(
                 "case_id": case_id,
                 "files": ";".join(str(f or "") for f in files),
             }
-            row.update({f"prob_{k}": f"{v:.6f}" for k, v in pred.probs.items()})
-            row.update({f"calibrated_{k}": f"{v:.6f}" for k, v in pred.calibrated.items()})
+            # repr: the shortest string that reads back as the same float (module doc)
+            row.update({f"prob_{k}": repr(float(v)) for k, v in pred.probs.items()})
+            row.update({f"calibrated_{k}": repr(float(v)) for k, v in pred.calibrated.items()})
+            row.update({f"logit_{k}": repr(float(v)) for k, v in pred.logits.items()})
             row["predicted"] = pred.predicted
             row["missing_modalities"] = ";".join(pred.missing)
             if pred.attention:
