@@ -74,6 +74,35 @@ def test_seg_on_a_non_dicom_input_is_refused_before_detection(tmp_path, capsys, 
     assert stub == [] and not (tmp_path / "out").exists()
 
 
+def test_seg_on_a_folder_without_dicom_is_refused_before_the_model_loads(
+    tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a scan")
+    (folder / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the detector was loaded before --seg was checked")
+
+    monkeypatch.setattr(pr.Detector, "__init__", boom)
+    assert _run("predict", folder, tmp_path / "out", "--seg", "0.5") == 2
+    assert "DICOM series folder" in _one_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dicom_folder_is_named_by_its_series_instance_uid(tmp_path, stub):
+    import pydicom
+
+    series = save(_ct(), tmp_path / "my_folder")  # a path without extension: a DICOM series
+    uid = str(pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+    out = tmp_path / "out"
+    assert _run("predict", series, out, "--seg", "0.5") == 0
+    rows = list(csv.DictReader(open(out / "candidates.csv")))
+    assert [r["seriesuid"] for r in rows] == [uid] and uid != "my_folder"
+    assert (out / f"{uid}_seg.dcm").is_file() and (out / "figures" / f"{uid}.png").is_file()
+
+
 def test_same_file_names_in_two_folders_get_their_own_outputs(tmp_path, stub):
     for sub in ("a", "b"):
         save(_ct(), tmp_path / "data" / sub / "scan.nii.gz")

@@ -13,7 +13,7 @@ Writes into an output folder:
   the finding's diameter), so a viewer shows the findings over the scan.
 
 The series uid is the file name without extension (LUNA16 names volumes by uid) or, for a DICOM
-folder, the folder name; where two inputs share it (``a/scan.mhd``, ``b/scan.mhd``), their
+folder, its SeriesInstanceUID (the folder name if the header has none); where two inputs share it (``a/scan.mhd``, ``b/scan.mhd``), their
 paths relative to the input folder (``a__scan``), so no output replaces another.
 
 Every output is checked before detection starts (``--seg`` needs DICOM series inputs, the
@@ -87,6 +87,30 @@ def find_inputs(path: PathType) -> list[tuple[str, Path]]:
     if files:
         return list(zip(case_ids(files, root=p), files))
     return [(p.name, p)]  # a DICOM series folder (medimg.io.load says if it is not)
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """Whether ``folder`` holds a DICOM file among its first 50 files (headers only)."""
+    from itertools import islice
+
+    import pydicom
+
+    for f in islice((f for f in sorted(folder.rglob("*")) if f.is_file()), 50):
+        try:
+            pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            return True
+        except (pydicom.errors.InvalidDicomError, OSError, ValueError):
+            continue
+    return False
+
+
+def _unique(uid: str, taken: dict) -> str:
+    """``uid``, or ``uid__2``, ``uid__3``... where an earlier input already has it."""
+    n, out = 1, uid
+    while out in taken:
+        n += 1
+        out = f"{uid}__{n}"
+    return out
 
 
 def write_candidates(
@@ -208,7 +232,7 @@ def predict_path(
         if not 0.0 <= seg_threshold <= 1.0:
             raise InputError(f"--seg {seg_threshold} is not a score; give one in [0, 1]")
         for _, path in inputs:
-            if not path.is_dir():
+            if not (path.is_dir() and _holds_dicom(path)):
                 raise InputError("a DICOM SEG needs a DICOM series folder as input (it references "
                                  "the series); drop --seg or give the series folder", path)  # fmt: skip
     # the model folder too: replacing an output that holds it would delete the model
@@ -221,6 +245,8 @@ def predict_path(
         for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
             image = load(path, modality="CT")
             check_ct_volume(image, path)
+            if path.is_dir() and image.meta.get("series_uid"):  # a DICOM series: its own uid
+                uid = _unique(str(image.meta["series_uid"]), rows)
             with torch.inference_mode():
                 rows[uid] = det.detect(image)
             if figures:
