@@ -16,6 +16,9 @@ from medimg.tasks.cli_helpers import (
 
 __all__ = ["add_verbs"]
 
+#: ``losses.SIMILARITIES`` (a test keeps them equal); importing it would load torch for --help
+SIMILARITIES = ("lncc", "mind", "mi", "mse")
+
 
 def _shape(text: str) -> tuple[int, ...]:
     """argparse ``type=`` for a grid such as ``48x48x48`` or ``96x96``."""
@@ -95,6 +98,16 @@ def _check_predict_args(args: argparse.Namespace) -> None:
         )
     if args.time_budget is not None and not args.instance_opt:
         raise InputError("--time-budget limits --instance-opt; give --instance-opt N as well")
+    if args.outputs is not None:
+        from medimg.tasks.register.outputs import parse_outputs
+
+        args.outputs = parse_outputs(args.outputs)
+    if args.moving_labels is None and args.outputs and "labels" in args.outputs:
+        raise InputError("--outputs labels writes the warped moving labels; give --moving-labels")
+    if args.similarity and not (args.instance_opt or args.affine):
+        raise InputError(
+            "--similarity drives --instance-opt and --affine; give --instance-opt N as well"
+        )
     if args.method != "model" and (args.instance_opt or args.affine or args.model):
         raise InputError(
             f"--instance-opt, --affine and --model apply to --method model, not {args.method}"
@@ -102,9 +115,12 @@ def _check_predict_args(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import time
+
     from medimg.io.api import load
     from medimg.io.output import check_output_dir, is_owned
-    from medimg.tasks.register.predict import OUTPUT_NAMES, check_pair_image
+    from medimg.tasks.register.outputs import DEFAULT_OUTPUTS, OUTPUT_NAMES, write_outputs
+    from medimg.tasks.register.predict import check_pair_image
 
     _check_predict_args(args)
     inputs = [p for p in (args.fixed, args.moving, args.fixed_labels, args.moving_labels) if p]
@@ -119,17 +135,21 @@ def _predict(args: argparse.Namespace) -> int:
     if args.method == "model":
         from medimg.tasks.register.predict import Registrator
 
+        t0, c0 = time.perf_counter(), time.process_time()
         reg = Registrator(args.model, device=args.device)
+        load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
         res = reg.register(fixed, moving, moving_labels=ml, affine=args.affine,
-                           instance_steps=args.instance_opt, time_budget_s=args.time_budget)  # fmt: skip
+                           instance_steps=args.instance_opt, time_budget_s=args.time_budget,
+                           similarity=args.similarity)  # fmt: skip
+        # what the user waited for: the model's loading counts (it is most of a small pair's time)
+        res.seconds, res.cpu_seconds = res.seconds + load_s, res.cpu_seconds + load_cpu
+        res.info["model_load_cpu_seconds"] = round(load_cpu, 3)
     else:
         from medimg.tasks.register.baseline import baseline_register
 
         res = baseline_register(fixed, moving, args.method, moving_labels=ml)
-    from medimg.tasks.register.predict import write_outputs
-
-    for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl,
-                           overwrite=args.overwrite, inputs=inputs):  # fmt: skip
+    for p in write_outputs(res, fixed, moving, args.out, fixed_labels=fl, overwrite=args.overwrite,
+                           inputs=inputs, outputs=args.outputs or DEFAULT_OUTPUTS):  # fmt: skip
         print(f"wrote {p}")
     print(f"registered in {res.seconds:.2f} s ({res.cpu_seconds:.2f} s CPU)")
     return 0
@@ -141,7 +161,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or Path("runs/register/evaluation") / Path(args.dataset).with_suffix("").name
     res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods.split(",")),
                            model=args.model, split=args.split, instance_steps=args.instance_opt,
-                           device=args.device, progress=not args.quiet,
+                           similarity=args.similarity, device=args.device, progress=not args.quiet,
                            overwrite=args.overwrite)  # fmt: skip
     for method, est in res["summary"].items():
         print(f"{method:13s} " + "  ".join(f"{k} {v}" for k, v in est.items()))
@@ -209,8 +229,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = add_verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
               "medimg register predict fixed.nii.gz moving.nii.gz out/ --moving-labels mlab.nii.gz\n"
               "medimg register predict fixed.nii.gz moving.nii.gz out/ --instance-opt 50\n"
-              "medimg register pair fixed.nii.gz moving.nii.gz out_demons/ --method sitk-demons",
+              "medimg register pair t1.nii.gz t2.nii.gz out/ --instance-opt 100 --similarity mind\n"
+              "medimg register pair fixed.nii.gz moving.nii.gz out_demons/ --method sitk-demons "
+              "--outputs warped,transform",
               aliases=("pair",))  # fmt: skip
+    if argv[:1] == ["pair"]:  # argparse names an alias' parser after the verb; say what was typed
+        p.prog = p.prog.rsplit(" ", 1)[0] + " pair"
     p.add_argument("fixed")
     p.add_argument("moving")
     p.add_argument("out", help="output folder")
@@ -225,6 +249,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="refine the field for N optimisation steps")  # fmt: skip
     p.add_argument("--time-budget", type=positive_float,
                    help="seconds allowed for --instance-opt")  # fmt: skip
+    p.add_argument("--similarity", choices=SIMILARITIES,
+                   help="what --instance-opt and --affine maximise (default: the model's, lncc): "
+                        "lncc local correlation (same contrast, or inverted), mind MIND-SSC "
+                        "descriptors (cross-contrast, e.g. T1 to T2), mi mutual information, "
+                        "mse (same contrast and scale)")  # fmt: skip
+    p.add_argument("--outputs", metavar="LIST",
+                   help="comma-separated files to write, from warped, labels, field, transform "
+                        "(ITK .h5), jacobian, png, or 'all' (default: warped,labels,field,png; "
+                        "labels only with --moving-labels); summary.json is always written")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
@@ -235,13 +268,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--methods",
         default="identity,model,sitk-demons",
-        help="comma-separated: identity, model, model+io, sitk-demons, sitk-bspline, ants-syn "
-        "(ANTsPy SyN, needs medimg[ants])",
+        help="comma-separated: identity, model, model+io (instance optimisation from the better "
+        "of the network's field and the identity), io (from the identity), sitk-demons, "
+        "sitk-bspline, ants-syn (ANTsPy SyN, needs medimg[ants])",
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--model", help="model folder (default: the shipped default model)")
     p.add_argument("--instance-opt", type=non_negative_int, default=50,
-                   help="steps for model+io")  # fmt: skip
+                   help="steps for model+io and io")  # fmt: skip
+    p.add_argument("--similarity", choices=SIMILARITIES,
+                   help="what model+io and io maximise (default: the model's, lncc)")  # fmt: skip
     p.add_argument("--out", help="report folder (default runs/register/evaluation/<dataset>)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true")

@@ -23,7 +23,8 @@ def stage(out_dir: Path) -> list[dict]:
     from medimg.tasks.register.data import Pair
     from medimg.tasks.register.evaluate import pair_metrics, run_method
     from medimg.tasks.register.fields import load_field
-    from medimg.tasks.register.predict import Registrator, write_outputs
+    from medimg.tasks.register.outputs import write_outputs
+    from medimg.tasks.register.predict import Registrator
 
     p = make_pair("mr", DEMO_SEED, shape=(48, 48, 48), spacing=4.0)
     pair = Pair("demo", p.fixed, p.moving, p.fixed_labels, p.moving_labels, p.fixed_landmarks,

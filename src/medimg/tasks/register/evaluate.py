@@ -1,7 +1,8 @@
 """Evaluation: several methods on the same pairs, side by side, with bootstrap CIs.
 
-Methods: ``identity``, ``model`` (the network), ``model+io`` (network + instance optimisation),
-``sitk-demons``, ``sitk-bspline``, ``ants-syn`` (with ANTsPy installed). Per pair and method: mean Dice and HD95 (mm) of the warped
+Methods: ``identity``, ``model`` (the network), ``model+io`` (instance optimisation from the better
+of the network's field and the identity), ``io`` (instance optimisation from the identity, no
+network), ``sitk-demons``, ``sitk-bspline``, ``ants-syn`` (with ANTsPy installed). Per pair and method: mean Dice and HD95 (mm) of the warped
 moving labels, % folded voxels, std of log-Jacobian, end-point error (mm, with a true field), TRE
 (mm, with landmarks), wall and CPU seconds. Writes ``metrics.csv`` and ``summary.md`` (mean with a
 95 % percentile-bootstrap interval over pairs).
@@ -30,7 +31,7 @@ from medimg.tasks.register.predict import RegResult
 
 __all__ = ["ALL_METHODS", "evaluate_dataset", "pair_metrics", "run_method"]
 
-ALL_METHODS = ("identity", "model", "model+io", "sitk-demons", "sitk-bspline", "ants-syn")
+ALL_METHODS = ("identity", "model", "model+io", "io", "sitk-demons", "sitk-bspline", "ants-syn")
 COLUMNS = ("dice", "hd95_mm", "folding_pct", "sdlogj", "epe_mm", "epe_fg_mm", "tre_mm", "seconds",
            "cpu_seconds")  # fmt: skip
 
@@ -43,14 +44,22 @@ def _identity(pair: Pair) -> RegResult:
     return RegResult(pair.moving, field_image(zero, pair.fixed), pair.moving_label)
 
 
-def run_method(method: str, pair: Pair, registrator=None, instance_steps: int = 50) -> RegResult:
-    """Register ``pair`` with ``method`` (see :data:`ALL_METHODS`)."""
+def run_method(
+    method: str,
+    pair: Pair,
+    registrator=None,
+    instance_steps: int = 50,
+    similarity: str | None = None,
+) -> RegResult:
+    """Register ``pair`` with ``method`` (see :data:`ALL_METHODS`); ``similarity`` drives the
+    instance optimisation of ``model+io`` and ``io``."""
     if method == "identity":
         return _identity(pair)
-    if method in ("model", "model+io"):
-        steps = instance_steps if method == "model+io" else 0
+    if method in ("model", "model+io", "io"):
+        steps = 0 if method == "model" else instance_steps
         return registrator.register(pair.fixed, pair.moving, moving_labels=pair.moving_label,
-                                    instance_steps=steps)  # fmt: skip
+                                    instance_steps=steps, similarity=similarity,
+                                    start="identity" if method == "io" else "auto")  # fmt: skip
     if method.startswith(("sitk-", "ants-")):
         from medimg.tasks.register.baseline import baseline_register
 
@@ -91,6 +100,7 @@ def evaluate_dataset(
     model: str | Path | None = None,
     split: str = "test",
     instance_steps: int = 50,
+    similarity: str | None = None,
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
@@ -113,7 +123,7 @@ def evaluate_dataset(
     inputs = [Path(dataset), *(p for s in specs for p in dataclasses.astuple(s) if p is not None)]
     check_output_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT))
     registrator = None
-    if any(m.startswith("model") for m in methods):
+    if any(m.startswith("model") or m == "io" for m in methods):
         from medimg.tasks.register.predict import Registrator
 
         registrator = Registrator(model, device=device)
@@ -121,7 +131,7 @@ def evaluate_dataset(
     for spec in tqdm(specs, desc="evaluate", disable=not progress):
         pair = load_pair(spec)
         for method in methods:
-            res = run_method(method, pair, registrator, instance_steps)
+            res = run_method(method, pair, registrator, instance_steps, similarity)
             rows.append({"pair": pair.name, "method": method, **pair_metrics(pair, res)})
     summary = _summary(rows, methods)
     with atomic_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT)) as out:

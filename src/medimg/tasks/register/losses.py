@@ -2,7 +2,9 @@
 
 * similarity: ``mse``, ``lncc`` (windowed local normalised cross-correlation, MONAI
   ``LocalNormalizedCrossCorrelationLoss``), ``mi`` (global mutual information, MONAI
-  ``GlobalMutualInformationLoss``; for multi-modal pairs such as MR-CT);
+  ``GlobalMutualInformationLoss``; for multi-modal pairs such as MR-CT), ``mind`` (MIND-SSC
+  self-similarity descriptors, :class:`MINDLoss`; local and contrast-independent, for
+  cross-contrast pairs);
 * regulariser on the displacement (voxels): ``diffusion`` (first derivatives, MONAI
   ``DiffusionLoss``) or ``bending`` (second derivatives, MONAI ``BendingEnergyLoss``);
 * weak supervision: soft Dice (MONAI ``DiceLoss``, background excluded) of the moving one-hot
@@ -27,9 +29,12 @@ from torch import nn
 from medimg.errors import InputError
 from medimg.tasks.register.transform import warp
 
-__all__ = ["LossConfig", "RegistrationLoss", "one_hot", "regulariser", "similarity"]
+__all__ = ["SIMILARITIES", "LossConfig", "MINDLoss", "RegistrationLoss", "mind_descriptor",
+           "one_hot", "regulariser", "similarity"]  # fmt: skip
 
 MODES = ("unsupervised", "weak", "supervised")
+#: image dissimilarities :func:`similarity` builds
+SIMILARITIES = ("lncc", "mse", "mi", "mind")
 
 # MONAI's deformation losses index with a list of slices, which torch >= 2.9 warns about on every
 # call (the result is right); silenced for that module only, so training logs stay readable.
@@ -44,7 +49,7 @@ class LossConfig:
     """Which terms and weights (recorded in ``reg.yaml``)."""
 
     mode: Literal["unsupervised", "weak", "supervised"] = "unsupervised"
-    similarity: Literal["lncc", "mse", "mi"] = "lncc"
+    similarity: Literal["lncc", "mse", "mi", "mind"] = "lncc"
     lncc_kernel: int = 7
     regulariser: Literal["diffusion", "bending"] = "diffusion"
     reg_weight: float = 1.0
@@ -58,8 +63,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.similarity not in ("lncc", "mse", "mi"):
-            raise InputError(f"similarity must be lncc, mse or mi, got {self.similarity!r}")
+        if self.similarity not in SIMILARITIES:
+            raise InputError(
+                f"similarity must be one of {', '.join(SIMILARITIES)}, got {self.similarity!r}"
+            )
         if self.regulariser not in ("diffusion", "bending"):
             raise InputError(f"regulariser must be diffusion or bending, got {self.regulariser!r}")
         if self.lncc_kernel < 3 or self.lncc_kernel % 2 == 0:
@@ -76,7 +83,59 @@ def similarity(name: str, spatial_dims: int, kernel: int = 7) -> nn.Module:
         return GlobalMutualInformationLoss(num_bins=32)
     if name == "mse":
         return nn.MSELoss()
-    raise InputError(f"similarity must be lncc, mse or mi, got {name!r}")
+    if name == "mind":
+        return MINDLoss()
+    raise InputError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {name!r}")
+
+
+def _shift(image: torch.Tensor, offset: tuple[int, ...]) -> torch.Tensor:
+    """``image(x + offset)`` on the same grid, edges repeated (``offset`` in voxels per axis)."""
+    nd, r = len(offset), max(abs(o) for o in offset)
+    padded = F.pad(image, [r] * 2 * nd, mode="replicate")
+    index = tuple(slice(r + o, r + o + n) for o, n in zip(offset, image.shape[2:]))
+    return padded[(slice(None), slice(None), *index)]
+
+
+def mind_descriptor(image: torch.Tensor, dilation: int = 2, patch: int = 3) -> torch.Tensor:
+    """MIND-SSC (Heinrich et al., MICCAI 2013) of a ``(B, 1, *S)`` image: for every pair of
+    neighbours ``dilation`` voxels away along two different axes (12 pairs in 3D, 4 in 2D), the
+    patch distance (``patch``-wide box mean of the squared difference of the two shifted images),
+    less the smallest of them at that voxel, mapped to ``exp(-d / v)`` with ``v`` their mean
+    there (so each voxel's largest entry is 1).
+
+    Written here because neither MONAI nor SimpleITK provides MIND; it describes local structure
+    independently of the contrast, so it compares T1 with T2, inverted or CT images."""
+    nd = image.ndim - 2
+    steps = [(axis, sign * dilation) for axis in range(nd) for sign in (1, -1)]
+    pairs = [(a, b) for k, a in enumerate(steps) for b in steps[k + 1 :] if a[0] != b[0]]
+
+    def offset(step: tuple[int, int]) -> tuple[int, ...]:
+        return tuple(step[1] if i == step[0] else 0 for i in range(nd))
+
+    pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
+    half = patch // 2
+    dist = (
+        torch.cat([_shift(image, offset(a)) - _shift(image, offset(b)) for a, b in pairs], 1) ** 2
+    )
+    dist = pool(F.pad(dist, [half] * 2 * nd, mode="replicate"), patch, stride=1)
+    dist = dist - dist.amin(1, keepdim=True)
+    var = dist.mean(1, keepdim=True)
+    # flat regions (var ~ 0) would amplify noise: keep v within a range around its image mean
+    mean = var.mean().clamp_min(1e-6)
+    return torch.exp(-dist / var.clamp(0.001 * mean, 1000 * mean))
+
+
+class MINDLoss(nn.Module):
+    """Mean squared difference of the MIND-SSC descriptors of ``warped`` and ``fixed``."""
+
+    def __init__(self, dilation: int = 2, patch: int = 3) -> None:
+        super().__init__()
+        self.dilation, self.patch = dilation, patch
+
+    def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        a = mind_descriptor(warped, self.dilation, self.patch)
+        b = mind_descriptor(fixed, self.dilation, self.patch)
+        return ((a - b) ** 2).mean()
 
 
 def regulariser(name: str) -> nn.Module:

@@ -10,14 +10,14 @@ grid, and the network only knows structures and displacements at the scale it sa
 with a ``coarse`` stage (a multi-resolution cascade) first applies that stage's field and refines
 it (:meth:`Registrator.network_field`); optional affine stage (an affine map optimised with the
 similarity loss on the half-resolution pair, Adam, 100 steps); the network's field; optional
-instance optimisation (``steps`` Adam updates of a half-resolution correction under
-similarity + regulariser, stopped early by ``time_budget_s``, the refinement that wins Learn2Reg);
-then warping. :func:`write_outputs` writes what other tools read (see :mod:`.fields`).
+instance optimisation (:mod:`.instance`: from the better of the network's field and the identity,
+``steps`` Adam updates of a half-resolution correction under a chosen similarity + regulariser,
+stopped early by ``time_budget_s``, the refinement that wins Learn2Reg); then warping.
+:func:`.outputs.write_outputs` writes the chosen files in formats other tools read.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,7 @@ from medimg.io.image import Image
 from medimg.tasks.register.data import normalise, to_grid
 from medimg.tasks.register.transform import affine_field, compose, resize_field, to_mm, warp
 
-__all__ = ["DEFAULT_MODEL", "OUTPUT_NAMES", "RegResult", "Registrator",
-           "check_overlap", "check_pair_image", "write_outputs"]  # fmt: skip
+__all__ = ["DEFAULT_MODEL", "RegResult", "Registrator", "check_overlap", "check_pair_image"]
 
 DEFAULT_MODEL = Path(__file__).parent / "default"
 
@@ -157,6 +156,7 @@ class Registrator:
         from medimg.tasks.register.models import build_model
         from medimg.tasks.register.train import load_config
 
+        t0, c0 = time.perf_counter(), time.process_time()
         folder = Path(model) if model else DEFAULT_MODEL
         if not (folder / "reg.yaml").is_file():
             raise CheckpointError(
@@ -182,6 +182,9 @@ class Registrator:
         nd, lc = self.config.model.spatial_dims, self.config.loss
         self.sim = similarity(lc.similarity, nd, lc.lncc_kernel)
         self.reg = regulariser(lc.regulariser)
+        #: wall and CPU seconds spent building the networks and reading their weights
+        self.load_seconds = time.perf_counter() - t0
+        self.load_cpu_seconds = time.process_time() - c0
 
     def network_field(
         self, f: torch.Tensor, m: torch.Tensor, fixed: Image, info: dict | None = None
@@ -209,22 +212,24 @@ class Registrator:
                                  tuple(fixed.spatial_shape))  # fmt: skip
         return field if base is None else compose(base, field)
 
-    def _instance_opt(self, f, m, field, steps, budget, reg_weight) -> tuple[torch.Tensor, int]:
-        half = tuple(max(1, s // 2) for s in f.shape[2:])
-        delta = torch.zeros(1, f.ndim - 2, *half, device=f.device, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=0.05)
-        t0, done = time.perf_counter(), 0
-        for _ in range(steps):
-            if budget is not None and time.perf_counter() - t0 > budget:
-                break
-            u = field + resize_field(delta, tuple(f.shape[2:]))
-            loss = self.sim(warp(m, u), f) + reg_weight * self.reg(u)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-        with torch.no_grad():
-            return field + resize_field(delta, tuple(f.shape[2:])), done
+    def _similarity(self, name: str) -> torch.nn.Module:
+        from medimg.tasks.register.losses import similarity
+
+        return similarity(name, self.config.model.spatial_dims, self.config.loss.lncc_kernel)
+
+    def _refine(self, f, m, candidates, sim, name, steps, budget, info) -> torch.Tensor:
+        """Instance optimisation from the best of the ``candidates`` fields (by ``sim``); which
+        one, and the scores, go into ``info``."""
+        from medimg.tasks.register.instance import IO_REG_WEIGHT, choose_start, instance_optimise
+
+        name = name or self.config.loss.similarity
+        start, scores = choose_start(f, m, candidates, sim)
+        weight = IO_REG_WEIGHT.get(name, self.config.loss.reg_weight)
+        field, done = instance_optimise(f, m, candidates[start], sim, self.reg, steps=steps,
+                                        reg_weight=weight, time_budget_s=budget)  # fmt: skip
+        info.update(instance_steps=done, instance_similarity=name, instance_start=start,
+                    start_scores={k: round(v, 5) for k, v in scores.items()})  # fmt: skip
+        return field
 
     def register(
         self,
@@ -235,8 +240,16 @@ class Registrator:
         affine: bool = False,
         instance_steps: int = 0,
         time_budget_s: float | None = None,
+        similarity: str | None = None,
+        start: str = "auto",
     ) -> RegResult:
-        """Register ``moving`` to ``fixed``; see the module docstring."""
+        """Register ``moving`` to ``fixed``; see the module docstring. ``similarity`` (see
+        :mod:`.instance`) drives the affine stage and instance optimisation; by default the one
+        the model was trained with. ``start``: where instance optimisation starts, ``auto`` (the
+        better of the network's field and the identity, or the affine stage alone), ``network``
+        or ``identity`` (the network is then not run)."""
+        if start not in ("auto", "network", "identity"):
+            raise InputError(f"start must be auto, network or identity, got {start!r}")
         t0, c0 = time.perf_counter(), time.process_time()
         nd = self.config.model.spatial_dims
         for name, img in (("fixed", fixed), ("moving", moving)):
@@ -256,19 +269,25 @@ class Registrator:
         f = torch.from_numpy(f_np)[None].to(self.device)
         m = torch.from_numpy(m_np)[None].to(self.device)
         info: dict = {"affine": affine, "instance_steps": 0}
+        sim = self.sim if similarity is None else self._similarity(similarity)
         with torch.enable_grad():
-            pre = _affine_stage(f, m, self.sim) if affine else None
+            pre = _affine_stage(f, m, sim) if affine else None
         if pre is not None:
             check_overlap(f_np, warp(m, pre)[0].cpu().numpy(), "after the affine stage")
-        with torch.no_grad():
-            field = self.network_field(f, m if pre is None else warp(m, pre), fixed, info)
-            if pre is not None:
-                field = compose(pre, field)
+        # without the network: the affine stage's field, or the identity
+        plain_name = "identity" if pre is None else "affine"
+        plain = f.new_zeros(1, nd, *f.shape[2:]) if pre is None else pre
+        candidates = {plain_name: plain}
+        if instance_steps == 0 or start != "identity":
+            with torch.no_grad():
+                field = self.network_field(f, m if pre is None else warp(m, pre), fixed, info)
+                candidates = {"network": field if pre is None else compose(pre, field)}
+                if start == "auto":
+                    candidates[plain_name] = plain
+        field = candidates.get("network", plain)
         if instance_steps > 0:
-            with torch.enable_grad():
-                field, done = self._instance_opt(f, m, field, instance_steps, time_budget_s,
-                                                 self.config.loss.reg_weight)  # fmt: skip
-            info["instance_steps"] = done
+            field = self._refine(f, m, candidates, sim, similarity, instance_steps,
+                                 time_budget_s, info)  # fmt: skip
         with torch.no_grad():
             src = torch.from_numpy(on_grid.array.astype(np.float32))[None].to(self.device)
             warped = warp(src, field)[0].cpu().numpy()
@@ -290,66 +309,3 @@ class Registrator:
             cpu_seconds=time.process_time() - c0,
             info=info,
         )
-
-
-#: The files :func:`write_outputs` writes (``warped_labels`` only with moving labels).
-OUTPUT_NAMES = ("warped.nii.gz", "field.nii.gz", "transform.h5", "jacobian.nii.gz",
-                "warped_labels.nii.gz", "summary.json", "overview.png")  # fmt: skip
-
-
-def write_outputs(
-    result: RegResult,
-    fixed: Image,
-    moving: Image,
-    out_dir: str | Path,
-    *,
-    fixed_labels: Image | None = None,
-    overwrite: bool = False,
-    inputs: list = (),
-) -> list[Path]:
-    """Write ``warped.nii.gz``, ``field.nii.gz`` (ITK/ANTs LPS displacement), ``transform.h5``,
-    ``jacobian.nii.gz``, ``warped_labels.nii.gz`` (if any), ``summary.json`` and
-    ``overview.png`` into ``out_dir``; returns the paths.
-
-    The folder appears whole once every file is written (an earlier output folder is replaced
-    only with ``overwrite``: one with the mark or only :data:`OUTPUT_NAMES`); ``inputs`` are the
-    files read, which the folder must not be, lie in, or hold."""
-    from medimg.io.output import atomic_dir, is_owned
-
-    with atomic_dir(
-        out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, OUTPUT_NAMES)
-    ) as tmp:
-        names = _write_all(result, fixed, moving, tmp, fixed_labels)
-    return [Path(out_dir) / n for n in names]
-
-
-def _write_all(
-    result: RegResult, fixed: Image, moving: Image, out: Path, fixed_labels: Image | None
-) -> list[str]:
-    from medimg.io.api import save
-    from medimg.metrics.registration import folding_fraction, jacobian_determinant, label_overlap
-    from medimg.tasks.register.fields import save_field, save_transform
-    from medimg.tasks.register.figures import overview_png
-
-    jac = jacobian_determinant(result.field.array, fixed.affine)
-    save(result.warped, out / "warped.nii.gz")
-    save_field(result.field, out / "field.nii.gz")
-    save_transform(result.field, out / "transform.h5")
-    save(Image(jac[None].astype(np.float32), fixed.affine), out / "jacobian.nii.gz")
-    names = ["warped.nii.gz", "field.nii.gz", "transform.h5", "jacobian.nii.gz"]
-    summary = {"seconds": round(result.seconds, 3), "cpu_seconds": round(result.cpu_seconds, 3),
-               "folding_pct": 100 * folding_fraction(jac), **result.info}  # fmt: skip
-    if result.warped_labels is not None:
-        save(result.warped_labels, out / "warped_labels.nii.gz")
-        names.append("warped_labels.nii.gz")
-        if fixed_labels is not None:
-            fl = to_grid(fixed_labels, fixed, label=True)
-            labels = [int(v) for v in np.unique(fl.array) if v]
-            scores = label_overlap(result.warped_labels.array, fl.array, labels, fixed.spacing)
-            summary["dice"] = {str(k): round(v["dice"], 4) for k, v in scores.items()}
-            summary["hd95_mm"] = {str(k): round(v["hd95"], 2) if np.isfinite(v["hd95"]) else None
-                                  for k, v in scores.items()}  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    overview_png(fixed, to_grid(moving, fixed), result.warped, result.field, jac,
-                 out / "overview.png")  # fmt: skip
-    return [*names, "summary.json", "overview.png"]
