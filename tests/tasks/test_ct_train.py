@@ -122,3 +122,40 @@ def test_noiseless_scan_target_and_tissue_focused_patches() -> None:
         D.PatchDataset([p], 16, 8, target="phantom")
     with pytest.raises(InputError, match="target must be one of"):
         dataclasses.replace(preset_config("redcnn", "tiny"), target="noisy")
+
+
+def test_redcnn_fine_tunes_from_init_weights(tiny_run, tmp_path) -> None:
+    cfg, out, _res = tiny_run
+    start = load_model(out)[0].state_dict()
+    tune = dataclasses.replace(cfg, init=str(out))
+    tune.train = dataclasses.replace(cfg.train, max_steps=1, lr=1e-9, val_every=1,
+                                     checkpoint_every=1)  # fmt: skip
+    res = train_ct(tune, tmp_path / "tuned")
+    tuned = load_model(tmp_path / "tuned")[0].state_dict()
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-6) for k in start)
+    # the trained start already beats its input: the first validation shows it
+    scratch = dataclasses.replace(tune, init="")
+    cold = train_ct(scratch, tmp_path / "cold")
+    assert res.best_metric > cold.best_metric + 0.3, (res.best_metric, cold.best_metric)
+    with pytest.raises(InputError, match="does not match"):
+        train_ct(dataclasses.replace(tune, features=8), tmp_path / "bad")
+    with pytest.raises(InputError, match="lpd has no init"):
+        dataclasses.replace(tune, model="lpd")
+
+
+def test_mixed_patches_draw_the_focus_share() -> None:
+    def bank(low_hu: float) -> dict:
+        img = np.zeros((1, 24, 24), np.float16)
+        return {"low": img + low_hu, "clean": img, "clean_index": np.array([0])}
+
+    main, focus = D.PatchDataset.from_bank(bank(0.0), 16, 400), D.PatchDataset.from_bank(bank(100.0), 16, 400)  # fmt: skip
+    mixed = D.MixedPatches(main, focus, 0.3)
+    np.random.seed(0)  # noqa: NPY002 (the dataset reads the global RNG, as the engine seeds it)
+    share = np.mean([float(mixed[i]["input"].mean()) > 0.05 for i in range(400)])
+    assert len(mixed) == len(main) and 0.22 < share < 0.38, share
+    np.random.seed(0)  # noqa: NPY002
+    assert all(float(D.MixedPatches(main, focus, 0.0)[i]["input"].mean()) == 0 for i in range(20))
+    with pytest.raises(InputError, match="focus fraction"):
+        D.MixedPatches(main, focus, 1.5)
+    with pytest.raises(InputError, match="focus_fraction"):
+        dataclasses.replace(preset_config("redcnn", "tiny"), focus_fraction=-0.1)

@@ -297,11 +297,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
               "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
     p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn")
-    p.add_argument("--preset", choices=("default", "tiny"), default="default")
+    p.add_argument("--preset", choices=("default", "finetune", "tiny"), default="default")
     p.add_argument(
         "--config", help="CTTrainConfig YAML (e.g. a run's config.yaml) instead of a preset"
     )
-    p.add_argument("--init", help="wgan: RED-CNN model folder to start the generator ('default')")
+    p.add_argument(
+        "--init",
+        help="RED-CNN model folder whose weights start the net (wgan: the "
+        "generator; 'default': the shipped one)",
+    )
     p.add_argument("--out", help="run folder (default runs/recon/ct/<model>-<preset>)")
     p.add_argument("--max-steps", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))

@@ -42,6 +42,7 @@ __all__ = [
     "REAL_TRAIN",
     "TARGETS",
     "BankConfig",
+    "MixedPatches",
     "PatchDataset",
     "SimConfig",
     "SliceDataset",
@@ -269,6 +270,26 @@ class PatchDataset(Dataset):
         if rand.rand() < 0.5:
             pair = pair.flip(2)
         return {"input": pair[0:1].contiguous(), "target": pair[1:2].contiguous()}
+
+
+class MixedPatches(Dataset):
+    """Patches from ``focus`` with probability ``fraction``, else from ``main`` (both
+    :class:`PatchDataset`): training weighted towards one part of the acquisition space
+    (e.g. sharp-filter, fine-pixel, noisy scans) while the whole space stays in the mix.
+    The draw reads the global numpy RNG, as :class:`PatchDataset` does."""
+
+    def __init__(self, main: PatchDataset, focus: PatchDataset, fraction: float) -> None:
+        if not 0 <= fraction <= 1:
+            raise InputError(f"the focus fraction must be in [0, 1], got {fraction}")
+        self.main, self.focus, self.fraction = main, focus, float(fraction)
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rand = np.random  # seeded per (seed, step, index) by the engine
+        src = self.focus if rand.rand() < self.fraction else self.main
+        return src[index]
 
 
 class SliceDataset(Dataset):

@@ -53,6 +53,12 @@ __all__ = ["HELD_OUT_SEED", "CTTrainConfig", "build_for", "export_model", "prese
            "soft_tissue_mse", "train_ct", "train_preset"]  # fmt: skip
 
 VAL_SEED, HELD_OUT_SEED = 5000, 10000
+#: The sharp thin-slice corner of the acquisition space (real anatomy only, 0.3-1 mm pixels,
+#: ramp / Shepp-Logan filters, 1-2 views per pixel of the side, 40-180 HU of noise: a
+#: 512 x 512 head scan at 25 % or 10 % dose), other crops than the main bank's (seed 1).
+SHARP_THIN_BANK = D.BankConfig(views_per_side=(1.0, 1.4, 2.0), filters=("ram-lak", "shepp-logan"),
+                               slices_per_group=12, levels=2, noise_hu=(40.0, 180.0),
+                               real_pixel_mm=(0.3, 1.0), real_fraction=1.0, seed=1)  # fmt: skip
 _STAGES = ("feature_ae", "critic_warmup")  # the GAN's first stages, sub-runs of its run folder
 _TIMES = ("train_time_s.txt", "train_cpu_s.txt")
 
@@ -77,7 +83,7 @@ class CTTrainConfig:
     lambda_adv: float = 1e-3
     lambda_gp: float = 10.0
     lambda_mse: float = 1.0
-    init: str = ""  # wgan: model folder of a RED-CNN whose weights start the generator
+    init: str = ""  # model folder of a RED-CNN whose weights start the net (wgan: generator)
     lpd_iter: int = 5
     window_weight: float = 0.0  # redcnn: extra MSE on both images clipped to C=40 W=400 HU
     target: str = "full"  # "full": full-dose FBP; "clean": the noiseless scan (simulation only)
@@ -88,6 +94,9 @@ class CTTrainConfig:
     # and phantoms over pixel sizes, filters, views and noise levels; target: noiseless scan)
     data: str = "phantoms"
     bank: D.BankConfig = dataclasses.field(default_factory=D.BankConfig)
+    # data "bank": this share of the patches comes from a second bank, ``focus_bank``
+    focus_fraction: float = 0.0
+    focus_bank: D.BankConfig = dataclasses.field(default_factory=lambda: SHARP_THIN_BANK)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -99,6 +108,10 @@ class CTTrainConfig:
             raise InputError(f"target must be one of {', '.join(D.TARGETS)}, got {self.target!r}")
         if self.data not in ("phantoms", "bank"):
             raise InputError(f"data must be 'phantoms' or 'bank', got {self.data!r}")
+        if self.init and self.model == "lpd":
+            raise InputError("init starts a RED-CNN or the WGAN's generator; lpd has no init")
+        if not 0 <= self.focus_fraction <= 1:
+            raise InputError(f"focus_fraction must be in [0, 1], got {self.focus_fraction}")
         if self.data == "bank" and self.model == "lpd":
             raise InputError("the bank holds images of many geometries; lpd needs data: phantoms")
 
@@ -122,8 +135,15 @@ def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConf
                              train=_train_cfg(max_steps=steps, batch_size=2 if model == "lpd" else 8, lr=2e-3,
                                               val_every=steps, checkpoint_every=steps,
                                               progress=False))  # fmt: skip
+    if preset == "finetune" and model == "redcnn":  # from a `base`-recipe run, ~20 min CPU
+        return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
+                             lambda_mean=10.0, mean_restore_px=8.0, data="bank",
+                             samples_per_epoch=4096, init="runs/recon/ct/redcnn-base",
+                             focus_fraction=0.5,
+                             train=_train_cfg(max_steps=2000, lr=3e-4, val_every=500,
+                                              checkpoint_every=500))  # fmt: skip
     if preset != "default":
-        raise InputError(f"preset must be 'default' or 'tiny', got {preset!r}")
+        raise InputError(f"preset must be 'default', 'finetune' (redcnn) or 'tiny', got {preset!r}")
     if model == "redcnn":  # the bank (~5 min to simulate once), 40 px patches, ~25 min CPU
         return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
                              lambda_mean=10.0, mean_restore_px=8.0, data="bank",
@@ -231,11 +251,16 @@ def train_ct(
         bank = D.build_bank(cfg.bank, progress=cfg.train.progress)
         train_pairs = _bank_pairs(bank)  # the GAN's feature extractor learns the clean scans
         val_pairs = _bank_pairs(D.build_bank(_val_bank(cfg.bank)), cfg.n_val * 4)
+        if cfg.focus_fraction > 0:  # validated on both parts of the mix
+            focus_bank = D.build_bank(cfg.focus_bank, progress=cfg.train.progress)
+            val_pairs += _bank_pairs(D.build_bank(_val_bank(cfg.focus_bank)), cfg.n_val * 4)
     else:
         train_pairs = D.simulate_slices(range(cfg.n_train), cfg.sim)
         val_pairs = D.simulate_slices(range(VAL_SEED, VAL_SEED + cfg.n_val), cfg.sim)
     seed_everything(cfg.train.seed)
     model = build_for(cfg)
+    if cfg.model == "redcnn" and cfg.init:  # fine-tuning: start from a trained RED-CNN
+        _load_init(model, cfg.init)
     if cfg.model == "lpd":
         op = CTProjector(D.geometry(cfg.sim))
         model.calibrate(op, (cfg.sim.image_size,) * 2)  # type: ignore[operator]
@@ -254,6 +279,10 @@ def train_ct(
         if bank is not None:
             dataset = D.PatchDataset.from_bank(bank, cfg.patch, cfg.samples_per_epoch,
                                                tissue_focus=cfg.tissue_focus)  # fmt: skip
+            if cfg.focus_fraction > 0:
+                focus = D.PatchDataset.from_bank(focus_bank, cfg.patch, cfg.samples_per_epoch,
+                                                 tissue_focus=cfg.tissue_focus)  # fmt: skip
+                dataset = D.MixedPatches(dataset, focus, cfg.focus_fraction)
         else:
             dataset = D.PatchDataset(train_pairs, cfg.patch, cfg.samples_per_epoch,
                                      target=cfg.target, tissue_focus=cfg.tissue_focus)  # fmt: skip
@@ -261,10 +290,7 @@ def train_ct(
             ae = _train_extractor(cfg, train_pairs, out, stage_resume)
             model.extractor.load_state_dict(ae.state_dict())  # type: ignore[union-attr]
             if cfg.init:
-                from medimg.tasks.reconstruct.ct.predict import load_model
-
-                init_net, _ = load_model(None if cfg.init == "default" else cfg.init)
-                model.generator.load_state_dict(init_net.state_dict())  # type: ignore[union-attr]
+                _load_init(model.generator, cfg.init)  # type: ignore[union-attr]
             if cfg.critic_steps > 0:
                 _warm_up_critic(cfg, model, dataset, out, stage_resume)  # type: ignore[arg-type]
             weights = {k: getattr(cfg, k) for k in
@@ -293,6 +319,25 @@ def train_ct(
         before = _read(out / name).strip() if resume else ""
         (out / name).write_text(f"{seconds + (float(before) if before else 0.0):.1f}\n")
     return result
+
+
+def _init_weights(init: str) -> dict[str, torch.Tensor]:
+    """Weights of the RED-CNN in model folder ``init`` (``"default"``: the shipped one)."""
+    from medimg.tasks.reconstruct.ct.predict import load_model
+
+    net, init_cfg = load_model(None if init == "default" else init)
+    if getattr(init_cfg, "model", "") not in ("redcnn", "wgan"):
+        raise InputError(f"init must be a RED-CNN (or WGAN) model folder, got a "
+                         f"{getattr(init_cfg, 'model', '?')} model", init)  # fmt: skip
+    return net.state_dict()
+
+
+def _load_init(net: torch.nn.Module, init: str) -> None:
+    try:
+        net.load_state_dict(_init_weights(init))
+    except RuntimeError as e:  # another width or kernel than this config's
+        raise InputError(f"its RED-CNN does not match this config's features/kernel "
+                         f"({str(e).splitlines()[0]})", init) from None  # fmt: skip
 
 
 def _val_bank(cfg: D.BankConfig) -> D.BankConfig:
