@@ -22,7 +22,7 @@ def _blob(shift=0.0):
     return torch.from_numpy(img)[None, None]
 
 
-@pytest.mark.parametrize("name", ["lncc", "mse", "mi"])
+@pytest.mark.parametrize("name", ["lncc", "mse", "mi", "mind"])
 def test_similarity_prefers_the_aligned_pair(name):
     sim = similarity(name, 2, 5)
     fixed, moving = _blob(), _blob(3.0)

@@ -93,6 +93,11 @@ def test_simulate_refuses_a_grid_beyond_memory_or_nothing_to_write(tmp_path, cap
         (["--instance-opt", "-3"], None),
         (["--time-budget", "-1", "--instance-opt", "3"], None),
         (["--method", "sitk-demons", "--instance-opt", "5"], "apply to --method model"),
+        (["--similarity", "mind"], "give --instance-opt"),
+        (["--outputs", "warped,labels"], "give --moving-labels"),
+        (["--outputs", "warped,bogus"], "choose from warped, labels"),
+        (["--outputs", ""], "choose from warped, labels"),
+        (["--similarity", "ssd", "--instance-opt", "3"], None),
     ],
 )
 def test_predict_refuses_inconsistent_options(pair, tmp_path, capsys, extra, words):
@@ -178,6 +183,55 @@ def test_predict_refuses_a_model_folder_with_missing_files(pair, tmp_path, capsy
     (model / "reg.yaml").write_bytes((DEFAULT_MODEL / "coarse" / "reg.yaml").read_bytes())
     assert main(argv) == 2 and "no weights" in _one_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_pair_help_names_the_verb_typed(capsys):
+    for verb in ("pair", "predict"):
+        with pytest.raises(SystemExit) as exc:
+            main(["register", verb, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: medimg register {verb} ")
+        assert "default: warped,labels,field,png" in out
+
+
+@pytest.mark.parametrize(
+    ("choice", "files"),
+    [
+        (None, {"warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "overview.png"}),
+        ("transform,jacobian", {"transform.h5", "jacobian.nii.gz"}),
+        ("all", {"warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "overview.png",
+                 "transform.h5", "jacobian.nii.gz"}),
+    ],
+)  # fmt: skip
+def test_predict_writes_only_the_chosen_outputs(pair, tmp_path, choice, files):
+    out = tmp_path / "out"
+    extra = ["--moving-labels", str(pair["moving_labels"]), "--method", "sitk-demons"]
+    assert main(_predict(pair, out, *extra, *(["--outputs", choice] if choice else []))) == 0
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # not medimg's mark
+    assert written == {*files, "summary.json"}
+
+
+def test_predict_cpu_time_counts_the_model_loading(pair, tmp_path, monkeypatch):
+    import time
+
+    import medimg.tasks.register.predict as rp
+
+    load = rp.Registrator.__init__
+
+    def slow_load(self, *a, **k):  # a model that takes 0.5 CPU s to load
+        load(self, *a, **k)
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.5:
+            pass
+
+    monkeypatch.setattr(rp.Registrator, "__init__", slow_load)
+    out = tmp_path / "out"
+    assert main(_predict(pair, out, "--outputs", "warped")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_load_cpu_seconds"] >= 0.5
+    assert summary["cpu_seconds"] > summary["model_load_cpu_seconds"]
+    assert summary["seconds"] >= 0.5
 
 
 # --- train, evaluate, pair lists ------------------------------------------------------------

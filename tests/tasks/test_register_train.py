@@ -169,7 +169,8 @@ def test_cli_train_predict_evaluate_and_errors(dataset, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["register", "predict", str(fixed), str(moving), str(out), "--model", str(model),
                  "--moving-labels", str(dataset / meta["moving_label"]),
-                 "--fixed-labels", str(dataset / meta["fixed_label"]), "--instance-opt", "3"]) == 0  # fmt: skip
+                 "--fixed-labels", str(dataset / meta["fixed_label"]), "--instance-opt", "3",
+                 "--outputs", "all"]) == 0  # fmt: skip
     for name in ("warped.nii.gz", "warped_labels.nii.gz", "field.nii.gz", "transform.h5",
                  "jacobian.nii.gz", "summary.json", "overview.png"):  # fmt: skip
         assert (out / name).is_file(), name
