@@ -73,6 +73,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from medimg.tasks.diagnose.sources import calibrate_model
+
+    set_threads(args.threads or None)
+    path = calibrate_model(args.model, args.data, args.cases)
+    print(f"wrote {path}")
+    return 0
+
+
 def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
     """Add the diagnosis verbs to ``medimg diagnose``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
@@ -162,6 +171,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = add_verb(sub, "calibrate", "recompute a model's out-of-distribution safeguard",
+              "medimg diagnose calibrate                       # the shipped model, its phantoms\n"
+              "medimg diagnose calibrate runs/diagnose/my_run --data data/my_set/manifest.csv")  # fmt: skip
+    p.add_argument("model", nargs="?", help="model/run folder (default: the shipped model)")
+    p.add_argument("--data", help="in-distribution images: manifest .csv or folder holding one")
+    p.add_argument("--cases", type=positive_int, default=600,
+                   help="shipped model: phantoms to fit on (half as many more for the threshold)")  # fmt: skip
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.set_defaults(func=_calibrate)
 
     p = add_verb(sub, "evaluate", "score predictions: AUC with CIs, sens/spec, ECE, ROC + reliability PNGs",
               "medimg diagnose evaluate out/predictions.csv data/dx_xray/manifest.csv")  # fmt: skip

@@ -10,7 +10,10 @@ per-slice attention for MIL models.
 ``predictions.csv`` holds, per positive class, the raw probability ``prob_<class>``, the
 temperature-scaled probability ``calibrated_<class>`` and the logit ``logit_<class>``, each
 written to full float precision (Python's shortest round-trip ``repr``): rounding to a few
-decimals makes confident cases tie at ``1.000000`` and loses their ranking.
+decimals makes confident cases tie at ``1.000000`` and loses their ranking. When the model
+folder holds a safeguard (:mod:`.safeguard`), each row also holds ``ood_score`` (above 1: the
+image lies outside the model's training distribution) and ``ood_flag`` (1 when it does), and
+one ``warning:`` line on stderr names how many were flagged.
 
 Inputs: a single-slice volume ``(X, Y, 1)`` is the 2D image it holds (its maps keep the
 volume's shape); an RGB(A) image given to a one-channel model is converted to grey (BT.601
@@ -38,6 +41,7 @@ from medimg.io.inputs import case_ids
 from medimg.io.output import atomic_dir, check_output_dir
 from medimg.tasks.diagnose.calibration import probabilities
 from medimg.tasks.diagnose.data import load_case_images, prepare_image
+from medimg.tasks.diagnose.safeguard import FeatureHooks, Safeguard
 from medimg.tasks.diagnose.train import MODEL_WEIGHTS, MODEL_YAML, build_model, load_config
 from medimg.typing import PathType
 
@@ -58,6 +62,7 @@ class CasePrediction:
     logits: dict[str, float] = field(default_factory=dict)
     heatmap: Image | None = None
     attention: list[float] = field(default_factory=list)
+    ood_score: float | None = None  # None: the model has no safeguard
 
 
 def _as_2d(image: Image) -> Image:
@@ -90,6 +95,7 @@ class Diagnoser:
             ) from None
         self.model = load_weights(net, folder / MODEL_WEIGHTS).to(self.device)
         self.model.eval()
+        self.safeguard = None if self.cfg.supervision == "mil" else Safeguard.load(folder)
 
     @property
     def positive_classes(self) -> list[str]:
@@ -134,8 +140,14 @@ class Diagnoser:
             images = [None if im is None else _as_2d(im) for im in images]
         x, present, missing = self._inputs(images)
         cfg = self.cfg
+        ood = None
         with torch.no_grad():
-            logits = self.model(x, present).float().cpu().numpy()
+            if self.safeguard is not None:
+                with FeatureHooks(self.model) as hooks:
+                    logits = self.model(x, present).float().cpu().numpy()
+                ood = float(self.safeguard.scores(hooks.features().astype(np.float64))[0])
+            else:
+                logits = self.model(x, present).float().cpu().numpy()
         p = probabilities(logits, cfg.task)[0]
         pc = probabilities(logits, cfg.task, cfg.temperature)[0]
         names = self.positive_classes
@@ -152,7 +164,7 @@ class Diagnoser:
             cls = int(np.argmax(pc))
         reference = next(im for im in originals if im is not None)  # maps on the input's grid
         raw = dict(zip(names, np.asarray(logits[0], np.float64).tolist()))
-        out = CasePrediction(probs, cal, predicted, missing, logits=raw)
+        out = CasePrediction(probs, cal, predicted, missing, logits=raw, ood_score=ood)
         if cfg.supervision == "mil":
             with torch.no_grad():
                 att = self.model.attention(x)[0].cpu().numpy()  # type: ignore[operator]
@@ -237,6 +249,9 @@ def predict_path(
             row.update({f"logit_{k}": repr(float(v)) for k, v in pred.logits.items()})
             row["predicted"] = pred.predicted
             row["missing_modalities"] = ";".join(pred.missing)
+            if pred.ood_score is not None:
+                row["ood_score"] = repr(pred.ood_score)
+                row["ood_flag"] = int(pred.ood_score > 1.0)
             if pred.attention:
                 row["top_slice"] = int(np.argmax(pred.attention))
             if pred.heatmap is not None:
@@ -252,4 +267,17 @@ def predict_path(
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
+    _warn_out_of_distribution(rows)
     return [out / "predictions.csv", *written]
+
+
+def _warn_out_of_distribution(rows: list[dict[str, object]]) -> None:
+    """One ``warning:`` line on stderr when the safeguard flagged any case."""
+    import sys
+
+    bad = [str(r["case_id"]) for r in rows if r.get("ood_flag") == 1]
+    if bad:
+        names = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        print(f"warning: {len(bad)} of {len(rows)} image(s) ({names}) lie outside the model's "
+              "training distribution (ood_flag=1 in predictions.csv); do not trust their "
+              "probabilities", file=sys.stderr)  # fmt: skip

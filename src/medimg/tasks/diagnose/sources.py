@@ -14,6 +14,7 @@ from medimg.engine import TrainConfig, TrainResult
 from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_outputs, copy_files
 from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
+from medimg.tasks.diagnose.safeguard import FILE_NAME as SAFEGUARD
 from medimg.tasks.diagnose.train import (
     MODEL_WEIGHTS,
     MODEL_YAML,
@@ -217,12 +218,13 @@ def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | No
     """Refuse, before training, an ``--export`` folder whose model files exist (without
     ``overwrite``) or that is or holds the run folder."""
     out = Path(dest)
-    check_outputs([out / MODEL_YAML, out / MODEL_WEIGHTS], overwrite=overwrite,
+    check_outputs([out / MODEL_YAML, out / MODEL_WEIGHTS, out / SAFEGUARD], overwrite=overwrite,
                   inputs=[run_dir] if run_dir is not None else [])  # fmt: skip
 
 
 def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> Path:
-    """Copy ``model.yaml`` and ``model.safetensors`` of a finished run into ``dest`` (existing
+    """Copy ``model.yaml``, ``model.safetensors`` and the safeguard of a finished run into
+    ``dest`` (existing
     model files there are replaced only with ``overwrite``; each file appears whole)."""
 
     run, out = Path(run_dir), Path(dest)
@@ -231,5 +233,43 @@ def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> 
     if out.resolve() == run.resolve():
         return out  # the run folder already is a model folder
     check_export(out, overwrite)
-    copy_files([(run / n, out / n) for n in (MODEL_YAML, MODEL_WEIGHTS)], overwrite=overwrite)
+    names = [MODEL_YAML, MODEL_WEIGHTS] + [SAFEGUARD] * (run / SAFEGUARD).is_file()
+    copy_files([(run / n, out / n) for n in names], overwrite=overwrite)
+    if not (run / SAFEGUARD).is_file():
+        (out / SAFEGUARD).unlink(missing_ok=True)  # never keep another model's statistics
     return out
+
+
+def calibrate_model(
+    model: PathType | None = None, data: PathType | None = None, cases: int = 600
+) -> Path:
+    """``medimg diagnose calibrate``: recompute a model's out-of-distribution safeguard and
+    write it beside its weights. ``data``: in-distribution images (a manifest .csv or a folder
+    with ``manifest.csv``; a fifth held out for the threshold); default, the shipped model's own
+    phantom recipe (``cases`` training-seed phantoms to fit, ``cases // 2`` validation-seed
+    ones for the threshold)."""
+    from medimg.tasks.diagnose.predict import Diagnoser
+    from medimg.tasks.diagnose.safeguard import calibrate
+
+    dx = Diagnoser(model, device="cpu")
+    if dx.cfg.supervision == "mil":
+        raise InputError("MIL models have no safeguard (their instances are slices)")
+    if data is None:
+        if model is not None:
+            raise InputError("give --data: in-distribution images of this model (its manifest)")
+        from medimg.phantoms.diagnosis import make_cases
+        from medimg.tasks.diagnose.data import from_phantoms
+
+        kind, seed = str(DEFAULT_PRESET["kind"]), int(DEFAULT_PRESET["seed"])
+        fit = from_phantoms(make_cases(kind, cases, seed=seed))
+        held = from_phantoms(make_cases(kind, max(cases // 2, 4), seed=seed + 1))
+        source = f"{cases} {kind} phantoms of the training recipe; threshold on {len(held)} more"
+    else:
+        from medimg.datasets.manifest import read_manifest
+
+        src = Path(data)
+        man = read_manifest(src / "manifest.csv" if src.is_dir() else src,
+                            allow_missing_modality=True, require_labels=False)  # fmt: skip
+        fit, _ = load_manifest_arrays(man, man.rows, list(dx.cfg.input_size), dx.cfg.windows)
+        held, source = None, f"{len(man.rows)} images of {src.name}"
+    return calibrate(dx.model, fit, held, source=source).save(dx.folder)

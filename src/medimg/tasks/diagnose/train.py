@@ -21,8 +21,9 @@
     calls as hard targets.
 
 Validation AUC picks the best step; a temperature is then fitted on the validation logits. The
-run folder becomes a model folder: ``model.yaml`` (this config, with the temperature) and
-``model.safetensors`` (the plain classifier), next to the engine's ``best/`` and ``last/``.
+run folder becomes a model folder: ``model.yaml`` (this config, with the temperature),
+``model.safetensors`` (the plain classifier) and ``safeguard.safetensors`` (the
+out-of-distribution reference, :mod:`.safeguard`), next to the engine's ``best/`` and ``last/``.
 """
 
 from __future__ import annotations
@@ -198,6 +199,21 @@ class MeanTeacher(nn.Module):
         return self.teacher(x, present)
 
 
+def _calibrate_safeguard(
+    cfg: DiagnoseConfig, model: nn.Module, train: CaseArrays, val: CaseArrays, out: Path
+) -> None:
+    """The out-of-distribution safeguard (:mod:`.safeguard`) from the training images (fit) and
+    the validation images (threshold); skipped for MIL and for sets too small to fit it."""
+    from medimg.tasks.diagnose.safeguard import FILE_NAME, calibrate
+
+    (out / FILE_NAME).unlink(missing_ok=True)  # a resumed run's old statistics are stale
+    if cfg.supervision == "mil" or len(train) < 8:
+        return
+    held = val if len(val) >= 4 else None
+    calibrate(model, train, held, source="training images; threshold on validation images"
+              if held is not None else "training images").save(out)  # fmt: skip
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: CaseArrays, batch: int = 64) -> np.ndarray:
     """Logits ``(N, K)`` of ``data`` in eval mode on the model's device."""
@@ -310,6 +326,7 @@ def train_diagnosis(
 
     save_model(final.cpu(), str(out / MODEL_WEIGHTS))
     to_yaml(cfg, out / MODEL_YAML)
+    _calibrate_safeguard(cfg, final, train, val, out)
     from medimg.tasks.diagnose.calibration import nll
 
     summary = {
