@@ -16,6 +16,9 @@ nodules 3-30 mm). This module adds, on the same voxels:
   :mod:`medimg.physics.ct` for every training case would cost minutes each on a CPU.
 
 Ground truth per finding: centre in RAS+ mm, diameter, kind, and whether LUNA16 would include it.
+For varied thoraxes with every nodule type LIDC readers annotate (juxtapleural on the pleura,
+vessel-attached on a vessel, perifissural, calcified, spiculated...), see
+:func:`medimg.phantoms.thorax.thorax_ct_case`.
 """
 
 from __future__ import annotations
@@ -33,20 +36,26 @@ __all__ = ["DetectionCase", "Finding", "nodule_ct_case"]
 
 @dataclass(frozen=True)
 class Finding:
-    """A lesion: centre in RAS+ mm, diameter mm, kind; ``included`` False for excluded ones."""
+    """A lesion: centre in RAS+ mm, diameter mm, kind (the nodule type); ``included`` False for
+    excluded ones; ``margin`` (``smooth``, ``lobulated``, ``irregular``, ``spiculated``)."""
 
     center_ras: tuple[float, float, float]
     diameter_mm: float
     kind: str
     included: bool = True
+    margin: str = "smooth"
 
 
 @dataclass
 class DetectionCase:
-    """``image``: CT in HU, ``(1, X, Y, Z)`` RAS+ float32; ``findings``: the ground truth."""
+    """``image``: CT in HU, ``(1, X, Y, Z)`` float32; ``findings``: the ground truth. Cases of
+    :func:`medimg.phantoms.thorax.thorax_ct_case` also carry ``labels`` (the anatomy label
+    map on the image's grid) and ``hard_negatives`` (nodule look-alikes, ``included`` False)."""
 
     image: Image
     findings: list[Finding] = field(default_factory=list)
+    labels: Image | None = None
+    hard_negatives: list[Finding] = field(default_factory=list)
 
     @property
     def nodules(self) -> list[Finding]:
