@@ -20,11 +20,15 @@ __all__ = ["add_verbs"]
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from medimg.datasets.luna16 import write_luna16
+    if args.varied:
+        from medimg.tasks.detect.simulate import write_thorax_luna16 as write
+    else:
+        from medimg.datasets.luna16 import write_luna16 as write
 
-    root = write_luna16(args.out, args.cases, seed=args.seed, n_subsets=args.subsets,
-                        progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
-    print(f"wrote {args.cases} synthetic chest CTs in the LUNA16 layout to {root}")
+    root = write(args.out, args.cases, seed=args.seed, n_subsets=args.subsets,
+                 progress=not args.quiet, overwrite=args.overwrite)  # fmt: skip
+    what = "varied thorax CTs with typed nodules" if args.varied else "synthetic chest CTs"
+    print(f"wrote {args.cases} {what} in the LUNA16 layout to {root}")
     return 0
 
 
@@ -92,6 +96,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     op = s["operating_point"]
     print(f"at threshold {op['threshold']:.4g} ({op['fp_per_scan']:.3g} FPs/scan): sensitivity "
           f"{op['sensitivity']['value']:.3f}, precision {op['precision']['value']:.3f}")  # fmt: skip
+    for key in ("by_type", "by_size"):
+        for name, g in s.get(key, {}).items():
+            e = g["sensitivity"]
+            print(f"  {name:>16} ({g['n']:>3} nodules): {e['value']:.3f} "
+                  f"[{e['low']:.3f}, {e['high']:.3f}]")  # fmt: skip
     print(f"wrote {out}/froc.csv, summary.md, summary.json, froc.png")
     return 0
 
@@ -100,13 +109,17 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     """Add the detection verbs to ``medimg detect``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = add_verb(sub, "simulate", "write synthetic chest CTs with nodules in the LUNA16 layout",
-              "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4")  # fmt: skip
+              "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4\n"
+              "medimg detect simulate data/Thorax --cases 10 --varied")  # fmt: skip
     p.add_argument("out", help="output folder (new or empty, or --overwrite)")
     p.add_argument("--cases", type=positive_int, default=10)
     p.add_argument(
         "--subsets", type=positive_int, default=2, help="subset<k> folders (LUNA16's folds)"
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--varied", action="store_true",
+                   help="varied thoraxes (size, coverage, spacing, noise, kernel, orientation) with "
+                   "every nodule type (nodule_type column) and hard_negatives.csv; ~20 s a case")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulated set")
     p.set_defaults(func=_simulate)

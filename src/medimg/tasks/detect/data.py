@@ -136,8 +136,12 @@ class PatchDataset(Dataset):
     """Random training patches with positive oversampling and flip augmentation.
 
     Each item draws (from the global generators the engine seeds per ``(seed, step, index)``) a
-    patch centred on a random nodule with jitter (probability ``pos_fraction``) or anywhere in
-    the volume, flips it along each axis with probability 1/2 and scales intensity by up to 5 %.
+    patch centred on a random nodule with jitter (probability ``pos_fraction``), on a random
+    hard negative (``hard_negatives``: per volume, ``[i, j, k, diameter]`` voxel rows of nodule
+    look-alikes such as vessel stubs, branch points and pleural plaques; probability
+    ``hard_fraction``) or anywhere in the volume, flips it along each axis with probability 1/2
+    and scales intensity by up to 5 %. A hard negative is mined simply by being seen more
+    often: its targets stay background (no nodule there), so the focal loss pushes it down.
     """
 
     def __init__(
@@ -147,12 +151,22 @@ class PatchDataset(Dataset):
         patch: int = 64,
         samples_per_epoch: int = 200,
         pos_fraction: float = 0.5,
+        hard_negatives: list[np.ndarray] | None = None,
+        hard_fraction: float = 0.0,
     ) -> None:
         if not volumes or len(volumes) != len(nodules_vox):
             raise InputError("PatchDataset needs one nodule table per volume (and >= 1 volume)")
+        if hard_negatives is not None and len(hard_negatives) != len(volumes):
+            raise InputError("PatchDataset needs one hard-negative table per volume")
+        if not 0 <= pos_fraction + hard_fraction <= 1 or hard_fraction < 0:
+            raise InputError(f"pos_fraction {pos_fraction} + hard_fraction {hard_fraction} "
+                             "must lie in [0, 1]")  # fmt: skip
         self.volumes, self.nodules, self.patch = volumes, nodules_vox, int(patch)
         self.n, self.pos_fraction = int(samples_per_epoch), float(pos_fraction)
         self.with_nodules = [i for i, n in enumerate(nodules_vox) if len(n)]
+        self.hard = [np.asarray(h).reshape(-1, 4) for h in hard_negatives or []]
+        self.hard_fraction = float(hard_fraction) if self.hard else 0.0
+        self.with_hard = [i for i, h in enumerate(self.hard) if len(h)]
 
     def __len__(self) -> int:
         return self.n
@@ -160,10 +174,16 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random  # seeded by the engine for (seed, step, index)
         p = self.patch
-        if self.with_nodules and rng.random() < self.pos_fraction:
+        # one draw decides, and none where there is nothing to choose (as before hard negatives)
+        u = rng.random() if self.with_nodules or (self.with_hard and self.hard_fraction) else 1.0
+        if self.with_nodules and u < self.pos_fraction:
             v = self.with_nodules[rng.randint(len(self.with_nodules))]
             nod = self.nodules[v][rng.randint(len(self.nodules[v]))]
             centre = nod[:3] + rng.uniform(-0.35 * p, 0.35 * p, 3)
+        elif self.with_hard and u < self.pos_fraction + self.hard_fraction:
+            v = self.with_hard[rng.randint(len(self.with_hard))]
+            neg = self.hard[v][rng.randint(len(self.hard[v]))]
+            centre = neg[:3] + rng.uniform(-0.25 * p, 0.25 * p, 3)
         else:
             v = rng.randint(len(self.volumes))
             centre = rng.uniform(0, 1, 3) * np.asarray(self.volumes[v].x.shape)

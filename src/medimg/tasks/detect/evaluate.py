@@ -1,4 +1,5 @@
-"""``evaluate``: a candidates CSV against LUNA16 annotations -> FROC table, curve PNG, CPM + CIs.
+"""``evaluate``: a candidates CSV against LUNA16 annotations -> FROC table, curve PNG, CPM + CIs,
+and sensitivity at the operating point per nodule size and type (:mod:`.strata`).
 
 The scans counted are those of ``seriesuids`` (LUNA16's ``seriesuids.csv``: one uid a line, no
 header) or of a folder of ``.mhd`` volumes; without either, the union of the series named in the
@@ -32,6 +33,7 @@ from medimg.metrics.detection import (
     match_luna16,
     operating_point,
 )
+from medimg.tasks.detect.strata import read_nodule_types, sensitivity_by_group, size_groups
 from medimg.typing import PathType
 
 __all__ = ["evaluate_candidates", "read_candidates", "read_scan_list"]
@@ -156,11 +158,38 @@ def evaluate_candidates(
     est = froc_bootstrap(centre, n_resamples=n_resamples, seed=seed)
     op = operating_point(centre, threshold=threshold, fp_per_scan=None if threshold is not None
                          else fp_per_scan, n_resamples=n_resamples, seed=seed)  # fmt: skip
+    strata = _strata(centre, uids, ann, annotations, float(op["threshold"]), n_resamples, seed)
     with atomic_dir(out_dir, overwrite, inputs=sources) as out:
-        return _write_report(out, res, est, op, by_iou, has_d, iou_threshold)
+        return _write_report(out, res, est, op, by_iou, has_d, iou_threshold, strata)
 
 
-def _write_report(out: Path, res, est, op, by_iou, has_d: bool, iou_threshold: float) -> dict:
+def _strata(matches, uids, ann, annotations, threshold, n_resamples, seed) -> dict:
+    """Sensitivity at the operating point per nodule size and (where annotated) per type."""
+    out = {}
+    sizes = [size_groups(ann[u][:, 3]) if u in ann else [] for u in uids]
+    out["by_size"] = sensitivity_by_group(matches, sizes, threshold, n_resamples=n_resamples,
+                                          seed=seed)  # fmt: skip
+    types = read_nodule_types(annotations)
+    if types is not None:
+        kinds = [types.get(u, []) for u in uids]
+        out["by_type"] = sensitivity_by_group(matches, kinds, threshold,
+                                              n_resamples=n_resamples, seed=seed)  # fmt: skip
+    return out
+
+
+def _strata_md(strata: dict, op: dict) -> list[str]:
+    md = ["", (f"Sensitivity at the operating point ({op['fp_per_scan']:.3g} FPs/scan), per "
+               "group [95% CI, bootstrap over the scans holding the group]:"), "",
+          "| group | nodules | sensitivity [95% CI] |", "|---|---|---|"]  # fmt: skip
+    for key in ("by_type", "by_size"):
+        for name, g in strata.get(key, {}).items():
+            md.append(f"| {name} | {g['n']} | {g['sensitivity']} |")
+    return md
+
+
+def _write_report(
+    out: Path, res, est, op, by_iou, has_d: bool, iou_threshold: float, strata: dict
+) -> dict:
     """``froc.csv``, ``summary.md``, ``summary.json`` and ``froc.png`` into ``out``."""
     rows = [(f"{r:g}", est[f"sens@{r:g}"]) for r in FROC_RATES]
     with atomic_path(out / "froc.csv") as tmp:
@@ -176,6 +205,10 @@ def _write_report(out: Path, res, est, op, by_iou, has_d: bool, iou_threshold: f
           *[f"| {r} | {e} |" for r, e in rows], f"| **CPM** | **{est['cpm']}** |", "",
           (f"Operating point: threshold {op['threshold']:.4g}, {op['fp_per_scan']:.3g} "
            f"FPs/scan, sensitivity {op['sensitivity']}, precision {op['precision']}.")]  # fmt: skip
+    md += _strata_md(strata, op)
+    for key, groups in strata.items():
+        summary[key] = {k: {"n": g["n"], "sensitivity": g["sensitivity"].__dict__}
+                        for k, g in groups.items()}  # fmt: skip
     if has_d:
         r_iou = froc(by_iou)
         summary["cpm_iou"] = {"iou_threshold": iou_threshold, "cpm": r_iou.cpm,

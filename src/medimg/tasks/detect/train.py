@@ -32,6 +32,7 @@ from medimg.metrics.detection import ScanMatch, froc, match_luna16
 from medimg.tasks.detect.data import PatchDataset, Prepared, prepare, to_voxels
 from medimg.tasks.detect.infer import InferenceConfig, detect_prepared
 from medimg.tasks.detect.models import build_detector, centernet_loss
+from medimg.tasks.detect.simulate import read_hard_negatives
 
 __all__ = ["DEFAULT_PRESET", "DetectConfig", "ModelConfig", "export_model", "train_detector",
            "train_preset"]  # fmt: skip
@@ -54,6 +55,9 @@ class DetectConfig:
     patch: int = 40
     samples_per_epoch: int = 400
     pos_fraction: float = 0.6
+    #: share of patches centred on hard negatives (``hard_negatives.csv`` of the dataset, e.g.
+    #: written by ``simulate --varied``; 0 leaves sampling as without them)
+    hard_fraction: float = 0.0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     train: TrainConfig = dataclasses.field(
@@ -129,9 +133,13 @@ def train_detector(
     sp = cfg.model.spacing
     train_scans = _prepare_scans(ds, train_ids, sp, progress)
     val_scans = _prepare_scans(ds, val_ids, sp, progress)
+    hard = read_hard_negatives(dataset)
+    empty = np.zeros((0, 4))
     data = PatchDataset([p for p, _, _ in train_scans], [to_voxels(p, n) for p, n, _ in train_scans],
                         cfg.patch, max(cfg.samples_per_epoch, cfg.train.batch_size),
-                        cfg.pos_fraction)  # fmt: skip
+                        cfg.pos_fraction,
+                        [to_voxels(p, hard.get(u, empty)) for (p, _, _), u in zip(train_scans, train_ids)],
+                        cfg.hard_fraction)  # fmt: skip
     seed_everything(cfg.train.seed)
     model = build_detector(cfg.model.channels)
 
