@@ -3,6 +3,7 @@ stay on their image through deformations, and random-shape label maps with smoot
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -171,6 +172,19 @@ def test_blur_keeps_constants_and_spreads_an_impulse():
     assert float(y.sum()) == pytest.approx(1.0, abs=1e-5) and float(y[4, 4, 4]) < 0.2
     assert torch.equal(y[:, :, 3], torch.zeros(9, 9))  # no blur along the last axis
     assert torch.allclose(gaussian_blur(torch.full((5, 6, 7), 2.0), [2, 2, 2]), torch.tensor(2.0))
+
+
+@pytest.mark.parametrize("shape", [(11, 9, 7), (3, 12, 2)])
+def test_blur_equals_scipy_with_replicated_borders(shape):
+    from scipy import ndimage
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    sigma = [1.3, 0.8, 2.0]
+    ref = x.numpy().astype(np.float64)
+    for axis, s in enumerate(sigma):
+        r = min(int(np.ceil(3 * s)), shape[axis] - 1)
+        ref = ndimage.gaussian_filter1d(ref, s, axis=axis, mode="nearest", radius=r)
+    assert np.allclose(gaussian_blur(x, sigma).numpy(), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert "2D image given to a model planned for 3D data" in err and "\n" not in err
+    assert "2D image given to a model planned for 3D CT data" in err and "\n" not in err
     two = save(Image(np.zeros((2, 8, 8, 4), np.float32)), tmp_path / "two.nii.gz")
     assert (
         main(["segment", "predict", str(two), str(tmp_path / "o.nii.gz"), "--model", str(model)])

@@ -54,15 +54,28 @@ def gaussian_blur(image: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
         radius = min(max(1, math.ceil(3 * s)), n - 1)
         x = torch.arange(-radius, radius + 1, dtype=torch.float64)
         kernel = torch.exp(-0.5 * (x / s) ** 2)
-        kernel = (kernel / kernel.sum()).tolist()
-        first = out.narrow(axis, 0, 1).expand_as(out.narrow(axis, 0, radius))
-        last = out.narrow(axis, n - 1, 1).expand_as(out.narrow(axis, 0, radius))
-        padded = torch.cat([first, out, last], dim=axis)
-        acc = padded.narrow(axis, 0, n) * kernel[0]
-        for i in range(1, len(kernel)):
-            acc.add_(padded.narrow(axis, i, n), alpha=kernel[i])
-        out = acc
+        out = _convolve_axis(out, (kernel / kernel.sum()).tolist(), axis)
     return out
+
+
+def _convolve_axis(x: torch.Tensor, kernel: list[float], axis: int) -> torch.Tensor:
+    """``x`` convolved along ``axis`` with an odd ``kernel``, borders replicated: the interior
+    from shifted views (no padded copy), the few border slices with clamped indices."""
+    n, r = x.shape[axis], len(kernel) // 2
+    acc = torch.empty_like(x)
+    inner = n - 2 * r
+    if inner > 0:
+        mid = acc.narrow(axis, r, inner)
+        torch.mul(x.narrow(axis, 0, inner), kernel[0], out=mid)
+        for t in range(1, len(kernel)):
+            mid.add_(x.narrow(axis, t, inner), alpha=kernel[t])
+    edges = list(range(min(r, n))) + list(range(max(r, n - r), n))
+    for i in edges:
+        out = acc.select(axis, i)
+        out.zero_()
+        for t, w in enumerate(kernel):
+            out.add_(x.select(axis, min(max(i + t - r, 0), n - 1)), alpha=w)
+    return acc
 
 
 def identity_grid(shape: Sequence[int], device: torch.device | str) -> torch.Tensor:

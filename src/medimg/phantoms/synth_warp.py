@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from medimg.errors import InputError
-from medimg.phantoms.synth_ops import identity_grid, make_generator, smooth_noise, uniform
+from medimg.phantoms.synth_ops import make_generator, smooth_noise, uniform
 
 __all__ = ["Deformation", "random_deformation", "warp"]
 
@@ -76,12 +76,18 @@ def random_deformation(
     dev = torch.device(device)
     gen = make_generator(seed, dev)
     nd = len(shape)
-    grid = identity_grid(shape, dev)  # (nd, *shape) voxel coordinates
-    centre = torch.tensor([(n - 1) / 2 for n in shape], device=dev).view(nd, *[1] * nd)
     mat = _affine_matrix(d, nd, gen, dev)
     shift = uniform(gen, (nd,), -d.translate, d.translate, dev).view(nd, *[1] * nd)
-    lin = mat - torch.eye(nd, device=dev)  # displacement of the affine: (A - I)(x - c) + t
-    field = torch.einsum("ij,j...->i...", lin, grid - centre) + shift
+    lin = (mat - torch.eye(nd, device=dev)).tolist()  # displacement (A - I)(x - c) + t
+    shift = uniform(gen, (nd,), -d.translate, d.translate, dev).tolist()
+    rel = [_axis(torch.arange(n, device=dev, dtype=torch.float32) - (n - 1) / 2, a, nd)
+           for a, n in enumerate(shape)]  # fmt: skip
+    field = torch.empty((nd, *shape), device=dev)
+    for i in range(nd):  # broadcast sums of 1D coordinates: no full-size grid needed
+        comp = rel[0] * lin[i][0] + shift[i]
+        for j in range(1, nd):
+            comp = comp + rel[j] * lin[i][j]
+        field[i] = comp
     if d.warp_std > 0:
         std = float(uniform(gen, (), 0.0, d.warp_std, dev))
         field = field + _smooth_field(shape, d, std, gen, dev)
@@ -107,12 +113,20 @@ def _smooth_field(
     return up * ratio.view(nd, *[1] * nd)
 
 
+def _axis(values: torch.Tensor, axis: int, nd: int) -> torch.Tensor:
+    """A 1D tensor shaped to broadcast along ``axis`` of an ``nd``-D array."""
+    return values.view([-1 if a == axis else 1 for a in range(nd)])
+
+
 def _sample(volume: torch.Tensor, field: torch.Tensor, *, mode: str) -> torch.Tensor:
     """``volume`` ``(C, *shape)`` sampled at ``x + field(x)`` (border values outside)."""
-    shape = field.shape[1:]
-    pos = identity_grid(shape, field.device) + field
-    norm = torch.stack([2 * pos[i] / max(n - 1, 1) - 1 for i, n in enumerate(shape)], -1)
-    grid = norm.flip(-1)[None]  # grid_sample wants the last array axis first
+    shape, nd, dev = field.shape[1:], field.shape[0], field.device
+    grid = torch.empty((1, *shape, nd), device=dev)
+    for i, n in enumerate(shape):  # normalised position 2 (x + u) / (n - 1) - 1
+        scale = 2.0 / max(n - 1, 1)
+        base = _axis(torch.arange(n, device=dev, dtype=torch.float32) * scale - 1, i, nd)
+        # grid_sample wants the last array axis first
+        torch.add(base, field[i], alpha=scale, out=grid[0, ..., nd - 1 - i])
     out = F.grid_sample(volume[None].float(), grid, mode=mode, padding_mode="border",
                         align_corners=True)  # fmt: skip
     return out[0]

@@ -89,7 +89,7 @@ def _predict(args: argparse.Namespace) -> int:
     notes: list[str] = []
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
-                           notes=notes)  # fmt: skip
+                           notes=notes, force=args.force)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     for line in notes:
@@ -178,6 +178,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-mirror", action="store_true", help="skip test-time mirroring (faster)")
+    p.add_argument("--force", action="store_true",
+                   help="segment an image unlike the model's training data (another modality, "
+                        "not Hounsfield units for a CT model) instead of refusing it")  # fmt: skip
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_predict)
 

@@ -34,9 +34,11 @@ def _needs_resampling(image: Image, plan: SegPlan) -> bool:
 def check_input(image: Image, plan: SegPlan, source: str = "image") -> None:
     """One-line errors for images the model cannot take (wrong dimensionality or channels)."""
     if image.spatial_ndim != len(plan.target_spacing):
+        found = image.meta.get("declared_modality") or ""  # from a DICOM header, if any
         raise InputError(
-            f"{source}: a {image.spatial_ndim}D image given to a model planned for "
-            f"{len(plan.target_spacing)}D data; use a model trained on {image.spatial_ndim}D images"
+            f"{source}: a {image.spatial_ndim}D {found + ' ' if found else ''}image given to a "
+            f"model planned for {len(plan.target_spacing)}D {plan.modality} data; use a model "
+            f"trained on {image.spatial_ndim}D images"
         )
     if image.num_channels != len(plan.channel_names):
         raise InputError(

@@ -1,9 +1,12 @@
 """Prediction: a trained model (or the shipped default) on files, folders and DICOM series.
 
-Per image: check the input contract, resample to the plan's spacing, normalise, sliding-window
-inference with Gaussian blending and test-time mirroring (folds ensembled by averaging
-probabilities), resample the labels back onto the original grid, apply the largest-component
-post-processing the plan chose on validation, write NIfTI (plus DICOM-SEG for a DICOM series).
+Per image: check the input contract (:mod:`~medimg.tasks.segment.contract`: modality,
+intensities, dimensionality), reorient to the closest RAS+ (so a DICOM series, whose slices may
+load in the opposite order, and a NIfTI of the same scan give the same labels), resample to the
+plan's spacing, normalise, sliding-window inference with Gaussian blending and test-time
+mirroring (folds ensembled by averaging probabilities), resample the labels back onto the
+original grid, apply the largest-component post-processing the plan chose on validation, write
+NIfTI (plus DICOM-SEG for a DICOM series), each naming the model that made the labels.
 """
 
 from __future__ import annotations
@@ -98,9 +101,25 @@ class Segmenter:
         for w in weights:
             net = load_weights(build_network(self.plan), w).to(self.device).eval()
             self.models.append(net)
+        from medimg.tasks.segment.contract import model_tag
+
+        is_default = root.resolve() == DEFAULT_MODEL.resolve()
+        #: which model makes the labels (NIfTI descrip, DICOM-SEG header, ``meta["model"]``)
+        self.tag = model_tag("default" if is_default else root.name, self.plan, self.models)
 
     def segment(self, image: Image, *, mirror: bool = True, postprocess: bool = True) -> Image:
-        """Labels ``(1, *spatial)`` uint8 on ``image``'s own grid."""
+        """Labels ``(1, *spatial)`` uint8 on ``image``'s own grid.
+
+        The work is done on the image reoriented to the closest RAS+ (axis flips and
+        permutations only, exact), so the result does not depend on the order in which the
+        file stores its slices or axes; the labels are then put back in the image's own order.
+        """
+        original = image
+        image = image.canonical() if image.spatial_ndim == 3 else image
+        # geometry to 0.1 µm: a NIfTI header (float32) and a DICOM series (decimal strings) of
+        # one scan differ by ~1e-6 mm, enough to flip nearest-neighbour ties when resampling
+        image = Image(image.array, np.round(image.affine, 4), modality=image.modality,
+                      meta=image.meta)  # fmt: skip
         array, resampled = preprocess_image(image, self.plan)
         with torch.no_grad():
             labels = sliding_labels(
@@ -123,11 +142,30 @@ class Segmenter:
                 self.plan.label_names.index(n) for n, on in self.plan.postprocessing.items() if on
             ]
             out = out.with_array(keep_largest_component(out.array[0], ids)[None])
+        if original.spatial_ndim == 3:
+            out = Image(_reorient_like(out.array, original), original.affine.copy(),
+                        is_label=True)  # fmt: skip
+        else:
+            out = Image(out.array, original.affine.copy(), is_label=True)
         out.modality, out.meta = (
             "SEG",
-            {**image.meta, "segment_names": dict(enumerate(self.plan.label_names))},
+            {
+                **original.meta,
+                "segment_names": dict(enumerate(self.plan.label_names)),
+                "model": self.tag,
+            },
         )
         return out
+
+
+def _reorient_like(canonical: np.ndarray, original: Image) -> np.ndarray:
+    """A ``(C, X, Y, Z)`` array of ``original.canonical()``'s grid back in ``original``'s axis
+    order (the exact inverse of the flips and permutations)."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(original.affine)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+    return np.stack([np.asarray(nib.orientations.apply_orientation(c, back)) for c in canonical])
 
 
 def _inputs(path: Path) -> list[tuple[str, list[Path], bool]]:
@@ -179,18 +217,36 @@ def check_image(image: Image, plan: SegPlan, path: Path) -> None:
         )
 
 
-def _load_case(name: str, files: list[Path], plan: SegPlan) -> Image:
-    """The case's channel files as one real float32 image."""
+def _load_case(
+    name: str, files: list[Path], plan: SegPlan, *, force: bool = False,
+    notes: list[str] | None = None,
+) -> Image:  # fmt: skip
+    """The case's channel files as one real float32 image that fits the model's input contract
+    (with ``force``, a misfit is a line in ``notes`` instead of a refusal)."""
     from medimg.io.api import load
     from medimg.io.inputs import check_real
+    from medimg.tasks.segment.contract import UNDECLARED, check_contract
 
-    chans = [load(f, modality=plan.modality) for f in files]
+    chans = [load(f) for f in files]
     for f, c in zip(files, chans):
         check_real(c.array, f, what="segmentation")
     if len(chans) > 1 and any(c.spatial_shape != chans[0].spatial_shape for c in chans):
         raise InputError(f"channel files of case {name!r} differ in shape; resample them", files[0])
     arr = np.concatenate([c.array.astype(np.float32) for c in chans])
-    image = Image(arr, chans[0].affine, modality=chans[0].modality, meta={"case_id": name})
+    declared = "" if chans[0].modality in UNDECLARED else chans[0].modality
+    image = Image(arr, chans[0].affine, modality=declared or plan.modality,
+                  meta={"case_id": name, "declared_modality": declared})  # fmt: skip
+    from medimg.tasks.segment.data import check_input
+
+    # dimensionality and channels first (--force cannot change them); then a modality the
+    # header declares (it explains a single-slice radiograph better than "too small"); the
+    # intensity fingerprint of a file without one only once the grid is known to be usable
+    check_input(image, plan, str(files[0]))
+    if not declared:
+        check_image(image, plan, files[0])
+    note = check_contract(image, plan, files[0], declared_modality=declared, force=force)
+    if note and notes is not None:
+        notes.append(note)
     check_image(image, plan, files[0])
     return image
 
@@ -205,6 +261,7 @@ def predict_path(
     overwrite: bool = False,
     progress: bool = True,
     notes: list[str] | None = None,
+    force: bool = False,
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
@@ -212,8 +269,10 @@ def predict_path(
     ``<case>_seg.dcm`` DICOM-SEG for a DICOM series). Every output is checked against the inputs
     and existing files before the model runs; a new output folder appears only once every case
     is written. A case where the model finds nothing gets its (all-background) NIfTI and no
-    DICOM-SEG (a SEG needs a segment); a line saying so is appended to ``notes``. Returns the
-    written paths.
+    DICOM-SEG (a SEG needs a segment); a line saying so is appended to ``notes``. An image
+    unlike the model's training data (another modality, not Hounsfield units for a CT model) is
+    refused in one line unless ``force``. Both outputs name the model that made the labels
+    (NIfTI ``descrip``; SEG series description and algorithm). Returns the written paths.
     """
     from medimg.io.output import atomic_dir, check_outputs
 
@@ -227,10 +286,10 @@ def predict_path(
     seg = Segmenter(model, device=device)
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
-        return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes)
+        return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force)
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:  # a new folder: whole or nothing
         staged = [(tmp / nii.name, dcm and tmp / dcm.name) for nii, dcm in targets]
-        written = _predict_cases(seg, items, staged, mirror, overwrite, progress, notes)
+        written = _predict_cases(seg, items, staged, mirror, overwrite, progress, notes, force)
     return [out / p.name for p in written]
 
 
@@ -242,17 +301,19 @@ def _predict_cases(
     overwrite: bool,
     progress: bool,
     notes: list[str] | None,
+    force: bool,
 ) -> list[Path]:
     from tqdm import tqdm
 
-    from medimg.io.api import save
+    from medimg.tasks.segment.provenance import save_labels_nifti, write_labels_seg
 
     written: list[Path] = []
     for (name, files, _), (nii, dcm) in tqdm(
         list(zip(items, targets)), desc="segment", disable=not progress or len(items) < 2
     ):
-        labels = seg.segment(_load_case(name, files, seg.plan), mirror=mirror)
-        written.append(save(labels, nii, overwrite=overwrite))
+        image = _load_case(name, files, seg.plan, force=force, notes=notes)
+        labels = seg.segment(image, mirror=mirror)
+        written.append(save_labels_nifti(labels, nii, seg.tag, overwrite=overwrite))
         if dcm is None:
             continue
         if not labels.array.any():
@@ -262,10 +323,7 @@ def _predict_cases(
                     "no DICOM-SEG written (a SEG needs at least one segment)"
                 )
             continue
-        from medimg.io.dicom.seg import write_dicom_seg
-
         names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
-        written.append(
-            write_dicom_seg(labels, files[0], dcm, segment_names=names, overwrite=overwrite)
-        )
+        written.append(write_labels_seg(labels, files[0], dcm, seg.tag, segment_names=names,
+                                        overwrite=overwrite))  # fmt: skip
     return written
