@@ -1,7 +1,8 @@
 """Speed of the label-map generator (images from label maps, random shapes, random warps).
 
 Times, per 128^3 sample (median of ``--repeats`` seeds after one warm-up), on the device asked
-for and ``--threads`` CPU threads:
+for and ``--threads`` CPU threads, as wall-clock and as CPU seconds of the process (the fair
+figure on a shared machine, where wall time counts the other jobs too):
 
 * ``random_shapes``: a 16-label map of random smooth shapes (warped);
 * ``random_deformation`` + ``warp`` of the labels (nearest neighbour);
@@ -27,18 +28,20 @@ import numpy as np
 import torch
 
 
-def _timed(fn, repeats: int, device: torch.device) -> float:
+def _timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median (wall seconds, CPU seconds of this process) per call."""
     fn(0)  # warm-up (allocations, kernels)
-    times = []
+    wall, cpu = [], []
     for seed in range(1, repeats + 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(seed)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def _real_labels(size: int) -> torch.Tensor:
@@ -92,10 +95,11 @@ def main() -> None:
     }
     where = f"{dev.type}" + (f", {args.threads} thread(s)" if dev.type == "cpu" else "")
     what = "Colin27 labels" if args.real else "random-shape labels"
-    print(f"| step ({args.size}^3, {what}, {where}) | median s |")
-    print("|---|---|")
+    print(f"| step ({args.size}^3, {what}, {where}) | wall s | CPU s |")
+    print("|---|---|---|")
     for name, fn in rows.items():
-        print(f"| {name} | {_timed(fn, args.repeats, dev):.3f} |")
+        wall, cpu = _timed(fn, args.repeats, dev)
+        print(f"| {name} | {wall:.3f} | {cpu:.3f} |")
     if args.png:
         import matplotlib
 
