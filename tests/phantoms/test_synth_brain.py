@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medimg.errors import InputError
-from medimg.phantoms.synth_brain import TRAIN_LABELS, add_deep_grey, tissue_labels
+from medimg.phantoms.synth_brain import (
+    TRAIN_LABELS,
+    add_deep_grey,
+    tissue_labels,
+    to_training_labels,
+)
 
 
 def _head(shape=(40, 40, 32), seed=0):
@@ -41,8 +47,13 @@ def test_head_classes_outside_the_brain_only():
     assert np.array_equal(np.isin(labels, (1, 2, 3)), np.isin(truth, (1, 2, 3)))
     skull, scalp = truth == 5, truth == 6
     assert np.mean(labels[skull] == 5) > 0.9 and np.mean(labels[scalp] == 6) > 0.9
-    train = np.vectorize(TRAIN_LABELS.get)(labels)
-    assert set(np.unique(train)) == {0, 1, 2, 3}
+    train = to_training_labels(torch.from_numpy(labels))
+    assert set(train.unique().tolist()) == {0, 1, 2, 3}
+    assert torch.equal(
+        train[torch.from_numpy(labels) == 6],
+        torch.zeros(int((labels == 6).sum()), dtype=torch.long),
+    )
+    assert TRAIN_LABELS[5] == TRAIN_LABELS[6] == 0
 
 
 def test_deep_grey_from_an_atlas_spares_csf():

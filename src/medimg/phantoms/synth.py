@@ -17,6 +17,10 @@ et al., "SynthMorph", IEEE TMI 2022). This module is that generator, written for
 * :func:`synth_sample`: deform a label map, then synthesise its image (what a training step
   draws).
 
+The pieces live beside this module: :mod:`~medimg.phantoms.synth_warp` (random transforms,
+warping), :mod:`~medimg.phantoms.synth_ops` (blur, smooth noise, seeding) and
+:mod:`~medimg.phantoms.synth_brain` (brain label maps derived from real T1 images).
+
 Everything runs in torch on the label map's device, for 2D ``(X, Y)`` or 3D ``(X, Y, Z)``
 arrays. Each call takes ``seed`` (an int or a :class:`torch.Generator` on that device), so a
 training step can draw its sample from ``(seed, step)`` alone. MONAI's random transforms hold

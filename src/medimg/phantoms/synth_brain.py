@@ -27,6 +27,7 @@ for training and the other for validation.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from medimg.errors import InputError
@@ -40,6 +41,7 @@ __all__ = [
     "colin27_labels",
     "itk_t1_labels",
     "tissue_labels",
+    "to_training_labels",
 ]
 
 #: Label values of the maps made here.
@@ -103,6 +105,16 @@ def tissue_labels(
             cut = threshold_otsu(head[extra])
             labels[extra] = np.where(head[extra] <= cut, 5, 6)
     return labels
+
+
+def to_training_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The labels a brain model learns (:data:`TRAIN_LABELS`): synthesise the image from the
+    full map (head classes included, so it looks like an unstripped scan), then train on this."""
+    top = max(TRAIN_LABELS)
+    if labels.numel() and int(labels.max()) > top:
+        raise InputError(f"brain label maps hold values 0..{top}, got {int(labels.max())}")
+    lut = torch.tensor([TRAIN_LABELS[k] for k in range(top + 1)], device=labels.device)
+    return lut[labels.long()]
 
 
 def add_deep_grey(
