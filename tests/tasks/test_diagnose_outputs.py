@@ -99,3 +99,36 @@ def test_evaluate_ranks_raw_scores_by_logits_when_probabilities_tie(tmp_path):
     assert b["auc_ranked_by"] == "raw logit"
     assert b["auc"] == pytest.approx(1.0) and roc_auc(y, np.array(logits)) == 1.0
     assert b["auc_calibrated"] == pytest.approx(0.5)
+
+
+def test_a_monochrome1_film_is_read_dense_bright(tmp_path):
+    """A MONOCHROME1 DICOM (lowest value white, as most CR films) holding the inverse of a
+    MONOCHROME2 film gets the same call: both are read as dense = bright."""
+    from pathlib import Path
+
+    import pydicom
+
+    from medimg.io.image import Image
+    from medimg.tasks.diagnose.data import load_case_images
+
+    x = _xray(1)
+    grey = np.clip(np.round(x.array / x.array.max() * 4000), 0, 4000)[..., None]  # 12 bits
+    files = {}
+    for kind in ("MONOCHROME2", "MONOCHROME1"):
+        series = save(Image(grey, x.affine, modality="CT"), tmp_path / kind)
+        f = next(p for p in Path(series).iterdir() if not p.name.startswith("."))
+        ds = pydicom.dcmread(f)
+        if kind == "MONOCHROME1":
+            ds.PhotometricInterpretation = "MONOCHROME1"
+            ds.BitsStored = 12
+            ds.PixelRepresentation = 0  # unsigned 12-bit values, as CR films store them
+            ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+            stored = (4095 - grey[0, ..., 0].T).astype(np.uint16)  # (rows, cols)
+            ds.PixelData = stored.tobytes()
+        ds.save_as(f)
+        files[kind] = f
+    a, b = (load_case_images([files[k]], 1, 1)[0] for k in ("MONOCHROME2", "MONOCHROME1"))
+    assert np.corrcoef(a.array.ravel(), b.array.ravel())[0, 1] > 0.999  # not inverted
+    dx = predict_mod.Diagnoser(device="cpu")
+    pa, pb = (dx.predict([im], explain=None).logits["nodule"] for im in (a, b))
+    assert pa == pytest.approx(pb, abs=1e-3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,12 +156,44 @@ def check_case_image(image: Image, path: object = None, channels: int | None = N
     return image
 
 
+def _monochrome1_bits(path: object) -> int | None:
+    """``BitsStored`` when ``path`` (a DICOM file, or a folder's first file) is MONOCHROME1,
+    else ``None``. The DICOM reader keeps stored values as they are; for MONOCHROME1 (most CR
+    films) the lowest value is white, the inverse of the dense = bright the models take."""
+    import pydicom
+
+    p = Path(str(path))
+    if p.is_dir():
+        p = next((f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")),
+                 p)  # fmt: skip
+    if not p.is_file() or p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")):
+        return None
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True,
+                             specific_tags=["PhotometricInterpretation", "BitsStored"])  # fmt: skip
+    except Exception:  # not DICOM: nothing to convert
+        return None
+    if ds.get("PhotometricInterpretation") != "MONOCHROME1":
+        return None
+    return int(ds.get("BitsStored") or 16)
+
+
+def _as_monochrome2(image: Image, path: object) -> Image:
+    """``image`` with MONOCHROME1 values inverted (:func:`_monochrome1_bits`)."""
+    bits = _monochrome1_bits(path)
+    if bits is None:
+        return image
+    top = float(2**bits - 1)
+    return Image((top - image.array).astype(np.float32), image.affine, modality=image.modality,
+                 meta={**image.meta, "inverted_monochrome1": True})  # fmt: skip
+
+
 def load_case_images(
     paths: Sequence, modalities: int, channels: int | None = None
 ) -> list[Image | None]:
     """Read one case's files (``None`` = missing modality), check each
-    (:func:`check_case_image`; RGB becomes grey for a one-channel model) and that they share a
-    grid."""
+    (:func:`check_case_image`; RGB becomes grey for a one-channel model; MONOCHROME1 DICOM is
+    inverted to dense = bright) and that they share a grid."""
     from medimg.io.api import load
 
     if len(paths) != modalities:
@@ -168,7 +201,8 @@ def load_case_images(
             f"the model takes {modalities} modalities, got {len(paths)} file(s) for this case; "
             "give one file per modality (an empty manifest cell marks a missing one)"
         )
-    images = [None if p is None else check_case_image(load(p), p, channels) for p in paths]
+    images = [None if p is None else check_case_image(_as_monochrome2(load(p), p), p, channels)
+              for p in paths]  # fmt: skip
     first = next((im for im in images if im is not None), None)
     if first is None:
         raise InputError("every modality of this case is missing")
