@@ -148,7 +148,7 @@ def colin27_labels(*, with_head: bool = True) -> tuple[Image, Image]:
 
 def itk_t1_labels(*, smooth_sigma: float = 0.5) -> tuple[Image, Image]:
     """(skull-stripped T1, labels 0-3) of the real T1 in ``itk-examples`` (128x128x62,
-    2x3x2 mm; no atlas in its space, so no deep grey): ``KmeansTest_T1UCharRaw`` inside the
+    2x2x3 mm; no atlas in its space, so no deep grey): ``KmeansTest_T1UCharRaw`` inside the
     brain mask ``KmeansTest_T1RawSkullStrip > 0``. Fetches on first use (bench only)."""
     from medimg.datasets.real_sources import real_file
     from medimg.io.api import load
