@@ -65,6 +65,7 @@ def test_evaluate_reports_sensitivity_per_type_and_size(tmp_path, capsys):
     assert by_type["juxtapleural"]["sensitivity"]["value"] == 0.0
     assert by_type["juxtapleural"]["sensitivity"]["high"] == 0.0  # missed in every scan
     assert sum(g["n"] for g in s["by_size"].values()) == 6
+    assert list(s["by_size"]) == ["3-6 mm", "10-20 mm", "20-30 mm"]  # in size order
     assert s["by_size"]["3-6 mm"]["sensitivity"]["value"] == 1.0  # the 4 mm solid one
     md = (tmp_path / "ev" / "summary.md").read_text()
     assert "| juxtapleural | 3 | 0 [0, 0] |" in md

@@ -47,6 +47,17 @@ def size_groups(diameters: np.ndarray) -> list[str]:
     return names
 
 
+def _order(name: str) -> tuple[float, str]:
+    """Size bins by their lower bound ("<3 mm" first), then names alphabetically."""
+    head = name.split("-")[0]
+    if name.startswith("<"):
+        return (-1.0, name)
+    try:
+        return (float(head), name)
+    except ValueError:
+        return (np.inf, name)
+
+
 def sensitivity_by_group(
     matches: Sequence[ScanMatch],
     groups: Sequence[Sequence[str]],
@@ -64,7 +75,7 @@ def sensitivity_by_group(
             sel = np.asarray(g) == name
             found.setdefault(name, []).append((int(hit[sel].sum()), int(sel.sum())))
     out = {}
-    for name, per_scan in sorted(found.items()):
+    for name, per_scan in sorted(found.items(), key=lambda kv: _order(kv[0])):
         counts = np.asarray(per_scan, dtype=np.float64)
 
         def ratio(idx: np.ndarray, c: np.ndarray = counts) -> float:
