@@ -132,3 +132,16 @@ def test_model_tag_changes_with_the_weights():
         net.weight[0, 0] += 1
     assert model_tag("m", CT_PLAN, [net]) != a and len(a.encode()) <= 79
     assert pydicom  # the SEG side is checked in test_segment_slice_order
+
+
+def test_the_python_api_checks_the_contract_too():
+    from medimg.tasks.segment.predict import Segmenter
+
+    seg = Segmenter(device="cpu")
+    brain = Image(_mr_like()[None], AFFINE, meta={"source": "brain.nii.gz"})
+    with pytest.raises(InputError, match=r"brain\.nii\.gz: the model expects 3D CT"):
+        seg.segment(brain, mirror=False)
+    labels = seg.segment(brain, mirror=False, force=True)
+    assert labels.spatial_shape == brain.spatial_shape and labels.meta["model"] == seg.tag
+    ct = Image(_ct_like()[None], AFFINE, modality="CT")
+    assert seg.segment(ct, mirror=False).meta["model"].startswith("medimg ")

@@ -107,13 +107,24 @@ class Segmenter:
         #: which model makes the labels (NIfTI descrip, DICOM-SEG header, ``meta["model"]``)
         self.tag = model_tag("default" if is_default else root.name, self.plan, self.models)
 
-    def segment(self, image: Image, *, mirror: bool = True, postprocess: bool = True) -> Image:
+    def segment(
+        self, image: Image, *, mirror: bool = True, postprocess: bool = True, force: bool = False
+    ) -> Image:
         """Labels ``(1, *spatial)`` uint8 on ``image``'s own grid.
+
+        An image unlike the model's training data (:mod:`~medimg.tasks.segment.contract`; its
+        ``modality`` counts as declared unless it is ``OT``/``SC``) raises a one-line
+        :class:`InputError` unless ``force``.
 
         The work is done on the image reoriented to the closest RAS+ (axis flips and
         permutations only, exact), so the result does not depend on the order in which the
         file stores its slices or axes; the labels are then put back in the image's own order.
         """
+        if not force:
+            from medimg.tasks.segment.contract import check_contract
+
+            where = str(image.meta.get("source") or image.meta.get("case_id") or "image")
+            check_contract(image, self.plan, where, declared_modality=image.modality)
         original = image
         image = image.canonical() if image.spatial_ndim == 3 else image
         # geometry to 0.1 µm: a NIfTI header (float32) and a DICOM series (decimal strings) of
@@ -312,7 +323,7 @@ def _predict_cases(
         list(zip(items, targets)), desc="segment", disable=not progress or len(items) < 2
     ):
         image = _load_case(name, files, seg.plan, force=force, notes=notes)
-        labels = seg.segment(image, mirror=mirror)
+        labels = seg.segment(image, mirror=mirror, force=True)  # checked by _load_case
         written.append(save_labels_nifti(labels, nii, seg.tag, overwrite=overwrite))
         if dcm is None:
             continue
