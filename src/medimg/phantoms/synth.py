@@ -137,6 +137,7 @@ def synthesize_image(
     seed: Seed = 0,
     appearance: Appearance | None = None,
     classes: dict[int, int] | None = None,
+    means: dict[int, float] | None = None,
     return_means: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[int, float]]:
     """An image of random contrast for a label map.
@@ -152,6 +153,9 @@ def synthesize_image(
     classes
         Optional ``{label value: class}``: labels of one class (left and right caudate, say)
         share their intensity parameters; unlisted labels are their own class.
+    means
+        Optional ``{label value: mean}`` used instead of drawn means (e.g. another sample's
+        ``means``, for two images of one contrast); everything else is still drawn.
     return_means
         Also return ``{label value: mean intensity}`` drawn for the labels present.
 
@@ -172,11 +176,14 @@ def synthesize_image(
         names = [classes.get(int(v), ("own", int(v))) for v in values.tolist()]
         first = {n: i for i, n in reversed(list(enumerate(names)))}
         cls_of = torch.tensor([first[n] for n in names], device=dev)
-    means = uniform(gen, (k,), *app.mean_range, dev)[cls_of]
+    mu = uniform(gen, (k,), *app.mean_range, dev)[cls_of]
     stds = uniform(gen, (k,), *app.std_range, dev)[cls_of]
     if values[0] == 0 and float(torch.rand((), generator=gen, device=dev)) < app.background_zero:
-        means[0], stds[0] = 0.0, 0.0
-    image = means[index]
+        mu[0], stds[0] = 0.0, 0.0
+    for i, v in enumerate(values.tolist()):
+        if means and v in means:
+            mu[i] = float(means[v])
+    image = mu[index]
     if app.partial_volume[1] > 0:  # boundary voxels mix the means of the labels they touch
         sigma = float(uniform(gen, (), *app.partial_volume, dev))
         image = gaussian_blur(image, [sigma] * nd)
@@ -197,7 +204,7 @@ def synthesize_image(
         image = image.pow(gamma)
     image = image.float()
     if return_means:
-        return image, dict(zip(values.tolist(), means.tolist()))
+        return image, dict(zip(values.tolist(), mu.tolist()))
     return image
 
 

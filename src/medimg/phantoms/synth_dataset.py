@@ -1,0 +1,139 @@
+"""Training samples synthesised on the fly from label maps (:mod:`medimg.phantoms.synth`).
+
+:class:`SynthSegDataset` is a map-style dataset for the engine's trainer: item ``i`` picks a
+label map, deforms it, synthesises an image of random contrast on it, crops a patch and maps
+the labels to the classes the model learns. Its randomness comes from torch's global generator,
+which the engine reseeds per ``(seed, step, index)`` before each read, so a sample is a function
+of those alone and a resumed run draws the same samples. :func:`synth_pair` draws two images of
+one label map (different deformations, the same or different contrast): a registration pair
+whose label maps give its Dice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from medimg.errors import InputError
+from medimg.phantoms.synth import (
+    Appearance,
+    Deformation,
+    SynthSample,
+    synth_sample,
+    synthesize_image,
+)
+from medimg.phantoms.synth_ops import make_generator
+from medimg.phantoms.synth_warp import random_deformation, warp
+
+__all__ = ["SynthSegDataset", "synth_pair"]
+
+_SEED_RANGE = 2**62
+
+
+def _lookup(mapping: Mapping[int, int] | None, top: int, device: torch.device) -> torch.Tensor:
+    """A table value -> class for values 0..top (identity where ``mapping`` is silent)."""
+    lut = torch.arange(top + 1, device=device)
+    for value, cls in (mapping or {}).items():
+        if 0 <= value <= top:
+            lut[value] = cls
+    return lut
+
+
+class SynthSegDataset(Dataset):
+    """Synthesised ``{"image": (1, *patch) float32, "label": (1, *patch) int64}`` samples.
+
+    Parameters
+    ----------
+    label_maps
+        Integer label maps ``(X, Y, Z)`` (torch), e.g. from :mod:`medimg.phantoms.synth_brain`.
+    patch_size
+        Crop size per axis (a map smaller than the patch is padded with label 0).
+    train_labels
+        ``{label value: class}`` applied after synthesis (e.g. head tissue -> background);
+        values not listed keep their value.
+    samples_per_epoch
+        The dataset's (virtual) length.
+    appearance, deformation, classes
+        Passed to :func:`~medimg.phantoms.synth.synth_sample`.
+    """
+
+    def __init__(
+        self,
+        label_maps: Sequence[torch.Tensor],
+        patch_size: Sequence[int],
+        *,
+        train_labels: Mapping[int, int] | None = None,
+        samples_per_epoch: int = 250,
+        appearance: Appearance | None = None,
+        deformation: Deformation | None = None,
+        classes: dict[int, int] | None = None,
+    ) -> None:
+        if not label_maps:
+            raise InputError("no label maps to synthesise from")
+        self.maps = [m.long() for m in label_maps]
+        if any(m.ndim != len(patch_size) for m in self.maps):
+            raise InputError(f"label maps and patch_size {list(patch_size)} differ in dimensions")
+        self.patch = [int(p) for p in patch_size]
+        top = max(int(m.max()) for m in self.maps)
+        self.lut = _lookup(train_labels, top, self.maps[0].device)
+        self.n = int(samples_per_epoch)
+        self.appearance, self.deformation, self.classes = appearance, deformation, classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # the engine seeds torch's global generator per (seed, step, index) before each read
+        seed = int(torch.randint(_SEED_RANGE, ()))
+        gen = torch.Generator(device=self.maps[0].device).manual_seed(seed)
+        which = int(torch.randint(len(self.maps), (), generator=gen, device=gen.device))
+        s = synth_sample(self.maps[which], seed=gen, appearance=self.appearance,
+                         deformation=self.deformation, classes=self.classes)  # fmt: skip
+        image, labels = self._crop(s, gen)
+        return {"image": image[None], "label": self.lut[labels][None]}
+
+    def _crop(self, s: SynthSample, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = s.image, s.labels
+        pad = []
+        for n, p in zip(reversed(image.shape), reversed(self.patch)):
+            extra = max(0, p - n)
+            pad += [extra // 2, extra - extra // 2]
+        if any(pad):
+            image = torch.nn.functional.pad(image, pad)
+            labels = torch.nn.functional.pad(labels, pad)
+        starts = [
+            int(torch.randint(n - p + 1, (), generator=gen, device=gen.device))
+            for n, p in zip(image.shape, self.patch)
+        ]
+        region = tuple(slice(a, a + p) for a, p in zip(starts, self.patch))
+        return image[region], labels[region]
+
+
+def synth_pair(
+    labels: torch.Tensor,
+    *,
+    seed: int | torch.Generator = 0,
+    same_contrast: bool = False,
+    appearance: Appearance | None = None,
+    deformation: Deformation | None = None,
+) -> tuple[SynthSample, SynthSample]:
+    """(fixed, moving): two deformations of one label map with images synthesised on them; with
+    ``same_contrast`` both images share their per-label intensities (a same-modality pair),
+    otherwise each draws its own (a cross-contrast pair)."""
+    gen = make_generator(seed, labels.device)
+    seeds = torch.randint(_SEED_RANGE, (2,), generator=gen, device=gen.device).tolist()
+    fixed = synth_sample(labels, seed=seeds[0], appearance=appearance, deformation=deformation)
+    if not same_contrast:
+        moving = synth_sample(labels, seed=seeds[1], appearance=appearance,
+                              deformation=deformation)  # fmt: skip
+        return fixed, moving
+    # same contrast: the moving image takes the fixed image's per-label means; its bias, noise,
+    # blur and gamma are its own (identical noise would be a false match at zero displacement)
+    field = random_deformation(labels.shape, seed=seeds[1], deformation=deformation,
+                               device=labels.device)  # fmt: skip
+    moved = warp(labels.long(), field, labels=True)
+    image, means = synthesize_image(moved, seed=seeds[1] + 1, appearance=appearance,
+                                    means=fixed.means, return_means=True)  # fmt: skip
+    return fixed, SynthSample(image, moved, field, means)  # type: ignore[arg-type]
