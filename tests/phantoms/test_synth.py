@@ -209,3 +209,11 @@ def test_runs_on_the_gpu_with_a_gpu_generator():
     s = synth_sample(lab, seed=torch.Generator(device="cuda").manual_seed(0))
     assert s.image.is_cuda and s.labels.is_cuda
     assert torch.equal(s.image, synth_sample(lab, seed=0).image)
+
+
+def test_two_dimensional_label_maps_work_alike():
+    lab = random_shapes((48, 40), 6, seed=0, smoothness=(2, 4))
+    s = synth_sample(lab, seed=1, appearance=Appearance(lowres_prob=1.0, partial_volume=(0.5, 1)))
+    assert s.image.shape == (48, 40) and s.field is not None and s.field.shape == (2, 48, 40)
+    assert 0 <= float(s.image.min()) and float(s.image.max()) <= 1
+    assert set(s.labels.unique().tolist()) <= set(range(6))
