@@ -237,6 +237,7 @@ def _load_case(
     from medimg.io.api import load
     from medimg.io.inputs import check_real
     from medimg.tasks.segment.contract import UNDECLARED, check_contract
+    from medimg.tasks.segment.data import check_input
 
     chans = [load(f) for f in files]
     for f, c in zip(files, chans):
@@ -247,18 +248,17 @@ def _load_case(
     declared = "" if chans[0].modality in UNDECLARED else chans[0].modality
     image = Image(arr, chans[0].affine, modality=declared or plan.modality,
                   meta={"case_id": name, "declared_modality": declared})  # fmt: skip
-    from medimg.tasks.segment.data import check_input
-
-    # dimensionality and channels first (--force cannot change them); then a modality the
-    # header declares (it explains a single-slice radiograph better than "too small"); the
-    # intensity fingerprint of a file without one only once the grid is known to be usable
+    # dimensionality and channels first (--force cannot change them); a modality the header
+    # declares next (it explains a single-slice radiograph better than "too small"); the
+    # intensity fingerprint of a file without one only once its grid is known to be usable
     check_input(image, plan, str(files[0]))
     if not declared:
         check_image(image, plan, files[0])
     note = check_contract(image, plan, files[0], declared_modality=declared, force=force)
     if note and notes is not None:
         notes.append(note)
-    check_image(image, plan, files[0])
+    if declared:
+        check_image(image, plan, files[0])
     return image
 
 
