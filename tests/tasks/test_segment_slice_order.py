@@ -23,7 +23,7 @@ def scan(tmp_path_factory):
     from medimg.phantoms.segmentation import ct_organ_case
 
     tmp = tmp_path_factory.mktemp("order")
-    case = ct_organ_case(0, shape=(56, 56, 20), spacing=(3.3, 3.3, 4.4))
+    case = ct_organ_case(0, shape=(44, 44, 16), spacing=(3.3, 3.3, 4.4))
     affine = np.diag([-3.3, 3.3, 4.4, 1.0])
     affine[:3, 3] = (100.0, -90.0, -40.0)
     image = Image(np.round(case.image.array), affine, modality="CT")
