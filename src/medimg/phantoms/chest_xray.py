@@ -4,9 +4,10 @@ The thorax is the detection task's CT phantom (:func:`medimg.phantoms.detection.
 built on :func:`medimg.phantoms.ct.body_phantom`: ribs, spine, sternum, lungs with vessel trees
 and airways, heart, aorta, diaphragm domes with liver, spleen, stomach and bowel below), taken
 tall enough for a chest film (from above the lung apices to below the domes) and without its
-own nodules. This module adds what a radiograph shows and a CT slab need not: the neck and
-shoulders (deltoid/trapezius soft tissue, humeral heads), clavicles, scapulae and, for some
-patients, breasts. The volume is projected with :mod:`medimg.physics.xray` (60 keV effective
+own nodules. This module adds what a radiograph shows and a CT slab need not: ribs as
+continuous curved bands (the CT phantom's ribs are axial cross-sections that project as dots),
+the neck and shoulders (deltoid/trapezius soft tissue, humeral heads), clavicles, scapulae and,
+for some patients, breasts. The volume is projected with :mod:`medimg.physics.xray` (60 keV effective
 energy, PA or AP cone beam at 180 / 100 cm, scatter, detector blur, Poisson noise, log image).
 
 Nodules are added to the line integrals before exposure (line integrals add, so this equals
@@ -19,6 +20,7 @@ and realism checks; training sets of thousands need caching.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +71,43 @@ def _capsule(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
 
 
+def _tube(hu: np.ndarray, uvz: np.ndarray, points: np.ndarray, layers: tuple) -> None:
+    """Paint a tube along ``points`` ``(n, 3)`` (mm, the ``uvz`` frame): ``layers`` of
+    ``(radius, HU)`` from the outside in; each segment touches only its bounding box."""
+    axes = [uvz[:, 0, 0, 0], uvz[0, :, 0, 1], uvz[0, 0, :, 2]]
+    r_out = layers[0][0]
+    for a, b in itertools.pairwise(points):
+        box = []
+        for k, ax in enumerate(axes):
+            lo, hi = min(a[k], b[k]) - r_out, max(a[k], b[k]) + r_out
+            idx = np.nonzero((ax >= lo) & (ax <= hi))[0]
+            if not idx.size:
+                break
+            box.append(slice(idx[0], idx[-1] + 1))
+        else:
+            dist = _capsule(uvz[tuple(box)], a, b)
+            local = hu[tuple(box)]
+            for radius, value in layers:
+                local[dist <= radius] = value
+
+
+def _ribs(hu: np.ndarray, uvz: np.ndarray, a_half: float, b_half: float,
+          rng: np.random.Generator) -> None:  # fmt: skip
+    """Twelve pairs of ribs as curved tubes: from the spine around the chest wall, descending
+    about 9 cm to their anterior ends (the CT phantom paints ribs only as axial cross-sections,
+    which project as dots rather than the bands a chest film shows)."""
+    for s in (-1, 1):
+        fall = rng.uniform(75, 95)  # one slope per side: neighbouring ribs never cross
+        for k in range(11):
+            z0 = 12.0 + 23.0 * k + rng.normal(0, 1.5)
+            shrink = float(np.clip(0.45 + 0.55 * z0 / 90, 0.45, 1.0))  # upper ribs: tight arcs
+            ru, rv = (a_half - 22) * shrink, b_half - 20
+            phi = np.linspace(0.12, 0.8 * np.pi, 40)
+            drop = (fall + rng.uniform(-3, 3)) * (phi / phi[-1]) ** 1.5
+            pts = np.stack([s * ru * np.sin(phi), 0.05 * b_half + rv * np.cos(phi), z0 + drop], 1)
+            _tube(hu, uvz, pts, ((4.5, 650.0), (2.5, 220.0)))
+
+
 def _add_anatomy(hu: np.ndarray, uvz: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
     """Neck, shoulders, clavicles, scapulae and breasts painted into ``hu`` ``(X, Y, Z)``;
     ``uvz``: per voxel (mm to the patient's left, mm posterior, mm below the lung apex)."""
@@ -79,6 +118,7 @@ def _add_anatomy(hu: np.ndarray, uvz: np.ndarray, rng: np.random.Generator) -> d
     a_half = 0.5 * (cols[-1] - cols[0] + 1) * abs(u[1, 0, 0] - u[0, 0, 0]) if cols.size else 150
     rows = np.nonzero(mid.any(0))[0]
     b_half = 0.5 * (rows[-1] - rows[0] + 1) * abs(v[0, 1, 0] - v[0, 0, 0]) if rows.size else 110
+    _ribs(hu, uvz, a_half, b_half, rng)
     # the neck: above the shoulders only a cylinder of soft tissue remains
     neck = (u**2 + (v - 10) ** 2) <= 55**2
     hu[(z < -25) & ~neck] = -1000.0
@@ -102,15 +142,12 @@ def _add_anatomy(hu: np.ndarray, uvz: np.ndarray, rng: np.random.Generator) -> d
         plate = (np.abs(v - (0.78 * b_half + 0.02 * (s * u - med))) <= 2.5) & (z > 5) & (z < 145)
         hu[plate & (s * u >= med) & (s * u <= lat) & (hu < 300)] = 550.0
     breasts = rng.random() < 0.4
-    if breasts:
-        size = rng.uniform(35, 65)
+    if breasts:  # flattened against the detector: wide, shallow soft tissue over the bases
+        size = rng.uniform(30, 55)
         for s in (-1, 1):
-            c = (s * 0.42 * a_half, -b_half - 0.3 * size, rng.uniform(165, 190))
-            e = (
-                ((u - c[0]) / (size * 1.2)) ** 2
-                + ((v - c[1]) / size) ** 2
-                + ((z - c[2]) / size) ** 2
-            )
+            c = (s * 0.45 * a_half, -b_half, rng.uniform(165, 195))
+            e = ((u - c[0]) / (1.4 * size)) ** 2 + ((v - c[1]) / (0.6 * size)) ** 2
+            e = e + ((z - c[2]) / size) ** 2
             hu[(e <= 1) & (hu < -200)] = rng.uniform(-60, 20)  # fat and glandular tissue
     return {"half_width_mm": float(a_half), "half_depth_mm": float(b_half),
             "breasts": float(breasts)}  # fmt: skip
