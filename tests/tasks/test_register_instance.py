@@ -94,3 +94,16 @@ def test_cli_similarity_choices_are_the_losses():
     from medimg.tasks.register import cli
 
     assert set(cli.SIMILARITIES) == set(SIMILARITIES)
+
+
+def test_mind_loss_reuses_the_fixed_descriptor_only_for_the_same_image():
+    from medimg.tasks.register.losses import MINDLoss
+
+    g = torch.Generator().manual_seed(0)
+    warped, f1, f2 = (torch.rand(1, 1, 12, 12, 12, generator=g) for _ in range(3))
+    loss = MINDLoss()
+    first = loss(warped, f1)
+    assert float(loss(warped, f1)) == pytest.approx(float(first))
+    assert float(loss(warped, f2)) == pytest.approx(float(MINDLoss()(warped, f2)))
+    f2.mul_(0).add_(f1)  # changed in place: the descriptor is recomputed
+    assert float(loss(warped, f2)) == pytest.approx(float(first))
