@@ -109,3 +109,13 @@ def test_an_unreadable_safeguard_is_a_one_line_error(tiny_run, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "recalibrate" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_set_too_small_for_a_safeguard_still_trains(tmp_path):
+    tcfg = TrainConfig(max_steps=2, batch_size=4, lr=3e-3, val_every=2, checkpoint_every=2,
+                       progress=False, device="cpu")  # fmt: skip
+    cfg = DiagnoseConfig(width=4, augment=0.0, input_size=[32, 32], classes=["normal", "nodule"],
+                         train=tcfg)  # fmt: skip
+    train_diagnosis(cfg, _xrays(12, 0), _xrays(2, 1), tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / FILE_NAME).exists()  # predicted unchecked, not refused

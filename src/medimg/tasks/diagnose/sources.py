@@ -224,8 +224,8 @@ def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | No
 
 def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> Path:
     """Copy ``model.yaml``, ``model.safetensors`` and the safeguard of a finished run into
-    ``dest`` (existing
-    model files there are replaced only with ``overwrite``; each file appears whole)."""
+    ``dest`` (existing model files there are replaced only with ``overwrite``; each file
+    appears whole)."""
 
     run, out = Path(run_dir), Path(dest)
     if not (run / MODEL_YAML).is_file() or not (run / MODEL_WEIGHTS).is_file():

@@ -38,7 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medimg.engine import TrainConfig, Trainer, TrainResult, load_weights, seed_everything
+from medimg.engine import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    load_weights,
+    resolve_device,
+    seed_everything,
+)
 from medimg.engine.config import from_yaml, to_yaml
 from medimg.errors import InputError
 from medimg.metrics.classification import roc_auc
@@ -207,9 +214,11 @@ def _calibrate_safeguard(
     from medimg.tasks.diagnose.safeguard import FILE_NAME, calibrate
 
     (out / FILE_NAME).unlink(missing_ok=True)  # a resumed run's old statistics are stale
-    if cfg.supervision == "mil" or len(train) < 8:
-        return
     held = val if len(val) >= 4 else None
+    # a held-out fifth of the training images stands in for too small a validation set
+    if cfg.supervision == "mil" or len(train) < (8 if held is not None else 20):
+        return
+    model.to(resolve_device(cfg.train.device))  # saving moved it to the CPU
     calibrate(model, train, held, source="training images; threshold on validation images"
               if held is not None else "training images").save(out)  # fmt: skip
 
