@@ -49,10 +49,14 @@ def _draw(rng: np.random.Generator, v) -> float:
 
 def _upsample(vol: np.ndarray, shape: tuple, zoom: np.ndarray, order: int) -> np.ndarray:
     """Centre-aligned resampling of the render grid onto the scan grid ``shape``."""
+    import warnings
+
     src = np.asarray(vol.shape)
     offset = (src - 1) / 2 - (np.asarray(shape) - 1) / 2 * zoom
-    return ndimage.affine_transform(vol, np.diag(zoom), offset, output_shape=shape, order=order,
-                                    mode="nearest")  # fmt: skip
+    with warnings.catch_warnings():  # a 1-D matrix is the diagonal: scipy's fast path (4x)
+        warnings.filterwarnings("ignore", "The behavior of affine_transform")
+        return ndimage.affine_transform(vol, zoom, offset, output_shape=shape, order=order,
+                                        mode="nearest")  # fmt: skip
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
