@@ -118,3 +118,18 @@ def test_without_hard_negatives_sampling_is_unchanged():
     b = [PatchDataset([prep], nod, patch=16, hard_negatives=[np.zeros((0, 4))],
                       hard_fraction=0.3)[i]["image"] for i in range(6)]  # fmt: skip
     assert all(bool((x == y).all()) for x, y in zip(a, b))
+
+
+def test_simulate_varied_cli_writes_the_varied_set(tmp_path, monkeypatch, capsys):
+    import medimg.tasks.detect.simulate as sim
+
+    calls = []
+
+    def fake(root, n, **kw):
+        calls.append((root, n, kw))
+        return root
+
+    monkeypatch.setattr(sim, "write_thorax_luna16", fake)
+    assert main(["detect", "simulate", str(tmp_path / "t"), "--cases", "3", "--varied"]) == 0
+    assert calls and calls[0][1] == 3 and calls[0][2]["seed"] == 0
+    assert "varied thorax CTs with typed nodules" in capsys.readouterr().out
