@@ -4,7 +4,8 @@
 affine stage alone) with the similarity the optimisation will use and keeps the better one, so a
 network that does worse than doing nothing (e.g. on a contrast it never saw) cannot drag the
 result down. :func:`instance_optimise` then runs Adam on a half-resolution correction of that
-field under similarity + ``reg_weight`` x smoothness (the refinement that wins Learn2Reg).
+field under similarity + ``reg_weight`` x smoothness (the refinement that wins Learn2Reg); a
+similarity with ``features`` (MIND) is computed once per image and its descriptors warped.
 
 The similarities (see :func:`.losses.similarity`): ``lncc`` (local squared NCC: same contrast,
 and also an inverted one), ``mind`` (MIND-SSC descriptors: any contrast, local), ``mi`` (global
@@ -61,13 +62,23 @@ def instance_optimise(
     half = tuple(max(1, s // 2) for s in shape)
     delta = torch.zeros(1, fixed.ndim - 2, *half, device=fixed.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
+    features = getattr(sim, "features", None)
+    if features is not None:  # descriptors (MIND): computed once and warped, as in Learn2Reg's
+        with torch.no_grad():  # winners, instead of recomputed on the warped image every step
+            moving_f, fixed_f = features(moving), features(fixed)
+
+    def dissimilarity(u: torch.Tensor) -> torch.Tensor:
+        if features is None:
+            return sim(warp(moving, u), fixed)
+        return ((warp(moving_f, u) - fixed_f) ** 2).mean()
+
     t0, done = time.perf_counter(), 0
     with torch.enable_grad():
         for _ in range(steps):
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
             u = start + resize_field(delta, shape)
-            loss = sim(warp(moving, u), fixed) + reg_weight * reg(u)
+            loss = dissimilarity(u) + reg_weight * reg(u)
             opt.zero_grad()
             loss.backward()
             opt.step()

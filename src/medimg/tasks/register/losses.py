@@ -135,6 +135,10 @@ class MINDLoss(nn.Module):
         self.dilation, self.patch = dilation, patch
         self._fixed: tuple | None = None
 
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The descriptor image ``(B, 12, *S)`` (3D) that this loss compares."""
+        return mind_descriptor(image, self.dilation, self.patch)
+
     def forward(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         key = (id(fixed), fixed._version, tuple(fixed.shape))
         if self._fixed is None or self._fixed[0] != key or fixed.requires_grad:
