@@ -138,7 +138,8 @@ def main() -> int:
     print(f"WGAN-GP PSNR gain (vs noiseless scan): {gain_gan} dB")
     print(f"edge width ratio to full dose: WGAN-GP {gan_ratio:.3f} (target <= 1.10), "
           f"RED-CNN {red_ratio:.3f}")  # fmt: skip
-    print(f"training time (incl. simulation): RED-CNN {minutes[0][0]:.1f} min {minutes[0][1]}, "
+    print(f"training time of the shipped folders' last stage (incl. simulation; the RED-CNN "
+          f"fine-tunes a base run, see its model card): RED-CNN {minutes[0][0]:.1f} min {minutes[0][1]}, "
           f"WGAN-GP {minutes[1][0]:.1f} min {minutes[1][1]} (fine-tunes RED-CNN) = "
           f"{minutes[0][0] + minutes[1][0]:.1f} min")  # fmt: skip
     del gain  # reported above; not a target (see the module text)

@@ -293,11 +293,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.set_defaults(func=_reconstruct)
 
     p = add_verb(sub, "train", "train a denoiser (redcnn, wgan) or learned primal-dual (lpd)",
+              "medimg recon ct train --preset base --model redcnn\n"
               "medimg recon ct train --preset default --model redcnn\n"
               "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
               "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
     p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn")
-    p.add_argument("--preset", choices=("default", "finetune", "tiny"), default="default")
+    p.add_argument(
+        "--preset",
+        choices=("default", "base", "tiny"),
+        default="default",
+        help="default: the shipped recipe (redcnn: fine-tunes a 'base' run in "
+        "runs/recon/ct/redcnn-base; train that first)",
+    )
     p.add_argument(
         "--config", help="CTTrainConfig YAML (e.g. a run's config.yaml) instead of a preset"
     )

@@ -122,10 +122,16 @@ def _train_cfg(**kw: Any) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+BASE_RUN = "runs/recon/ct/redcnn-base"  # where `train --preset base --model redcnn` writes
+
+
 def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConfig:
-    """``default``: the shipped models' recipes (RED-CNN ~12 min, WGAN ~5 min of one CPU thread;
-    both learn the noiseless scan, a phantom study's truth); ``tiny``: 64 x 64 slices at 6 mm
-    for tests (seconds; full-dose target)."""
+    """The recipes. ``default``: the shipped models (both learn the noiseless scan, a phantom
+    study's truth). RED-CNN in two stages: ``base`` (from scratch on the bank, ~14 min of one
+    CPU thread, into :data:`BASE_RUN`), then ``default`` fine-tunes it (~12 min) with half of
+    the patches from the sharp thin-slice bank (:data:`SHARP_THIN_BANK`); the WGAN fine-tunes
+    the shipped RED-CNN (~2 min). ``tiny``: 64 x 64 slices at 6 mm for tests (seconds;
+    full-dose target)."""
     if preset == "tiny":
         sim = D.SimConfig(image_size=64, pixel_mm=6.0, n_views=96, i0=5e3)
         steps = {"redcnn": 150, "wgan": 60, "lpd": 40}[model] if model in MODELS else 1
@@ -135,22 +141,19 @@ def preset_config(model: str = "redcnn", preset: str = "default") -> CTTrainConf
                              train=_train_cfg(max_steps=steps, batch_size=2 if model == "lpd" else 8, lr=2e-3,
                                               val_every=steps, checkpoint_every=steps,
                                               progress=False))  # fmt: skip
-    if preset == "finetune" and model == "redcnn":  # from a `base`-recipe run, ~20 min CPU
-        return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
-                             lambda_mean=10.0, mean_restore_px=8.0, data="bank",
-                             samples_per_epoch=4096, init="runs/recon/ct/redcnn-base",
-                             focus_fraction=0.5,
+    if preset not in ("default", "base") or (preset == "base" and model != "redcnn"):
+        raise InputError(f"preset must be 'default', 'tiny' or (redcnn) 'base', got {preset!r}")
+    redcnn = {"patch": 40, "features": 48, "kernel": 3, "window_weight": 10.0, "target": "clean",
+              "lambda_mean": 10.0, "mean_restore_px": 8.0, "data": "bank",
+              "samples_per_epoch": 4096}  # fmt: skip
+    if model == "redcnn" and preset == "base":  # the bank (~5 min to simulate once)
+        return CTTrainConfig(**redcnn, train=_train_cfg(max_steps=2500, lr=2e-3, val_every=500,
+                                                        checkpoint_every=500))  # fmt: skip
+    if model == "redcnn":  # fine-tunes the base run at a lower rate, half sharp thin-slice patches
+        return CTTrainConfig(**redcnn, init=BASE_RUN, focus_fraction=0.5,
                              train=_train_cfg(max_steps=2000, lr=3e-4, val_every=500,
                                               checkpoint_every=500))  # fmt: skip
-    if preset != "default":
-        raise InputError(f"preset must be 'default', 'finetune' (redcnn) or 'tiny', got {preset!r}")
-    if model == "redcnn":  # the bank (~5 min to simulate once), 40 px patches, ~25 min CPU
-        return CTTrainConfig(patch=40, features=48, kernel=3, window_weight=10.0, target="clean",
-                             lambda_mean=10.0, mean_restore_px=8.0, data="bank",
-                             samples_per_epoch=4096,
-                             train=_train_cfg(max_steps=2500, lr=2e-3, val_every=500,
-                                              checkpoint_every=500))  # fmt: skip
-    if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would; ~5 min
+    if model == "wgan":  # fine-tunes the shipped RED-CNN, as a user would; ~2 min
         return CTTrainConfig(model="wgan", init="default", patch=40, features=48, kernel=3,
                              target="clean", critic_features=16, lambda_mean=10.0, data="bank",
                              mean_restore_px=8.0,
