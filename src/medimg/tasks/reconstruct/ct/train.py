@@ -1,7 +1,9 @@
 """Training the CT networks through :class:`medimg.engine.Trainer`, and the presets.
 
 - ``redcnn``: MSE on random low/full-dose patch pairs, plus ``window_weight`` times the MSE in
-  the soft-tissue window (:func:`soft_tissue_mse`).
+  the soft-tissue window (:func:`soft_tissue_mse`); ``init`` starts it from a trained RED-CNN
+  (fine-tuning), and ``focus_fraction`` of the patches may come from a second bank
+  (``focus_bank``, :class:`~.data.MixedPatches`).
 - ``wgan``: first the perceptual feature extractor (a :class:`PatchAutoencoder`, L1
   reconstruction of full-dose patches, in ``<run>/feature_ae``), then (``critic_steps``) the
   critic alone in ``<run>/critic_warmup``, then generator + critic with
@@ -396,9 +398,10 @@ def train_preset(
     max_steps: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    preset: str = "default",
 ) -> TrainResult:
-    """Train the ``default`` recipe of ``model`` into ``out_dir`` (see :func:`preset_config`)."""
-    cfg = preset_config(model, "default")
+    """Train the ``preset`` recipe of ``model`` into ``out_dir`` (see :func:`preset_config`)."""
+    cfg = preset_config(model, preset)
     changes: dict[str, Any] = {"progress": progress}
     if max_steps is not None:
         changes["max_steps"] = int(max_steps)
