@@ -17,12 +17,14 @@ slice), 8 birdcage coils (normalised maps), FFT, complex Gaussian noise at 30 dB
 equispaced column mask with 8 % ACS at 4x and 8x. Reference: the noise-free RSS = the magnitude.
 
 Methods: zero-filled RSS; ``cs_tv`` with lambda tuned per acceleration on the tuning slices;
-``cs_wavelet`` (shipped lambda); the shipped default VarNet. CS methods get ESPIRiT maps from the
+``cs_wavelet`` (shipped lambda); the shipped default network (and ``--models`` LABEL=FOLDER). CS methods get ESPIRiT maps from the
 ACS block, as on scanner data. Metrics per slice as fastMRI computes them: PSNR and SSIM (7x7, K1
 0.01, K2 0.03) with data range = the subject volume's maximum; mean [95 % bootstrap CI over
 slices], reported per acceleration. Time: seconds per slice on this machine (one thread).
 
-Run: ``MEDIMG_DATA_CACHE=... nice .venv/bin/python bench/bench_mri_real.py [--quick]``.
+Run: ``MEDIMG_DATA_CACHE=... nice .venv/bin/python bench/bench_mri_real.py [--quick]``;
+``--sizes [FOLDER]``: only the matrix-size check, the ITK slices' anatomy on 160^2, 224x192 and
+320^2 matrices (cubic zoom, same share of the field of view) at 4x.
 """
 
 from __future__ import annotations
@@ -120,12 +122,49 @@ def tune_tv(accel: float) -> float:
     return best_lam
 
 
+SIZES = ((160, 160), (224, 192), (320, 320))
+
+
+def on_matrix(sl: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One slice's anatomy on another matrix: cubic zoom so the head keeps the same share of
+    the field of view (the shorter side decides), centred, zero-padded (a finer or coarser
+    acquisition of the same head)."""
+    z = ndimage.zoom(sl, min(shape[0] / sl.shape[0], shape[1] / sl.shape[1]), order=3)
+    out = np.zeros(shape)
+    oy, ox = (shape[0] - z.shape[0]) // 2, (shape[1] - z.shape[1]) // 2
+    out[oy : oy + z.shape[0], ox : ox + z.shape[1]] = z[: shape[0], : shape[1]]
+    return _norm(out)
+
+
+def size_invariance(rec: Reconstructor, quick: bool) -> None:
+    """The network's PSNR on the same ITK slices at 160^2, 224x192 and 320^2 (4x)."""
+    itk = validation_subjects(quick)["itk-kmeans"]
+    print("\nmatrix size (same anatomy, 4x equispaced, 8 % ACS) | PSNR dB | SSIM | s/slice")
+    for shape in SIZES:
+        cases = [kspace_of(on_matrix(s, shape), 4.0, 7000 + i) for i, s in enumerate(itk)]
+        gt = np.stack([c["target"].numpy() for c in cases])
+        t0 = time.perf_counter()
+        pred = np.stack([rec(c["kspace"][None], c["mask"])[0] for c in cases])
+        dt = (time.perf_counter() - t0) / len(cases)
+        ps = psnr_slicewise(gt, pred, data_range=float(gt.max()))
+        ss = ssim_slicewise(gt, pred, data_range=float(gt.max()))
+        print(f"{shape[0]}x{shape[1]} | {bootstrap_ci(list(ps))} | {bootstrap_ci(list(ss))} | "
+              f"{dt:.2f}", flush=True)  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="3 slices, for a smoke test")
     ap.add_argument("--models", nargs="*", default=[], help="extra LABEL=FOLDER networks")
+    ap.add_argument("--sizes", metavar="FOLDER", nargs="?", const="default",
+                    help="only the matrix-size check (160^2, 224x192, 320^2) of a model "
+                         "folder (default: the shipped model)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.sizes:
+        size_invariance(Reconstructor("net", None if args.sizes == "default" else args.sizes),
+                        args.quick)  # fmt: skip
+        return 0
     subjects = validation_subjects(args.quick)
     net = Reconstructor("net")
     extra = {lbl: Reconstructor("net", p) for lbl, _, p in (m.partition("=") for m in args.models)}
@@ -136,7 +175,7 @@ def main() -> int:
             "zero-filled": lambda y, m: zero_filled(y),
             f"cs_tv (lambda {lam:g}, tuned)": _tv(lam),
             "cs_wavelet": _wav,
-            "varnet (default)": _wrap(net),
+            "default network": _wrap(net),
         }
         methods.update({k: _wrap(r) for k, r in extra.items()})
         scores: dict[str, dict[str, list[float]]] = {k: {"psnr": [], "ssim": [], "t": []}

@@ -10,8 +10,10 @@ selection"). The network is fed ``Theta y`` and trained so that its multi-coil k
 paper), with a new split each time a slice is drawn. No fully sampled reference is used. At
 prediction the network gets the whole acquired mask, as any model does.
 
-Only networks that estimate their own coil maps from the ACS (the VarNet) can be adapted, since
-the data carry no coil maps. The result is a model folder ``recon mri predict --model`` accepts:
+The data carry no coil maps: the VarNet estimates its own from the input's ACS; networks that
+take maps (MoDL, U-Net) get them estimated once per slice from the whole acquired k-space, as at
+prediction (ESPIRiT for models used with ESPIRiT maps, ACS maps otherwise), and the loss uses the
+same maps. The result is a model folder ``recon mri predict --model`` accepts:
 ``config.yaml`` (the initial model's :class:`~.train.MRITrainConfig`), ``model.safetensors`` (the
 adapted weights, last step: there is no reference to pick a best by), the initial model's
 ``safeguard.json`` when it has one (recalibrate with ``medimg recon mri calibrate``), and the
@@ -34,7 +36,7 @@ from torch.utils.data import Dataset
 from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything, to_dict, to_yaml
 from medimg.errors import InputError
 from medimg.physics.masks import acs_region
-from medimg.physics.mri import fft2c
+from medimg.physics.mri import MultiCoilMRI, fft2c
 from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, check_adapt_folder
 
 __all__ = ["RUN_NAME", "AcquiredSlice", "AdaptConfig", "SSDUSlices", "adapt", "read_slices"]
@@ -171,9 +173,19 @@ class SSDUSlices(Dataset):
     torch generator): ``kspace`` (input set only), ``mask`` (input), ``loss_mask``, ``target``
     (the acquired k-space on the loss set)."""
 
-    def __init__(self, slices: list[AcquiredSlice], cfg: AdaptConfig):
-        self.slices, self.cfg = slices, cfg
+    def __init__(self, slices: list[AcquiredSlice], cfg: AdaptConfig, maps: str | None = None):
+        self.slices, self.cfg, self.maps = slices, cfg, maps  # maps: None, "espirit" or "acs"
         self.n = cfg.samples_per_epoch or len(slices)
+        self._maps: dict[int, torch.Tensor] = {}  # estimated once per slice
+
+    def _coil_maps(self, i: int, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if i not in self._maps:
+            from medimg.physics.coils import espirit_maps
+            from medimg.tasks.reconstruct.mri.models import acs_maps
+
+            est = espirit_maps if self.maps == "espirit" else acs_maps
+            self._maps[i] = est(k[None], mask)[0]
+        return self._maps[i]
 
     def __len__(self) -> int:
         return self.n
@@ -187,12 +199,19 @@ class SSDUSlices(Dataset):
         k = k.reshape(k.shape[-3:]) * mask  # (N, H, W)
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         inp, loss = ssdu_split(mask, self.cfg.rho, self.cfg.sigma, seed)
-        return {"kspace": k * inp, "mask": inp, "loss_mask": loss, "target": k * loss}
+        out = {"kspace": k * inp, "mask": inp, "loss_mask": loss, "target": k * loss}
+        if self.maps is not None:
+            out["maps"] = self._coil_maps(index % len(self.slices), k, mask)
+        return out
 
 
 def _step(net: nn.Module, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    x = net(b["kspace"], b["mask"])  # (B, H, W), the VarNet's own maps from the input's ACS
-    maps = net.sens(b["kspace"], b["mask"])  # type: ignore[operator]  # scale-free
+    if "maps" in b:  # MoDL / U-Net: the maps estimated from the whole acquired k-space
+        maps = b["maps"]
+        x = net(b["kspace"], MultiCoilMRI(maps, b["mask"], check_inputs=False))
+    else:  # the VarNet: its own maps from the input's ACS (scale-free)
+        x = net(b["kspace"], b["mask"])
+        maps = net.sens(b["kspace"], b["mask"])  # type: ignore[operator]
     pred = fft2c(maps * x[:, None]) * b["loss_mask"][:, None]
     return {"loss": ssdu_loss(pred, b["target"])}
 
@@ -222,7 +241,7 @@ def adapt(
     overwrite: bool = False,
     allow_config_change: bool = False,
 ) -> tuple[TrainResult, int]:
-    """Fine-tune ``cfg.init`` (default: the shipped VarNet) by SSDU on the undersampled k-space
+    """Fine-tune ``cfg.init`` (default: the shipped model) by SSDU on the undersampled k-space
     in ``data_path`` into the model folder ``out_dir``; returns the run's result and the number
     of slices adapted on. ``allow_config_change`` resumes with changed settings (e.g. a larger
     ``max_steps``). See the module docstring."""
@@ -235,11 +254,9 @@ def adapt(
     init_dir = DEFAULT_DIR if cfg.init in ("", "default") else Path(cfg.init)
     seed_everything(cfg.train.seed)
     net, init_cfg = load_model(init_dir)
-    if not getattr(net, "learns_maps", False) or not hasattr(net, "sens"):
-        raise InputError(
-            f"a {init_cfg.model.name} model takes coil maps, which undersampled data do not "
-            "carry; adapt a varnet model folder", init_dir,
-        )  # fmt: skip
+    maps = None
+    if not hasattr(net, "sens"):  # takes maps: estimate them as prediction does
+        maps = "espirit" if getattr(net, "needs_maps", True) else "acs"
     sizes = {tuple(sl.mask.shape) for sl in slices}
     if cfg.train.batch_size > 1 and len(sizes) > 1:
         raise InputError(
@@ -247,7 +264,8 @@ def adapt(
         )
     net.train().requires_grad_(True)
     run = out / RUN_NAME
-    result = Trainer(net, SSDUSlices(slices, cfg), _step, cfg.train, run, run_config=cfg).fit(
+    data = SSDUSlices(slices, cfg, maps)
+    result = Trainer(net, data, _step, cfg.train, run, run_config=cfg).fit(
         resume=resume, overwrite=overwrite, allow_config_change=allow_config_change
     )
     _export(out, run, init_dir, init_cfg)

@@ -19,6 +19,7 @@ from medimg.tasks.cli_helpers import (
 __all__ = ["add_verbs"]
 
 _ALL = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
+PRESETS = ("default", "finetune-4x", "realistic", "tiny")  # train.PRESETS, no torch import
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -187,14 +188,17 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_simulate)
 
-    p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on simulated phantoms or fastMRI files",
+    p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on realistic slices, phantoms or fastMRI files",
               "medimg recon mri train --preset default   # the shipped model: stage 1, then stage 2:\n"
               "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best --export default\n"
-              "medimg recon mri train --model modl --out runs/recon_mri/modl\n"
+              "medimg recon mri train --preset realistic   # experimental MoDL on real brains + phantoms\n"
               "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default")  # fmt: skip
-    p.add_argument("--preset", choices=("default", "finetune-4x", "tiny"), default="default",
-                   help="finetune-4x: the shipped model's 2nd stage (with --init)")  # fmt: skip
-    p.add_argument("--model", choices=("varnet", "modl", "unet"), default="varnet")
+    p.add_argument("--preset", choices=PRESETS, default="default",
+                   help="default, finetune-4x (its 2nd stage, with --init): the shipped phantom "
+                        "model; realistic: experimental MoDL on real brains + phantoms "
+                        "(--model ignored)")  # fmt: skip
+    p.add_argument("--model", choices=("varnet", "modl", "unet"), default="varnet",
+                   help="network of the phantom and tiny presets")  # fmt: skip
     p.add_argument("--config", help="a config.yaml (from a run) instead of a preset")
     p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
     p.add_argument("--init", help="fine-tune from this model folder")

@@ -17,7 +17,8 @@ weights serve any k-space scaling.
   steps of SENSE with ACS maps; this made training on one CPU core converge several times faster.
 * :class:`MoDL` (Aggarwal et al. 2019): one shared denoiser ``D``, ``K`` iterations of
   ``z = D(x_k)`` then ``x_{k+1} = (A^H A + lam I)^{-1} (A^H y + lam z)`` by conjugate gradients
-  (:func:`medimg.physics.solvers.conjugate_gradient`), ``lam > 0`` learned.
+  (:func:`medimg.physics.solvers.conjugate_gradient`), ``lam > 0`` learned; ``x_0`` is
+  ``A^H y`` or, with ``init_iter``, CG-SENSE.
 * :class:`ZeroFilledUNet`: a complex (two-channel) U-Net on the coil-combined ``A^H y``.
 
 The U-Nets are MONAI's ``ComplexUnet`` (BasicUNet on real/imaginary channels, padded to a
@@ -32,6 +33,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from monai.apps.reconstruction.networks.nets.complex_unet import ComplexUnet
+from monai.apps.reconstruction.networks.nets.utils import (
+    complex_normalize,
+    divisible_pad_t,
+    inverse_divisible_pad_t,
+    reshape_channel_complex_to_last_dim,
+    reshape_complex_to_channel_dim,
+)
 from torch import nn
 
 from medimg.errors import InputError
@@ -43,6 +51,7 @@ __all__ = ["MODELS", "MoDL", "ModelConfig", "VarNet", "ZeroFilledUNet", "build_m
 __all__ += ["check_inputs"]
 
 MODELS = ("varnet", "modl", "unet")
+MAPS = ("acs", "espirit")
 
 
 @dataclasses.dataclass
@@ -54,6 +63,8 @@ class ModelConfig:
     features: tuple[int, ...] = (8, 8, 16, 32, 64, 8)  # ComplexUnet's six widths
     sens_features: tuple[int, ...] = (4, 4, 8, 16, 32, 4)  # VarNet's sensitivity U-Net
     cg_iter: int = 5  # MoDL's CG steps per iteration
+    maps: str = "acs"  # MoDL's coil maps: "acs" (from the ACS block) or "espirit" (given/estimated)
+    init_iter: int = 0  # MoDL's start: CG-SENSE with this many CG steps (0: x_0 = A^H y)
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
@@ -62,6 +73,12 @@ class ModelConfig:
             v = getattr(self, key)
             if len(v) != 6 or min(v) < 1:
                 raise InputError(f"ModelConfig.{key} needs six positive widths, got {v}")
+        if self.maps not in MAPS:
+            raise InputError(
+                f"ModelConfig.maps must be one of {', '.join(MAPS)}, got {self.maps!r}"
+            )
+        if self.init_iter < 0:
+            raise InputError(f"ModelConfig.init_iter must be >= 0, got {self.init_iter}")
         if self.cascades < 1 or self.cg_iter < 1:
             raise InputError(
                 f"cascades and cg_iter must be >= 1, got {self.cascades}, {self.cg_iter}"
@@ -70,6 +87,19 @@ class ModelConfig:
 
 def _unet(features: Sequence[int]) -> ComplexUnet:
     return ComplexUnet(spatial_dims=2, features=tuple(features))
+
+
+class ResidualComplexUnet(ComplexUnet):
+    """MONAI's ComplexUnet returning a residual: its output is scaled back by the input's
+    standard deviation but without adding the input's mean back, so that with its last layer
+    zeroed it returns exactly 0 (MONAI's returns the mean, which shifts the image)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = reshape_complex_to_channel_dim(x)
+        x, _mean, std = complex_normalize(x)
+        x, pad = divisible_pad_t(x, k=self.pad_factor)
+        x = inverse_divisible_pad_t(self.unet(x), pad)
+        return reshape_channel_complex_to_last_dim(x * std)
 
 
 def _apply(unet: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -232,21 +262,34 @@ def acs_maps(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class MoDL(_MRINet):
     """MoDL: shared denoiser alternated with CG data consistency; see the module docstring.
 
-    The denoiser acts as ``z = x + g D(x)`` with ``g`` starting at zero, so the untrained
-    network is a proximal-point SENSE solver. Without maps (``physics`` = the mask) it uses
-    :func:`acs_maps`.
+    The denoiser acts as ``z = x + g D(x)`` with ``D``'s last layer starting at zero, so the
+    untrained network is a proximal-point SENSE solver. With ``maps="acs"`` it may be called with the
+    mask alone and then uses :func:`acs_maps`; with ``maps="espirit"`` it needs maps (callers
+    such as :class:`~medimg.tasks.reconstruct.mri.infer.Reconstructor` estimate them by ESPIRiT,
+    which gave CG-SENSE 8 dB more than ACS maps on real brain slices at 4x).
     """
 
-    needs_maps = False
-
     def __init__(
-        self, iterations: int = 5, features: Sequence[int] = (8, 8, 16, 32, 64, 8), cg_iter: int = 5
+        self,
+        iterations: int = 5,
+        features: Sequence[int] = (8, 8, 16, 32, 64, 8),
+        cg_iter: int = 5,
+        maps: str = "acs",
+        init_iter: int = 0,
     ) -> None:
         super().__init__()
-        self.denoiser = _unet(features)
+        self.needs_maps = maps == "espirit"
+        self.init_iter = init_iter
+        self.denoiser = ResidualComplexUnet(spatial_dims=2, features=tuple(features))
+        # D starts at exactly zero through a zeroed last layer, with the gain at 1: the untrained
+        # network is still proximal SENSE, but D's weights get gradients from step one. (A zero
+        # gain with a random D left the gain at ~3e-4 after 200 steps on realistic slices.)
+        final = self.denoiser.unet.final_conv
+        nn.init.zeros_(final.weight)
+        nn.init.zeros_(final.bias)
         self.iterations, self.cg_iter = iterations, cg_iter
         self.lam_raw = nn.Parameter(torch.tensor(0.5413))  # softplus -> lam = 1 at start
-        self.gain = nn.Parameter(torch.zeros(()))
+        self.gain = nn.Parameter(torch.ones(()))
 
     def _reconstruct(
         self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
@@ -256,6 +299,8 @@ class MoDL(_MRINet):
         lam = F.softplus(self.lam_raw)
         aty = op.A_adjoint(y)
         x = aty
+        if self.init_iter:  # start from CG-SENSE: proximal steps from A^H y stay far below it
+            x = conjugate_gradient(op.normal, aty, max_iter=self.init_iter)
         for _ in range(self.iterations):
             z = x + self.gain * _apply(self.denoiser, x)
             x = conjugate_gradient(
@@ -284,5 +329,5 @@ def build_model(config: ModelConfig | str = "varnet", **overrides: object) -> _M
     if cfg.name == "varnet":
         return VarNet(cfg.cascades, cfg.features, cfg.sens_features)
     if cfg.name == "modl":
-        return MoDL(cfg.cascades, cfg.features, cfg.cg_iter)
+        return MoDL(cfg.cascades, cfg.features, cfg.cg_iter, cfg.maps, cfg.init_iter)
     return ZeroFilledUNet(cfg.features)

@@ -130,35 +130,62 @@ def save_thresholds(th: SafeguardThresholds, model_dir: str | Path) -> Path:
     return path
 
 
+def _held_out(cfg, acceleration: float, slices: int):
+    """``slices`` held-out samples of the model's training simulation at one acceleration
+    (seeds apart from training and validation), with the maps the model is used with."""
+    from medimg.tasks.reconstruct.mri.data import PhantomSlices, RealisticSlices
+    from medimg.tasks.reconstruct.mri.train import VAL_SEED_BASE
+
+    if cfg.realistic is None:
+        held = dataclasses.replace(cfg.data, seed_base=VAL_SEED_BASE + 5000,
+                                   accelerations=(acceleration,))  # fmt: skip
+        ds = PhantomSlices(held, slices)
+        yield from (ds.sample(i, seed=i) for i in range(slices))
+        return
+    from medimg.physics.coils import espirit_maps
+    from medimg.tasks.reconstruct.mri.data import load_real_training
+
+    rc = dataclasses.replace(cfg.realistic, accel_range=(acceleration, acceleration))
+    ds = RealisticSlices(rc, slices, load_real_training(), VAL_SEED_BASE + 5000)
+    for i in range(slices):
+        s = ds.draw(i, seed=i)[0]
+        if cfg.model.maps == "espirit":
+            s["maps"] = espirit_maps(s["kspace"][None], s["mask"])[0]
+        yield s
+
+
+def _describe(cfg) -> str:
+    if cfg.realistic is not None:
+        lo, hi = cfg.realistic.size_range
+        return (f"realistic slices (real training-side brains and phantoms, {lo}-{hi} px, "
+                f"{cfg.realistic.coil_range[0]}-{cfg.realistic.coil_range[1]} coils, "
+                f"{', '.join(cfg.realistic.masks)} masks)")  # fmt: skip
+    d = cfg.data
+    return f"{d.kind}, {d.shape[0]}x{d.shape[1]}, {d.coils} coils, {d.mask}"
+
+
 def calibrate(
     model_dir: str | Path | None = None,
     slices: int = 24,
     accelerations: tuple[float, ...] | None = None,
     write: bool = True,
 ) -> tuple[SafeguardThresholds, dict[str, dict[str, np.ndarray]]]:
-    """Thresholds from ``slices`` held-out phantoms per acceleration of the model's own training
-    simulation (validation seeds; ``accelerations`` default: the config's); written to the model
-    folder as ``safeguard.json`` when ``write``. Returns them and the scores seen."""
-    from medimg.tasks.reconstruct.mri.data import PhantomSlices
-    from medimg.tasks.reconstruct.mri.train import (
-        DEFAULT_DIR,
-        VAL_SEED_BASE,
-        load_model,
-        physics_for,
-    )
+    """Thresholds from ``slices`` held-out slices per acceleration of the model's own training
+    simulation (phantoms or realistic slices, seeds apart from training and validation;
+    ``accelerations`` default: the config's, 4x and 8x for realistic training); written to the
+    model folder as ``safeguard.json`` when ``write``. Returns them and the scores seen."""
+    from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR, load_model, physics_for
 
     folder = Path(model_dir) if model_dir is not None else DEFAULT_DIR
     net, cfg = load_model(folder)
-    accels = tuple(sorted(set(accelerations or cfg.data.accelerations)))
+    default = cfg.data.accelerations if cfg.realistic is None else (4.0, 8.0)
+    accels = tuple(sorted(set(accelerations or default)))
     table: dict[str, dict[str, float]] = {}
     seen_all: dict[str, dict[str, np.ndarray]] = {}
     for a in accels:
-        held = dataclasses.replace(cfg.data, seed_base=VAL_SEED_BASE + 5000, accelerations=(a,))
-        ds = PhantomSlices(held, slices)  # seeds apart from the validation cases
         seen: dict[str, list[float]] = {k: [] for k in SCORES}
         with torch.no_grad():
-            for i in range(slices):
-                s = ds.sample(i, seed=i)
+            for s in _held_out(cfg, a, slices):
                 y, mask = s["kspace"][None], s["mask"]
                 x = net(y, physics_for(net, mask, s["maps"][None]))
                 sc, _ = check_slices(net, y, mask, x, s["maps"][None])
@@ -170,8 +197,7 @@ def calibrate(
     th = SafeguardThresholds(
         table,
         calibrated_on=f"{slices} held-out slices per acceleration of the model's training "
-        f"simulation ({cfg.data.kind}, {cfg.data.shape[0]}x{cfg.data.shape[1]}, "
-        f"{cfg.data.coils} coils, {cfg.data.mask})",
+        f"simulation ({_describe(cfg)})",
         slices=slices,
     )
     if write:
