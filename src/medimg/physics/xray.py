@@ -144,7 +144,7 @@ def project(
 def _blur_mm(image: torch.Tensor, sigma_mm: float, pixel_mm: Sequence[float]) -> torch.Tensor:
     """Gaussian blur of ``(..., U, V)``; wide kernels on a coarser copy (their output is smooth,
     so bilinear upsampling loses nothing)."""
-    from medimg.phantoms.synth_ops import gaussian_blur
+    from medimg.physics.smoothing import gaussian_blur
 
     su, sv = sigma_mm / pixel_mm[0], sigma_mm / pixel_mm[1]
     if sigma_mm <= 0:
