@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
@@ -255,6 +256,21 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
         ) from None
 
 
+def pixel_spacing(ds: Any) -> list[float] | None:
+    """``PixelSpacing``, else ``ImagerPixelSpacing``; ``None`` (unknown, as when absent) for a
+    projection image without a patient position whose spacing reads 0 \\ 0: some CR/DX
+    writers store zeros for "not calibrated". A cross-sectional slice with zero spacing is still
+    refused by :func:`check_frame`, since no grid can come from it."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = numbers(ds, key)
+        if not value:
+            continue
+        if "ImagePositionPatient" not in ds and all(v == 0 for v in value):
+            continue
+        return value
+    return None
+
+
 def check_frame(frame: Frame) -> Frame:
     """Refuse, naming the file, a frame whose size or plane geometry no grid can come from."""
     where = "" if frame.index is None else f"frame {frame.index + 1}: "
@@ -342,7 +358,7 @@ def _frames_of(ds: Dataset, path: Path) -> list[Frame]:
                 cols=cols,
                 iop=numbers(ds, "ImageOrientationPatient"),
                 ipp=numbers(ds, "ImagePositionPatient"),  # type: ignore[arg-type]
-                pixel_spacing=numbers(ds, "PixelSpacing") or numbers(ds, "ImagerPixelSpacing"),  # type: ignore[arg-type]
+                pixel_spacing=pixel_spacing(ds),  # type: ignore[arg-type]
                 slope=number(ds, "RescaleSlope") or 1.0,
                 intercept=number(ds, "RescaleIntercept", 0.0),  # type: ignore[arg-type]
                 thickness=thickness(ds),
