@@ -20,14 +20,6 @@ from medimg.phantoms.synth import (
 from medimg.phantoms.synth_ops import gaussian_blur
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _blocks(scale: int = 1) -> torch.Tensor:
     """Four labels in nested boxes (values 0, 3, 7, 12: not consecutive on purpose)."""
     lab = torch.zeros((24 * scale, 20 * scale, 16 * scale), dtype=torch.long)

@@ -11,14 +11,6 @@ from medimg.phantoms.synth import Appearance, synthesize_image
 from medimg.phantoms.synth_dataset import SynthSegDataset, synth_pair
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _boxes(shape=(24, 20, 16)) -> torch.Tensor:
     lab = torch.zeros(shape, dtype=torch.long)
     lab[3:-3, 3:-3, 2:-2] = 5  # a "head" class
