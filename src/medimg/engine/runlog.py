@@ -1,4 +1,4 @@
-"""``metrics.jsonl`` and the progress bar of a run.
+"""``metrics.jsonl`` and the progress of a run: a bar on a terminal, plain log lines otherwise.
 
 One JSON object per line, each with ``step`` and ``kind`` (``train``, ``val`` or ``event``), so a
 report or a notebook reads a run with ``pandas.read_json(path, lines=True)``. Only rank 0 writes.
@@ -12,11 +12,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
-__all__ = ["MetricsLog", "progress_bar", "read_metrics"]
+__all__ = ["MetricsLog", "ProgressLines", "progress_bar", "read_metrics"]
 
 
 def _jsonable(v: Any) -> Any:
@@ -61,7 +61,72 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
-def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
-    """A step bar on stderr, shown only when asked for and stderr is a terminal."""
-    show = enabled and sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, disable=not show, unit="step", dynamic_ncols=True)
+class ProgressLines:
+    """Progress as plain lines (``step 40/1000 (4%)  loss 0.1234  12 s, ~290 s left``) for a
+    stderr that is not a terminal: a log file, a batch job, CI. tqdm's bar would write carriage
+    returns there (or, disabled, nothing at all for a long run). A line comes every ``every``
+    steps, at least every ``min_interval_s`` seconds of steps, and at the last step; it has
+    the ``update``/``set_postfix``/``close`` methods the trainer calls on a tqdm bar."""
+
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        stream: TextIO | None = None,
+        every: int | None = None,
+        min_interval_s: float = 60.0,
+    ) -> None:
+        self.total, self.n = total, initial
+        self.every = every or max(1, min(100, total // 20))
+        self.min_interval_s = min_interval_s
+        self._stream = stream
+        self._postfix: dict[str, Any] = {}
+        self._t0 = self._last = time.monotonic()
+        self._start_n = initial
+        self._printed_n = initial
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        self._postfix = dict(values)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if (
+            self.n % self.every == 0
+            or self.n >= self.total
+            or now - self._last >= self.min_interval_s
+        ):
+            self._line(now)
+
+    def close(self) -> None:
+        if self.n != self._printed_n:  # stopped early or interrupted: say where
+            self._line(time.monotonic())
+
+    def _line(self, now: float) -> None:
+        self._last, self._printed_n = now, self.n
+        elapsed = now - self._t0
+        parts = [f"step {self.n}/{self.total} ({100 * self.n // max(1, self.total)}%)"]
+        parts += [f"{k} {v}" for k, v in self._postfix.items()]
+        done = self.n - self._start_n
+        left = f", ~{elapsed / done * (self.total - self.n):.0f} s left" if done > 0 else ""
+        parts.append(f"{elapsed:.0f} s{left}")
+        stream = self._stream or sys.stderr  # looked up now: pytest and callers swap stderr
+        print("  ".join(parts), file=stream, flush=True)
+
+
+def progress_bar(
+    total: int, initial: int, enabled: bool, stream: TextIO | None = None
+) -> tqdm | ProgressLines:
+    """Progress on ``stream`` (stderr) when ``enabled``: a tqdm bar on a terminal, else plain
+    log lines (:class:`ProgressLines`); disabled, a silent bar."""
+    out = stream or sys.stderr
+    if enabled and not out.isatty():
+        return ProgressLines(total, initial, stream=stream)
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        file=out,
+        unit="step",
+        dynamic_ncols=True,
+    )

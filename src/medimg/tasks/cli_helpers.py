@@ -1,16 +1,20 @@
 """What every task's command-line group shares: a verb whose ``--help`` ends with a worked
-example, and the torch thread count of ``--threads``. Light on purpose (torch is imported only
+example, and the common flags ``--device`` and ``--threads``, spelt and checked one way. Light on purpose (torch is imported only
 when a thread count is set), so ``medimg --help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 
 __all__ = [
+    "add_device",
+    "add_threads",
     "add_verb",
+    "device",
     "finite_float",
     "fraction",
     "non_negative_int",
@@ -37,6 +41,45 @@ def add_verb(
         aliases=list(aliases),
         epilog="example:\n" + textwrap.indent(example.strip(), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def device(text: str) -> str:
+    """argparse ``type=`` for ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. Whether
+    that GPU exists is checked when the device is used (``medimg.engine.resolve_device``)."""
+    value = text.strip().lower()
+    if not _DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device; give auto, cpu, cuda or cuda:N (N = GPU index)"
+        )
+    return value
+
+
+def add_device(
+    parser: argparse.ArgumentParser, default: str | None = "auto", what: str = ""
+) -> None:
+    """``--device auto|cpu|cuda|cuda:N``, the same spelling in every verb. ``default=None``
+    leaves the choice to the run's config (``what`` says which, e.g. "the config's")."""
+    shown = default if default is not None else (what or "the config's")
+    parser.add_argument(
+        "--device",
+        type=device,
+        default=default,
+        metavar="DEVICE",
+        help=f"auto, cpu, cuda or cuda:N; auto = a GPU when there is one (default: {shown})",
+    )
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch CPU threads, applied by the verb through :func:`set_threads`."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch CPU threads (default: torch's choice; 1 is often fastest on a shared CPU)",
     )
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     non_negative_int,
     positive_float,
@@ -112,15 +114,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg detect simulate data/SynthLUNA --cases 20 --subsets 4\n"
               "medimg detect simulate data/Thorax --cases 10 --varied")  # fmt: skip
     p.add_argument("out", help="output folder (new or empty, or --overwrite)")
-    p.add_argument("--cases", type=positive_int, default=10)
+    p.add_argument("--cases", type=positive_int, default=10, help="CT volumes (default: 10)")
     p.add_argument(
         "--subsets", type=positive_int, default=2, help="subset<k> folders (LUNA16's folds)"
     )
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--varied", action="store_true",
                    help="varied thoraxes (size, coverage, spacing, noise, kernel, orientation) with "
                    "every nodule type (nodule_type column) and hard_negatives.csv; ~20 s a case")  # fmt: skip
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier simulated set")
     p.set_defaults(func=_simulate)
 
@@ -133,8 +135,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--val-subsets", nargs="+", default=["subset0"], help="held-out subset folders")
     p.add_argument("--out", help="run folder (default runs/detect/<dataset>)")
-    p.add_argument("--max-steps", type=positive_int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--max-steps", type=positive_int,
+                   help="training steps (default: the config's)")  # fmt: skip
+    add_device(p, default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="restart over an existing run; replace the model files in --export")  # fmt: skip
@@ -143,8 +146,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--spacing", type=positive_float, help="isotropic grid of the model, mm (default 2)"
     )
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
-    p.add_argument("--quiet", action="store_true")
+    add_threads(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
@@ -156,13 +159,13 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("output", help="output folder (candidates.csv, candidates.json, figures/)")
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    add_device(p, default="cpu")
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
     p.add_argument("--seg", type=probability, metavar="SCORE", help="DICOM series in: also write a "
                    "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
-    p.add_argument("--overwrite", action="store_true")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "LUNA16 FROC/CPM of a candidates CSV, with bootstrap CIs and a curve",

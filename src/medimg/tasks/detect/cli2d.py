@@ -12,6 +12,8 @@ import numpy as np
 from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_output_dir
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     non_negative_int,
     positive_float,
@@ -216,12 +218,13 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
         "--neighbours", type=non_negative_int, default=1, help="slices each side as channels"
     )
     p.add_argument("--spacing", type=positive_float, default=2.0, help="in-plane mm of the network")
-    p.add_argument("--max-steps", type=positive_int)
+    p.add_argument("--max-steps", type=positive_int,
+                   help="training steps (default: the recipe's)")  # fmt: skip
     p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
+    add_threads(p)
     p.add_argument("--overwrite", action="store_true",
                    help="restart over an existing run; replace the model files in --export")  # fmt: skip
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train2d)
 
     p = add_verb(sub, "predict2d", "find lesions on CT key slices (boxes CSV/JSON, PNGs, FROC if truth)",
@@ -229,13 +232,14 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
               "medimg detect predict2d ct.nii.gz out/ --slice 42")  # fmt: skip
     p.add_argument("input", help="DeepLesion root, a CT volume (+ --slice) or a 2D slice image")
     p.add_argument("output", help="output folder (detections.csv, .json, figures/, froc.json)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="DeepLesion root: which split's key slices (default: test)")  # fmt: skip
     p.add_argument(
         "--slice", type=non_negative_int, help="key slice index of a volume (default: middle)"
     )
     p.add_argument("--model", help="model/run folder (default: the shipped 2.5D model)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    add_device(p, default="cpu")
+    add_threads(p)
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG per slice")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")
     p.set_defaults(func=_predict2d)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     non_negative_int,
     positive_float,
@@ -52,6 +54,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.diagnose.predict import predict_path
 
+    set_threads(args.threads)
     explain = None if args.explain == "none" else args.explain
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            explain=explain, overwrite=args.overwrite)  # fmt: skip
@@ -89,12 +92,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose simulate data/dx_xray --kind xray --cases 400\n"
               "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
     p.add_argument("out", help="output folder")
-    p.add_argument("--kind", choices=("xray", "ctpet", "ct3d"), default="xray")
+    p.add_argument("--kind", choices=("xray", "ctpet", "ct3d"), default="xray",
+                   help="xray: 2D chest films; ctpet: paired CT + PET; ct3d: 3D CT volumes "
+                        "(default: xray)")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=200, help="training cases")
     p.add_argument("--val", type=non_negative_int, default=50, help="validation cases")
     p.add_argument("--test", type=non_negative_int, default=100, help="test cases")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier set in OUT")
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train a classifier (full, MIL or semi supervision; fusion of modalities)",
@@ -110,7 +115,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--preset", choices=("default",), help="train the shipped default model's recipe"
     )
-    p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full")
+    p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full",
+                   help="full: a label per image; mil: per-volume labels over slices; semi: "
+                        "labels for a share of cases (default: full)")  # fmt: skip
     p.add_argument("--labelled-fraction", type=probability, default=1.0,
                    help="semi: keep labels of this share of training cases (patient-level)")  # fmt: skip
     p.add_argument(
@@ -118,23 +125,28 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         nargs="+",
         help="modality names in manifest column order (default: from the data)",
     )
-    p.add_argument("--fusion", choices=("early", "late", "intermediate"), default="early")
-    p.add_argument("--arch", choices=("resnet", "densenet"), default="resnet")
+    p.add_argument("--fusion", choices=("early", "late", "intermediate"), default="early",
+                   help="how several modalities are combined: stacked as channels (early), "
+                        "per-modality features (intermediate) or scores (late)")  # fmt: skip
+    p.add_argument("--arch", choices=("resnet", "densenet"), default="resnet",
+                   help="network architecture (default: resnet)")  # fmt: skip
     p.add_argument(
         "--width", type=positive_int, default=16, help="network width (channels of the first stage)"
     )
     p.add_argument("--classes", nargs="+", help="declared class names (default: labels found)")
     p.add_argument("--input-size", type=positive_int, nargs="+", help="resize images to this size")
-    p.add_argument("--max-steps", type=positive_int, default=600)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--lr", type=positive_float, default=2e-3)
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--max-steps", type=positive_int, default=600,
+                   help="training steps (default: 600)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images per step (default: 32)")  # fmt: skip
+    p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: 2e-3)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", help="run/model folder (default runs/diagnose/<data>_<supervision>)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(p, default="auto")
     p.add_argument("--overwrite", action="store_true",
                    help="restart over an existing run; replace the model files in --export")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 on a shared CPU)")
+    add_threads(p)
     p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
     p.set_defaults(func=_train)
 
@@ -157,19 +169,21 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         default="layercam",
         help="explanation map (default LayerCAM: finest faithful map)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--overwrite", action="store_true")
+    add_device(p, default="auto")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "explain", "explanation maps only (same outputs as predict)",
               "medimg diagnose explain case.nii.gz out/ --explain occlusion")  # fmt: skip
-    for a in ("input", "output"):
-        p.add_argument(a)
-    p.add_argument("--model")
+    p.add_argument("input", help="image file, folder of images, DICOM folder or manifest .csv")
+    p.add_argument("output", help="output folder (predictions.csv, heatmaps, overlays)")
+    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--explain", choices=("layercam", "gradcam", "gradcam++", "occlusion"),
-                   default="layercam")  # fmt: skip
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--overwrite", action="store_true")
+                   default="layercam", help="explanation map (default: layercam)")  # fmt: skip
+    add_device(p, default="auto")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "calibrate", "recompute a model's out-of-distribution safeguard",
@@ -179,7 +193,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--data", help="in-distribution images: manifest .csv or folder holding one")
     p.add_argument("--cases", type=positive_int, default=600,
                    help="shipped model: phantoms to fit on (half as many more for the threshold)")  # fmt: skip
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_threads(p)
     p.set_defaults(func=_calibrate)
 
     p = add_verb(sub, "evaluate", "score predictions: AUC with CIs, sens/spec, ECE, ROC + reliability PNGs",
@@ -193,5 +207,5 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         default=0.5,
         help="operating point on the calibrated probability",
     )
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

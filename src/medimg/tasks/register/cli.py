@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     non_negative_int,
     positive_float,
@@ -123,6 +125,7 @@ def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.register.predict import check_pair_image
 
     _check_predict_args(args)
+    set_threads(args.threads)
     inputs = [p for p in (args.fixed, args.moving, args.fixed_labels, args.moving_labels) if p]
     # before any work, exactly as write_outputs' atomic_dir will check it
     check_output_dir(args.out, args.overwrite, inputs=inputs,
@@ -158,6 +161,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.register.evaluate import evaluate_dataset
 
+    set_threads(args.threads)
     out = args.out or Path("runs/register/evaluation") / Path(args.dataset).with_suffix("").name
     res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods.split(",")),
                            model=args.model, split=args.split, instance_steps=args.instance_opt,
@@ -176,7 +180,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg register simulate data/RegMR --kind mr --pairs 24 --test 8 --shape 48x48x48 --spacing 4\n"
               "medimg register simulate data/RegMRCT --kind mr-ct     # multi-modal pairs")  # fmt: skip
     p.add_argument("out", help="output folder (Learn2Reg-style dataset.json)")
-    p.add_argument("--kind", choices=("mr", "mr-ct", "ct"), default="mr")
+    p.add_argument("--kind", choices=("mr", "mr-ct", "ct"), default="mr",
+                   help="mr: MR-like pairs; mr-ct: MR moving onto CT-like fixed (multi-modal); "
+                        "ct: CT-like pairs (default: mr)")  # fmt: skip
     p.add_argument("--pairs", type=non_negative_int, default=12, help="training pairs")
     p.add_argument("--test", type=non_negative_int, default=4,
                    help="held-out pairs (registration_test)")  # fmt: skip
@@ -184,7 +190,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="grid, e.g. 64x64x64 or 96x96 (2D)")  # fmt: skip
     p.add_argument("--spacing", type=positive_float, default=4.0,
                    help="isotropic voxel size (mm)")  # fmt: skip
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier synthetic set in OUT")  # fmt: skip
     p.set_defaults(func=_simulate)
@@ -215,15 +221,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--crop", type=_shape,
                    help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
     p.add_argument("--out", help="run/model folder")
-    p.add_argument("--max-steps", type=positive_int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--max-steps", type=positive_int,
+                   help="training steps (default: the config's)")  # fmt: skip
+    add_device(p, default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--export", help="also copy reg.yaml + best weights into this model folder")
-    p.add_argument("--threads", type=positive_int,
-                   help="torch CPU threads (1 is fastest on a busy CPU)")  # fmt: skip
+    add_threads(p)
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",
@@ -235,13 +241,17 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               aliases=("pair",))  # fmt: skip
     if argv[:1] == ["pair"]:  # argparse names an alias' parser after the verb; say what was typed
         p.prog = p.prog.rsplit(" ", 1)[0] + " pair"
-    p.add_argument("fixed")
-    p.add_argument("moving")
+    p.add_argument("fixed", help="fixed (target) image file")
+    p.add_argument("moving", help="moving image file, warped onto FIXED")
     p.add_argument("out", help="output folder")
     p.add_argument("--moving-labels", help="label map of the moving image (warped too)")
     p.add_argument("--fixed-labels", help="label map of the fixed image (Dice in summary.json)")
     p.add_argument(
-        "--method", default="model", choices=("model", "sitk-demons", "sitk-bspline", "ants-syn")
+        "--method",
+        default="model",
+        choices=("model", "sitk-demons", "sitk-bspline", "ants-syn"),
+        help="model: the network (default); sitk-demons, sitk-bspline: SimpleITK baselines; "
+        "ants-syn: ANTsPy SyN (needs medimg[ants])",
     )
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--affine", action="store_true", help="affine stage before the network")
@@ -258,8 +268,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="comma-separated files to write, from warped, labels, field, transform "
                         "(ITK .h5), jacobian, png, or 'all' (default: warped,labels,field,png; "
                         "labels only with --moving-labels); summary.json is always written")  # fmt: skip
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--overwrite", action="store_true")
+    add_device(p, default="cpu")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUT")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "compare methods on held-out pairs (CSV + Markdown with CIs)",
@@ -272,14 +283,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "of the network's field and the identity), io (from the identity), sitk-demons, "
         "sitk-bspline, ants-syn (ANTsPy SyN, needs medimg[ants])",
     )
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which pairs of the dataset to score (default: test)")  # fmt: skip
     p.add_argument("--model", help="model folder (default: the shipped default model)")
     p.add_argument("--instance-opt", type=non_negative_int, default=50,
                    help="steps for model+io and io")  # fmt: skip
     p.add_argument("--similarity", choices=SIMILARITIES,
                    help="what model+io and io maximise (default: the model's, lncc)")  # fmt: skip
     p.add_argument("--out", help="report folder (default runs/register/evaluation/<dataset>)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--quiet", action="store_true")
+    add_device(p, default="cpu")
+    add_threads(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

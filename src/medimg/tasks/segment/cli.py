@@ -6,7 +6,15 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from medimg.tasks.cli_helpers import add_verb, non_negative_int, positive_float, positive_int
+from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
+    add_verb,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    set_threads,
+)
 
 __all__ = ["add_verbs"]
 
@@ -50,6 +58,7 @@ def _plan(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
 
+    set_threads(args.threads)
     if args.preset == "default":
         work = Path(args.out or "runs/segment/default")
         run_dir = work / "model"
@@ -86,6 +95,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.predict import predict_path
 
+    set_threads(args.threads)
     notes: list[str] = []
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
@@ -125,12 +135,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = add_verb(sub, "simulate", "write a synthetic 3D segmentation set (CT-like organs or MR-like tissues)",
               "medimg segment simulate data/SynthCT --kind ct --cases 16 --test 4")  # fmt: skip
     p.add_argument("out", help="output folder")
-    p.add_argument("--kind", choices=("ct", "mr"), default="ct")
-    p.add_argument("--layout", choices=("msd", "folder"), default="msd")
+    p.add_argument("--kind", choices=("ct", "mr"), default="ct",
+                   help="ct: CT-like organs in HU; mr: MR-like tissues (default: ct)")  # fmt: skip
+    p.add_argument("--layout", choices=("msd", "folder"), default="msd",
+                   help="msd: dataset.json + imagesTr/labelsTr; folder: images/ + labels/")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=12, help="training cases")
     p.add_argument("--test", type=non_negative_int, default=4,
                    help="held-out cases (msd layout: imagesTs)")  # fmt: skip
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier synthetic set in OUT")  # fmt: skip
     p.set_defaults(func=_simulate)
@@ -144,10 +156,13 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--modality", help="CT or MR for a plain folder (default: MR, z-score)")
     p.add_argument("--memory-mb", type=positive_float, default=1024.0,
                    help="training memory budget")  # fmt: skip
-    p.add_argument("--base-features", type=positive_int, default=16)
-    p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet")
+    p.add_argument("--base-features", type=positive_int, default=16,
+                   help="channels of the first U-Net level (default: 16)")  # fmt: skip
+    p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet",
+                   help="network architecture (default: dynunet)")  # fmt: skip
     p.add_argument("--configuration", choices=("2d", "3d"), help="override the 2D/3D choice")
-    p.add_argument("--max-steps", type=positive_int, default=1000)
+    p.add_argument("--max-steps", type=positive_int, default=1000,
+                   help="training steps written into the plan (default: 1000)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing plan")
     p.set_defaults(func=_plan)
 
@@ -161,7 +176,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
     p.add_argument("--out", help="run/model folder (default runs/segment/<dataset>/fold_K)")
     p.add_argument("--max-steps", type=positive_int, help="override the plan's max_steps")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    add_device(p, default=None, what="the plan's")
+    add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
@@ -176,18 +192,19 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("input", help="image file, folder of images (_0000 channels) or DICOM folder")
     p.add_argument("output", help="output .nii.gz (single input) or folder")
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(p)
+    add_threads(p)
     p.add_argument("--no-mirror", action="store_true", help="skip test-time mirroring (faster)")
     p.add_argument("--force", action="store_true",
                    help="segment an image unlike the model's training data (another modality, "
                         "not Hounsfield units for a CT model) instead of refusing it")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "score predictions against ground truth (CSV, Markdown, PNG)",
               "medimg segment evaluate preds/ data/SynthCT/labelsTs --images data/SynthCT/imagesTs")  # fmt: skip
-    p.add_argument("pred_dir")
-    p.add_argument("gt_dir")
+    p.add_argument("pred_dir", help="folder of predicted label files")
+    p.add_argument("gt_dir", help="folder of ground-truth label files with the same names")
     p.add_argument("--out", help="report folder (default PRED_DIR/evaluation)")
     p.add_argument("--images", help="image folder for the PNG background")
     p.add_argument("--nsd-tolerance", type=positive_float, default=1.0,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     finite_float,
     fraction,
@@ -86,6 +88,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from medimg.engine import resolve_device
     from medimg.errors import InputError
     from medimg.io.api import save
+
+    set_threads(args.threads)
     from medimg.physics.ct import CTProjector
     from medimg.physics.ct_dose import MU_WATER, mu_to_hu
     from medimg.physics.ct_fbp import fbp
@@ -190,6 +194,7 @@ def _adapt(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.ct.predict import predict_path
 
+    set_threads(args.threads)
     out = predict_path(args.input, args.output, model=args.model, device=args.device,
                        overwrite=args.overwrite, assume_hu=args.assume_hu)  # fmt: skip
     print(f"wrote {out}")
@@ -199,6 +204,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.ct.evaluate import evaluate_folder
 
+    set_threads(args.threads)
     out = args.out or Path(args.data) / "evaluation"
     res = evaluate_folder(args.data, out, models=args.models or (), dose=args.dose,
                           window=args.window, iterative=not args.no_iterative,
@@ -246,14 +252,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--noise-hu", type=positive_float,
                    help="--from: choose the flux so the full-dose scan has this soft-tissue "
                         "noise (HU) instead of using --i0")  # fmt: skip
-    p.add_argument("--cases", type=positive_int, default=8)
+    p.add_argument("--cases", type=positive_int, default=8, help="phantom cases (default: 8)")
     p.add_argument("--seed", type=non_negative_int, default=10000,
                    help="first phantom seed (default 10000: held out from training)")  # fmt: skip
     p.add_argument("--doses", type=fraction, nargs="+", default=[0.25],
                    help="dose fractions of the low-dose scans (default 0.25)")  # fmt: skip
-    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti")
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
+                   help="image files: NIfTI (default) or DICOM series")  # fmt: skip
     p.add_argument("--no-sinograms", action="store_true", help="skip the .npy sinograms")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier set in OUT")
     _add_scanner(p)
     p.set_defaults(func=_simulate)
 
@@ -262,7 +269,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct reconstruct counts.npy tv.nii.gz --counts --i0 2.5e4 --method pwls-tv")  # fmt: skip
     p.add_argument("sinogram", help="(views, detectors) line integrals, or counts with --counts")
     p.add_argument("output", help="output .nii.gz or DICOM folder")
-    p.add_argument("--method", choices=("fbp", "pwls-tv"), default="fbp")
+    p.add_argument("--method", choices=("fbp", "pwls-tv"), default="fbp",
+                   help="fbp: filtered back-projection (default); pwls-tv: penalised weighted "
+                        "least squares with a total-variation prior (slower, less noise)")  # fmt: skip
     p.add_argument("--counts", action="store_true", help="the file holds photon counts")
     p.add_argument("--tv-lam", type=positive_float, default=5.0, help="PWLS-TV prior weight")
     p.add_argument("--detectors", type=positive_int,
@@ -281,12 +290,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                         "signals (Fourier back-projection: fastest, lowest error); 'linear' as "
                         "iradon (same image to >= 60 dB PSNR with --grid iradon; ~10x slower "
                         "at 512^2)")  # fmt: skip
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
-                   help="where FBP / PWLS-TV run (auto: CUDA when present)")  # fmt: skip
+    add_device(p, default="cpu")
+    add_threads(p)
     p.add_argument("--mu-water", type=positive_float,
                    help="water's attenuation (1/mm) at the scan's effective energy, for "
                         "HU = 1000 (mu - mu_water) / mu_water (default 0.0193, 70 keV)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     _add_scanner(p, i0_help="incident photons per detector element and view of THIS scan (its "
                  "unattenuated, air-scan flux; for a 25%% dose scan simulated at 1e5 give "
                  "2.5e4): converts --counts to line integrals and weights PWLS-TV (default 1e5)")  # fmt: skip
@@ -297,7 +306,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct train --preset default --model redcnn\n"
               "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
               "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
-    p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn")
+    p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn",
+                   help="architecture: redcnn, wgan (RED-CNN generator + critic) or lpd "
+                        "(learned primal-dual) (default: redcnn)")  # fmt: skip
     p.add_argument(
         "--preset",
         choices=("default", "base", "tiny"),
@@ -314,8 +325,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "generator; 'default': the shipped one)",
     )
     p.add_argument("--out", help="run folder (default runs/recon/ct/<model>-<preset>)")
-    p.add_argument("--max-steps", type=positive_int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--max-steps", type=positive_int,
+                   help="training steps (default: the preset's)")  # fmt: skip
+    add_device(p, default=None, what="the preset's")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last/ checkpoint"
     )
@@ -323,7 +335,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="restart over an existing run (and replace an existing --export)")  # fmt: skip
     p.add_argument("--export", help="copy config + best weights into this model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    add_threads(p)
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "adapt", "fine-tune a denoiser on low-dose data alone (Noise2Inverse / N2N)",
@@ -343,15 +355,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--gamma", type=positive_float, default=2.0, help="n2n regulariser weight")
     p.add_argument("--patch", type=positive_int, default=64, help="training crop in pixels")
     p.add_argument("--dose", type=fraction, help="use only this simulated dose (default: all)")
-    p.add_argument("--max-steps", type=positive_int, default=300)
-    p.add_argument("--lr", type=positive_float, default=3e-4)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--max-steps", type=positive_int, default=300,
+                   help="adaptation steps (default: 300)")  # fmt: skip
+    p.add_argument("--lr", type=positive_float, default=3e-4, help="learning rate (default: 3e-4)")
+    add_device(p, default="auto")
     p.add_argument(
         "--resume", action="store_true", help="continue the adaptation in --out from last/"
     )
     p.add_argument("--overwrite", action="store_true", help="restart over an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    add_threads(p)
     p.set_defaults(func=_adapt)
 
     p = add_verb(sub, "predict", "denoise a low-dose CT image (NIfTI/MHA or DICOM series, HU)",
@@ -360,10 +373,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("input", help="image file or DICOM folder, in HU")
     p.add_argument("output", help="output file (.nii.gz ...) or folder for a DICOM series")
     p.add_argument("--model", help="redcnn (default), wgan, or a model/run folder")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    add_device(p, default="cpu")
     p.add_argument("--assume-hu", action="store_true",
                    help="accept an image without negative values as HU")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "score FBP, PWLS-TV and networks on a simulated set (table + PNG)",
@@ -373,9 +387,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--out", help="report folder (default DATA/evaluation)")
     p.add_argument("--models", nargs="*", help="redcnn, wgan or model folders (default: shipped)")
     p.add_argument("--dose", type=fraction, help="which simulated dose (default: the first)")
-    p.add_argument("--window", choices=sorted(WINDOWS), default="soft_tissue")
+    p.add_argument("--window", choices=sorted(WINDOWS), default="soft_tissue",
+                   help="display window the metrics and panel use (default: soft_tissue)")  # fmt: skip
     p.add_argument("--no-iterative", action="store_true", help="skip PWLS-TV (slowest column)")
-    p.add_argument("--max-cases", type=positive_int)
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--max-cases", type=positive_int, help="score only the first N cases")
+    add_device(p, default="cpu")
+    add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

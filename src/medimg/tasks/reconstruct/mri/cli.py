@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_device,
+    add_threads,
     add_verb,
     finite_float,
     fraction,
@@ -164,14 +166,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon mri simulate data/knee_full --kind knee --full   # fully sampled\n"
               "medimg recon mri simulate data/realistic --from-real --volumes 64   # varied, real brains")  # fmt: skip
     p.add_argument("out", help="output folder for phantom_<seed>.h5 files")
-    p.add_argument("--kind", choices=("brain", "knee", "mixed"), default="brain")
-    p.add_argument("--contrast", choices=("t1", "t2", "pd"), default="t1")
-    p.add_argument("--volumes", type=positive_int, default=4)
+    p.add_argument("--kind", choices=("brain", "knee", "mixed"), default="brain",
+                   help="phantom anatomy (default: brain)")  # fmt: skip
+    p.add_argument("--contrast", choices=("t1", "t2", "pd"), default="t1",
+                   help="phantom contrast (default: t1)")  # fmt: skip
+    p.add_argument("--volumes", type=positive_int, default=4, help="phantom volumes (default: 4)")
     p.add_argument("--slices", type=positive_int, default=4, help="slices per volume")
     p.add_argument("--size", type=positive_int, default=128, help="matrix H = W")
-    p.add_argument("--coils", type=positive_int, default=8)
-    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
-    p.add_argument("--acceleration", type=positive_float, default=4.0)
+    p.add_argument("--coils", type=positive_int, default=8, help="receive coils (default: 8)")
+    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced",
+                   help="undersampling line pattern (default: equispaced)")  # fmt: skip
+    p.add_argument("--acceleration", type=positive_float, default=4.0,
+                   help="undersampling factor (default: 4)")  # fmt: skip
     p.add_argument("--center-fraction", type=fraction, default=0.08, help="ACS fraction")
     p.add_argument("--snr-db", type=finite_float, default=30.0, help="k-space SNR; <= 0: no noise")
     p.add_argument("--full", action="store_true", help="store fully sampled k-space, no mask")
@@ -184,8 +190,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--seed", type=non_negative_int, default=200_000, help="first phantom seed (held out)"
     )
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier set in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on realistic slices, phantoms or fastMRI files",
@@ -203,9 +209,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
     p.add_argument("--init", help="fine-tune from this model folder")
     p.add_argument("--out", help="run folder (default runs/recon_mri/<preset>_<model>)")
-    p.add_argument("--max-steps", type=positive_int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.add_argument("--max-steps", type=positive_int,
+                   help="training steps (default: the preset's)")  # fmt: skip
+    add_device(p, default=None, what="the preset's")
+    add_threads(p)
     p.add_argument("--export", help="copy the best weights to a model folder ('default': shipped)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last/ checkpoint")  # fmt: skip
@@ -213,7 +220,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="restart over an existing run (and replace an existing --export)")  # fmt: skip
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run with changed settings (e.g. a larger --max-steps)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "reconstruct .h5 k-space, or undersample + reconstruct an image/DICOM series",
@@ -222,23 +229,28 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon mri predict t1_dicom/ out/ --acceleration 4   # retrospective")  # fmt: skip
     p.add_argument("input", help=".h5 file, folder of .h5 files, image file or DICOM folder")
     p.add_argument("output", help="output folder (<name>.nii.gz and <name>_dicom/)")
-    p.add_argument("--method", choices=(*_ALL, "net"), default="net")
+    p.add_argument("--method", choices=(*_ALL, "net"), default="net",
+                   help="net: the trained network (default); the others are classical "
+                        "reconstructions")  # fmt: skip
     p.add_argument("--model", help="model/run folder for --method net (default: shipped model)")
-    p.add_argument("--format", choices=("both", "nifti", "dicom"), default="both")
+    p.add_argument("--format", choices=("both", "nifti", "dicom"), default="both",
+                   help="what to write per input (default: both NIfTI and a DICOM series)")  # fmt: skip
     p.add_argument("--acceleration", type=positive_float,
                    help="undersample fully sampled input (images: default 4)")  # fmt: skip
-    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced")
-    p.add_argument("--center-fraction", type=fraction, default=0.08)
+    p.add_argument("--mask", choices=("equispaced", "random"), default="equispaced",
+                   help="retrospective undersampling pattern (default: equispaced)")  # fmt: skip
+    p.add_argument("--center-fraction", type=fraction, default=0.08,
+                   help="fully sampled centre (ACS) fraction (default: 0.08)")  # fmt: skip
     p.add_argument("--coils", type=positive_int, default=8, help="simulated coils for image input")
     p.add_argument("--seed", type=non_negative_int, default=0, help="mask seed")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=positive_int)
+    add_device(p, default="cpu")
+    add_threads(p)
     p.add_argument("--fallback", action="store_true",
                    help="slices the safeguard flags get the CG-SENSE image instead")  # fmt: skip
     p.add_argument("--no-safeguard", action="store_true",
                    help="skip the network's safeguard check (and its .json sidecar)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "adapt", "fine-tune a VarNet on undersampled k-space only (self-supervised, SSDU)",
@@ -254,14 +266,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="share of acquired samples outside the ACS held back for the loss")  # fmt: skip
     p.add_argument("--max-steps", type=positive_int, help="default 300 (one slice per step)")
     p.add_argument("--lr", type=positive_float, help="default 3e-4")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=positive_int)
+    add_device(p, default="cpu")
+    add_threads(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the adaptation in --out from its last/ checkpoint")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="restart over an existing --out")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume with changed settings (e.g. a larger --max-steps)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_adapt)
 
     p = add_verb(sub, "calibrate", "recompute a model's safeguard thresholds (safeguard.json)",
@@ -272,7 +284,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--accelerations", type=positive_float, nargs="+",
                    help="default: the model's training accelerations")  # fmt: skip
-    p.add_argument("--threads", type=positive_int)
+    add_threads(p)
     p.set_defaults(func=_calibrate)
 
     p = add_verb(sub, "evaluate", "NMSE/PSNR/SSIM per method and acceleration with bootstrap 95%% CIs and a PNG panel",
@@ -281,13 +293,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "    --model modl=runs/recon_mri/modl")  # fmt: skip
     p.add_argument("data", help="folder of .h5 files with reconstruction_rss (from simulate)")
     p.add_argument("--methods", nargs="+", choices=_ALL,
-                   default=["zero_filled", "cs_wavelet", "cs_tv"])  # fmt: skip
+                   default=["zero_filled", "cs_wavelet", "cs_tv"],
+                   help="classical methods to score (default: zero_filled cs_wavelet cs_tv)")  # fmt: skip
     p.add_argument("--targets", help="folder of reference images <volume>.npy/.nii.gz/... for "
                    "files without reconstruction_rss")  # fmt: skip
     p.add_argument("--model", action="append", help="LABEL=FOLDER of a trained network (repeat)")
     p.add_argument("--no-default", action="store_true", help="leave out the shipped model")
     p.add_argument("--out", help="report folder (default runs/recon_mri/evaluation/<DATA name>)")
-    p.add_argument("--threads", type=positive_int)
+    add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_evaluate)
