@@ -33,9 +33,13 @@ def test_binary_seg_structure_and_round_trip(tmp_path, source, label_image):
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _series_uid(source)
     assert len(seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence) == 5
     assert seg.FrameOfReferenceUID == pydicom.dcmread(next(source.iterdir())).FrameOfReferenceUID
-    assert seg.get_segment_numbers() == [1, 2, 3]  # one per nonzero label present
-    labels = [seg.get_segment_description(n).segment_label for n in (1, 2, 3)]
-    assert labels == ["liver", "label 2", "tumour"]
+    # segment number = label value; BINARY needs 1..n, so 3 and 4 are empty segments
+    assert seg.get_segment_numbers() == [1, 2, 3, 4, 5]
+    labels = [seg.get_segment_description(n).segment_label for n in (1, 2, 3, 4, 5)]
+    assert labels == ["liver", "label 2", "label 3", "label 4", "tumour"]
+    lab = label_image.array[0]
+    per_segment = sum(int(np.count_nonzero((lab == v).any(axis=(0, 1)))) for v in (1, 2, 5))
+    assert int(seg.NumberOfFrames) == per_segment  # the empty segments 3 and 4 have no frame
     algo = seg.get_segment_description(1).algorithm_identification[0]
     assert algo.AlgorithmName == "medimg"
 
@@ -43,7 +47,75 @@ def test_binary_seg_structure_and_round_trip(tmp_path, source, label_image):
     assert back.is_label and back.modality == "SEG"
     np.testing.assert_array_equal(back.array, label_image.array)  # values 1, 2, 5 restored
     np.testing.assert_allclose(back.affine, label_image.affine, rtol=0, atol=1e-4)
-    assert back.meta["segment_names"] == {1: "liver", 2: "label 2", 5: "tumour"}
+    names = {1: "liver", 2: "label 2", 3: "label 3", 4: "label 4", 5: "tumour"}
+    assert back.meta["segment_names"] == names
+
+
+def _code(item, keyword: str) -> tuple[str, str]:
+    code = item[keyword][0]
+    return str(code.CodingSchemeDesignator), str(code.CodeValue)
+
+
+def test_segments_coded_and_coloured_per_structure(tmp_path, source, label_image):
+    names = {1: "liver", 2: "Spleen", 5: "kidney"}
+    path = write_dicom_seg(label_image, source, tmp_path / "seg.dcm", segment_names=names)
+    ds = pydicom.dcmread(path)
+    by_number = {int(item.SegmentNumber): item for item in ds.SegmentSequence}
+    for number, code in ((1, "10200004"), (2, "78961009"), (5, "64033007")):
+        item = by_number[number]
+        assert _code(item, "SegmentedPropertyTypeCodeSequence") == ("SCT", code)
+        assert _code(item, "SegmentedPropertyCategoryCodeSequence") == ("SCT", "91723000")
+    assert _code(by_number[3], "SegmentedPropertyTypeCodeSequence") == ("SCT", "85756007")
+    colours = {n: hd.color.CIELabColor.from_dicom_value(
+        [int(v) for v in by_number[n].RecommendedDisplayCIELabValue]).to_rgb()
+        for n in (1, 2, 5)}  # fmt: skip
+    assert len(set(colours.values())) == 3  # three organs, three colours
+    assert colours[1][0] > colours[1][2]  # liver reddish-brown, not blue
+    # highdicom reads the codes back as concepts
+    seg = hd.seg.segread(path)
+    assert seg.get_segment_description(1).segmented_property_type.value == "10200004"
+
+
+def test_finding_brain_and_unknown_names():
+    from medimg.io.dicom.codes import GENERIC, structure_code
+
+    assert structure_code("finding 3: score 0.91, 8.0 mm").type.value == "52988006"  # lesion
+    assert structure_code("grey matter").type.value == "40146001"
+    assert structure_code("white_matter").type.value == "68523003"
+    assert structure_code("CSF").category.value == "91720002"  # body substance
+    unknown = structure_code("pancreas-ish blob", 7)
+    assert unknown.type == GENERIC.type and unknown.type.value == "85756007"
+    assert structure_code("blob", 1).rgb != structure_code("blob", 2).rgb
+
+
+def test_series_header_of_the_seg(tmp_path, source, label_image):
+    src = pydicom.dcmread(next(source.iterdir()))
+    path = write_dicom_seg(label_image, source, tmp_path / "seg.dcm",
+                           series_description="medimg: tiny-unet sha1:abc",
+                           algorithm_name="tiny-unet", algorithm_version="sha1:abc")  # fmt: skip
+    ds = pydicom.dcmread(path)
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert int(ds.SeriesNumber) != int(src.SeriesNumber)
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
+    assert str(ds.ContentCreatorName) == "medimg^"
+    assert ds.SeriesDescription == "medimg: tiny-unet sha1:abc"
+    algo = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("tiny-unet", "sha1:abc")
+    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+                    "PositionReferenceIndicator", "ContentDescription"):  # fmt: skip
+        assert keyword in ds, keyword  # type 2: present, possibly empty
+    explicit = write_dicom_seg(label_image, source, tmp_path / "b.dcm", series_number=77)
+    assert int(pydicom.dcmread(explicit).SeriesNumber) == 77
+
+
+def test_large_label_values_renumbered_in_binary(tmp_path, source, label_image):
+    arr = label_image.array.astype(np.uint16)
+    arr[arr == 5] = 300
+    big = Image(arr, label_image.affine, is_label=True)
+    path = write_dicom_seg(big, source, tmp_path / "seg.dcm")
+    assert hd.seg.segread(path).get_segment_numbers() == [1, 2, 3]  # no 300 empty segments
+    np.testing.assert_array_equal(read_dicom_seg(path).array, big.array)  # values restored
 
 
 def test_labelmap_type(tmp_path, source, label_image):

@@ -1,12 +1,18 @@
 """DICOM Segmentation (SEG) out, and back in, with highdicom.
 
 A label map on the grid of a DICOM series becomes one SEG instance referencing that series:
-one segment per nonzero label value. Segment numbers run 1..n over the sorted label values
-(``BINARY``, the type every SEG reader understands) or equal the label values (``LABELMAP``,
-the 2024 Label Map Segmentation class). Each segment's ``TrackingID`` records its label value
-(``"medimg label 4"``), which :func:`read_dicom_seg` uses to give back the original values.
-Coded concepts are generic (category and type: SCT 85756007 "Tissue"); the segment label
-carries the name. Only frames that hold a segment are stored (highdicom's
+one segment per nonzero label value, its ``SegmentNumber`` equal to the label value (kidney 3 in
+the NIfTI is segment 3 in the SEG). ``BINARY`` (the type every SEG reader understands) needs
+segment numbers 1..n, so absent values below the largest one get an empty segment (a model's
+label table stays whole); above :data:`MAX_KEPT_LABEL` the values are renumbered 1..n instead.
+``LABELMAP`` (the 2024 Label Map Segmentation class) keeps the values as they are. Each
+segment's ``TrackingID`` records its label value (``"medimg label 4"``), which
+:func:`read_dicom_seg` uses to give back the original values. Each segment is coded with the
+SNOMED CT category and type of its name and a recommended display colour
+(:mod:`medimg.io.dicom.codes`; unknown names: SCT 85756007 "Tissue"); the segment label
+carries the name. The SEG is a new series (new UID, a SeriesNumber other than the source's)
+with ContentCreatorName and the type-2 attributes of its modules present (empty if unknown).
+Only frames that hold a segment are stored (highdicom's
 ``omit_empty_frames``; each frame keeps its plane position), so three small spheres in a
 300-slice series cost a few dozen frames, not 900; reading back gives the slab from the first to
 the last stored slice, at the right world positions.
@@ -23,15 +29,34 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medimg.errors import DicomError, ImageReadError, InputError
+from medimg.io.dicom.codes import structure_code
 from medimg.io.dicom.geometry import orientation_vectors, ras_affine
 from medimg.io.image import LPS_TO_RAS, Image
 from medimg.io.output import atomic_path, check_outputs
 from medimg.typing import PathType
 
-__all__ = ["GRID_TOLERANCE_MM", "read_dicom_seg", "sort_by_normal", "write_dicom_seg"]
+__all__ = [
+    "GRID_TOLERANCE_MM",
+    "MAX_KEPT_LABEL",
+    "SEG_SERIES_OFFSET",
+    "read_dicom_seg",
+    "sort_by_normal",
+    "write_dicom_seg",
+]
 
 #: Largest distance (mm) between corresponding voxel centres of labels and source grid.
 GRID_TOLERANCE_MM = 1e-3
+#: Largest label value a BINARY SEG keeps as its segment number (gaps become empty segments).
+MAX_KEPT_LABEL = 255
+#: Default SeriesNumber of a SEG: the source's plus this, so it never equals the source's.
+SEG_SERIES_OFFSET = 1000
+#: Type-2 attributes of the SEG IOD's modules (patient, study, series, equipment, frame of
+#: reference, segmentation image): present, empty when the source does not know them.
+_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator",
+    "ContentDescription", "ContentCreatorName",
+)  # fmt: skip
 _TRACKING = re.compile(r"^medimg label (\d+)$")
 
 
@@ -147,6 +172,10 @@ def write_dicom_seg(
     *,
     segment_names: Mapping[int, str] | None = None,
     segmentation_type: str = "BINARY",
+    series_description: str = "medimg segmentation",
+    algorithm_name: str = "medimg",
+    algorithm_version: str | None = None,
+    series_number: int | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a label map as a DICOM SEG that references its source series.
@@ -166,6 +195,12 @@ def write_dicom_seg(
         Name per label value (default ``"label <v>"``); names of absent labels are ignored.
     segmentation_type
         ``"BINARY"`` (default) or ``"LABELMAP"``.
+    series_description
+        The SEG's SeriesDescription (and ContentDescription), at most 64 characters kept.
+    algorithm_name, algorithm_version
+        Every segment's algorithm identification (default: ``"medimg"`` and its version).
+    series_number
+        Default: the source's SeriesNumber plus :data:`SEG_SERIES_OFFSET`.
     overwrite
         Replace an existing file. The output is checked first (existing file, a path inside
         the source series folder), before the series is read.
@@ -203,39 +238,55 @@ def write_dicom_seg(
     except InputError as e:
         raise InputError(str(e), out) from e
     names = dict(segment_names or {})
-    numbers = values if seg_type == "LABELMAP" else list(range(1, len(values) + 1))
+    if seg_type == "BINARY" and values[-1] > MAX_KEPT_LABEL:
+        numbers = list(range(1, len(values) + 1))
+        described = list(zip(values, numbers))
+    else:  # segment number = label value; BINARY describes the absent values below the max
+        numbers = values
+        kept = values if seg_type == "LABELMAP" else range(1, values[-1] + 1)
+        described = [(v, v) for v in kept]
     lut = np.zeros(values[-1] + 1, dtype=np.uint16)
     lut[values] = numbers
     frames = lut[np.transpose(vol, (2, 1, 0))]  # (slices, rows, columns)
     frames = frames.astype(np.uint8 if max(numbers) < 256 else np.uint16)
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="medimg", family=codes.cid7162.ArtificialIntelligence, version=medimg.__version__
-    )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=num,
-            segment_label=str(names.get(v, f"label {v}"))[:64],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_uid=hd.UID(),
-            tracking_id=f"medimg label {v}",
-        )
-        for v, num in zip(values, numbers)
-    ]
+        name=algorithm_name[:64], family=codes.cid7162.ArtificialIntelligence,
+        version=(algorithm_version or medimg.__version__)[:64],
+    )  # fmt: skip
+    descriptions = []
+    for v, num in described:
+        name = str(names.get(v, f"label {v}"))
+        code = structure_code(name, v)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=num, segment_label=name[:64],
+                segmented_property_category=code.category, segmented_property_type=code.type,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm, tracking_uid=hd.UID(),
+                tracking_id=f"medimg label {v}",
+                display_color=hd.color.CIELabColor.from_rgb(*code.rgb),
+            )
+        )  # fmt: skip
+    if series_number is None:
+        src_number = str(datasets[0].get("SeriesNumber", "") or "0")
+        series_number = (int(src_number) if src_number.isdigit() else 0) + SEG_SERIES_OFFSET
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets, pixel_array=frames, segmentation_type=seg_type,
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=1,
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medimg",
-            manufacturer_model_name="medimg", software_versions=medimg.__version__,
-            device_serial_number="0", series_description="medimg segmentation",
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+            series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="medimg", manufacturer_model_name="medimg",
+            software_versions=medimg.__version__, device_serial_number="0",
+            series_description=series_description[:64],
+            content_description=series_description[:64], content_creator_name="medimg^",
             omit_empty_frames=True,
         )  # fmt: skip
     except (ValueError, TypeError, AttributeError) as e:
         raise InputError(f"source series cannot be referenced by a SEG: {e}") from e
+    for keyword in _TYPE2:
+        if keyword not in seg:
+            setattr(seg, keyword, "")
     with atomic_path(path, overwrite) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return Path(path)

@@ -5,15 +5,14 @@ retrained from time to time). The NIfTI gets the model's tag (:func:`~.contract.
 its 80-byte ``descrip`` field; the DICOM-SEG gets it as its series description, and as algorithm
 name and version of every segment (the SEG's own place for it).
 
-``medimg.io`` writes NIfTI and SEG files without a caller-chosen description, so the tag is put
-in here: the NIfTI through nibabel (as :func:`medimg.io.formats.write_nifti` does), the SEG by
-writing it with :func:`medimg.io.dicom.seg.write_dicom_seg` to a private temporary folder,
-setting the attributes with pydicom and moving the result into place atomically.
+``medimg.io`` writes NIfTI files without a caller-chosen description, so the tag is put in
+here through nibabel (as :func:`medimg.io.formats.write_nifti` does); the SEG gets it through
+:func:`medimg.io.dicom.seg.write_dicom_seg`'s ``series_description`` and ``algorithm_*``
+arguments.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,24 +52,13 @@ def write_labels_seg(
     overwrite: bool = False,
 ) -> Path:
     """A DICOM-SEG of ``labels`` referencing ``source_series``, naming the model ``tag``."""
-    import pydicom
-
     from medimg.io.dicom.seg import write_dicom_seg
 
-    check_output(path, overwrite)
-    with tempfile.TemporaryDirectory(prefix="medimg-seg-") as tmpdir:
-        staged = write_dicom_seg(labels, source_series, Path(tmpdir) / "seg.dcm",
-                                 segment_names=segment_names)  # fmt: skip
-        ds = pydicom.dcmread(staged)
-        ds.SeriesDescription = f"medimg: {tag}"[:SERIES_DESCRIPTION_CHARS]
-        ds.ContentDescription = tag[:SERIES_DESCRIPTION_CHARS]
-        name, _, digest = tag.rpartition(" sha1:")
-        for segment in ds.SegmentSequence:
-            for algo in segment.get("SegmentationAlgorithmIdentificationSequence", []):
-                algo.AlgorithmName = name[:SERIES_DESCRIPTION_CHARS]
-                algo.AlgorithmVersion = f"sha1:{digest}" if digest else algo.AlgorithmVersion
-            if "SegmentAlgorithmName" in segment:
-                segment.SegmentAlgorithmName = name[:SERIES_DESCRIPTION_CHARS]
-        with atomic_path(path, overwrite) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    name, _, digest = tag.rpartition(" sha1:")
+    return write_dicom_seg(
+        labels, source_series, path, segment_names=segment_names,
+        series_description=f"medimg: {tag}"[:SERIES_DESCRIPTION_CHARS],
+        algorithm_name=(name or tag)[:SERIES_DESCRIPTION_CHARS],
+        algorithm_version=f"sha1:{digest}" if digest and name else None,
+        overwrite=overwrite,
+    )  # fmt: skip
