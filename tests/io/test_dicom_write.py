@@ -167,3 +167,75 @@ def test_refusals(tmp_path, ct_image):
     with pytest.raises(InputError, match="folder"):
         write_dicom_series(ct_image, tmp_path / "file", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# --------------------------------------------------------------------------- derived series
+_PATIENT_STUDY = {
+    "PatientName": "Müller^Jane",
+    "PatientID": "P-123",
+    "PatientBirthDate": "19700101",
+    "PatientSex": "F",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.1",
+    "StudyDate": "20190102",
+    "StudyTime": "101500",
+    "StudyID": "S7",
+    "AccessionNumber": "ACC42",
+    "ReferringPhysicianName": "House^Gregory",
+    "StudyDescription": "CT abdomen",
+}
+
+
+def _scanned_series(tmp_path, ct_image):
+    """A 'scanner' series: ours, its headers rewritten to a real patient's study."""
+    files = write_dicom_series(ct_image, tmp_path / "scan", series_number=3)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword, value in _PATIENT_STUDY.items():
+            setattr(ds, keyword, value)
+        ds.save_as(f)
+    return tmp_path / "scan"
+
+
+def _assert_joins_study(files, scan) -> None:
+    src = pydicom.dcmread(next(scan.iterdir()))
+    for f in (files[0], files[-1]):
+        ds = pydicom.dcmread(f)
+        for keyword, value in _PATIENT_STUDY.items():
+            assert str(ds[keyword].value) == value, keyword  # intact, not ANONYMOUS / today
+        assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+        assert int(ds.SeriesNumber) == 2003  # the source's 3 + DERIVED_SERIES_OFFSET
+        assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+    assert len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 1
+
+
+def test_derived_series_keeps_patient_and_study(tmp_path, ct_image):
+    scan = _scanned_series(tmp_path, ct_image)
+    files = write_dicom_series(ct_image, tmp_path / "den", source=scan)
+    _assert_joins_study(files, scan)
+    # a dataset works as source too; explicit arguments still win
+    ds = pydicom.dcmread(next(scan.iterdir()))
+    other = write_dicom_series(ct_image, tmp_path / "den2", source=ds, series_number=9,
+                               patient_name="Other^Name")  # fmt: skip
+    first = pydicom.dcmread(other[0])
+    assert (int(first.SeriesNumber), str(first.PatientName)) == (9, "Other^Name")
+    assert first.StudyDate == "20190102"
+
+
+def test_image_read_from_dicom_joins_its_study(tmp_path, ct_image):
+    from medimg.io.api import load
+
+    scan = _scanned_series(tmp_path, ct_image)
+    image = load(scan)  # meta carries the study UID and where it came from
+    files = write_dicom_series(image, tmp_path / "den", study_uid=image.meta["study_uid"])
+    _assert_joins_study(files, scan)
+
+
+def test_joining_a_study_without_its_source_invents_nothing(tmp_path, ct_image):
+    first = pydicom.dcmread(write_dicom_series(ct_image, tmp_path / "a", study_uid="1.2.3")[0])
+    assert first.StudyInstanceUID == "1.2.3"
+    assert (str(first.PatientName), first.StudyDate) == ("", "")  # type 2: present, empty
+    new = pydicom.dcmread(write_dicom_series(ct_image, tmp_path / "b")[0])  # a new study
+    assert str(new.PatientName) == "ANONYMOUS^MEDIMG" and len(new.StudyDate) == 8
+    with pytest.raises(InputError, match="source series not found"):
+        write_dicom_series(ct_image, tmp_path / "c", source=tmp_path / "missing")
+    assert not (tmp_path / "c").exists()

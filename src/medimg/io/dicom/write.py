@@ -14,6 +14,12 @@ Left-handed grids (``det(affine) < 0``, e.g. LAS): DICOM keeps each slice's posi
 order of our k axis, and readers sort slices along the normal ``row x col``. Such a series reads
 back with the k axis reversed (and the affine adjusted to match), i.e. the same voxels at the
 same world positions; compare with :meth:`Image.canonical`.
+
+Derived series (a denoised CT, a reconstructed MR of a scanned patient): pass the source series
+as ``source`` and the files join its study as a new series (new SeriesInstanceUID, a
+SeriesNumber other than the source's) with the Patient and Study attributes copied intact
+(:data:`COPIED_FROM_SOURCE`), so an archive files them with the original study instead of
+splitting or rejecting them. Without a source, a new study of an anonymous patient is written.
 """
 
 from __future__ import annotations
@@ -40,7 +46,14 @@ from medimg.io.image import Image
 from medimg.io.output import atomic_dir, check_output
 from medimg.typing import PathType
 
-__all__ = ["MEDIMG_IMPLEMENTATION_NAME", "SOP_CLASSES", "rescale_to_int16", "write_dicom_series"]
+__all__ = [
+    "COPIED_FROM_SOURCE",
+    "DERIVED_SERIES_OFFSET",
+    "MEDIMG_IMPLEMENTATION_NAME",
+    "SOP_CLASSES",
+    "rescale_to_int16",
+    "write_dicom_series",
+]
 
 #: Storage class per modality; anything else is written as Secondary Capture.
 SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
@@ -48,6 +61,14 @@ SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 #: files carrying it, so a user's own files are never deleted.
 MEDIMG_IMPLEMENTATION_NAME = "MEDIMG"
 _I16 = (-32768, 32767)
+#: Patient and General Study attributes a derived series takes from its source, as they are.
+COPIED_FROM_SOURCE = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "PatientSize", "PatientWeight", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+)  # fmt: skip
+#: Default SeriesNumber of a derived series: the source's plus this (never the source's own).
+DERIVED_SERIES_OFFSET = 2000
 
 
 def _ds(value: float) -> DSfloat:
@@ -107,20 +128,20 @@ def _base_dataset(image: Image, modality: str, sop_class: str, **ids: object) ->
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 patient names
     ds.SOPClassUID = sop_class
     ds.ImageType = ["DERIVED", "SECONDARY"] + (["AXIAL"] if modality == "CT" else [])
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = time
-    ds.AccessionNumber = ""
+    ds.SeriesDate = ds.ContentDate = date
+    ds.SeriesTime = ds.ContentTime = time
+    study: Dataset = ids["study"]  # type: ignore[assignment]
+    for keyword in COPIED_FROM_SOURCE:
+        if keyword in study:
+            setattr(ds, keyword, study[keyword].value)
     ds.Modality = modality
     ds.Manufacturer = "medimg"
-    ds.ReferringPhysicianName = ""
     ds.SeriesDescription = str(ids["series_description"])
-    ds.PatientName = str(ids["patient_name"])
-    ds.PatientID = str(ids["patient_id"])
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyInstanceUID = str(ids["study_uid"])
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):  # fmt: skip
+        if keyword not in ds:  # type 2: present, empty when unknown
+            setattr(ds, keyword, "")
     ds.SeriesInstanceUID = generate_uid()
-    ds.StudyID = ""
     ds.SeriesNumber = int(ids["series_number"])  # type: ignore[call-overload]
     ds.FrameOfReferenceUID = str(ids["frame_of_reference_uid"])
     ds.PositionReferenceIndicator = ""
@@ -147,6 +168,57 @@ def _base_dataset(image: Image, modality: str, sop_class: str, **ids: object) ->
     return ds
 
 
+def _read_source(source: PathType | Dataset) -> Dataset:
+    """The header of one file of the source series (a file, a series folder, or a dataset)."""
+    if isinstance(source, Dataset):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise InputError("source series not found; pass its folder or one of its files", path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError):
+            continue  # a README or thumbnail next to the series
+        if "StudyInstanceUID" in ds:
+            return ds
+    raise InputError("no DICOM file with a StudyInstanceUID in the source series", path)
+
+
+def _implicit_source(image: Image, study_uid: str | None) -> Path | None:
+    """The series ``image`` was read from, when the caller joins that very study."""
+    where = image.meta.get("source")
+    if study_uid and study_uid == image.meta.get("study_uid") and where and Path(where).exists():
+        return Path(where)
+    return None
+
+
+def _study(
+    src: Dataset | None, study_uid: str | None, patient_name: str | None, patient_id: str | None
+) -> Dataset:
+    """Patient and study attributes: the source's; or a new anonymous study; or, joining a study
+    whose source is unknown, empty (type 2) rather than invented."""
+    study = Dataset()
+    if src is not None:
+        for keyword in COPIED_FROM_SOURCE:
+            if keyword in src:  # a name as text: we write UTF-8, the source may use another set
+                elem = src[keyword]
+                setattr(study, keyword, str(elem.value) if elem.VR == "PN" else elem.value)
+    elif study_uid is None:
+        now = _dt.datetime.now()
+        study.StudyDate, study.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+        study.PatientName, study.PatientID = "ANONYMOUS^MEDIMG", "MEDIMG"
+    overrides = {"StudyInstanceUID": study_uid, "PatientName": patient_name,
+                 "PatientID": patient_id}  # fmt: skip
+    for keyword, value in overrides.items():
+        if value is not None:
+            setattr(study, keyword, str(value))
+    if not study.get("StudyInstanceUID"):
+        study.StudyInstanceUID = generate_uid()
+    return study
+
+
 def write_dicom_series(
     image: Image,
     folder: PathType,
@@ -154,11 +226,12 @@ def write_dicom_series(
     overwrite: bool = False,
     modality: str | None = None,
     series_description: str = "medimg",
-    patient_name: str = "ANONYMOUS^MEDIMG",
-    patient_id: str = "MEDIMG",
+    source: PathType | Dataset | None = None,
+    patient_name: str | None = None,
+    patient_id: str | None = None,
     study_uid: str | None = None,
     frame_of_reference_uid: str | None = None,
-    series_number: int = 1,
+    series_number: int | None = None,
 ) -> list[Path]:
     """Write a one-channel 2D or 3D image as a DICOM series, one file per slice.
 
@@ -174,10 +247,21 @@ def write_dicom_series(
     modality
         Overrides ``image.modality``; picks the SOP class (:data:`SOP_CLASSES`, else Secondary
         Capture). A DICOM code string: up to 16 of A-Z, 0-9, space, underscore.
-    series_description, patient_name, patient_id, series_number
+    series_description
         Written as given.
-    study_uid, frame_of_reference_uid
-        Join an existing study / frame of reference; new UIDs when omitted.
+    source
+        The series this image derives from (its folder, one of its files, or a pydicom
+        dataset): Patient and Study attributes (:data:`COPIED_FROM_SOURCE`) and the frame of
+        reference are copied from it, and the series number defaults to the source's plus
+        :data:`DERIVED_SERIES_OFFSET`. When omitted but ``study_uid`` equals
+        ``image.meta["study_uid"]`` (the image was read from that study), ``image.meta["source"]``
+        is used if it still exists.
+    patient_name, patient_id, study_uid, frame_of_reference_uid
+        Override the source's. Without a source and ``study_uid``, a new study of patient
+        ``ANONYMOUS^MEDIMG`` (ID ``MEDIMG``) dated today; joining ``study_uid`` without a
+        source, unknown patient and study attributes are left empty rather than invented.
+    series_number
+        Default: the source's plus :data:`DERIVED_SERIES_OFFSET`, or 1 without a source.
 
     Returns
     -------
@@ -208,14 +292,22 @@ def write_dicom_series(
         geom = plane_geometry(image.affine, n)
     except InputError as e:
         raise InputError(str(e), folder) from e
+    if source is None:
+        source = _implicit_source(image, study_uid)
+    src = _read_source(source) if source is not None else None
     _prepare_folder(folder, overwrite)
+    if series_number is None:
+        src_number = str(src.get("SeriesNumber", "") or "") if src is not None else ""
+        series_number = int(src_number) + DERIVED_SERIES_OFFSET if src_number.isdigit() else 1
+    if frame_of_reference_uid is None and src is not None:
+        frame_of_reference_uid = str(src.get("FrameOfReferenceUID", "")) or None
 
     vol = image.array[0] if image.spatial_ndim == 3 else image.array[0][..., None]
     stored, slope, intercept = rescale_to_int16(vol)
     ds = _base_dataset(
         image, mod, SOP_CLASSES.get(mod, SecondaryCaptureImageStorage),
-        series_description=series_description, patient_name=patient_name, patient_id=patient_id,
-        study_uid=study_uid or generate_uid(), series_number=series_number,
+        series_description=series_description,
+        study=_study(src, study_uid, patient_name, patient_id), series_number=series_number,
         frame_of_reference_uid=frame_of_reference_uid or generate_uid(),
     )  # fmt: skip
     ds.ImageOrientationPatient = [_ds(v) for v in geom["iop"]]  # type: ignore[union-attr]
