@@ -275,3 +275,49 @@ def test_progress_disabled_or_on_a_terminal_is_not_lines() -> None:
     assert not isinstance(bar, ProgressLines)  # tqdm's bar
     _run_steps(bar, 10)
     assert "\r" in terminal.getvalue()
+
+
+def _list_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and a.nargs in ("+", "*")]
+
+
+@pytest.mark.parametrize(("path", "parser"), _VERBS, ids=_IDS)
+def test_lists_are_written_one_way(path: list[str], parser: argparse.ArgumentParser) -> None:
+    for action in _list_options(parser):
+        assert isinstance(action, cli_helpers.ListAction), (path, action.option_strings)
+
+
+def test_list_flags_take_spaces_or_commas(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ["register", "evaluate"]
+    top = build_parser(path)
+    spaced = top.parse_args([*path, "D", "--methods", "identity", "model"]).methods
+    commas = top.parse_args([*path, "D", "--methods", "identity,model"]).methods
+    assert spaced == commas == ["identity", "model"]
+    path = ["recon", "mri", "evaluate"]
+    top = build_parser(path)
+    both = top.parse_args([*path, "D", "--methods", "zero_filled,cs_tv", "cs_wavelet"]).methods
+    assert both == ["zero_filled", "cs_tv", "cs_wavelet"]
+    with pytest.raises(SystemExit) as stop:
+        top.parse_args([*path, "D", "--methods", "zero_filled,magic"])
+    assert stop.value.code == 2
+    assert "'magic' is not one of zero_filled" in capsys.readouterr().err
+    path = ["recon", "ct", "simulate"]
+    top = build_parser(path)
+    assert top.parse_args([*path, "O", "--doses", "0.25,0.1"]).doses == [0.25, 0.1]
+    with pytest.raises(SystemExit):
+        top.parse_args([*path, "O", "--doses", "0.25,2"])
+    assert "2 is not in (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "dest"),
+    [
+        (["recon", "ct", "train"], "wgan", "model"),
+        (["recon", "mri", "train"], "unet", "model"),
+        (["segment", "plan", "D"], "segresnet", "network"),
+        (["diagnose", "train", "D"], "densenet", "arch"),
+    ],
+)
+def test_architecture_is_arch(path: list[str], value: str, dest: str) -> None:
+    top = build_parser(path)
+    assert getattr(top.parse_args([*path, "--arch", value]), dest) == value

@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Sequence
 
 __all__ = [
+    "ListAction",
     "add_device",
     "add_threads",
     "add_verb",
@@ -42,6 +43,51 @@ def add_verb(
         epilog="example:\n" + textwrap.indent(example.strip(), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+class ListAction(argparse.Action):
+    """A list flag written one way in every verb: values after the flag, separated by spaces,
+    commas or both (``--methods a b`` = ``--methods a,b``). ``item_type`` converts each value
+    and ``choices`` checks it, after the split (argparse would check the unsplit ``a,b``)."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        item_type: object = str,
+        choices: Sequence[object] | None = None,
+        nargs: str = "+",
+        metavar: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        self.item_type, self.allowed = item_type, tuple(choices) if choices else None
+        if metavar is None and self.allowed:
+            metavar = "{" + ",".join(map(str, self.allowed)) + "}"
+        super().__init__(option_strings, dest, nargs=nargs, metavar=metavar, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[object] | None,
+        option_string: str | None = None,
+    ) -> None:
+        words = [values] if isinstance(values, str) else list(values or ())
+        items = []
+        for part in (p.strip() for w in words for p in str(w).split(",")):
+            if not part:
+                continue
+            try:
+                item = self.item_type(part)  # type: ignore[operator]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                parser.error(f"argument {option_string}: {exc}")
+            if self.allowed is not None and item not in self.allowed:
+                allowed = ", ".join(map(str, self.allowed))
+                parser.error(f"argument {option_string}: {part!r} is not one of {allowed}")
+            items.append(item)
+        if not items and self.nargs == "+":
+            parser.error(f"argument {option_string}: give at least one value")
+        setattr(namespace, self.dest, items)
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    ListAction,
     add_device,
     add_threads,
     add_verb,
@@ -133,7 +134,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--preset", choices=("default",), help="simulate data and train the default model"
     )
-    p.add_argument("--val-subsets", nargs="+", default=["subset0"], help="held-out subset folders")
+    p.add_argument(
+        "--val-subsets", action=ListAction, default=["subset0"], help="held-out subset folders"
+    )
     p.add_argument("--out", help="run folder (default runs/detect/<dataset>)")
     p.add_argument("--max-steps", type=positive_int,
                    help="training steps (default: the config's)")  # fmt: skip

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    ListAction,
     add_device,
     add_threads,
     add_verb,
@@ -122,7 +123,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="semi: keep labels of this share of training cases (patient-level)")  # fmt: skip
     p.add_argument(
         "--modalities",
-        nargs="+",
+        action=ListAction,
         help="modality names in manifest column order (default: from the data)",
     )
     p.add_argument("--fusion", choices=("early", "late", "intermediate"), default="early",
@@ -133,8 +134,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--width", type=positive_int, default=16, help="network width (channels of the first stage)"
     )
-    p.add_argument("--classes", nargs="+", help="declared class names (default: labels found)")
-    p.add_argument("--input-size", type=positive_int, nargs="+", help="resize images to this size")
+    p.add_argument(
+        "--classes", action=ListAction, help="declared class names (default: labels found)"
+    )
+    p.add_argument(
+        "--input-size", action=ListAction, item_type=positive_int, help="resize images to this size"
+    )
     p.add_argument("--max-steps", type=positive_int, default=600,
                    help="training steps (default: 600)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=32,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    ListAction,
     add_device,
     add_threads,
     add_verb,
@@ -103,7 +104,7 @@ def _check_predict_args(args: argparse.Namespace) -> None:
     if args.outputs is not None:
         from medimg.tasks.register.outputs import parse_outputs
 
-        args.outputs = parse_outputs(args.outputs)
+        args.outputs = parse_outputs(",".join(args.outputs))
     if args.moving_labels is None and args.outputs and "labels" in args.outputs:
         raise InputError("--outputs labels writes the warped moving labels; give --moving-labels")
     if args.similarity and not (args.instance_opt or args.affine):
@@ -163,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out = args.out or Path("runs/register/evaluation") / Path(args.dataset).with_suffix("").name
-    res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods.split(",")),
+    res = evaluate_dataset(args.dataset, out, methods=tuple(args.methods),
                            model=args.model, split=args.split, instance_steps=args.instance_opt,
                            similarity=args.similarity, device=args.device, progress=not args.quiet,
                            overwrite=args.overwrite)  # fmt: skip
@@ -264,7 +265,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                         "lncc local correlation (same contrast, or inverted), mind MIND-SSC "
                         "descriptors (cross-contrast, e.g. T1 to T2), mi mutual information, "
                         "mse (same contrast and scale)")  # fmt: skip
-    p.add_argument("--outputs", metavar="LIST",
+    p.add_argument("--outputs", action=ListAction, metavar="LIST",
                    help="comma-separated files to write, from warped, labels, field, transform "
                         "(ITK .h5), jacobian, png, or 'all' (default: warped,labels,field,png; "
                         "labels only with --moving-labels); summary.json is always written")  # fmt: skip
@@ -278,7 +279,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("dataset", help="dataset.json (or its folder), pairs .json or .csv")
     p.add_argument(
         "--methods",
-        default="identity,model,sitk-demons",
+        action=ListAction,
+        default=["identity", "model", "sitk-demons"],
         help="comma-separated: identity, model, model+io (instance optimisation from the better "
         "of the network's field and the identity), io (from the identity), sitk-demons, "
         "sitk-bspline, ants-syn (ANTsPy SyN, needs medimg[ants])",

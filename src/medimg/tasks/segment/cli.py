@@ -158,8 +158,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="training memory budget")  # fmt: skip
     p.add_argument("--base-features", type=positive_int, default=16,
                    help="channels of the first U-Net level (default: 16)")  # fmt: skip
-    p.add_argument("--network", choices=("dynunet", "segresnet"), default="dynunet",
-                   help="network architecture (default: dynunet)")  # fmt: skip
+    p.add_argument("--arch", "--network", dest="network", choices=("dynunet", "segresnet"),
+                   default="dynunet",
+                   help="architecture (default: dynunet; --network: the older spelling)")  # fmt: skip
     p.add_argument("--configuration", choices=("2d", "3d"), help="override the 2D/3D choice")
     p.add_argument("--max-steps", type=positive_int, default=1000,
                    help="training steps written into the plan (default: 1000)")  # fmt: skip

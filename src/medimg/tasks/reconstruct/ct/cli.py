@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    ListAction,
     add_device,
     add_threads,
     add_verb,
@@ -247,7 +248,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="your own CT (image file or DICOM series, HU) as the anatomy instead of "
                         "phantoms: scanned on its own grid and pixel size (--size/--pixel-mm "
                         "unused)")  # fmt: skip
-    p.add_argument("--slices", type=non_negative_int, nargs="+",
+    p.add_argument("--slices", action=ListAction, item_type=non_negative_int,
                    help="--from: axial slice indices to scan (default: the middle one)")  # fmt: skip
     p.add_argument("--noise-hu", type=positive_float,
                    help="--from: choose the flux so the full-dose scan has this soft-tissue "
@@ -255,7 +256,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--cases", type=positive_int, default=8, help="phantom cases (default: 8)")
     p.add_argument("--seed", type=non_negative_int, default=10000,
                    help="first phantom seed (default 10000: held out from training)")  # fmt: skip
-    p.add_argument("--doses", type=fraction, nargs="+", default=[0.25],
+    p.add_argument("--doses", action=ListAction, item_type=fraction, default=[0.25],
                    help="dose fractions of the low-dose scans (default 0.25)")  # fmt: skip
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
                    help="image files: NIfTI (default) or DICOM series")  # fmt: skip
@@ -302,13 +303,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.set_defaults(func=_reconstruct)
 
     p = add_verb(sub, "train", "train a denoiser (redcnn, wgan) or learned primal-dual (lpd)",
-              "medimg recon ct train --preset base --model redcnn\n"
-              "medimg recon ct train --preset default --model redcnn\n"
-              "medimg recon ct train --model wgan --init runs/recon/ct/redcnn-default --resume\n"
+              "medimg recon ct train --preset base --arch redcnn\n"
+              "medimg recon ct train --preset default --arch redcnn\n"
+              "medimg recon ct train --arch wgan --init runs/recon/ct/redcnn-default --resume\n"
               "medimg recon ct train --preset default --export src/medimg/tasks/reconstruct/ct/default/redcnn")  # fmt: skip
-    p.add_argument("--model", choices=("redcnn", "wgan", "lpd"), default="redcnn",
+    p.add_argument("--arch", "--model", dest="model", choices=("redcnn", "wgan", "lpd"),
+                   default="redcnn",
                    help="architecture: redcnn, wgan (RED-CNN generator + critic) or lpd "
-                        "(learned primal-dual) (default: redcnn)")  # fmt: skip
+                        "(learned primal-dual) (default: redcnn; --model: the older spelling)")  # fmt: skip
     p.add_argument(
         "--preset",
         choices=("default", "base", "tiny"),
@@ -385,7 +387,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct evaluate data/ldct --models redcnn wgan runs/recon/ct/lpd-default")  # fmt: skip
     p.add_argument("data", help="folder written by 'medimg recon ct simulate'")
     p.add_argument("--out", help="report folder (default DATA/evaluation)")
-    p.add_argument("--models", nargs="*", help="redcnn, wgan or model folders (default: shipped)")
+    p.add_argument(
+        "--models", action=ListAction, help="redcnn, wgan or model folders (default: shipped)"
+    )
     p.add_argument("--dose", type=fraction, help="which simulated dose (default: the first)")
     p.add_argument("--window", choices=sorted(WINDOWS), default="soft_tissue",
                    help="display window the metrics and panel use (default: soft_tissue)")  # fmt: skip

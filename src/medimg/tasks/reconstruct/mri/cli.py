@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    ListAction,
     add_device,
     add_threads,
     add_verb,
@@ -202,11 +203,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="default, finetune-4x (its 2nd stage, with --init): the shipped phantom "
                         "model; realistic: experimental MoDL on real brains + phantoms "
-                        "(--model ignored)")  # fmt: skip
-    p.add_argument("--model", choices=("varnet", "modl", "unet"), default="varnet",
-                   help="network of the phantom and tiny presets")  # fmt: skip
+                        "(--arch ignored)")  # fmt: skip
+    p.add_argument("--arch", "--model", dest="model", choices=("varnet", "modl", "unet"),
+                   default="varnet",
+                   help="architecture of the phantom and tiny presets (default: varnet; "
+                        "--model: the older spelling)")  # fmt: skip
     p.add_argument("--config", help="a config.yaml (from a run) instead of a preset")
-    p.add_argument("--h5", nargs="+", help="train on fastMRI .h5 files/folders (varnet only)")
+    p.add_argument(
+        "--h5", action=ListAction, help="train on fastMRI .h5 files/folders (varnet only)"
+    )
     p.add_argument("--init", help="fine-tune from this model folder")
     p.add_argument("--out", help="run folder (default runs/recon_mri/<preset>_<model>)")
     p.add_argument("--max-steps", type=positive_int,
@@ -282,7 +287,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--slices", type=positive_int, default=32, help="held-out phantoms per acceleration"
     )
-    p.add_argument("--accelerations", type=positive_float, nargs="+",
+    p.add_argument("--accelerations", action=ListAction, item_type=positive_float,
                    help="default: the model's training accelerations")  # fmt: skip
     add_threads(p)
     p.set_defaults(func=_calibrate)
@@ -292,7 +297,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon mri evaluate data/mri_4x --methods zero_filled cs_wavelet cs_tv \\\n"
               "    --model modl=runs/recon_mri/modl")  # fmt: skip
     p.add_argument("data", help="folder of .h5 files with reconstruction_rss (from simulate)")
-    p.add_argument("--methods", nargs="+", choices=_ALL,
+    p.add_argument("--methods", action=ListAction, choices=_ALL,
                    default=["zero_filled", "cs_wavelet", "cs_tv"],
                    help="classical methods to score (default: zero_filled cs_wavelet cs_tv)")  # fmt: skip
     p.add_argument("--targets", help="folder of reference images <volume>.npy/.nii.gz/... for "
