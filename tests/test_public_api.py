@@ -203,3 +203,14 @@ def test_device_strings_accepted():
     from medimg._facade import check_device
 
     assert check_device("auto") == "auto" and check_device(" CPU ") == "cpu"
+
+
+def test_the_readme_task_example_runs_as_written(tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Python API\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    example = next(b for b in blocks if "medimg.segment" in b)
+    monkeypatch.chdir(tmp_path)
+    save(_ct_abdomen(), "ct.nii.gz")
+    exec(example, {})
+    _same_grid(load("labels.nii.gz"), load("ct.nii.gz"))
