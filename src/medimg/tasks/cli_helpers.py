@@ -48,7 +48,8 @@ def add_verb(
 class ListAction(argparse.Action):
     """A list flag written one way in every verb: values after the flag, separated by spaces,
     commas or both (``--methods a b`` = ``--methods a,b``). ``item_type`` converts each value
-    and ``choices`` checks it, after the split (argparse would check the unsplit ``a,b``)."""
+    and ``choices`` checks it, after the split (argparse would check the unsplit ``a,b``);
+    ``empty_ok`` leaves an empty list (``--outputs ""``) to the verb's own check."""
 
     def __init__(
         self,
@@ -58,9 +59,11 @@ class ListAction(argparse.Action):
         choices: Sequence[object] | None = None,
         nargs: str = "+",
         metavar: str | None = None,
+        empty_ok: bool = False,
         **kwargs: object,
     ) -> None:
         self.item_type, self.allowed = item_type, tuple(choices) if choices else None
+        self.empty_ok = empty_ok  # an empty list left to the verb's own check
         if metavar is None and self.allowed:
             metavar = "{" + ",".join(map(str, self.allowed)) + "}"
         super().__init__(option_strings, dest, nargs=nargs, metavar=metavar, **kwargs)  # type: ignore[arg-type]
@@ -85,7 +88,7 @@ class ListAction(argparse.Action):
                 allowed = ", ".join(map(str, self.allowed))
                 parser.error(f"argument {option_string}: {part!r} is not one of {allowed}")
             items.append(item)
-        if not items and self.nargs == "+":
+        if not items and self.nargs == "+" and not self.empty_ok:
             parser.error(f"argument {option_string}: give at least one value")
         setattr(namespace, self.dest, items)
 

@@ -265,7 +265,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                         "lncc local correlation (same contrast, or inverted), mind MIND-SSC "
                         "descriptors (cross-contrast, e.g. T1 to T2), mi mutual information, "
                         "mse (same contrast and scale)")  # fmt: skip
-    p.add_argument("--outputs", action=ListAction, metavar="LIST",
+    p.add_argument("--outputs", action=ListAction, metavar="LIST", empty_ok=True,
                    help="comma-separated files to write, from warped, labels, field, transform "
                         "(ITK .h5), jacobian, png, or 'all' (default: warped,labels,field,png; "
                         "labels only with --moving-labels); summary.json is always written")  # fmt: skip
