@@ -3,7 +3,6 @@ one reading of a device string and one way to accept an image or a path."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from medimg.errors import InputError
@@ -11,27 +10,16 @@ from medimg.io.image import Image
 
 __all__ = ["as_image", "check_device"]
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
 
 def check_device(device: str = "auto") -> str:
     """``device`` as given when it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` and usable here;
     otherwise a one-line :class:`InputError` (the task classes then resolve ``auto``)."""
-    import torch
+    from medimg.devices import parse_device
+    from medimg.engine import resolve_device
 
-    spec = str(device).strip().lower()
-    if not _DEVICE.fullmatch(spec):
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(
-                f"device {spec!r} requested but no CUDA GPU is available; use cpu/auto"
-            )
-        index = int(spec.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise InputError(
-                f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) here"
-            )
+    spec = parse_device(device)
+    if spec != "auto":
+        resolve_device(spec)  # refuses a GPU that is not here
     return spec
 
 

@@ -14,6 +14,7 @@ from medimg.engine import (
     SeededSamples,
     StepBatchSampler,
     StepContext,
+    TrainConfig,
     batch_indices,
     derive_seed,
     fast_precision,
@@ -58,14 +59,19 @@ def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == auto
-    with pytest.raises(InputError, match="one of auto, cpu, cuda"):
-        resolve_device("gpu")
+    for bad in ("gpu", "cuda:", "cuda:x", "cuda1"):
+        with pytest.raises(InputError, match="auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    assert TrainConfig(device="cuda:1").device == "cuda:1"  # checked when used, not in config
+    with pytest.raises(InputError, match="device"):
+        TrainConfig(device="gpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_is_input_error() -> None:
-    with pytest.raises(InputError, match="no CUDA GPU"):
-        resolve_device("cuda")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            resolve_device(name)
 
 
 def test_derive_seed_does_not_alias_neighbours() -> None:

@@ -24,7 +24,7 @@ from medimg.engine import (
     load_weights,
     read_metrics,
 )
-from medimg.engine.runlog import progress_bar
+from medimg.engine.runlog import ProgressLines, progress_bar
 from medimg.errors import CheckpointError, InputError, OutputExistsError
 
 VAL = ToyData(n=32, seed=7)
@@ -273,6 +273,10 @@ def test_task_config_is_written_and_compared_on_resume(tmp_path: Path) -> None:
         _fit(tmp_path, task.train, run_config=changed, resume=True)
 
 
-def test_progress_bar_only_on_a_terminal() -> None:
+def test_progress_bar_on_a_terminal_and_log_lines_elsewhere() -> None:
     assert progress_bar(10, 0, enabled=False).disable
-    assert progress_bar(10, 0, enabled=True).disable == (not sys.stderr.isatty())
+    bar = progress_bar(10, 0, enabled=True)
+    if sys.stderr.isatty():
+        assert not isinstance(bar, ProgressLines) and not bar.disable
+    else:
+        assert isinstance(bar, ProgressLines)

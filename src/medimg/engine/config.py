@@ -58,7 +58,7 @@ class TrainConfig:
     early_stop_patience: int | None = None  # validation rounds without improvement; None = off
     checkpoint_every: int = 100
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
     num_workers: int = 0
     log_every: int = 10
     progress: bool = True
@@ -80,7 +80,7 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
         need(self.lr_schedule in SCHEDULES, "lr_schedule", f"one of {', '.join(SCHEDULES)}")
         need(self.val_mode in ("min", "max"), "val_mode", "'min' or 'max'")
-        need(self.device in ("auto", "cpu", "cuda"), "device", "one of auto, cpu, cuda")
+        need(_is_device(self.device), "device", "auto, cpu, cuda or cuda:N")
         need(isinstance(self.val_metric, str) and bool(self.val_metric), "val_metric", "a name")
         for name in ("amp", "progress"):
             need(isinstance(getattr(self, name), bool), name, "true or false")
@@ -107,6 +107,16 @@ class TrainConfig:
                 f"TrainConfig.warmup_steps ({self.warmup_steps}) must be smaller than "
                 f"max_steps ({self.max_steps})"
             )
+
+
+def _is_device(v: Any) -> bool:
+    from medimg.devices import parse_device
+
+    try:
+        parse_device(v)
+    except InputError:
+        return False
+    return isinstance(v, str)
 
 
 def _is_int(v: Any) -> bool:

@@ -62,21 +62,26 @@ def seed_globals(seed: int) -> None:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error.
+    """``"auto"`` -> CUDA when available else CPU; ``"cuda"``/``"cuda:N"`` without that GPU is
+    a one-line error (names: :func:`medimg.devices.parse_device`).
 
     Under torchrun on GPUs each process gets ``cuda:LOCAL_RANK`` from the trainer, not here.
     """
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
+    from medimg.devices import parse_device
+
+    spec = parse_device(device)
+    if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
+    if spec == "cpu":
         return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("device 'cuda' requested but no CUDA GPU is available; use cpu/auto")
-        return torch.device(device)
-    raise InputError(f"device must be one of auto, cpu, cuda, got {device!r}")
+    if not torch.cuda.is_available():
+        raise InputError(f"device {spec!r} requested but no CUDA GPU is available; use cpu/auto")
+    index = int(spec.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(
+            f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) here"
+        )
+    return torch.device(spec)
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import textwrap
 from collections.abc import Sequence
 
@@ -93,18 +92,18 @@ class ListAction(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-
-
 def device(text: str) -> str:
     """argparse ``type=`` for ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. Whether
     that GPU exists is checked when the device is used (``medimg.engine.resolve_device``)."""
-    value = text.strip().lower()
-    if not _DEVICE.fullmatch(value):
+    from medimg.devices import parse_device
+    from medimg.errors import InputError
+
+    try:
+        return parse_device(text)
+    except InputError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a device; give auto, cpu, cuda or cuda:N (N = GPU index)"
-        )
-    return value
+        ) from None
 
 
 def add_device(
