@@ -18,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from medimg._facade import as_image, check_device
-from medimg.errors import InputError
 from medimg.io.image import Image
 from medimg.tasks.reconstruct.ct import predict as _ct
 
@@ -44,18 +42,7 @@ class Denoiser:
         source = Path(str(image.meta.get("source") or "image.nii"))
         if not source.exists():  # an in-memory image: name it without reading a file
             source = Path("image.nii")
-        if image.num_channels != 1:
-            raise InputError(f"expected one channel, got {image.num_channels}", source)
-        _ct.check_ct_input(image, source, assume_hu=assume_hu)
-        vol = image.array[0].astype(np.float32)
-        if vol.ndim not in (2, 3):
-            raise InputError(f"expected a 2D or 3D image, got {vol.ndim} spatial axes", source)
-        planes = vol[None] if vol.ndim == 2 else np.moveaxis(vol, -1, 0)  # axial planes
-        den = denoise_slices(self.net, planes)
-        den = den[0] if vol.ndim == 2 else np.moveaxis(den, 0, -1)
-        out = image.with_array(den[None].astype(np.float32))
-        out.modality = "CT"
-        return out
+        return _ct.denoise_image(self.net, self.config, image, source, assume_hu=assume_hu)
 
 
 def load_model(path: str | Path | None = None, device: str = "auto") -> Denoiser:

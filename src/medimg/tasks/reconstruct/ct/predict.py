@@ -19,10 +19,12 @@ from torch import nn
 
 from medimg.engine import from_yaml, load_weights, resolve_device
 from medimg.errors import InputError
+from medimg.io.image import Image
 from medimg.physics.ct_dose import check_hu
 from medimg.tasks.reconstruct.ct import data as D
 
-__all__ = ["DEFAULT_DIR", "check_ct_input", "denoise_slices", "load_model", "predict_path"]
+__all__ = ["DEFAULT_DIR", "check_ct_input", "denoise_image", "denoise_slices", "load_model"]
+__all__ += ["predict_path"]
 
 DEFAULT_DIR = Path(__file__).parent / "default"
 
@@ -125,25 +127,15 @@ def _trained_pixel_range(cfg: object) -> tuple[float, float]:
     return pix, pix
 
 
-def predict_path(
-    input_path: str | Path,
-    output: str | Path,
-    *,
-    model: str | Path | None = None,
-    device: str = "cpu",
-    overwrite: bool = False,
-    assume_hu: bool = False,
-) -> Path:
-    """Denoise a CT image file or DICOM series; write NIfTI (by extension) or a DICOM series
-    folder (no extension) on the input's grid, in HU."""
-    from medimg.io.api import load, save
+def denoise_image(
+    net: torch.nn.Module, cfg: object, image: Image, src: Path, *, assume_hu: bool = False
+) -> Image:
+    """The denoised CT on ``image``'s grid, in HU, after the checks every caller needs: real,
+    one channel, HU-like values (``assume_hu`` skips that), 2D/3D, large enough for ``net``;
+    a note on stderr when the pixels are far from the training spacing. ``src`` names the
+    input in messages. Axial planes go through :func:`denoise_slices`."""
     from medimg.io.inputs import check_real
-    from medimg.tasks.reconstruct.outputs import check_image_outputs
 
-    src = Path(input_path)
-    check_image_outputs([output], inputs=[src], overwrite=overwrite)
-    net, cfg = load_model(model, device=device)
-    image = load(src)
     check_real(image.array, src, what="CT denoising")
     if image.num_channels != 1:
         raise InputError(f"expected one channel, got {image.num_channels}", src)
@@ -171,6 +163,28 @@ def predict_path(
     den = den[0] if vol.ndim == 2 else np.moveaxis(den, 0, -1)
     result = image.with_array(den[None].astype(np.float32))
     result.modality = "CT"
+    return result
+
+
+def predict_path(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    assume_hu: bool = False,
+) -> Path:
+    """Denoise a CT image file or DICOM series; write NIfTI (by extension) or a DICOM series
+    folder (no extension) on the input's grid, in HU."""
+    from medimg.io.api import load, save
+    from medimg.tasks.reconstruct.outputs import check_image_outputs
+
+    src = Path(input_path)
+    check_image_outputs([output], inputs=[src], overwrite=overwrite)
+    net, cfg = load_model(model, device=device)
+    image = load(src)
+    result = denoise_image(net, cfg, image, src, assume_hu=assume_hu)
     return save(result, output, overwrite=overwrite, **_dicom_options(image, output, cfg.model))  # type: ignore[attr-defined]
 
 
