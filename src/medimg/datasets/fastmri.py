@@ -30,7 +30,8 @@ from medimg.io.inputs import check_allocation, check_regular_file
 from medimg.io.output import atomic_path
 from medimg.typing import PathType
 
-__all__ = ["FastMRIVolume", "IsmrmrdHeader", "check_fastmri", "read_fastmri", "write_fastmri"]
+__all__ = ["FastMRIVolume", "IsmrmrdHeader", "center_crop", "check_fastmri", "read_fastmri"]
+__all__ += ["write_fastmri"]
 
 _NS = "http://www.ismrm.org/ISMRMRD"
 
@@ -110,7 +111,11 @@ class FastMRIVolume:
         return self.kspace.ndim == 4
 
 
-def _center_crop(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def center_crop(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """The centre ``size`` (h, w) of the last two axes, as fastMRI crops its reconstructions
+    (sides larger than ``x`` keep ``x``'s); ``None`` keeps ``x`` whole."""
+    if size is None:
+        return x
     h, w = x.shape[-2:]
     ch, cw = min(size[0], h), min(size[1], w)
     top, left = (h - ch) // 2, (w - cw) // 2
@@ -167,7 +172,7 @@ def write_fastmri(
     rsize = recon_size or (height, width)
     recon = _image(k) if isinstance(reconstruction, str) else reconstruction
     if recon is not None:
-        recon = _center_crop(np.asarray(recon, dtype=np.float32), rsize)
+        recon = center_crop(np.asarray(recon, dtype=np.float32), rsize)
     header = IsmrmrdHeader(
         encoded_size=(height, width, 1),
         recon_size=(rsize[0], rsize[1], 1),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medimg._facade import check_device
+from medimg.datasets.fastmri import center_crop
 from medimg.errors import InputError
 from medimg.io.image import Image
 from medimg.tasks.reconstruct.mri.infer import CLASSICAL, Reconstructor, reconstruct
@@ -66,9 +67,4 @@ def predict(
     else:
         raise InputError(f"expected k-space, an Image or a path, got {type(data).__name__}")
     recon = rec(case.kspace, case.mask, case.maps if rec.needs_maps else None)
-    if case.crop is not None:
-        h, w = recon.shape[-2:]
-        ch, cw = min(case.crop[0], h), min(case.crop[1], w)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        recon = recon[..., top : top + ch, left : left + cw]
-    return to_image(recon, case)
+    return to_image(center_crop(recon, case.crop), case)

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medimg.datasets.fastmri import center_crop
 from medimg.errors import InputError
 from medimg.metrics.image_quality import nmse, psnr, ssim, volume_max
 from medimg.metrics.stats import Estimate, bootstrap_ci
 from medimg.tasks.reconstruct.mri.infer import Reconstructor
-from medimg.tasks.reconstruct.mri.predict import _crop, case_from_h5
+from medimg.tasks.reconstruct.mri.predict import case_from_h5
 
 __all__ = ["DEFAULT_CLASSICAL", "evaluate_files", "score_volume", "target_from_folder"]
 
@@ -146,7 +147,7 @@ def evaluate_files(
             panel["ground truth"] = case.target[len(case.target) // 2]
         for label, rec in methods.items():
             try:
-                pred = _crop(rec(case.kspace, case.mask, progress=progress), case.crop)
+                pred = center_crop(rec(case.kspace, case.mask, progress=progress), case.crop)
             except InputError as exc:  # name the file the k-space or mask came from
                 raise exc if exc.path else InputError(str(exc), f) from None
             rows.append({"volume": case.name, "acceleration": accel, "method": label,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medimg.datasets.fastmri import check_fastmri, read_fastmri
+from medimg.datasets.fastmri import center_crop, check_fastmri, read_fastmri
 from medimg.errors import InputError
 from medimg.io.image import LPS_TO_RAS, Image
 from medimg.io.inputs import case_ids, check_allocation, check_real
@@ -62,15 +62,6 @@ class KspaceCase:
     crop: tuple[int, int] | None = None  # centre crop (h, w) of the (H, W) reconstruction
     target: np.ndarray | None = None  # (S, h, w) ground truth when the file has it
     maps: torch.Tensor | None = None  # known coil maps (simulated from an image)
-
-
-def _crop(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None:
-        return x
-    h, w = x.shape[-2:]
-    ch, cw = min(size[0], h), min(size[1], w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top : top + ch, left : left + cw]
 
 
 def case_from_h5(
@@ -228,7 +219,7 @@ def predict_path(
             case = load_case(f, **options)
             maps = case.maps if recon.needs_maps else None
             try:
-                image = _crop(recon(case.kspace, case.mask, maps, progress), case.crop)
+                image = center_crop(recon(case.kspace, case.mask, maps, progress), case.crop)
             except InputError as exc:  # name the file the k-space or mask came from
                 raise exc if exc.path else InputError(str(exc), f) from None
             if not np.isfinite(image).all():
@@ -273,7 +264,7 @@ def _apply_safeguard(
     if not fallback:
         return image
     out = image.copy()
-    out[bad] = _crop(check.classical, case.crop)[bad]
+    out[bad] = center_crop(check.classical, case.crop)[bad]
     return out
 
 
