@@ -1,19 +1,27 @@
-"""The model folder an ``adapt`` verb writes (CT and MRI alike): the adapted model's
-``config.yaml`` + ``model.safetensors`` beside the engine run (``adapt_run/``) that made them,
-under the train verbs' rules for an existing folder."""
+"""What the ``adapt`` verbs share (CT and MRI alike): the model folder they write (the adapted
+model's ``config.yaml`` + ``model.safetensors`` beside the engine run ``adapt_run/`` that made
+them, under the train verbs' rules for an existing folder) and their fine-tuning defaults."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from medimg.engine import check_run_dir
+from medimg.engine import TrainConfig, check_run_dir
 from medimg.errors import InputError, OutputExistsError
 
-__all__ = ["MODEL_FILES", "RUN_NAME", "check_adapt_folder"]
+__all__ = ["MODEL_FILES", "RUN_NAME", "adapt_train_config", "check_adapt_folder"]
 
 RUN_NAME = "adapt_run"  # the engine run inside the model folder
 MODEL_FILES = ("config.yaml", "model.safetensors")
+
+
+def adapt_train_config(**kw: Any) -> TrainConfig:
+    """A fine-tune, not a new training: 300 Adam steps at lr 3e-4 on a cosine schedule with
+    gradients clipped at 1; each modality sets its batch size and logging through ``kw``."""
+    base = {"max_steps": 300, "lr": 3e-4, "optimizer": "adam", "lr_schedule": "cosine",
+            "grad_clip": 1.0}  # fmt: skip
+    return TrainConfig(**{**base, **kw})
 
 
 def check_adapt_folder(

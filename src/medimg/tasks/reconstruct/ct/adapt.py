@@ -65,7 +65,7 @@ from medimg.engine import (
 )
 from medimg.errors import InputError
 from medimg.physics.ct import ParallelBeamGeometry
-from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, check_adapt_folder
+from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, adapt_train_config, check_adapt_folder
 from medimg.tasks.reconstruct.ct import data as D
 from medimg.tasks.reconstruct.ct.baselines import fbp_hu
 
@@ -90,10 +90,7 @@ _IMAGE_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 
 
 def _adapt_train(**kw: Any) -> TrainConfig:
-    base = {"max_steps": 300, "batch_size": 8, "lr": 3e-4, "optimizer": "adam",
-            "lr_schedule": "cosine", "grad_clip": 1.0, "log_every": 20,
-            "checkpoint_every": 100}  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return adapt_train_config(**{"batch_size": 8, "log_every": 20, "checkpoint_every": 100, **kw})
 
 
 @dataclasses.dataclass

@@ -37,18 +37,15 @@ from medimg.engine import TrainConfig, Trainer, TrainResult, seed_everything, to
 from medimg.errors import InputError
 from medimg.physics.masks import acs_region
 from medimg.physics.mri import MultiCoilMRI, fft2c
-from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, check_adapt_folder
+from medimg.tasks.reconstruct.adapt_folder import RUN_NAME, adapt_train_config, check_adapt_folder
 
 __all__ = ["RUN_NAME", "AcquiredSlice", "AdaptConfig", "SSDUSlices", "adapt", "read_slices"]
 __all__ += ["ssdu_loss", "ssdu_split"]
 
 
 def _adapt_train(**kw: Any) -> TrainConfig:
-    # CPU-friendly: one slice per step, a small learning rate (a fine-tune, not a new training)
-    base = {"max_steps": 300, "batch_size": 1, "lr": 3e-4, "optimizer": "adam",
-            "lr_schedule": "cosine", "grad_clip": 1.0, "log_every": 10,
-            "checkpoint_every": 50}  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    # CPU-friendly: one slice per step
+    return adapt_train_config(**{"batch_size": 1, "log_every": 10, "checkpoint_every": 50, **kw})
 
 
 @dataclasses.dataclass
