@@ -4,6 +4,7 @@ bootstrap intervals), and training patches can be centred on hard negatives."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -133,3 +134,49 @@ def test_simulate_varied_cli_writes_the_varied_set(tmp_path, monkeypatch, capsys
     assert main(["detect", "simulate", str(tmp_path / "t"), "--cases", "3", "--varied"]) == 0
     assert calls and calls[0][1] == 3 and calls[0][2]["seed"] == 0
     assert "varied thorax CTs with typed nodules" in capsys.readouterr().out
+
+
+def test_nodule_weights_give_the_weighted_type_more_patches():
+    """A positive patch picks nodules in proportion to their weights (the preset's larger share
+    for the hard types); bad weights are refused."""
+    vol = np.zeros((120, 40, 40), np.float32)
+    vol[20, 20, 20] = 1.0  # nodule A's marker
+    vol[100, 20, 20] = 0.5  # nodule B's marker
+    prep = Prepared(vol, np.eye(4), 2.0)
+    nodules = [np.array([[20.0, 20.0, 20.0, 4.0], [100.0, 20.0, 20.0, 4.0]])]
+
+    def share_of_b(weights) -> float:
+        seed_everything(0)
+        ds = PatchDataset([prep], nodules, patch=16, samples_per_epoch=60, pos_fraction=1.0,
+                          nodule_weights=weights)  # fmt: skip
+        return float(np.mean([0.4 < float(ds[i]["image"].max()) < 0.6 for i in range(60)]))
+
+    assert share_of_b([np.array([1.0, 4.0])]) > 0.65 > 0.3 > share_of_b([np.array([4.0, 1.0])])
+    with pytest.raises(Exception, match="one weight per nodule"):
+        PatchDataset([prep], nodules, nodule_weights=[np.array([1.0])])
+    with pytest.raises(Exception, match="weights"):
+        PatchDataset([prep], nodules, nodule_weights=[np.array([-1.0, 1.0])])
+
+
+def test_type_weights_follow_the_annotations_types(tmp_path):
+    """Training reads each nodule's type from annotations.csv and weighs it as configured."""
+    from medimg.engine.config import from_yaml, to_yaml
+    from medimg.tasks.detect.train import DetectConfig, _type_weights, preset_config
+
+    root = write_thorax_luna16(tmp_path / "t", 2, seed=3, n_subsets=1, progress=False, **COARSE)
+    ds = open_luna16(root)
+    uids = ds.uids()
+    with open(root / "annotations.csv", newline="") as f:
+        types = [r["nodule_type"] for r in csv.DictReader(f)]
+    counts = [len(read_annotations(root / "annotations.csv").get(u, [])) for u in uids]
+    w = _type_weights(root, uids, counts, {types[0]: 5.0})
+    assert [len(a) for a in w] == counts and 5.0 in np.concatenate(w)
+    assert sorted(np.concatenate(w)) == sorted(5.0 if t == types[0] else 1.0 for t in types)
+    assert _type_weights(root, uids, counts, {}) is None
+    with pytest.raises(Exception, match="nodule types for"):
+        _type_weights(root, uids, [c + 1 for c in counts], {"solid": 2.0})
+    # the preset's weights survive the run's config.yaml (resume and model folders read it)
+    cfg = preset_config()
+    assert cfg.type_weights["juxtapleural"] > 1 and cfg.hard_fraction > 0
+    back = from_yaml(DetectConfig, to_yaml(cfg, tmp_path / "c.yaml"))
+    assert back.type_weights == cfg.type_weights

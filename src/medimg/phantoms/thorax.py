@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.phantoms.ct import LABELS, body_phantom
+from medimg.phantoms.ct import LABELS, _cross, body_phantom
 from medimg.phantoms.detection import DetectionCase, Finding
 from medimg.phantoms.nodules import NODULE_TYPES
 from medimg.phantoms.nodules_placement import Grid, place_nodules
@@ -57,13 +57,6 @@ def _upsample(vol: np.ndarray, shape: tuple, zoom: np.ndarray, order: int) -> np
         warnings.filterwarnings("ignore", "The behavior of affine_transform")
         return ndimage.affine_transform(vol, zoom, offset, output_shape=shape, order=order,
                                         mode="nearest")  # fmt: skip
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross product of two 3-vectors (``np.cross`` costs 10x more per call in the recursion)."""
-    return np.array(
-        [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-    )
 
 
 def _hila(grid: Grid, mid: np.ndarray) -> dict[int, np.ndarray]:

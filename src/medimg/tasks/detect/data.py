@@ -142,6 +142,9 @@ class PatchDataset(Dataset):
     ``hard_fraction``) or anywhere in the volume, flips it along each axis with probability 1/2
     and scales intensity by up to 5 %. A hard negative is mined simply by being seen more
     often: its targets stay background (no nodule there), so the focal loss pushes it down.
+    ``nodule_weights`` (one array per volume, one weight per nodule) makes a positive patch pick
+    nodules in proportion to their weights over all volumes (e.g. more patches on the nodule
+    types a model misses); without it a volume, then one of its nodules, is drawn uniformly.
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class PatchDataset(Dataset):
         pos_fraction: float = 0.5,
         hard_negatives: list[np.ndarray] | None = None,
         hard_fraction: float = 0.0,
+        nodule_weights: list[np.ndarray] | None = None,
     ) -> None:
         if not volumes or len(volumes) != len(nodules_vox):
             raise InputError("PatchDataset needs one nodule table per volume (and >= 1 volume)")
@@ -167,6 +171,20 @@ class PatchDataset(Dataset):
         self.hard = [np.asarray(h).reshape(-1, 4) for h in hard_negatives or []]
         self.hard_fraction = float(hard_fraction) if self.hard else 0.0
         self.with_hard = [i for i, h in enumerate(self.hard) if len(h)]
+        self.pick = None  # cumulative weights over (volume, nodule) pairs, when weighted
+        if nodule_weights is not None:
+            w = [np.asarray(a, float).ravel() for a in nodule_weights]
+            if len(w) != len(volumes) or any(
+                len(a) != len(np.asarray(n).reshape(-1, 4)) for a, n in zip(w, nodules_vox)
+            ):
+                raise InputError("PatchDataset needs one weight per nodule of each volume")
+            flat = np.concatenate(w) if w else np.zeros(0)
+            if len(flat) and (np.any(flat < 0) or not np.isfinite(flat).all() or flat.sum() <= 0):
+                raise InputError("nodule weights must be finite, >= 0 and not all 0")
+            if len(flat):
+                self.pick = (np.cumsum(flat) / flat.sum(),
+                             np.concatenate([[i] * len(a) for i, a in enumerate(w)]).astype(int),
+                             np.concatenate([np.arange(len(a)) for a in w]).astype(int))  # fmt: skip
 
     def __len__(self) -> int:
         return self.n
@@ -177,8 +195,14 @@ class PatchDataset(Dataset):
         # one draw decides, and none where there is nothing to choose (as before hard negatives)
         u = rng.random() if self.with_nodules or (self.with_hard and self.hard_fraction) else 1.0
         if self.with_nodules and u < self.pos_fraction:
-            v = self.with_nodules[rng.randint(len(self.with_nodules))]
-            nod = self.nodules[v][rng.randint(len(self.nodules[v]))]
+            if self.pick is None:
+                v = self.with_nodules[rng.randint(len(self.with_nodules))]
+                nod = self.nodules[v][rng.randint(len(self.nodules[v]))]
+            else:  # a nodule drawn in proportion to its weight (e.g. more of the hard types)
+                cum, vols, rows = self.pick
+                j = min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1)
+                v = int(vols[j])
+                nod = self.nodules[v][rows[j]]
             centre = nod[:3] + rng.uniform(-0.35 * p, 0.35 * p, 3)
         elif self.with_hard and u < self.pos_fraction + self.hard_fraction:
             v = self.with_hard[rng.randint(len(self.with_hard))]
