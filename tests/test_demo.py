@@ -12,6 +12,10 @@ def test_demo_io_stage_round_trips(tmp_path, capsys) -> None:
     assert demo.run_demo(tmp_path) == 0
     out = capsys.readouterr().out
     assert "0 failed" in out and "CT -> DICOM" in out
+    assert "[demo] io: 4 checks, ok" in out  # one small table per stage
+    report = (tmp_path / "report.html").read_text()
+    assert all(f'<section id="{name}">' in report for name, _ in demo.STAGES)
+    assert 'src="io/overview.png"' in report
     io_dir = tmp_path / "io"
     assert (io_dir / "overview.png").stat().st_size > 1000
     ct = load(io_dir / "ct_dicom")
@@ -25,4 +29,6 @@ def test_demo_reports_failure(tmp_path, monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(demo, "STAGES", [("x", broken)])
     assert demo.run_demo(tmp_path) == 1
-    assert "1 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 failed" in out and "x: 1 checks, 1 FAILED" in out
+    assert '<tr class="fail">' in (tmp_path / "report.html").read_text()

@@ -140,18 +140,28 @@ STAGES: list[tuple[str, Stage]] = [("io", stage_io), *_task_stages()]
 
 
 def _print_table(rows: list[Row]) -> None:
+    """One stage's rows as a small aligned table (the stage's name is in the heading above)."""
     if not rows:
         return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "stage"]
     widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    print("  ".join("-" * widths[k] for k in keys))
+    print("  " + "  ".join(k.ljust(widths[k]) for k in keys))
+    print("  " + "  ".join("-" * widths[k] for k in keys))
     for r in rows:
-        print("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
+        print("  " + "  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
+
+
+def _checked(stage: Stage) -> str:
+    """What a stage checks: the first paragraph of its docstring, on one line."""
+    doc = (stage.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(doc.split())
 
 
 def run_demo(out_dir: PathType = "runs/demo") -> int:
-    """Run every stage into ``out_dir/<stage>/``; return 0 if every row is ok, else 1."""
+    """Run every stage into ``out_dir/<stage>/``, print one table per stage, write
+    ``out_dir/report.html``; return 0 if every row is ok, else 1."""
+    from medimg.report.html import Section, stage_figures, write_report
+
     out = Path(out_dir)
     for name, _ in STAGES:  # refuse before any work: only the demo's own folders are replaced
         stage_dir = out / name
@@ -160,14 +170,21 @@ def run_demo(out_dir: PathType = "runs/demo") -> int:
                 f"holds a folder '{name}' the demo did not write; choose another --out",
                 out,
             )
-    rows: list[Row] = []
+    sections: list[Section] = []
     for name, stage in STAGES:
         t0 = time.perf_counter()
         with atomic_dir(out / name, overwrite=True) as stage_dir:
             stage_rows = stage(stage_dir)
-        print(f"[demo] stage {name}: {len(stage_rows)} checks in {time.perf_counter() - t0:.1f} s")
-        rows += stage_rows
-    _print_table(rows)
-    failed = [r for r in rows if r.get("status") != "ok"]
-    print(f"[demo] outputs in {out}/ — {len(rows) - len(failed)} ok, {len(failed)} failed")
+        seconds = time.perf_counter() - t0
+        section = Section(name, _checked(stage), stage_rows, stage_figures(out / name), seconds)
+        sections.append(section)
+        verdict = "ok" if not section.failed else f"{section.failed} FAILED"
+        print(f"\n[demo] {name}: {len(stage_rows)} checks, {verdict}, {seconds:.1f} s")
+        _print_table(stage_rows)
+    report = write_report(sections, out / "report.html", title="medimg demo")
+    total = sum(len(s.rows) for s in sections)
+    failed = sum(s.failed for s in sections)
+    print(
+        f"\n[demo] {total - failed} ok, {failed} failed; open {report} for the tables and figures"
+    )
     return 1 if failed else 0

@@ -9,6 +9,8 @@ import torch
 from medimg.cli import main
 from medimg.io.api import load, save
 from medimg.io.image import Image
+from medimg.io.label_table import read_label_table
+from medimg.tasks.segment.plan import load_plan
 
 TINY = {"shape": (32, 32, 8), "spacing": (12.0, 12.0, 15.0)}
 
@@ -43,7 +45,11 @@ def test_predict_folder_and_evaluate(trained, tmp_path, capsys):
     assert main(["segment", "predict", str(data / "imagesTs"), str(preds), "--model", str(model),
                  "--no-mirror", "--device", "cpu"]) == 0  # fmt: skip
     names = sorted(p.name for p in preds.iterdir() if not p.name.startswith("."))
-    assert names == ["ct_002.nii.gz", "ct_003.nii.gz"]
+    assert names == ["ct_002.nii.gz", "ct_002.tsv", "ct_003.nii.gz", "ct_003.tsv"]
+    names = names[::2]
+    table = read_label_table(preds / "ct_002.tsv")  # each label map says which number is what
+    assert table == dict(enumerate(load_plan(model / "plan.yaml").label_names))
+    assert len(table) > 2 and table[0] == "background"
     pred, ref = (
         load(preds / names[0], is_label=True),
         load(data / "imagesTs" / "ct_002_0000.nii.gz"),

@@ -277,14 +277,16 @@ def predict_path(
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
     ``out`` is a ``.nii.gz`` file for a single input, else a folder getting ``<case>.nii.gz`` (and
-    ``<case>_seg.dcm`` DICOM-SEG for a DICOM series). Every output is checked against the inputs
-    and existing files before the model runs; a new output folder appears only once every case
-    is written. A case where the model finds nothing gets its (all-background) NIfTI and no
+    ``<case>_seg.dcm`` DICOM-SEG for a DICOM series), each NIfTI with its label table
+    ``<case>.tsv`` (index, name, colour; :mod:`medimg.io.label_table`). Every output is checked
+    against the inputs and existing files before the model runs; a new output folder appears
+    only once every case is written. A case where the model finds nothing gets its (all-background) NIfTI and no
     DICOM-SEG (a SEG needs a segment); a line saying so is appended to ``notes``. An image
     unlike the model's training data (another modality, not Hounsfield units for a CT model) is
     refused in one line unless ``force``. Both outputs name the model that made the labels
     (NIfTI ``descrip``; SEG series description and algorithm). Returns the written paths.
     """
+    from medimg.io.label_table import label_table_path
     from medimg.io.output import atomic_dir, check_outputs
 
     source, out = Path(source), Path(out)
@@ -292,7 +294,8 @@ def predict_path(
     single = len(items) == 1 and out.name.lower().endswith((".nii.gz", ".nii"))
     targets = _targets(items, out, single)
     inputs = [source, *(f for _, files, _ in items for f in files)]
-    check_outputs([p for t in targets for p in t if p is not None], inputs=inputs,
+    tables = [label_table_path(nii) for nii, _ in targets]
+    check_outputs([p for t in targets for p in t if p is not None] + tables, inputs=inputs,
                   overwrite=overwrite)  # fmt: skip
     seg = Segmenter(model, device=device)
     if single or (out.is_dir() and any(out.iterdir())):
@@ -316,8 +319,10 @@ def _predict_cases(
 ) -> list[Path]:
     from tqdm import tqdm
 
+    from medimg.io.label_table import label_table_path, write_label_table
     from medimg.tasks.segment.provenance import save_labels_nifti, write_labels_seg
 
+    names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
     written: list[Path] = []
     for (name, files, _), (nii, dcm) in tqdm(
         list(zip(items, targets)), desc="segment", disable=not progress or len(items) < 2
@@ -325,6 +330,7 @@ def _predict_cases(
         image = _load_case(name, files, seg.plan, force=force, notes=notes)
         labels = seg.segment(image, mirror=mirror, force=True)  # checked by _load_case
         written.append(save_labels_nifti(labels, nii, seg.tag, overwrite=overwrite))
+        written.append(write_label_table(label_table_path(nii), names, overwrite=overwrite))
         if dcm is None:
             continue
         if not labels.array.any():
@@ -334,7 +340,6 @@ def _predict_cases(
                     "no DICOM-SEG written (a SEG needs at least one segment)"
                 )
             continue
-        names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
         written.append(write_labels_seg(labels, files[0], dcm, seg.tag, segment_names=names,
                                         overwrite=overwrite))  # fmt: skip
     return written
