@@ -76,8 +76,20 @@ def test_findings_become_a_dicom_seg_over_the_source_series(tmp_path, monkeypatc
     centre = np.argwhere(seg.array[0] == 1).mean(0)
     world = seg.affine[:3, :3] @ centre + seg.affine[:3, 3]
     np.testing.assert_allclose(world, (-20.0, -16.0, 12.0), atol=1.6)
+    # a DICOM folder's rows carry its SeriesInstanceUID, not the folder name
+    from medimg.io.api import load
+
+    uid = str(load(series).meta["series_uid"])
+    rows = (tmp_path / "out" / "candidates.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3 and all(r.split(",")[0] == uid for r in rows) and uid != "series"
     from medimg.errors import InputError
 
+    # --seg on a non-DICOM input: refused from the paths, before a model is even loaded
+    def no_model(*a, **k):
+        raise AssertionError("the detector ran before the refusal")
+
+    monkeypatch.setattr(pr, "Detector", no_model)
     nifti = save(ct, tmp_path / "ct.nii.gz")
     with pytest.raises(InputError, match="needs a DICOM series folder"):
         pr.predict_path(nifti, tmp_path / "o2", figures=False, seg_threshold=0.5)
+    assert not (tmp_path / "o2").exists()
