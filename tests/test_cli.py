@@ -72,3 +72,16 @@ def test_console_script_runs_without_traceback(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_models_lists_every_shipped_model_with_its_card(capsys) -> None:
+    from medimg.model_cards import _COMMANDS, _TASKS, shipped_models
+
+    weights = {p.parent for p in _TASKS.rglob("model.safetensors")}
+    folders = {m.folder for m in shipped_models()}
+    # every shipped weight file sits in (or under) a folder that has a card
+    assert all(any(w == f or f in w.parents for f in folders) for w in weights)
+    assert {f.relative_to(_TASKS).as_posix() for f in folders} == set(_COMMANDS)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(str(m.card) in out and m.command in out for m in shipped_models())

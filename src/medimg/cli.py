@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 
 from medimg import __version__
 from medimg.errors import MedimgError
-from medimg.tasks.cli_helpers import add_verb
+from medimg.tasks.cli_helpers import add_group, add_verb
 
-#: group name -> (module providing ``add_verbs(parser)``, one-line description, issue number)
-TASK_GROUPS: dict[str, tuple[str, str, int]] = {
-    "recon": ("medimg.tasks.reconstruct.cli", "reconstruction: MRI, low-dose CT, ...", 3),
-    "detect": ("medimg.tasks.detect.cli", "lesion detection: lung nodules, FROC/CPM", 7),
-    "segment": ("medimg.tasks.segment.cli", "segmentation: self-configuring U-Nets", 5),
-    "register": ("medimg.tasks.register.cli", "deformable registration", 6),
-    "diagnose": ("medimg.tasks.diagnose.cli", "computer-aided diagnosis", 8),
+#: group name -> (module providing ``add_verbs(parser, argv)``, one-line description)
+TASK_GROUPS: dict[str, tuple[str, str]] = {
+    "recon": ("medimg.tasks.reconstruct.cli", "reconstruction: MRI, low-dose CT, ..."),
+    "detect": ("medimg.tasks.detect.cli", "lesion detection: lung nodules, FROC/CPM"),
+    "segment": ("medimg.tasks.segment.cli", "segmentation: self-configuring U-Nets"),
+    "register": ("medimg.tasks.register.cli", "deformable registration"),
+    "diagnose": ("medimg.tasks.diagnose.cli", "computer-aided diagnosis"),
 }
 
 
@@ -65,6 +65,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from medimg.demo import run_demo
 
     return run_demo(args.out)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from medimg.model_cards import shipped_models
+
+    for m in shipped_models():
+        print(f"{m.command:<24} {m.title}")
+        print(f"{'':<24} card: {m.card}")
+    return 0
 
 
 def _series_arg(value: str | None) -> str | int | None:
@@ -115,27 +124,14 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.set_defaults(func=_cmd_demo)
 
-
-def _add_task_group(sub: argparse._SubParsersAction, name: str, argv: Sequence[str] | None) -> None:
-    module_name, description, issue = TASK_GROUPS[name]
-    group = sub.add_parser(name, help=description, description=description)
-    if argv is not None:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
-        else:
-            module.add_verbs(group, argv)
-            return
-    group.set_defaults(func=_not_available(name, issue))
-
-
-def _not_available(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise MedimgError(f"'medimg {name}' has no verbs in this version yet (see issue {issue})")
-
-    return run
+    p = add_verb(
+        sub,
+        "models",
+        "list the shipped default models and where their model cards are (read one before "
+        "using a model on real scans)",
+        "medimg models",
+    )
+    p.set_defaults(func=_cmd_models)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -151,8 +147,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     argv = list(argv)
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     named = argv[first] if first is not None else None
-    for name in TASK_GROUPS:
-        _add_task_group(sub, name, argv[first + 1 :] if name == named else None)
+    for name, (module_name, description) in TASK_GROUPS.items():
+        add_group(sub, name, module_name, description, argv[first + 1 :] if name == named else None)
     return parser
 
 

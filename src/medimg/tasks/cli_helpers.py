@@ -5,6 +5,7 @@ when a thread count is set), so ``medimg --help`` stays fast."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import textwrap
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 __all__ = [
     "ListAction",
     "add_device",
+    "add_group",
     "add_threads",
     "add_verb",
     "device",
@@ -197,3 +199,19 @@ def probability(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{value:g} is not in [0, 1]; give a value like 0.5")
     return value
+
+
+def add_group(
+    sub: argparse._SubParsersAction,
+    name: str,
+    module_name: str,
+    description: str,
+    argv: Sequence[str] | None,
+) -> None:
+    """A command group (``segment``, ``recon mri``...) whose verbs live in ``module_name``'s
+    ``add_verbs(parser, argv)``. The module is imported only when the command line names the
+    group (``argv``: the words after its name; ``None`` when not named), so ``medimg info`` does
+    not import torch."""
+    group = sub.add_parser(name, help=description, description=description)
+    if argv is not None:
+        importlib.import_module(module_name).add_verbs(group, argv)
