@@ -5,7 +5,7 @@ Real-background set (never used in training): pydicom-data's ``RG1_UNCR`` CR che
 1955 x 1841, MONOCHROME1, 15 bits; its PixelSpacing is 0, so 0.2 mm is assumed, which makes the
 film 368 x 391 mm). It is the only real chest film available offline, and it already shows
 several round opacities, so "negative" here means "no *inserted* nodule". 60 views: a random
-crop of 85-100 % of each side (full resolution, >= 1500 px; the model downsamples to 64 px
+crop of 85-100 % of each side (full resolution, >= 1500 px; the model downsamples to its input size
 itself), half of them with one inserted nodule, 10-30 mm (log-uniform), solid / part-solid /
 calcified (2:1:1), centred anywhere in the lung fields (drawn by hand on this film, eroded by
 the radius; behind ribs, hila and part of the heart included).
@@ -20,8 +20,9 @@ line-integral difference on radiographs from :mod:`medimg.phantoms.chest_xray` (
 
 Reported: AUC of the raw score (logit ranking) with DeLong 95 % CI, ECE of the calibrated
 probability, LayerCAM peak inside the nodule's box (true positives at 0.5), the safeguard's
-``ood_score`` and flag rate on the 60 views, on held-out phantoms of the training distribution
-(seed 2) and on real non-chest images: CR extremity (``RG3_UNCR``, 10 crops), CT (pydicom-data's
+``ood_score`` and flag rate on the 60 views, on films of the training recipe from held-out
+patients (:func:`medimg.tasks.diagnose.sources.preset_films` ``test``; AUC there too) and on
+real non-chest images: CR extremity (``RG3_UNCR``, 10 crops), CT (pydicom-data's
 512^2 ``693_UNCR``, octave-dicom's ankle CT), MR (pydicom-data's ``MR2_UNCR`` shoulder, dipy's
 T1 slice, five slices of the ITK T1 head).
 
@@ -173,6 +174,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gain-films", type=int, default=4)
+    ap.add_argument("--test-films", type=int, default=300)
+    ap.add_argument("--model", help="model folder (default: the shipped model)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.process_time()
@@ -186,7 +189,7 @@ def main() -> None:
     gain = float(np.median(grey[abdomen]) - np.median(grey[lung])) / ref
     print(f"reference abdomen-lung line-integral difference {ref:.2f}; film gain {gain:.0f} "
           f"grey levels per unit line integral")  # fmt: skip
-    dx = Diagnoser(None, device="cpu")
+    dx = Diagnoser(args.model, device="cpu")
     cases = real_background_set(args.cases, args.seed, gain, grey)
     z, pc, ood, hits, tps = [], [], [], 0, 0
     for c in cases:
@@ -210,12 +213,17 @@ def main() -> None:
           f"scaled) {ece:.3f}; mean calibrated p {np.mean(pc):.3f}; logits "
           f"{np.min(z):.1f}..{np.max(z):.1f}; LayerCAM peak in box {hits}/{tps} TPs; "
           f"safeguard flags {np.mean(ood_a > 1):.0%} (ood_score median {np.median(ood_a):.1f})")  # fmt: skip
-    from medimg.phantoms.diagnosis import make_cases
+    from medimg.metrics.classification import roc_auc
+    from medimg.tasks.diagnose.sources import TEST_PATIENTS, preset_films
 
-    phantoms = [c.to_images()["DX"] for c in make_cases("xray", 300, seed=2)]
-    s = _scores(dx, phantoms)
-    print(f"in-distribution phantoms (300, seed 2): safeguard flags {np.mean(s > 1):.1%} "
-          f"(ood_score median {np.median(s):.2f})")  # fmt: skip
+    held = preset_films("test", args.test_films)  # patients never used in training
+    films = [Image(x, np.eye(4), modality="DX") for x in held.x]
+    preds = [dx.predict([im], explain=None) for im in films]
+    s = np.array([p.ood_score for p in preds])
+    auc_in = roc_auc(held.y, np.array([p.logits["nodule"] for p in preds]))
+    print(f"in-distribution films ({len(films)} of held-out patients {TEST_PATIENTS[0]}-"
+          f"{TEST_PATIENTS[-1]}, 6-30 mm nodules): AUC {auc_in:.3f}; safeguard flags "
+          f"{np.mean(s > 1):.1%} (ood_score median {np.median(s):.2f})")  # fmt: skip
     for name, images in non_chest_images().items():
         s = _scores(dx, images)
         print(f"{name}: safeguard flags {np.mean(s > 1):.0%} (ood_score min {s.min():.1f}, "

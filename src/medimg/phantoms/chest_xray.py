@@ -32,7 +32,8 @@ from medimg.io.image import Image
 from medimg.physics.xray import Geometry, expose, hu_to_mu, log_image, nodule_line_integral
 from medimg.physics.xray import project as project_volume
 
-__all__ = ["ChestRadiograph", "NoduleSpec", "chest_radiograph", "thorax_volume"]
+__all__ = ["ChestRadiograph", "NoduleSpec", "ThoraxProjection", "chest_radiograph",
+           "thorax_projection", "thorax_volume"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,44 @@ def thorax_volume(
     return hu.astype(np.float32), (voxel_mm,) * 3, meta  # type: ignore[return-value]
 
 
+@dataclass
+class ThoraxProjection:
+    """The noise-free line integrals ``p`` ``(U, V)`` of thorax ``seed`` (no nodules, no
+    scatter), ``lung_mm`` ``(U, V)``: the length of lung each ray crosses, ``pixel_mm`` at the
+    detector, ``view`` and the centre plane's ``magnification``. Exposure (scatter, blur,
+    noise, log) and nodules can be applied to it any number of times: it is the expensive part
+    of a film, worth caching."""
+
+    p: np.ndarray
+    lung_mm: np.ndarray
+    pixel_mm: float
+    view: str
+    magnification: float
+    meta: dict[str, float] = field(default_factory=dict)
+
+
+def thorax_projection(
+    seed: int, size: int = 512, *, view: str = "PA", voxel_mm: float = 3.0, fov_mm: float = 420.0
+) -> ThoraxProjection:
+    """Project thorax ``seed`` (:func:`thorax_volume`) onto a ``size`` x ``size`` detector
+    covering ``fov_mm``: PA at 180 cm, AP at 100 cm source-to-detector, the chest against the
+    detector."""
+    if size < 16 or view not in ("PA", "AP"):
+        raise InputError(f"need size >= 16 and view PA or AP, got {size}, {view!r}")
+    hu, spacing, meta = thorax_volume(seed, voxel_mm)
+    sid = 1800.0 if view == "PA" else 1000.0
+    sod = sid - (meta["half_depth_mm"] + 40.0)  # the chest against the detector
+    pixel = fov_mm / size
+    geom = Geometry(view=view, beam="cone", sid_mm=sid, sod_mm=sod,  # type: ignore[arg-type]
+                    detector_shape=(size, size), pixel_mm=(pixel, pixel))  # fmt: skip
+    p = project_volume(hu_to_mu(torch.from_numpy(hu)), spacing, geom).numpy()
+    body = ndimage.binary_fill_holes(hu > -400, structure=np.ones((3, 3, 1)))
+    lung_mm = project_volume(torch.from_numpy((body & (hu < -400)).astype(np.float32)),
+                             spacing, geom).numpy()  # fmt: skip
+    return ThoraxProjection(p.astype(np.float32), lung_mm.astype(np.float32), pixel, view,
+                            sid / sod, meta)  # fmt: skip
+
+
 def chest_radiograph(
     seed: int,
     size: int = 512,
@@ -198,16 +237,8 @@ def chest_radiograph(
     if size < 16 or view not in ("PA", "AP"):
         raise InputError(f"need size >= 16 and view PA or AP, got {size}, {view!r}")
     rng = np.random.default_rng([seed, 53])
-    hu, spacing, meta = thorax_volume(seed, voxel_mm)
-    sid = 1800.0 if view == "PA" else 1000.0
-    sod = sid - (meta["half_depth_mm"] + 40.0)  # the chest against the detector
-    pixel = fov_mm / size
-    geom = Geometry(view=view, beam="cone", sid_mm=sid, sod_mm=sod,  # type: ignore[arg-type]
-                    detector_shape=(size, size), pixel_mm=(pixel, pixel))  # fmt: skip
-    p = project_volume(hu_to_mu(torch.from_numpy(hu)), spacing, geom)
-    body = ndimage.binary_fill_holes(hu > -400, structure=np.ones((3, 3, 1)))
-    lung_mm = project_volume(torch.from_numpy((body & (hu < -400)).astype(np.float32)),
-                             spacing, geom).numpy()  # fmt: skip
+    proj = thorax_projection(seed, size, view=view, voxel_mm=voxel_mm, fov_mm=fov_mm)
+    p, lung_mm, pixel, meta = torch.from_numpy(proj.p), proj.lung_mm, proj.pixel_mm, proj.meta
     lung = lung_mm > 20.0
     specs = list(nodules) if isinstance(nodules, list) else []
     for _ in range(nodules if isinstance(nodules, int) else 0):
@@ -217,7 +248,7 @@ def chest_radiograph(
             continue
         c = room[rng.integers(len(room))]
         specs.append(NoduleSpec((float(c[0]), float(c[1])), dia, str(rng.choice(kinds))))
-    mag = sid / sod
+    mag = proj.magnification
     for n in specs:  # at the magnification of the centre plane
         p = p + nodule_line_integral(p.shape, (pixel, pixel), n.center, n.diameter_mm * mag,
                                      n.kind, axes_ratio=(1.0, 1.0, 1.0 / mag))  # fmt: skip

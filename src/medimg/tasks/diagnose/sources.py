@@ -23,8 +23,8 @@ from medimg.tasks.diagnose.train import (
 )
 from medimg.typing import PathType
 
-__all__ = ["check_export", "export_model", "load_manifest_arrays", "train_from_args", "train_preset",
-           "write_simulated_set"]  # fmt: skip
+__all__ = ["check_export", "export_model", "load_manifest_arrays", "preset_films", "train_from_args",
+           "train_preset", "write_simulated_set"]  # fmt: skip
 
 CLASSES = ["negative", "positive"]
 
@@ -190,27 +190,46 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
     return res, summary, out
 
 
-#: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules).
-DEFAULT_PRESET = {"kind": "xray", "n_train": 2400, "n_val": 300, "seed": 0, "max_steps": 1000,
-                  "width": 16, "batch_size": 32, "lr": 2e-3}  # fmt: skip
+#: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules
+#: on films of projected 3D thoraxes, :mod:`.chest_films`): training patients 0-35, validation
+#: patients 1000-1005 (held apart; best step and temperature), 256^2 input.
+DEFAULT_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
+                  "n_train": 4000, "n_val": 400, "seed": 0, "max_steps": 2000, "width": 8,
+                  "batch_size": 32, "lr": 2e-3, "input_size": 256, "detector": 384,
+                  "voxel_mm": 3.0}  # fmt: skip
+#: Patients kept out of training and validation, for in-distribution checks (bench, safeguard).
+TEST_PATIENTS = list(range(2000, 2006))
+
+
+def preset_films(split: str, n: int | None = None, progress: bool = False) -> CaseArrays:
+    """The default preset's ``train``, ``val`` or ``test`` films (backgrounds rendered or read
+    from the cache; ``n`` films, default the preset's count)."""
+    from medimg.tasks.diagnose.chest_films import FilmRecipe, film_arrays, load_backgrounds
+
+    p = DEFAULT_PRESET
+    patients = {"train": p["train_patients"], "val": p["val_patients"], "test": TEST_PATIENTS}
+    count = {"train": p["n_train"], "val": p["n_val"], "test": 300}
+    if split not in patients:
+        raise InputError(f"split must be train, val or test, got {split!r}")
+    recipe = FilmRecipe(detector=int(p["detector"]), voxel_mm=float(p["voxel_mm"]),  # type: ignore[call-overload]
+                        input_size=int(p["input_size"]))  # type: ignore[call-overload]  # fmt: skip
+    bgs = load_backgrounds(patients[split], recipe, progress=progress)  # type: ignore[arg-type]
+    seed = int(p["seed"]) + ("train", "val", "test").index(split)  # type: ignore[call-overload]
+    return film_arrays(bgs, int(n or count[split]), seed, recipe, prefix=split)  # type: ignore[call-overload]
 
 
 def train_preset(
     out: PathType, *, max_steps: int | None = None, device: str = "auto", progress: bool = True
 ) -> tuple[TrainResult, dict]:
-    """Train the default model on fresh phantoms (seeds 0/1; held-out figures use seed 2)."""
-    from medimg.phantoms.diagnosis import make_cases
-    from medimg.tasks.diagnose.data import from_phantoms
-
+    """Train the default model on films of the preset's patients (:func:`preset_films`)."""
     p = DEFAULT_PRESET
-    train = from_phantoms(make_cases(str(p["kind"]), int(p["n_train"]), seed=int(p["seed"])))
-    val = from_phantoms(make_cases(str(p["kind"]), int(p["n_val"]), seed=int(p["seed"]) + 1))
-    steps = int(max_steps or p["max_steps"])
+    train, val = preset_films("train", progress=progress), preset_films("val", progress=progress)
+    steps = int(max_steps or p["max_steps"])  # type: ignore[call-overload]
     tcfg = TrainConfig(max_steps=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]),
                        lr_schedule="cosine", val_every=max(steps // 10, 1),
-                       checkpoint_every=max(steps // 10, 1), device=device, progress=progress)  # fmt: skip
+                       checkpoint_every=max(steps // 10, 1), device=device, progress=progress)  # type: ignore[call-overload]  # fmt: skip
     cfg = DiagnoseConfig(classes=["normal", "nodule"], modalities=["DX"], windows=[None],
-                         input_size=list(train.x.shape[2:]), width=int(p["width"]), train=tcfg)  # fmt: skip
+                         input_size=list(train.x.shape[2:]), width=int(p["width"]), train=tcfg)  # type: ignore[call-overload]  # fmt: skip
     return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False)
 
 
@@ -246,8 +265,8 @@ def calibrate_model(
     """``medimg diagnose calibrate``: recompute a model's out-of-distribution safeguard and
     write it beside its weights. ``data``: in-distribution images (a manifest .csv or a folder
     with ``manifest.csv``; a fifth held out for the threshold); default, the shipped model's own
-    phantom recipe (``cases`` training-seed phantoms to fit, ``cases // 2`` validation-seed
-    ones for the threshold)."""
+    training recipe (``cases`` films of the training patients to fit, ``cases // 2`` of the
+    validation patients for the threshold)."""
     from medimg.tasks.diagnose.predict import Diagnoser
     from medimg.tasks.diagnose.safeguard import calibrate
 
@@ -257,13 +276,10 @@ def calibrate_model(
     if data is None:
         if model is not None:
             raise InputError("give --data: in-distribution images of this model (its manifest)")
-        from medimg.phantoms.diagnosis import make_cases
-        from medimg.tasks.diagnose.data import from_phantoms
-
-        kind, seed = str(DEFAULT_PRESET["kind"]), int(DEFAULT_PRESET["seed"])
-        fit = from_phantoms(make_cases(kind, cases, seed=seed))
-        held = from_phantoms(make_cases(kind, max(cases // 2, 4), seed=seed + 1))
-        source = f"{cases} {kind} phantoms of the training recipe; threshold on {len(held)} more"
+        fit = preset_films("train", cases)
+        held = preset_films("val", max(cases // 2, 4))
+        source = (f"{cases} chest films of the training patients; threshold on {len(held)} "
+                  "films of the validation patients")  # fmt: skip
     else:
         from medimg.datasets.manifest import read_manifest
 

@@ -1,0 +1,63 @@
+"""Training films from cached thorax projections: nodules where placed and only in positives,
+the default preset's data path at tiny sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medimg.phantoms.chest_xray import ThoraxProjection
+from medimg.tasks.diagnose import sources
+from medimg.tasks.diagnose.chest_films import FilmRecipe, film_arrays, sample_film
+
+RECIPE = FilmRecipe(detector=96, input_size=64)
+
+
+def _background() -> ThoraxProjection:
+    """A flat 'chest': line integrals 3 (soft tissue), two lung fields of 150 mm lung."""
+    n = RECIPE.detector
+    p = np.full((n, n), 3.0, np.float32)
+    lung = np.zeros((n, n), np.float32)
+    lung[15:42, 20:75] = lung[54:81, 20:75] = 150.0
+    p -= 0.02 * lung * 0.85  # aerated lung is ~15 % of water
+    return ThoraxProjection(p, lung, RECIPE.fov_mm / n, "PA", 1.1)
+
+
+@pytest.mark.parametrize("seed", range(6))  # each its own crop, rotation and nodule
+def test_a_positive_film_rises_inside_its_nodule_only(seed):
+    bg, kw = _background(), dict(recipe=RECIPE, process=False, noise=False)
+    pos, nod = sample_film(bg, np.random.default_rng(seed), True, **kw)
+    neg, none = sample_film(bg, np.random.default_rng(seed), False, **kw)
+    assert none is None and nod is not None
+    u, v, r = nod
+    assert r >= 0.5 and 0 <= u < 64 and 0 <= v < 64
+    diff = (pos - neg)[0]
+    uu, vv = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    dist = np.hypot(uu - u, vv - v)
+    inside, far = diff[dist <= max(r * 0.5, 0.8)], diff[dist > r + 4]
+    assert inside.mean() > 0.01  # dense = bright: the film rises over the nodule
+    assert np.abs(far).max() < 0.1 * inside.mean()  # and barely anywhere else
+
+
+def test_film_arrays_put_one_box_in_each_positive_and_none_in_negatives():
+    data = film_arrays([_background()], 12, seed=3, recipe=RECIPE)
+    assert data.x.shape == (12, 1, 64, 64) and data.y.sum() == 6
+    for y, boxes in zip(data.y, data.boxes):
+        assert len(boxes) == int(y)
+        for u0, v0, u1, v1 in boxes:
+            assert -4 <= u0 < u1 <= 68 and -4 <= v0 < v1 <= 68
+
+
+def test_the_preset_films_render_cache_and_reuse_backgrounds(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path))
+    tiny = {**sources.DEFAULT_PRESET, "train_patients": [0], "detector": 32, "voxel_mm": 16.0,
+            "input_size": 24}  # fmt: skip
+    monkeypatch.setattr(sources, "DEFAULT_PRESET", tiny)
+    first = sources.preset_films("train", 4)
+    assert first.x.shape == (4, 1, 24, 24) and first.y.sum() == 2
+    assert np.isfinite(first.x).all() and first.x.std() > 0.05
+    assert len(list((tmp_path / "chest-thorax").glob("*.npz"))) == 1
+    again = sources.preset_films("train", 4)  # from the cache: the same films
+    np.testing.assert_array_equal(first.x, again.x)
+    with pytest.raises(Exception, match="split"):
+        sources.preset_films("holdout", 2)
