@@ -119,3 +119,21 @@ def test_kill_between_renames_falls_back_to_old(tmp_path: Path) -> None:
     found = find_checkpoint(tmp_path / "last")
     assert found == tmp_path / "last.old" and load_training_state(found)["step"] == 1
     assert _same(load_weights(_net(seed=3), tmp_path), _net(seed=1))
+
+
+def test_keep_fresh_lets_named_layers_differ_in_shape(tmp_path: Path) -> None:
+    """Fine-tuning to another number of classes: the head starts fresh, the rest is loaded."""
+
+    def head(n_out: int, seed: int) -> nn.Module:
+        seed_everything(seed)
+        return nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, n_out))
+
+    src = head(2, seed=1)
+    save_checkpoint(tmp_path / "c", src)
+    target = head(4, seed=2)
+    fresh_head = target[2].weight.clone()
+    load_weights(target, tmp_path / "c", keep_fresh=lambda k: k.startswith("2."))
+    assert torch.equal(target[0].weight, src[0].weight)  # the body came from the file
+    assert torch.equal(target[2].weight, fresh_head)  # the head kept its own values
+    with pytest.raises(CheckpointError, match=r"shape mismatch for '2\.weight'"):
+        load_weights(head(4, seed=3), tmp_path / "c", keep_fresh=lambda k: k.startswith("0."))

@@ -65,6 +65,33 @@ def test_predict_folder_and_evaluate(trained, tmp_path, capsys):
     assert "[" in (report / "summary.md").read_text()  # CIs
 
 
+def test_train_init_fine_tunes_a_model(trained, tmp_path, capsys):
+    """--init starts from the given model's weights and plan (a fresh run would not)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    data, model = trained
+    init = (
+        tmp_path / "init"
+    )  # the trained model, every weight shifted by 1: far from any fresh init
+    init.mkdir()
+    shutil.copy(model / "plan.yaml", init / "plan.yaml")
+    before = {k: v + 1.0 for k, v in load_file(str(model / "best" / "model.safetensors")).items()}
+    save_file(before, str(init / "model.safetensors"))
+    tuned = tmp_path / "tuned"
+    argv = ["segment", "train", str(data), "--fold", "-1", "--init", str(init), "--max-steps",
+            "1", "--out", str(tuned), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    after = load_file(str(next(tuned.glob("*/model.safetensors"))))
+    body = [k for k in before if not k.startswith(("output_block", "deep_supervision"))]
+    # one Adam step moves each weight by about the learning rate
+    assert max(float((after[k] - before[k]).abs().max()) for k in body) < 0.05
+    assert load_plan(tuned / "plan.yaml").patch_size == load_plan(model / "plan.yaml").patch_size
+    assert main(["segment", "train", "--preset", "default", "--init", str(init)]) == 2
+    assert "--init fine-tunes" in capsys.readouterr().err
+
+
 def test_predict_dicom_series_writes_nifti_and_seg(trained, tmp_path):
     data, model = trained
     image = load(data / "imagesTs" / "ct_002_0000.nii.gz", modality="CT")

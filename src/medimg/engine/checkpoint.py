@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,19 @@ def _weights_file(path: Path) -> Path:
     raise CheckpointError("weights file not found; check the path or train a model", path)
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+def load_weights(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    keep_fresh: Callable[[str], bool] | None = None,
+) -> nn.Module:
     """Load safetensors weights into ``model`` for inference or fine-tuning; returns the model.
 
     ``path`` is a ``.safetensors`` file, a checkpoint folder, or a run folder (``best/`` is used,
     else ``last/``). Keys and shapes are checked before anything is copied, so a mismatch leaves
-    the model untouched and names the first offending key.
+    the model untouched and names the first offending key. ``keep_fresh(key)`` names keys whose
+    shape may differ (a fine-tune's output layers for another number of classes): those keep the
+    model's own initial values.
     """
     file = _weights_file(Path(path))
     module = unwrap_model(model)
@@ -141,6 +149,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     for key, ref in expected.items():  # model order: the first mismatch a reader looks for
         if key in loaded:
             if tuple(loaded[key].shape) != tuple(ref.shape):
+                if keep_fresh is not None and keep_fresh(key):
+                    loaded[key] = ref
+                    continue
                 raise CheckpointError(
                     f"shape mismatch for {key!r}: file {tuple(loaded[key].shape)}, "
                     f"model {tuple(ref.shape)}; the file is for another configuration",

@@ -70,6 +70,10 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = work = Path(
             args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
         )
+    if args.init and args.preset:
+        from medimg.errors import InputError
+
+        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
     if args.export:  # checked now, not after hours of training
         check_export(run_dir, args.export, args.overwrite)
     if args.preset == "default":
@@ -80,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         res = train_segmentation(args.dataset, work, fold=args.fold, plan=args.plan,
                                  max_steps=args.max_steps, device=args.device,
                                  progress=not args.quiet, resume=args.resume,
-                                 overwrite=args.overwrite)  # fmt: skip
+                                 overwrite=args.overwrite, init=args.init)  # fmt: skip
     if args.export:
         from medimg.tasks.segment.train import export_model
 
@@ -180,6 +184,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     add_device(p, default=None, what="the plan's")
     add_threads(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", metavar="MODEL",
+                   help="fine-tune this model or run folder ('default': the shipped model); "
+                        "its plan is used unless --plan is given")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -57,5 +57,14 @@ def build_network(plan: SegPlan) -> nn.Module:
     raise InputError(f"plan.network must be dynunet or segresnet, got {plan.network!r}")
 
 
+#: parameter-name prefixes of the class-scoring layers (DynUNet heads, SegResNet's last conv):
+#: a fine-tune to another number of classes starts these fresh
+OUTPUT_LAYERS = ("output_block.", "deep_supervision_heads.", "conv_final.")
+
+
+def is_output_layer(key: str) -> bool:
+    return key.startswith(OUTPUT_LAYERS)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

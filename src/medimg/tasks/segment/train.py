@@ -31,7 +31,7 @@ from medimg.io.output import (
 )
 from medimg.tasks.segment.data import PatchDataset, preprocess_image, preprocess_labels
 from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
-from medimg.tasks.segment.models import build_network
+from medimg.tasks.segment.models import build_network, is_output_layer
 from medimg.tasks.segment.plan import SegPlan, load_plan, make_plan, save_plan
 from medimg.tasks.segment.predict import sliding_labels
 
@@ -87,12 +87,16 @@ def train_segmentation(
     resume: bool | str = "auto",
     overwrite: bool = False,
     samples_per_epoch: int = 250,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train fold ``fold`` of ``dataset`` into ``out_dir`` (a model folder); see the module doc.
 
     ``resume``: ``True`` continues the run in ``out_dir``, ``"auto"`` continues it if it holds a
     checkpoint; an ``out_dir`` holding anything else needs ``overwrite`` (see
-    :func:`~medimg.engine.state.check_run_dir`)."""
+    :func:`~medimg.engine.state.check_run_dir`). ``init``: a segmentation model or run folder
+    to fine-tune (the shipped default, or an earlier run): without ``plan`` its plan is used
+    (network, patch, spacing, normalisation) with this dataset's labels; output layers for
+    another number of classes start fresh, every other weight must match."""
     t0 = time.perf_counter()
     ds = open_dataset(dataset)
     out = Path(out_dir)
@@ -100,6 +104,14 @@ def train_segmentation(
     resuming = check_run_dir(out, resume=resume, overwrite=overwrite, inputs=ds.files(),
                              whole_folder=True)  # fmt: skip
     cases = check_dataset(ds)
+    if init is not None and str(init) == "default":
+        from medimg.tasks.segment.predict import DEFAULT_MODEL
+
+        init = DEFAULT_MODEL
+    init_plan = _init_plan(Path(init)) if init is not None else None
+    if plan is None and init_plan is not None:
+        labels = [ds.labels[i] for i in range(len(ds.labels))]
+        plan = dataclasses.replace(init_plan, label_names=labels, postprocessing={})
     if plan is None:
         plan = make_plan(fingerprint_from_cases(ds, cases))
     elif not isinstance(plan, SegPlan):
@@ -124,6 +136,8 @@ def train_segmentation(
     )  # fmt: skip
     seed_everything(plan.train.seed)
     model = build_network(plan)
+    if init is not None and not resuming:  # a resumed run has its own weights
+        load_weights(model, _init_weights(Path(init)), keep_fresh=is_output_layer)
     from monai.losses import DiceCELoss
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
@@ -153,6 +167,18 @@ def train_segmentation(
     with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
         tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return result
+
+
+def _init_plan(init: Path) -> SegPlan:
+    """The plan of the model/run folder ``init`` that a run fine-tunes."""
+    if not (init / "plan.yaml").is_file():
+        raise InputError("--init needs a segmentation model or run folder (with plan.yaml)", init)
+    return load_plan(init / "plan.yaml")
+
+
+def _init_weights(init: Path) -> Path:
+    """A model folder's weights (``model.safetensors``), else a run folder's best/last."""
+    return init / "model.safetensors" if (init / "model.safetensors").is_file() else init
 
 
 #: ``medimg segment train --preset default``: the shipped default model's recipe.
