@@ -92,6 +92,27 @@ def test_train_init_fine_tunes_a_model(trained, tmp_path, capsys):
     assert "--init fine-tunes" in capsys.readouterr().err
 
 
+def test_predict_window_flags_reach_the_sliding_window(trained, tmp_path, monkeypatch, capsys):
+    from medimg.tasks.segment import inference
+
+    data, model = trained
+    seen = []
+    real = inference.sliding_window_segment
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["overlap"], kwargs["batch_size"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_segment", spy)
+    src = data / "imagesTs" / "ct_002_0000.nii.gz"
+    argv = ["segment", "predict", str(src), str(tmp_path / "a.nii.gz"), "--model", str(model),
+            "--no-mirror", "--overlap", "0", "--batch", "3"]  # fmt: skip
+    assert main(argv) == 0 and seen == [(0.0, 3)]
+    with pytest.raises(SystemExit):
+        main([*argv[:4], str(tmp_path / "b.nii.gz"), *argv[5:-4], "--overlap", "1"])
+    assert "not in [0, 1)" in capsys.readouterr().err
+
+
 def test_predict_dicom_series_writes_nifti_and_seg(trained, tmp_path):
     data, model = trained
     image = load(data / "imagesTs" / "ct_002_0000.nii.gz", modality="CT")

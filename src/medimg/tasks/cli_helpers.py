@@ -16,10 +16,12 @@ __all__ = [
     "add_group",
     "add_threads",
     "add_verb",
+    "add_window",
     "device",
     "finite_float",
     "fraction",
     "non_negative_int",
+    "overlap_fraction",
     "positive_float",
     "positive_int",
     "probability",
@@ -215,3 +217,21 @@ def add_group(
     group = sub.add_parser(name, help=description, description=description)
     if argv is not None:
         importlib.import_module(module_name).add_verbs(group, argv)
+
+
+def overlap_fraction(text: str) -> float:
+    """argparse ``type=``: a sliding-window overlap in [0, 1)."""
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in [0, 1); give e.g. 0.5 or 0.25")
+    return value
+
+
+def add_window(parser: argparse.ArgumentParser, overlap: float, batch: int) -> None:
+    """``--overlap`` and ``--batch`` of sliding-window inference, with the task's defaults."""
+    parser.add_argument("--overlap", type=overlap_fraction, default=overlap,
+                        help=f"overlap of neighbouring windows, 0 (fastest) to <1 "
+                             f"(default: {overlap:g})")  # fmt: skip
+    parser.add_argument("--batch", type=positive_int, default=batch,
+                        help=f"windows per forward pass; more is faster on a GPU, needs more "
+                             f"memory (default: {batch})")  # fmt: skip

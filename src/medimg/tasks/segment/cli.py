@@ -10,6 +10,7 @@ from medimg.tasks.cli_helpers import (
     add_device,
     add_threads,
     add_verb,
+    add_window,
     non_negative_int,
     positive_float,
     positive_int,
@@ -103,7 +104,8 @@ def _predict(args: argparse.Namespace) -> int:
     notes: list[str] = []
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
-                           notes=notes, force=args.force)  # fmt: skip
+                           notes=notes, force=args.force, overlap=args.overlap,
+                           batch_size=args.batch)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     for line in notes:
@@ -202,6 +204,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     add_device(p)
     add_threads(p)
+    add_window(p, overlap=0.5, batch=2)
     p.add_argument("--no-mirror", action="store_true", help="skip test-time mirroring (faster)")
     p.add_argument("--force", action="store_true",
                    help="segment an image unlike the model's training data (another modality, "

@@ -57,6 +57,14 @@ def _window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return sorted({min(i * stride, size - patch) for i in range(count)})
 
 
+def check_window_settings(overlap: float, batch_size: int) -> None:
+    """One-line errors for a window overlap outside [0, 1) or a batch size below 1."""
+    if not 0 <= overlap < 1:
+        raise InputError(f"overlap must be in [0, 1), got {overlap}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
 def _check_args(
     image: torch.Tensor, patch_size: Sequence[int], overlap: float, bs: int, mirror: Sequence[int]
 ) -> tuple[int, ...]:
@@ -70,10 +78,7 @@ def _check_args(
         )
     if any(p < 1 for p in patch):
         raise InputError(f"patch_size must be positive, got {patch}")
-    if not 0 <= overlap < 1:
-        raise InputError(f"overlap must be in [0, 1), got {overlap}")
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise InputError(f"batch_size must be an integer >= 1, got {bs!r}")
+    check_window_settings(overlap, bs)
     if any(not 0 <= int(a) < len(patch) for a in mirror):
         raise InputError(f"mirror_axes are spatial axes 0..{len(patch) - 1}, got {list(mirror)}")
     return patch

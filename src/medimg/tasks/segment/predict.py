@@ -56,8 +56,11 @@ def sliding_labels(
     mirror: bool = True,
     device: torch.device | None = None,
     progress: bool = False,
+    overlap: float = 0.5,
+    batch_size: int = 2,
 ) -> np.ndarray:
-    """uint8 labels of a preprocessed ``(C, *spatial)`` array.
+    """uint8 labels of a preprocessed ``(C, *spatial)`` array; ``overlap`` of neighbouring
+    windows (nnU-Net's 0.5 by default; 0 is fastest) and ``batch_size`` windows per forward pass.
 
     The predictor already returns probabilities, so windows and mirror flips blend them as they
     are (``softmax=False``): the same result as blending per-window softmax, without a second
@@ -72,16 +75,30 @@ def sliding_labels(
     x = torch.from_numpy(np.ascontiguousarray(array))
     out = sliding_window_segment(
         x, _predictor(models, plan), patch_size=tuple(patch), num_classes=plan.num_classes,
-        overlap=0.5, batch_size=2, mirror_axes=mirror_axes, device=device, progress=progress,
+        overlap=overlap, batch_size=batch_size, mirror_axes=mirror_axes, device=device,
+        progress=progress,
         softmax=False,
     )  # fmt: skip
     return np.asarray(out, dtype=np.uint8)
 
 
 class Segmenter:
-    """A loaded model folder (``plan.yaml`` + ``model.safetensors`` or ``fold_*/``)."""
+    """A loaded model folder (``plan.yaml`` + ``model.safetensors`` or ``fold_*/``).
 
-    def __init__(self, model_dir: str | Path | None = None, *, device: str = "auto") -> None:
+    ``overlap`` and ``batch_size`` set the sliding window (see :func:`sliding_labels`)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        device: str = "auto",
+        overlap: float = 0.5,
+        batch_size: int = 2,
+    ) -> None:
+        from medimg.tasks.segment.inference import check_window_settings
+
+        check_window_settings(overlap, batch_size)
+        self.overlap, self.batch_size = overlap, batch_size
         root = Path(model_dir) if model_dir else DEFAULT_MODEL
         if not (root / "plan.yaml").is_file():
             raise InputError(
@@ -134,8 +151,9 @@ class Segmenter:
         array, resampled = preprocess_image(image, self.plan)
         with torch.no_grad():
             labels = sliding_labels(
-                array, self.models, self.plan, mirror=mirror, device=self.device
-            )
+                array, self.models, self.plan, mirror=mirror, device=self.device,
+                overlap=self.overlap, batch_size=self.batch_size,
+            )  # fmt: skip
         out = Image(labels[None], resampled.affine, modality="SEG", is_label=True)
         if out.spatial_shape != image.spatial_shape or not np.allclose(out.affine, image.affine):
             from medimg.tasks.segment.resample import resample_labels_like
@@ -273,6 +291,8 @@ def predict_path(
     progress: bool = True,
     notes: list[str] | None = None,
     force: bool = False,
+    overlap: float = 0.5,
+    batch_size: int = 2,
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
@@ -297,7 +317,7 @@ def predict_path(
     tables = [label_table_path(nii) for nii, _ in targets]
     check_outputs([p for t in targets for p in t if p is not None] + tables, inputs=inputs,
                   overwrite=overwrite)  # fmt: skip
-    seg = Segmenter(model, device=device)
+    seg = Segmenter(model, device=device, overlap=overlap, batch_size=batch_size)
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
         return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force)
