@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -167,7 +169,7 @@ def test_fold_ensemble_folder(trained, tmp_path):
     assert np.array_equal(a, b)  # two identical members: the ensemble equals one of them
 
 
-def test_plain_folder_layout_end_to_end(tmp_path, capsys):
+def test_plain_folder_layout_end_to_end(tmp_path, capsys, monkeypatch):
     """plan -> train -> predict -> evaluate on images/ + labels/ pairs (no dataset.json)."""
     from medimg.phantoms.segmentation import write_folder_dataset
 
@@ -186,8 +188,11 @@ def test_plain_folder_layout_end_to_end(tmp_path, capsys):
             "--no-mirror", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     assert sorted(p.name for p in preds.glob("*.nii.gz")) == ["ct_005.nii.gz", "ct_006.nii.gz"]
+    monkeypatch.chdir(tmp_path / "plain")  # reports land under ./runs, not in the input folders
+    before = sorted(p.name for p in preds.iterdir())
     assert main(["segment", "evaluate", str(preds), str(data / "labels")]) == 0
-    csv = (preds / "evaluation" / "metrics.csv").read_text().splitlines()
+    assert sorted(p.name for p in preds.iterdir()) == before
+    csv = (Path("runs/segment/evaluation/preds") / "metrics.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 * 3  # 2 cases x labels 1..3
 
 

@@ -9,6 +9,7 @@ import importlib
 import math
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = [
     "ListAction",
@@ -17,6 +18,7 @@ __all__ = [
     "add_threads",
     "add_verb",
     "add_window",
+    "default_report_dir",
     "device",
     "finite_float",
     "fraction",
@@ -235,3 +237,11 @@ def add_window(parser: argparse.ArgumentParser, overlap: float, batch: int) -> N
     parser.add_argument("--batch", type=positive_int, default=batch,
                         help=f"windows per forward pass; more is faster on a GPU, needs more "
                              f"memory (default: {batch})")  # fmt: skip
+
+
+def default_report_dir(task: str, source: str | Path) -> Path:
+    """Where ``evaluate`` writes its report without ``--out``: ``runs/<task>/evaluation/<name of
+    the evaluated folder or file>`` under the current folder, never inside the input folders
+    (they may be read-only, shared, or a dataset that must stay as it was)."""
+    name = Path(source).resolve().name.split(".")[0] or "input"
+    return Path("runs") / task / "evaluation" / name

@@ -11,6 +11,7 @@ from medimg.tasks.cli_helpers import (
     add_threads,
     add_verb,
     add_window,
+    default_report_dir,
     non_negative_int,
     positive_float,
     positive_int,
@@ -116,7 +117,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.evaluate import evaluate_folders
 
-    out = args.out or Path(args.pred_dir) / "evaluation"
+    out = args.out or default_report_dir("segment", args.pred_dir)
     res = evaluate_folders(args.pred_dir, args.gt_dir, out, nsd_tolerance_mm=args.nsd_tolerance,
                            images_dir=args.images, overwrite=args.overwrite)  # fmt: skip
     for k, est in res["summary"].items():
@@ -216,7 +217,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg segment evaluate preds/ data/SynthCT/labelsTs --images data/SynthCT/imagesTs")  # fmt: skip
     p.add_argument("pred_dir", help="folder of predicted label files")
     p.add_argument("gt_dir", help="folder of ground-truth label files with the same names")
-    p.add_argument("--out", help="report folder (default PRED_DIR/evaluation)")
+    p.add_argument("--out", help="report folder (default: runs/segment/evaluation/<PRED_DIR name>)")
     p.add_argument("--images", help="image folder for the PNG background")
     p.add_argument("--nsd-tolerance", type=positive_float, default=1.0,
                    help="NSD tolerance in mm")  # fmt: skip

@@ -11,6 +11,7 @@ from medimg.tasks.cli_helpers import (
     add_device,
     add_threads,
     add_verb,
+    default_report_dir,
     finite_float,
     fraction,
     non_negative_int,
@@ -206,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.ct.evaluate import evaluate_folder
 
     set_threads(args.threads)
-    out = args.out or Path(args.data) / "evaluation"
+    out = args.out or default_report_dir("recon-ct", args.data)
     res = evaluate_folder(args.data, out, models=args.models or (), dose=args.dose,
                           window=args.window, iterative=not args.no_iterative,
                           device=args.device, max_cases=args.max_cases,
@@ -386,7 +387,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct evaluate data/ldct --out reports/ldct\n"
               "medimg recon ct evaluate data/ldct --models redcnn wgan runs/recon/ct/lpd-default")  # fmt: skip
     p.add_argument("data", help="folder written by 'medimg recon ct simulate'")
-    p.add_argument("--out", help="report folder (default DATA/evaluation)")
+    p.add_argument("--out", help="report folder (default: runs/recon-ct/evaluation/<DATA name>)")
     p.add_argument(
         "--models", action=ListAction, help="redcnn, wgan or model folders (default: shipped)"
     )
