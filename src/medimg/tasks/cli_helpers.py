@@ -15,6 +15,9 @@ __all__ = [
     "ListAction",
     "add_device",
     "add_group",
+    "add_overwrite",
+    "add_quiet",
+    "add_run_flags",
     "add_threads",
     "add_verb",
     "add_window",
@@ -245,3 +248,42 @@ def default_report_dir(task: str, source: str | Path) -> Path:
     (they may be read-only, shared, or a dataset that must stay as it was)."""
     name = Path(source).resolve().name.split(".")[0] or "input"
     return Path("runs") / task / "evaluation" / name
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "earlier outputs") -> None:
+    """``--overwrite``: replace ``what`` (outputs medimg wrote; inputs are never replaced)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bar or progress lines."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+
+
+def add_run_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    out: str,
+    settings: str = "the preset's",
+    init: str | None = None,
+    export: str | None = None,
+) -> None:
+    """The flags every training verb shares, spelled and explained one way: ``--out`` (``out``:
+    its help), ``--max-steps``, ``--device``, ``--threads``, ``--resume``, ``--init MODEL`` (when
+    ``init`` gives its help), ``--overwrite``, ``--quiet``, ``--export MODEL_DIR`` (when ``export``
+    names what is copied besides the weights). ``settings`` names where the defaults come from."""
+    parser.add_argument("--out", help=out)
+    parser.add_argument("--max-steps", type=positive_int, metavar="N",
+                        help=f"training steps (default: {settings})")  # fmt: skip
+    add_device(parser, default=None, what=settings)
+    add_threads(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")  # fmt: skip
+    if init is not None:
+        parser.add_argument("--init", metavar="MODEL", help=init)
+    add_overwrite(parser, "an earlier run in --out (start over), and --export's files")
+    add_quiet(parser)
+    if export is not None:
+        parser.add_argument("--export", metavar="MODEL_DIR",
+                            help=f"also copy {export} and the best weights into this model "
+                                 "folder")  # fmt: skip

@@ -9,11 +9,11 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
     non_negative_int,
     positive_float,
-    positive_int,
     set_threads,
 )
 
@@ -214,23 +214,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         metavar="MODEL",
         help="train a refinement of this model's field (multi-resolution cascade)",
     )
-    p.add_argument(
-        "--init",
-        metavar="MODEL",
-        help="fine-tune this model or run folder (its network settings are used)",
-    )
     p.add_argument("--crop", type=_shape,
                    help="train on random crops of this size, e.g. 48x48x48")  # fmt: skip
-    p.add_argument("--out", help="run/model folder")
-    p.add_argument("--max-steps", type=positive_int,
-                   help="training steps (default: the config's)")  # fmt: skip
-    add_device(p, default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--export", help="also copy reg.yaml + best weights into this model folder")
-    add_threads(p)
+    add_run_flags(p, out="run/model folder", settings="the config's",
+                  init="fine-tune this model or run folder (its network settings are used)",
+                  export="reg.yaml")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "register MOVING to FIXED; write warped image/labels, field, PNG",

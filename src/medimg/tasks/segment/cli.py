@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
     add_window,
@@ -182,18 +183,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
     p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
-    p.add_argument("--out", help="run/model folder (default runs/segment/<dataset>/fold_K)")
-    p.add_argument("--max-steps", type=positive_int, help="override the plan's max_steps")
-    add_device(p, default=None, what="the plan's")
-    add_threads(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--init", metavar="MODEL",
-                   help="fine-tune this model or run folder ('default': the shipped model); "
-                        "its plan is used unless --plan is given")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true",
-                   help="start over an earlier run in --out (and replace --export's files)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--export", help="also copy plan.yaml + best weights into this model folder")
+    add_run_flags(p, out="run/model folder (default runs/segment/<dataset>/fold_K)",
+                  settings="the plan's",
+                  init="fine-tune this model or run folder ('default': the shipped model); "
+                       "its plan is used unless --plan is given",
+                  export="plan.yaml")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "segment a file, a folder of images or a DICOM series",

@@ -9,6 +9,7 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
     default_report_dir,
@@ -322,23 +323,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--config", help="CTTrainConfig YAML (e.g. a run's config.yaml) instead of a preset"
     )
-    p.add_argument(
-        "--init",
-        help="RED-CNN model folder whose weights start the net (wgan: the "
-        "generator; 'default': the shipped one)",
-    )
-    p.add_argument("--out", help="run folder (default runs/recon/ct/<model>-<preset>)")
-    p.add_argument("--max-steps", type=positive_int,
-                   help="training steps (default: the preset's)")  # fmt: skip
-    add_device(p, default=None, what="the preset's")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last/ checkpoint"
-    )
-    p.add_argument("--overwrite", action="store_true",
-                   help="restart over an existing run (and replace an existing --export)")  # fmt: skip
-    p.add_argument("--export", help="copy config + best weights into this model folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads(p)
+    add_run_flags(p, out="run folder (default runs/recon/ct/<model>-<preset>)",
+                  init="RED-CNN model folder whose weights start the net (wgan: the generator; "
+                       "'default': the shipped one)",
+                  export="the config")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "adapt", "fine-tune a denoiser on low-dose data alone (Noise2Inverse / N2N)",
