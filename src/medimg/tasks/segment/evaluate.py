@@ -10,6 +10,7 @@ best cases by mean Dice, ground-truth contours over predicted fills).
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ from medimg.errors import InputError
 __all__ = ["evaluate_folders"]
 
 METRICS = ("dice", "iou", "hd95", "assd", "nsd")
+
+
+def _label_table(pred: Path) -> dict[int, str]:
+    """The names in the label table ``segment predict`` wrote beside a prediction, if any."""
+    from medimg.io.label_table import label_table_path, read_label_table
+
+    table = label_table_path(pred)
+    return read_label_table(table) if table.is_file() else {}
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -44,7 +53,8 @@ def evaluate_folders(
 ) -> dict[str, Any]:
     """Score every prediction that has a ground truth; returns ``{"per_case", "summary"}``.
 
-    ``labels`` (id -> name) defaults to the foreground values found in the ground truth.
+    ``labels`` (id -> name) defaults to the foreground values found in the ground truth, named
+    by the label table beside the predictions (``segment predict`` writes one) when present.
     ``images_dir`` (optional, ``<case>_0000.nii.gz`` or ``<case>.nii.gz``) gives the PNG a
     grey background. The report folder ``out_dir`` is checked before anything is computed and
     appears whole at the end; an earlier report there is replaced only with ``overwrite``.
@@ -74,7 +84,8 @@ def evaluate_folders(
         loaded[cid] = (p, g)
     if labels is None:
         found = sorted({int(v) for _, g in loaded.values() for v in np.unique(g.array)} - {0})
-        labels = {v: f"label {v}" for v in found}
+        table = _label_table(preds[common[0]])
+        labels = {v: table.get(v, f"label {v}") for v in found}
     ids = sorted(labels)
     per_case = {
         cid: case_metrics(p.array[0], g.array[0], labels=ids, spacing=g.spacing,
@@ -86,7 +97,7 @@ def evaluate_folders(
         with atomic_dir(out_dir, overwrite, inputs=inputs, owned=is_owned(out_dir, _REPORT)) as out:
             _write_csv(out / "metrics.csv", per_case, labels)
             _write_markdown(out / "summary.md", summary, labels, len(per_case), nsd_tolerance_mm)
-            _write_png(out / "cases.png", per_case, loaded, images_dir)
+            _write_png(out / "cases.png", per_case, loaded, images_dir, labels)
     return {"per_case": per_case, "summary": summary}
 
 
@@ -119,39 +130,52 @@ def _write_markdown(path: Path, summary: dict, labels: dict[int, str], n: int, t
     path.write_text("\n".join(lines) + "\n")
 
 
-def _write_png(path: Path, per_case: dict, loaded: dict, images_dir: str | Path | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _write_png(
+    path: Path,
+    per_case: dict,
+    loaded: dict,
+    images_dir: str | Path | None,
+    names: Mapping[int, str],
+) -> None:
+    """The two worst and two best cases (mean Dice): the axial slice with the most reference
+    voxels, radiological view, prediction filled in the label colours, reference contoured."""
     from medimg.io.api import load
+    from medimg.report.figures import (
+        axial_slice,
+        label_colormap,
+        label_legend,
+        new_figure,
+        orientation_letters,
+        save_figure,
+    )
 
     mean = {c: float(np.mean([m["dice"] for m in s.values()])) for c, s in per_case.items()}
     order = sorted(mean, key=mean.get)  # type: ignore[arg-type]
     picks = list(dict.fromkeys([*order[:2], *order[-2:]]))
-    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
+    cmap = label_colormap(names)
+    fig, axes = new_figure(len(picks))
     for ax, cid in zip(axes[0], picks):
-        p, g = (a.array[0] for a in loaded[cid])
+        pred, ref = loaded[cid]
+        g = ref.canonical().array[0] if ref.spatial_ndim == 3 else ref.array[0]
         z = int(np.argmax((g > 0).reshape(-1, g.shape[-1]).sum(0))) if g.ndim == 3 else None
-
-        def sl(a: np.ndarray, z: int | None = z) -> np.ndarray:
-            return a[..., z].T if z is not None else a.T
-
-        bg = np.zeros_like(sl(g), dtype=float)
+        p_sl, g_sl = axial_slice(pred, z), axial_slice(ref, z)
+        bg = np.zeros_like(g_sl, dtype=float)
         if images_dir is not None:
             cands = [Path(images_dir) / f"{cid}_0000.nii.gz", Path(images_dir) / f"{cid}.nii.gz"]
             found = next((c for c in cands if c.is_file()), None)
             if found is not None:
-                bg = sl(load(found).array[0])
-        ax.imshow(bg, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_equal(sl(p), 0), cmap="tab10", alpha=0.45, origin="lower",
-                  vmin=0, vmax=9, interpolation="nearest")  # fmt: skip
-        ax.contour(sl(g), levels=np.arange(0.5, max(1, g.max()) + 0.5), colors="yellow",
-                   linewidths=0.6)  # fmt: skip
-        ax.set_title(f"{cid}\nmean Dice {mean[cid]:.3f}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle("worst (left) to best (right): prediction fill, ground-truth contour", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+                bg = axial_slice(load(found), z)
+        ax.imshow(bg, cmap="gray")
+        ax.imshow(np.ma.masked_equal(p_sl, 0), cmap=cmap, alpha=0.5, vmin=0,
+                  vmax=len(cmap.colors) - 1, interpolation="nearest")  # fmt: skip
+        if g_sl.any():
+            ax.contour(g_sl, levels=np.arange(0.5, g_sl.max() + 0.5), colors="yellow",
+                       linewidths=0.7)  # fmt: skip
+        ax.set_title(f"{cid}: mean Dice {mean[cid]:.3f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        orientation_letters(ax)
+    label_legend(fig, names, extra={"reference contour": "yellow"})
+    fig.subplots_adjust(bottom=0.12)
+    save_figure(fig, path, "worst (left) to best (right) cases; prediction filled, "
+                "reference contoured; radiological view")  # fmt: skip

@@ -230,24 +230,22 @@ def _markdown(summary: dict[str, dict[str, Any]], win: Window, dose: float, n: i
 
 def save_panel(images: dict[str, np.ndarray], path: Path, win: Window, *, title: str = "") -> Path:
     """One column per method in the fixed ``win`` (top) and its difference to the first image,
-    +-100 HU (bottom); patient's right on the left, as radiologists read."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    +-100 HU (bottom), each row with its colour bar; patient's right on the left, as
+    radiologists read."""
+    from medimg.report.figures import TEXT_SIZE, add_colorbar, new_figure, save_figure
 
     names = list(images)
     ref = images[names[0]]
-    fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 6.4), squeeze=False)
+    fig, axes = new_figure(2 * len(names), panel_inches=2.8, rows=2)
     for j, name in enumerate(names):
-        axes[0, j].imshow(images[name], cmap="gray", vmin=win.limits[0], vmax=win.limits[1])
-        axes[0, j].set_title(name, fontsize=9)
-        axes[1, j].imshow(images[name] - ref, cmap="RdBu_r", vmin=-100, vmax=100)
-        axes[1, j].set_title("minus full dose (+-100 HU)" if j else "", fontsize=8)
+        top = axes[0, j].imshow(images[name], cmap="gray", vmin=win.limits[0], vmax=win.limits[1])
+        axes[0, j].set_title(name, fontsize=TEXT_SIZE + 1)
+        diff = axes[1, j].imshow(images[name] - ref, cmap="RdBu_r", vmin=-100, vmax=100)
+        axes[1, j].set_title(f"{name} minus {names[0]}" if j else "(reference)",
+                             fontsize=TEXT_SIZE)  # fmt: skip
         for ax in axes[:, j]:
-            ax.axis("off")
-    fig.suptitle(f"{title}   {win}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+            ax.set_xticks([])
+            ax.set_yticks([])
+    add_colorbar(fig, axes[0, :], top, f"HU (C={win.center:g} W={win.width:g})")
+    add_colorbar(fig, axes[1, :], diff, "difference, HU")
+    return save_figure(fig, path, f"{title}   {win}".strip())
