@@ -89,23 +89,18 @@ def stage_io(out: Path) -> list[Row]:
 
 
 def _save_overview(images: dict[str, Image], path: Path) -> None:
-    """Middle slice of each volume in radiological view (patient right on the left, anterior up)."""
-    import matplotlib
+    """Middle axial slice of each volume in radiological view (patient right on the left)."""
+    from medimg.report.figures import axial_slice, new_figure, orientation_letters, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(images), figsize=(4 * len(images), 4))
-    for ax, (name, image) in zip(np.atleast_1d(axes), images.items()):
-        vol = image.array[0]
+    fig, axes = new_figure(len(images), panel_inches=3.6)
+    for ax, (name, image) in zip(axes[0], images.items()):
         window = (-400, 600) if image.modality == "CT" else (None, None)
-        view = np.rot90(vol[:, :, vol.shape[2] // 2].T, 2)  # RAS array -> radiological display
-        ax.imshow(view, cmap="gray", vmin=window[0], vmax=window[1])
-        ax.set_title(f"{name}  {'x'.join(map(str, image.spatial_shape))}")
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        ax.imshow(axial_slice(image), cmap="gray", vmin=window[0], vmax=window[1])
+        ax.set_title(f"{name}  {'x'.join(map(str, image.spatial_shape))}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        orientation_letters(ax)
+    save_figure(fig, path, "demo volumes, middle axial slice, radiological view")
 
 
 #: Task stages in order: (name, module with ``stage(out_dir) -> rows``). A module that is not
