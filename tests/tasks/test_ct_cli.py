@@ -66,6 +66,9 @@ def test_predict_dicom_in_dicom_out_keeps_geometry_and_hu(data, tmp_path) -> Non
         and ds.SeriesInstanceUID != ds_in.SeriesInstanceUID
     )
     assert out.array.min() < -800  # still HU: air stays air
+    assert ds.SeriesDescription.startswith("medimg ") and " recon-ct redcnn sha1:" in str(
+        ds.SeriesDescription
+    )  # which model denoised it
     assert main(["recon", "ct", "predict", str(tmp_path / "in_dicom"), str(tmp_path / "out")]) == 2
 
 

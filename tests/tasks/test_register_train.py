@@ -176,6 +176,10 @@ def test_cli_train_predict_evaluate_and_errors(dataset, tmp_path, capsys):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["instance_steps"] == 3 and summary["dice"].keys() == summary["hd95_mm"].keys()
+    import nibabel as nib
+
+    descrip = nib.load(out / "warped.nii.gz").header["descrip"].tobytes().decode("ascii", "ignore")
+    assert f"register {model.name} sha1:" in descrip and summary["model"] in descrip
     import SimpleITK as sitk
 
     tx = sitk.ReadTransform(str(out / "transform.h5"))

@@ -243,6 +243,9 @@ def write_nifti(
         data = np.moveaxis(arr, 0, -1)[:, :, None, None, :]
         nii = nib.Nifti1Image(data, image.affine, header=nii.header)
         nii.header.set_intent("vector")
+    description = image.meta.get("description")
+    if description:  # who made the file (medimg.engine.provenance): 79 bytes + NUL
+        nii.header["descrip"] = str(description).encode("ascii", "replace")[:79]
     with atomic_path(p, overwrite) as tmp:
         nib.save(nii, tmp)
     return p
@@ -437,6 +440,8 @@ def write_itk(
     arr = _storable(image, p, allow_nonfinite)
     check_output(p, overwrite)
     img = Image(arr, image.affine, modality=image.modality, is_label=image.is_label).to_sitk()
+    if image.meta.get("description"):  # NRRD writes it as a key:=value field
+        img.SetMetaData("description", str(image.meta["description"]))
     # Write into a private folder under the final names (a detached header names its data
     # file), then move the data file(s) in before the header.
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=p.parent))

@@ -225,7 +225,7 @@ def write_dicom_series(
     *,
     overwrite: bool = False,
     modality: str | None = None,
-    series_description: str = "medimg",
+    series_description: str | None = None,
     source: PathType | Dataset | None = None,
     patient_name: str | None = None,
     patient_id: str | None = None,
@@ -248,7 +248,8 @@ def write_dicom_series(
         Overrides ``image.modality``; picks the SOP class (:data:`SOP_CLASSES`, else Secondary
         Capture). A DICOM code string: up to 16 of A-Z, 0-9, space, underscore.
     series_description
-        Written as given.
+        Written as given (64 characters at most); default ``image.meta["description"]`` (which
+        model made the image, :mod:`medimg.engine.provenance`), else ``medimg``.
     source
         The series this image derives from (its folder, one of its files, or a pydicom
         dataset): Patient and Study attributes (:data:`COPIED_FROM_SOURCE`) and the frame of
@@ -277,6 +278,8 @@ def write_dicom_series(
         The folder exists, is not empty, and ``overwrite`` is false.
     """
     folder = Path(folder)
+    if series_description is None:
+        series_description = str(image.meta.get("description") or "medimg")[:64]
     if image.num_channels != 1:
         raise InputError(
             f"DICOM series hold one channel, the image has {image.num_channels}; "

@@ -179,6 +179,11 @@ class Registrator:
         self.net = build_model(self.config.model).eval().to(self.device)
         load_weights(self.net, weights)
         self.net.fast_precision = True
+        from medimg.engine.provenance import model_tag
+
+        nets = [self.net, *([self.coarse.net] if self.coarse else [])]
+        #: which model registered (written into the outputs: NIfTI descrip, summary.json)
+        self.tag = model_tag("register", "default" if model is None else folder.name, nets)
         nd, lc = self.config.model.spatial_dims, self.config.loss
         self.sim = similarity(lc.similarity, nd, lc.lncc_kernel)
         self.reg = regulariser(lc.regulariser)
@@ -301,8 +306,17 @@ class Registrator:
         from medimg.tasks.register.fields import field_image
 
         u_mm = to_mm(field, fixed.affine)
+        if "network" in candidates:
+            info["model"] = self.tag
+            if wl is not None:
+                wl.meta["description"] = self.tag
         return RegResult(
-            warped=Image(warped, fixed.affine.copy(), modality=moving.modality),
+            warped=Image(
+                warped,
+                fixed.affine.copy(),
+                modality=moving.modality,
+                meta={"description": info["model"]} if "model" in info else {},
+            ),  # fmt: skip
             field=field_image(u_mm, fixed),
             warped_labels=wl,
             seconds=time.perf_counter() - t0,

@@ -19,13 +19,11 @@ anyway (the labels then say which model made them, as every output does: :func:`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from medimg.errors import InputError
@@ -125,14 +123,8 @@ def check_contract(
 
 
 def model_tag(name: str, plan: SegPlan, models: Sequence[nn.Module]) -> str:
-    """Which model made the labels, short enough for a NIfTI ``descrip`` (79 bytes): its name,
-    the data it was planned on, and the first digits of the SHA-1 of its weights (all folds)."""
-    import medimg
+    """Which model made the labels (:func:`medimg.engine.provenance.model_tag`): its name, the
+    data it was planned on, and the first digits of the SHA-1 of its weights (all folds)."""
+    from medimg.engine.provenance import model_tag as tag
 
-    digest = hashlib.sha1()
-    for net in models:
-        for key, tensor in net.state_dict().items():
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    tag = f"medimg {medimg.__version__} segment {name} ({plan.dataset} {plan.modality})"
-    return f"{tag[:62]} sha1:{digest.hexdigest()[:8]}"
+    return tag("segment", name, models, f"{plan.dataset} {plan.modality}")

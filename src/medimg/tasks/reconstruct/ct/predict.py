@@ -161,8 +161,12 @@ def denoise_image(
     planes = vol[None] if vol.ndim == 2 else np.moveaxis(vol, -1, 0)  # (Z, X, Y) axial planes
     den = denoise_slices(net, planes)
     den = den[0] if vol.ndim == 2 else np.moveaxis(den, 0, -1)
+    from medimg.engine.provenance import model_tag
+
     result = image.with_array(den[None].astype(np.float32))
     result.modality = "CT"
+    # which model denoised it: NIfTI descrip, DICOM Series Description
+    result.meta = {**result.meta, "description": model_tag("recon-ct", cfg.model, [net])}
     return result
 
 
@@ -185,14 +189,14 @@ def predict_path(
     net, cfg = load_model(model, device=device)
     image = load(src)
     result = denoise_image(net, cfg, image, src, assume_hu=assume_hu)
-    return save(result, output, overwrite=overwrite, **_dicom_options(image, output, cfg.model))  # type: ignore[attr-defined]
+    return save(result, output, overwrite=overwrite, **_dicom_options(image, output))
 
 
-def _dicom_options(image, output: str | Path, model: str) -> dict[str, str]:
+def _dicom_options(image: Image, output: str | Path) -> dict[str, str]:
     """A DICOM output joins the input's study and frame of reference (same patient, same grid)."""
     if Path(output).suffix or str(output).lower().endswith(".nii.gz"):
         return {}
-    opts = {"series_description": f"medimg {model} denoised"}
+    opts: dict[str, str] = {}  # the Series Description names the model (image.meta)
     for key in ("study_uid", "frame_of_reference_uid", "patient_id"):
         if image.meta.get(key):
             opts[key] = str(image.meta[key])
