@@ -310,13 +310,9 @@ class Registrator:
             info["model"] = self.tag
             if wl is not None:
                 wl.meta["description"] = self.tag
+        made_by = {"description": info["model"]} if "model" in info else {}
         return RegResult(
-            warped=Image(
-                warped,
-                fixed.affine.copy(),
-                modality=moving.modality,
-                meta={"description": info["model"]} if "model" in info else {},
-            ),  # fmt: skip
+            warped=Image(warped, fixed.affine.copy(), modality=moving.modality, meta=made_by),
             field=field_image(u_mm, fixed),
             warped_labels=wl,
             seconds=time.perf_counter() - t0,
