@@ -61,3 +61,23 @@ def test_the_preset_films_render_cache_and_reuse_backgrounds(tmp_path, monkeypat
     np.testing.assert_array_equal(first.x, again.x)
     with pytest.raises(Exception, match="split"):
         sources.preset_films("holdout", 2)
+
+
+def test_simulate_chest_writes_the_preset_films_with_their_truth(tmp_path, monkeypatch):
+    import csv
+    import json
+
+    from medimg.io.api import load
+
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "cache"))
+    tiny = {**sources.DEFAULT_PRESET, "train_patients": [0], "val_patients": [1],
+            "detector": 32, "voxel_mm": 16.0, "input_size": 24}  # fmt: skip
+    monkeypatch.setattr(sources, "DEFAULT_PRESET", tiny)
+    root = sources.write_simulated_set(tmp_path / "set", "chest", n_train=2, n_val=2, n_test=0)
+    rows = list(csv.DictReader(open(root / "manifest.csv")))
+    assert [r["split"] for r in rows] == ["train", "train", "val", "val"]
+    truth = json.loads((root / "ground_truth.json").read_text())["cases"]
+    for r in rows:
+        img = load(root / r["path"])
+        assert img.spatial_shape[:2] == (24, 24)
+        assert (r["label"] == "positive") == bool(truth[r["patient_id"]]["boxes"])

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from medimg.errors import InputError
 from medimg.phantoms.chest_xray import ThoraxProjection, thorax_projection
-from medimg.physics.xray import expose, log_image, nodule_line_integral
+from medimg.physics.xray import _blur_mm, expose, log_image, nodule_line_integral
 from medimg.tasks.diagnose.data import CaseArrays, normalise, resize
 
 __all__ = ["FilmRecipe", "film_arrays", "load_backgrounds", "sample_film"]
@@ -88,9 +88,10 @@ def load_backgrounds(
 def _process(log: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.ndarray:
     """CR/DX-style processing of a log image: unsharp-mask edge enhancement (large kernel: the
     dynamic-range compression of chest processing) and a monotone tone curve."""
-    sigma = rng.uniform(4.0, 30.0) / pixel_mm
+    sigma_mm = rng.uniform(4.0, 30.0)
     amount = rng.uniform(0.0, 2.5)
-    x = log + amount * (log - ndimage.gaussian_filter(log, sigma, mode="nearest"))
+    low = _blur_mm(torch.from_numpy(log), sigma_mm, (pixel_mm, pixel_mm)).numpy()
+    x = log + amount * (log - low)
     lo, hi = np.percentile(x, [0.5, 99.5])
     t = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
     gamma = float(np.exp(rng.uniform(-0.35, 0.35)))

@@ -93,9 +93,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose simulate data/dx_xray --kind xray --cases 400\n"
               "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
     p.add_argument("out", help="output folder")
-    p.add_argument("--kind", choices=("xray", "ctpet", "ct3d"), default="xray",
-                   help="xray: 2D chest films; ctpet: paired CT + PET; ct3d: 3D CT volumes "
-                        "(default: xray)")  # fmt: skip
+    p.add_argument("--kind", choices=("chest", "xray", "ctpet", "ct3d"), default="xray",
+                   help="chest: films of projected 3D thoraxes (the default model's data); "
+                        "xray: simple 2D chest phantoms; ctpet: paired CT + PET; ct3d: 3D CT "
+                        "volumes (default: xray)")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=200, help="training cases")
     p.add_argument("--val", type=non_negative_int, default=50, help="validation cases")
     p.add_argument("--test", type=non_negative_int, default=100, help="test cases")

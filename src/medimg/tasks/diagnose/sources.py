@@ -35,22 +35,26 @@ def write_simulated_set(
 ) -> Path:  # fmt: skip
     """Phantom cases as NIfTI (one file per modality) + ``manifest.csv`` (path[,path2], label,
     patient_id, split) + ``ground_truth.json`` (lesion boxes, per-slice labels, findings).
+    ``kind="chest"``: the default model's films (:func:`preset_films`; train, validation and
+    test splits from its training, validation and held-out patients).
 
     Cases are made and written one at a time; the folder appears only complete (an earlier
     simulated set is replaced only with ``overwrite``)."""
     from medimg.io.api import save
     from medimg.phantoms.diagnosis import KINDS, iter_cases
 
+    make = _chest_cases if kind == "chest" else iter_cases
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if any(n < 0 for n in counts.values()) or sum(counts.values()) < 1:
         raise InputError(f"need at least 1 case and no negative counts, got {counts}")
-    if kind not in KINDS:
-        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in (*KINDS, "chest"):
+        raise InputError(f"kind must be one of chest, {', '.join(KINDS)}, got {kind!r}")
     root = Path(out)
     rows, truth = [], {}
     with atomic_dir(root, overwrite) as tmp:
         for s, (split, n) in enumerate(counts.items(), start=seed):
-            for t, case in enumerate(iter_cases(kind, n, seed=s) if n else []):
+            at = (seed, split) if kind == "chest" else s
+            for t, case in enumerate(make(kind, n, seed=at) if n else []):  # type: ignore[operator]
                 cid = f"{split}{t:04d}"
                 paths = []
                 for mod, image in case.to_images().items():
@@ -68,6 +72,22 @@ def write_simulated_set(
             csv.writer(fh).writerows([header, *rows])
         (tmp / "ground_truth.json").write_text(json.dumps({"kind": kind, "cases": truth}, indent=1))
     return root
+
+
+def _chest_cases(kind: str, n: int, seed: tuple[int, str]) -> list:
+    """:func:`write_simulated_set`'s cases for ``kind="chest"``: films of :func:`preset_films`
+    (``seed`` = (seed, split)) as objects with the phantom cases' attributes."""
+    from types import SimpleNamespace
+
+    from medimg.io.image import Image
+
+    base, split = seed
+    data = preset_films(split, n, seed=base)
+    spacing = np.diag([-1.5, 1.5, 1.5, 1.0])  # about the film's pixel at 256 px
+    return [SimpleNamespace(label=int(y), finding="nodule" if y else "none", boxes=b,
+                            instance_labels=None,
+                            to_images=lambda x=x: {"DX": Image(x.copy(), spacing, modality="DX")})
+            for x, y, b in zip(data.x, data.y, data.boxes)]  # fmt: skip
 
 
 def load_manifest_arrays(
@@ -201,9 +221,11 @@ DEFAULT_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(
 TEST_PATIENTS = list(range(2000, 2006))
 
 
-def preset_films(split: str, n: int | None = None, progress: bool = False) -> CaseArrays:
+def preset_films(
+    split: str, n: int | None = None, progress: bool = False, seed: int | None = None
+) -> CaseArrays:
     """The default preset's ``train``, ``val`` or ``test`` films (backgrounds rendered or read
-    from the cache; ``n`` films, default the preset's count)."""
+    from the cache; ``n`` films, default the preset's count; ``seed`` default the preset's)."""
     from medimg.tasks.diagnose.chest_films import FilmRecipe, film_arrays, load_backgrounds
 
     p = DEFAULT_PRESET
@@ -214,8 +236,9 @@ def preset_films(split: str, n: int | None = None, progress: bool = False) -> Ca
     recipe = FilmRecipe(detector=int(p["detector"]), voxel_mm=float(p["voxel_mm"]),  # type: ignore[call-overload]
                         input_size=int(p["input_size"]))  # type: ignore[call-overload]  # fmt: skip
     bgs = load_backgrounds(patients[split], recipe, progress=progress)  # type: ignore[arg-type]
-    seed = int(p["seed"]) + ("train", "val", "test").index(split)  # type: ignore[call-overload]
-    return film_arrays(bgs, int(n or count[split]), seed, recipe, prefix=split)  # type: ignore[call-overload]
+    base = int(p["seed"]) if seed is None else seed  # type: ignore[call-overload]
+    rng_seed = base + ("train", "val", "test").index(split)
+    return film_arrays(bgs, int(n or count[split]), rng_seed, recipe, prefix=split)  # type: ignore[call-overload]
 
 
 def train_preset(
