@@ -197,9 +197,9 @@ def train_detector(
 #: are held out (bench/bench_detect_types.py). Batch 4 of 40^3 patches: 55 % near a nodule
 #: (juxtapleural, vessel-attached and perifissural nodules twice as often, ground-glass and
 #: part-solid 1.5x: the types the plain-phantom model missed), 25 % on a hard negative (vessel
-#: stub, branch point, plaque, fissure), 20 % anywhere; validation every 1250 steps.
-DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 5000, "batch_size": 4,
-                  "val_every": 1250, "pos_fraction": 0.55, "hard_fraction": 0.25,
+#: stub, branch point, plaque, fissure), 20 % anywhere; 3000 steps, validation every 1000.
+DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 3000, "batch_size": 4,
+                  "val_every": 1000, "pos_fraction": 0.55, "hard_fraction": 0.25,
                   "type_weights": {"juxtapleural": 2.0, "vessel_attached": 2.0,
                                    "perifissural": 2.0, "ground_glass": 1.5, "part_solid": 1.5}}  # fmt: skip
 
