@@ -30,7 +30,14 @@ from medimg.engine.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
-from medimg.engine.config import TrainConfig, config_diff, from_yaml, to_dict, to_yaml
+from medimg.engine.config import (
+    TrainConfig,
+    config_diff,
+    from_yaml,
+    to_dict,
+    to_yaml,
+    validation_interval,
+)
 from medimg.engine.data import SeededSamples, StepBatchSampler, batch_indices, steps_per_epoch
 from medimg.engine.distributed import (
     DistInfo,
@@ -103,4 +110,5 @@ __all__ = [
     "to_dict",
     "to_yaml",
     "unwrap_model",
+    "validation_interval",
 ]

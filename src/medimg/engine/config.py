@@ -21,7 +21,7 @@ import yaml
 from medimg.errors import InputError
 from medimg.io.inputs import read_text
 
-__all__ = ["TrainConfig", "config_diff", "from_yaml", "to_dict", "to_yaml"]
+__all__ = ["TrainConfig", "config_diff", "from_yaml", "to_dict", "to_yaml", "validation_interval"]
 
 T = TypeVar("T")
 
@@ -236,6 +236,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Path and isinstance(value, str):
         return Path(value)
     return value
+
+
+def validation_interval(max_steps: int, times: int = 5, at_least: int = 50) -> int:
+    """Validate about ``times`` times in a run, but not more often than every ``at_least`` steps:
+    a short trial run (``--max-steps 6``) then validates once, after its last step, instead of
+    after every step."""
+    return max(max_steps // times, min(at_least, max_steps), 1)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from medimg.engine.config import TrainConfig, from_yaml, to_dict
+from medimg.engine.config import TrainConfig, from_yaml, to_dict, validation_interval
 from medimg.errors import InputError
 
 __all__ = ["Normalization", "SegPlan", "load_plan", "make_plan", "save_plan"]
@@ -223,8 +223,8 @@ def make_plan(
             norms.append(Normalization("zscore"))
     train = TrainConfig(
         max_steps=max_steps, batch_size=batch, lr=2e-3, weight_decay=3e-5, optimizer="adamw",
-        lr_schedule="poly", val_every=max(1, max_steps // 5), val_metric="dice", val_mode="max",
-        checkpoint_every=max(1, max_steps // 5), grad_clip=12.0, log_every=10,
+        lr_schedule="poly", val_every=validation_interval(max_steps), val_metric="dice", val_mode="max",
+        checkpoint_every=validation_interval(max_steps), grad_clip=12.0, log_every=10,
     )  # fmt: skip
     return SegPlan(
         dataset=fp["dataset"],

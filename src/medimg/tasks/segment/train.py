@@ -19,7 +19,14 @@ import torch
 
 from medimg.datasets.msd import check_dataset, open_dataset
 from medimg.datasets.splits import kfold_split
-from medimg.engine import Trainer, TrainResult, check_run_dir, load_weights, seed_everything
+from medimg.engine import (
+    Trainer,
+    TrainResult,
+    check_run_dir,
+    load_weights,
+    seed_everything,
+    validation_interval,
+)
 from medimg.errors import InputError, OutputExistsError
 from medimg.io.output import (
     OWNER_MARK,
@@ -119,7 +126,7 @@ def train_segmentation(
     plan = dataclasses.replace(plan, train=dataclasses.replace(plan.train))
     if max_steps is not None:
         plan.train.max_steps = max_steps
-        plan.train.val_every = plan.train.checkpoint_every = max(1, max_steps // 5)
+        plan.train.val_every = plan.train.checkpoint_every = validation_interval(max_steps)
     if device is not None:
         plan.train.device = device  # type: ignore[assignment]
     plan.train.progress = progress
