@@ -25,7 +25,14 @@ import torch
 from tqdm import tqdm
 
 from medimg.datasets.luna16 import Luna16, open_luna16
-from medimg.engine import TrainConfig, Trainer, TrainResult, find_checkpoint, seed_everything
+from medimg.engine import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    find_checkpoint,
+    load_weights,
+    seed_everything,
+)
 from medimg.errors import InputError
 from medimg.io.output import check_outputs, copy_files
 from medimg.metrics.detection import ScanMatch, froc, match_luna16
@@ -35,8 +42,16 @@ from medimg.tasks.detect.models import build_detector, centernet_loss
 from medimg.tasks.detect.simulate import read_hard_negatives, write_thorax_luna16
 from medimg.tasks.detect.strata import read_nodule_types
 
-__all__ = ["DEFAULT_PRESET", "DetectConfig", "ModelConfig", "export_model", "preset_config",
-           "train_detector", "train_preset"]  # fmt: skip
+__all__ = [
+    "DEFAULT_PRESET",
+    "PLAIN_PHANTOM_MODEL",
+    "DetectConfig",
+    "ModelConfig",
+    "export_model",
+    "preset_config",
+    "train_detector",
+    "train_preset",
+]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -63,6 +78,8 @@ class DetectConfig:
     #: ``simulate --varied``): a positive patch picks a nodule in proportion to its type's weight
     #: (types not named weigh 1); empty: every nodule alike
     type_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: start from these weights (a model folder, run folder or ``.safetensors``; "": random)
+    init_weights: str = ""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     train: TrainConfig = dataclasses.field(
@@ -172,6 +189,8 @@ def train_detector(
                         cfg.hard_fraction, weights)  # fmt: skip
     seed_everything(cfg.train.seed)
     model = build_detector(cfg.model.channels)
+    if cfg.init_weights:  # fine-tuning (a resumed run then restores its own checkpoint)
+        load_weights(model, cfg.init_weights)
 
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return centernet_loss(net(batch["image"]), batch)
@@ -191,15 +210,20 @@ def train_detector(
     return result
 
 
+#: The plain-phantom detector (``medimg.phantoms.detection`` scans, 3000 steps from scratch; the
+#: shipped default until it was fine-tuned on varied thoraxes): the preset's starting weights.
+PLAIN_PHANTOM_MODEL = Path(__file__).parent / "plain_phantoms"
+
 #: ``medimg detect train --preset default``: the shipped model's recipe. Seeds 0..79 of the varied
 #: thorax generator (``simulate --varied``: every nodule type, thorax variety, hard negatives)
 #: round-robin into 8 subsets; subset0 (10 scans) validates, the other 70 train; seeds 5000+
-#: are held out (bench/bench_detect_types.py). Batch 4 of 40^3 patches: 55 % near a nodule
-#: (juxtapleural, vessel-attached and perifissural nodules twice as often, ground-glass and
-#: part-solid 1.5x: the types the plain-phantom model missed), 25 % on a hard negative (vessel
-#: stub, branch point, plaque, fissure), 20 % anywhere; 3000 steps, validation every 1000.
-DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 3000, "batch_size": 4,
-                  "val_every": 1000, "pos_fraction": 0.55, "hard_fraction": 0.25,
+#: are held out (bench/bench_detect_types.py). Fine-tunes :data:`PLAIN_PHANTOM_MODEL` (a shared
+#: CPU allows ~1 step/s). Batch 4 of 40^3 patches: 55 % near a nodule (juxtapleural,
+#: vessel-attached and perifissural nodules twice as often, ground-glass and part-solid 1.5x:
+#: the types the plain-phantom model missed), 25 % on a hard negative (vessel stub, branch
+#: point, plaque, fissure), 20 % anywhere; 2000 steps, validation every 500.
+DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 2000, "batch_size": 4,
+                  "val_every": 500, "pos_fraction": 0.55, "hard_fraction": 0.25,
                   "type_weights": {"juxtapleural": 2.0, "vessel_attached": 2.0,
                                    "perifissural": 2.0, "ground_glass": 1.5, "part_solid": 1.5}}  # fmt: skip
 
@@ -208,7 +232,8 @@ def preset_config() -> DetectConfig:
     """The :data:`DEFAULT_PRESET` run as a :class:`DetectConfig` (dataset not set)."""
     p = DEFAULT_PRESET
     cfg = DetectConfig(pos_fraction=p["pos_fraction"], hard_fraction=p["hard_fraction"],
-                       type_weights=dict(p["type_weights"]))  # fmt: skip
+                       type_weights=dict(p["type_weights"]),
+                       init_weights=str(PLAIN_PHANTOM_MODEL))  # fmt: skip
     cfg.train = dataclasses.replace(cfg.train, batch_size=p["batch_size"], max_steps=p["max_steps"],
                                     val_every=p["val_every"], checkpoint_every=p["val_every"] // 2)  # fmt: skip
     return cfg
