@@ -10,10 +10,11 @@ import torch
 
 from medimg.physics.coils import birdcage_maps
 from medimg.physics.masks import equispaced_mask
-from medimg.physics.mri import fft2c
+from medimg.physics.mri import MultiCoilMRI, fft2c
 from medimg.tasks.reconstruct.mri import train as train_mod
 from medimg.tasks.reconstruct.mri.baselines import zero_filled
 from medimg.tasks.reconstruct.mri.data import RealisticConfig, simulate_slice
+from medimg.tasks.reconstruct.mri.losses import ssim_l1_loss
 from medimg.tasks.reconstruct.mri.models import ModelConfig, build_model
 from medimg.tasks.reconstruct.mri.train import (
     compress_coils,
@@ -146,3 +147,69 @@ def test_safeguard_calibrates_on_held_out_realistic_slices(tmp_path, monkeypatch
     assert set(th.thresholds) == {"3", "4"} and "realistic" in th.calibrated_on
     assert all(len(v["dc"]) == 3 for v in seen.values())
     assert load_thresholds(tmp_path) == th
+
+
+def _phased_phantoms(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """Tiny multi-coil phantom slices whose object carries a random smooth phase (as real
+    slices and RealisticSlices do), with their true coil maps."""
+    from medimg.phantoms.mri import brain_phantom
+    from medimg.tasks.reconstruct.mri.data import smooth_phase
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        mag = brain_phantom((32, 32), contrast=("t1", "t2", "pd")[i % 3], seed=seed + i).image
+        img = mag.abs() * torch.exp(1j * smooth_phase((32, 32), rng))
+        mask = equispaced_mask((32, 32), 4, 0.16)
+        out.append(simulate_slice(img.to(torch.complex64), 4, mask, 30.0, seed=seed + i))
+    return out
+
+
+def test_phase_alignment_keeps_magnitudes_and_makes_the_image_nearly_real() -> None:
+    from medimg.physics.solvers import conjugate_gradient
+    from medimg.tasks.reconstruct.mri.models import align_phase
+
+    s = _phased_phantoms(1, 7)[0]
+    y, mask = s["kspace"][None], s["mask"]
+    aligned = align_phase(y, mask, s["maps"][None])
+    torch.testing.assert_close(aligned.abs(), s["maps"][None].abs())  # a pure phase change
+
+    def sense(maps: torch.Tensor) -> torch.Tensor:
+        op = MultiCoilMRI(maps, mask)
+        return conjugate_gradient(op.normal, op.A_adjoint(y), max_iter=20)[0]
+
+    raw, new = sense(s["maps"][None]), sense(aligned)
+    torch.testing.assert_close(new.abs(), raw.abs(), rtol=1e-3, atol=1e-4)
+    fg = s["target"] > 0.1 * s["target"].max()
+    # the object's own phase is gone: the image is nearly real and positive
+    assert float(new[fg].angle().abs().mean()) < 0.2 < float(raw[fg].angle().abs().mean())
+
+
+def test_tiny_modl_learns_on_slices_with_object_phase() -> None:
+    """A MoDL trained on true maps must beat its untrained self on held-out slices whose object
+    phase differs from slice to slice. Before the maps were phase-aligned its denoiser learnt
+    nothing here (+0.01 dB), as on realistic slices."""
+    torch.set_num_threads(1)
+    train, held = _phased_phantoms(12, 0), _phased_phantoms(4, 1000)
+    torch.manual_seed(0)
+    net = build_model(ModelConfig("modl", cascades=2, features=(8, 8, 16, 16, 32, 8), cg_iter=3,
+                                  maps="espirit", init_iter=10))  # fmt: skip
+
+    def mean_psnr() -> float:
+        with torch.no_grad():
+            vals = [train_mod._psnr(net(s["kspace"][None], train_mod.physics_for(
+                net, s["mask"], s["maps"])).abs(), s["target"][None]) for s in held]  # fmt: skip
+        return float(torch.stack(vals).mean())
+
+    untrained = mean_psnr()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for step in range(120):
+        s = train[step % len(train)]
+        pred = net(s["kspace"][None], train_mod.physics_for(net, s["mask"], s["maps"])).abs()
+        loss = ssim_l1_loss(pred, s["target"][None])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    trained = mean_psnr()
+    assert trained > untrained + 1.0, (trained, untrained)

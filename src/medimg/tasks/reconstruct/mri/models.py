@@ -18,7 +18,9 @@ weights serve any k-space scaling.
 * :class:`MoDL` (Aggarwal et al. 2019): one shared denoiser ``D``, ``K`` iterations of
   ``z = D(x_k)`` then ``x_{k+1} = (A^H A + lam I)^{-1} (A^H y + lam z)`` by conjugate gradients
   (:func:`medimg.physics.solvers.conjugate_gradient`), ``lam > 0`` learned; ``x_0`` is
-  ``A^H y`` or, with ``init_iter``, CG-SENSE.
+  ``A^H y`` or, with ``init_iter``, CG-SENSE. The maps are first phase-aligned
+  (:func:`align_phase`) so that ``D`` sees nearly real images whatever the maps' phase
+  convention (true maps in training, ESPIRiT's at prediction).
 * :class:`ZeroFilledUNet`: a complex (two-channel) U-Net on the coil-combined ``A^H y``.
 
 The U-Nets are MONAI's ``ComplexUnet`` (BasicUNet on real/imaginary channels, padded to a
@@ -48,7 +50,7 @@ from medimg.physics.mri import MultiCoilMRI, check_kspace, fft2c, ifft2c, rss
 from medimg.physics.solvers import conjugate_gradient
 
 __all__ = ["MODELS", "MoDL", "ModelConfig", "VarNet", "ZeroFilledUNet", "build_model"]
-__all__ += ["check_inputs"]
+__all__ += ["align_phase", "check_inputs"]
 
 MODELS = ("varnet", "modl", "unet")
 MAPS = ("acs", "espirit")
@@ -259,6 +261,29 @@ def acs_maps(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return coil / rss(coil, 1).clamp_min(1e-12)[:, None]
 
 
+def align_phase(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``maps`` times the phase of the low-resolution SENSE image, so that the image they
+    reconstruct is nearly real and positive: ``S' = S e^{i phi}``, ``phi`` the phase of
+    ``S^H F^H L y`` (``L`` keeps the ACS block).
+
+    ``S' x' = S x`` for ``x' = x e^{-i phi}``, so the operator, CG-SENSE and every magnitude
+    are unchanged; only the phase the denoiser sees is fixed. Without it a MoDL trained on the
+    true maps saw the object's random smooth phase, and at prediction ESPIRiT's arbitrary phase
+    convention instead: its denoiser learnt nothing that carried over (the ACS maps of the
+    VarNet absorb the object phase the same way). Pixels without low-resolution signal and
+    masks without ACS keep their maps as they are.
+    """
+    h, w = y.shape[-2:]
+    rows, cols = acs_region(mask, (h, w))
+    low = torch.zeros(h, w, device=y.device)
+    low[rows, cols] = 1.0
+    xl = (maps.conj() * ifft2c(y * low)).sum(1)  # (B, H, W) low-resolution SENSE image
+    mag = xl.abs()
+    keep = mag > 1e-6 * mag.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
+    phase = torch.where(keep, xl / mag.clamp_min(1e-30), torch.ones_like(xl))
+    return maps * phase[:, None]
+
+
 class MoDL(_MRINet):
     """MoDL: shared denoiser alternated with CG data consistency; see the module docstring.
 
@@ -295,7 +320,7 @@ class MoDL(_MRINet):
         self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
     ) -> torch.Tensor:
         maps = acs_maps(y, mask) if maps is None else maps.to(y.device)
-        op = MultiCoilMRI(maps, mask, check_inputs=False)
+        op = MultiCoilMRI(align_phase(y, mask, maps), mask, check_inputs=False)
         lam = F.softplus(self.lam_raw)
         aty = op.A_adjoint(y)
         x = aty

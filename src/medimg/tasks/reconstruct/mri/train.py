@@ -97,7 +97,7 @@ def preset(name: str = "default", model: str = "varnet") -> MRITrainConfig:
                               maps="espirit", init_iter=15),
             realistic=RealisticConfig(size_range=(128, 256)),
             train=TrainConfig(max_steps=1000, batch_size=1, lr=1e-3, lr_schedule="cosine",
-                              warmup_steps=50, grad_clip=1.0, val_every=150, val_metric="psnr",
+                              warmup_steps=50, grad_clip=1.0, val_every=100, val_metric="psnr",
                               val_mode="max", checkpoint_every=25, log_every=20, amp=False),
             val_cases=8,
         )  # fmt: skip
