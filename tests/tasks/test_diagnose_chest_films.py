@@ -81,3 +81,22 @@ def test_simulate_chest_writes_the_preset_films_with_their_truth(tmp_path, monke
         img = load(root / r["path"])
         assert img.spatial_shape[:2] == (24, 24)
         assert (r["label"] == "positive") == bool(truth[r["patient_id"]]["boxes"])
+
+
+def test_patches_of_positive_films_hold_the_whole_nodule():
+    from medimg.tasks.diagnose.chest_films import PatchDataset
+
+    data = film_arrays([_background()], 8, seed=3, recipe=RECIPE)
+    ds = PatchDataset(data, patch=32, augment=0.0)
+    np.random.seed(0)  # noqa: NPY002  (the engine seeds it per sample)
+    for i in range(len(data)):
+        for _ in range(5):
+            a, b = ds.offsets(i)
+            assert 0 <= a <= 32 and 0 <= b <= 32
+            for u0, v0, u1, v1 in data.boxes[i]:
+                assert a <= max(u0, 0) and min(u1, 64) <= a + 32
+                assert b <= max(v0, 0) and min(v1, 64) <= b + 32
+        item = ds[i]
+        assert item["x"].shape == (1, 32, 32) and float(item["y"]) == data.y[i]
+    with pytest.raises(Exception, match="larger"):
+        PatchDataset(data, patch=100)

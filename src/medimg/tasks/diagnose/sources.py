@@ -215,8 +215,8 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
 #: patients 1000-1005 (held apart; best step and temperature), 256^2 input.
 DEFAULT_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
                   "n_train": 4000, "n_val": 400, "seed": 0, "max_steps": 2000, "width": 8,
-                  "batch_size": 32, "lr": 2e-3, "input_size": 256, "detector": 384,
-                  "voxel_mm": 3.0}  # fmt: skip
+                  "batch_size": 64, "patch": 96, "lr": 2e-3, "input_size": 256,
+                  "detector": 384, "voxel_mm": 3.0}  # fmt: skip
 #: Patients kept out of training and validation, for in-distribution checks (bench, safeguard).
 TEST_PATIENTS = list(range(2000, 2006))
 
@@ -244,7 +244,11 @@ def preset_films(
 def train_preset(
     out: PathType, *, max_steps: int | None = None, device: str = "auto", progress: bool = True
 ) -> tuple[TrainResult, dict]:
-    """Train the default model on films of the preset's patients (:func:`preset_films`)."""
+    """Train the default model on crops of films of the preset's patients (:func:`preset_films`,
+    :class:`~medimg.tasks.diagnose.chest_films.PatchDataset`); the best step and the
+    temperature are chosen on whole films of the validation patients."""
+    from medimg.tasks.diagnose.chest_films import PatchDataset
+
     p = DEFAULT_PRESET
     train, val = preset_films("train", progress=progress), preset_films("val", progress=progress)
     steps = int(max_steps or p["max_steps"])  # type: ignore[call-overload]
@@ -253,7 +257,8 @@ def train_preset(
                        checkpoint_every=max(steps // 10, 1), device=device, progress=progress)  # type: ignore[call-overload]  # fmt: skip
     cfg = DiagnoseConfig(classes=["normal", "nodule"], modalities=["DX"], windows=[None],
                          input_size=list(train.x.shape[2:]), width=int(p["width"]), train=tcfg)  # type: ignore[call-overload]  # fmt: skip
-    return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False)
+    patches = PatchDataset(train, int(p["patch"]), cfg.augment)  # type: ignore[call-overload]
+    return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False, dataset=patches)
 
 
 def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | None = None) -> None:

@@ -258,9 +258,12 @@ def train_diagnosis(
     unlabelled: CaseArrays | None = None,
     resume: bool | str = "auto",
     overwrite: bool = False,
+    dataset: torch.utils.data.Dataset | None = None,
 ) -> tuple[TrainResult, dict[str, float]]:
     """Train ``cfg`` on ``train`` (+ ``unlabelled`` for ``semi``), validate on ``val``; returns
-    the engine's result and a summary (validation AUC, temperature, NLL before/after)."""
+    the engine's result and a summary (validation AUC, temperature, NLL before/after).
+    ``dataset``: the training samples drawn from ``train`` in another way (e.g. crops of its
+    images, full supervision only; ``train`` still weights the loss and fits the safeguard)."""
     if cfg.supervision == "semi" and unlabelled is None:
         raise InputError("semi supervision needs unlabelled images (labelled_fraction < 1)")
     if len(val) < 2:
@@ -277,7 +280,7 @@ def train_diagnosis(
     else:
         model = net
         drop = cfg.modality_dropout if len(cfg.modalities) > 1 else 0.0
-        data = SampleDataset(train, cfg.augment, drop)
+        data = dataset if dataset is not None else SampleDataset(train, cfg.augment, drop)
 
     def step(m: nn.Module, batch: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
         if cfg.supervision != "semi":
