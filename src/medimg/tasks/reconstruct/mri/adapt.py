@@ -242,13 +242,13 @@ def adapt(
     in ``data_path`` into the model folder ``out_dir``; returns the run's result and the number
     of slices adapted on. ``allow_config_change`` resumes with changed settings (e.g. a larger
     ``max_steps``). See the module docstring."""
-    from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR, load_model
+    from medimg.tasks.reconstruct.mri.train import load_model, model_dir
 
     cfg = dataclasses.replace(cfg or AdaptConfig(), data=str(Path(data_path).resolve()))
     out = Path(out_dir)
     check_adapt_folder(out, resume, overwrite, to_dict(cfg))  # before reading anything
     slices = read_slices(data_path)
-    init_dir = DEFAULT_DIR if cfg.init in ("", "default") else Path(cfg.init)
+    init_dir = model_dir(cfg.init or None)
     seed_everything(cfg.train.seed)
     net, init_cfg = load_model(init_dir)
     maps = None

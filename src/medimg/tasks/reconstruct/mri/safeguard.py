@@ -105,9 +105,9 @@ def flagged(
 def load_thresholds(model_dir: str | Path | None) -> SafeguardThresholds | None:
     """The thresholds stored beside a model's weights (``None``: the shipped default);
     ``None`` when the model has none (then nothing is checked)."""
-    from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR
+    from medimg.tasks.reconstruct.mri.train import model_dir as resolve
 
-    path = Path(model_dir if model_dir is not None else DEFAULT_DIR) / FILE_NAME
+    path = resolve(model_dir) / FILE_NAME
     if not path.is_file():
         return None
     try:
@@ -174,9 +174,10 @@ def calibrate(
     simulation (phantoms or realistic slices, seeds apart from training and validation;
     ``accelerations`` default: the config's, 4x and 8x for realistic training); written to the
     model folder as ``safeguard.json`` when ``write``. Returns them and the scores seen."""
-    from medimg.tasks.reconstruct.mri.train import DEFAULT_DIR, load_model, physics_for
+    from medimg.tasks.reconstruct.mri.train import load_model, physics_for
+    from medimg.tasks.reconstruct.mri.train import model_dir as resolve
 
-    folder = Path(model_dir) if model_dir is not None else DEFAULT_DIR
+    folder = resolve(model_dir)
     net, cfg = load_model(folder)
     default = cfg.data.accelerations if cfg.realistic is None else (4.0, 8.0)
     accels = tuple(sorted(set(accelerations or default)))

@@ -38,11 +38,14 @@ from medimg.tasks.reconstruct.mri.data import (
 from medimg.tasks.reconstruct.mri.losses import ssim_l1_loss
 from medimg.tasks.reconstruct.mri.models import ModelConfig, build_model
 
-__all__ = ["DEFAULT_DIR", "MRITrainConfig", "export_model", "load_model", "physics_for", "preset"]
-__all__ += ["train_mri", "validation_set"]
+__all__ = ["DEFAULT_DIR", "NAMED_MODELS", "MRITrainConfig", "export_model", "load_model"]
+__all__ += ["model_dir", "physics_for", "preset", "train_mri", "validation_set"]
 
 #: The shipped default model: ``model.safetensors`` + ``config.yaml`` + ``MODEL_CARD.md``.
 DEFAULT_DIR = Path(__file__).with_name("default")
+#: Shipped models by name (``--model NAME``, ``load_model(NAME)``): the default, and the
+#: previous default, a VarNet trained on phantoms only (kept for comparison; see the card).
+NAMED_MODELS = {"default": DEFAULT_DIR, "phantom-varnet": DEFAULT_DIR / "phantom_varnet"}
 VAL_SEED_BASE = 100_000  # held-out phantoms: seeds far from the training ones
 PRESETS = ("default", "finetune-4x", "realistic", "tiny")
 
@@ -242,10 +245,21 @@ def train_mri(
     return trainer.fit(resume=resume, overwrite=overwrite, allow_config_change=allow_config_change)  # type: ignore[arg-type]
 
 
+def model_dir(path: str | Path | None) -> Path:
+    """The folder of a model: ``None`` is the shipped default, a name of :data:`NAMED_MODELS`
+    (unless a folder of that name exists here) a shipped model, anything else a path."""
+    if path is None:
+        return DEFAULT_DIR
+    if isinstance(path, str) and path in NAMED_MODELS and not Path(path).exists():
+        return NAMED_MODELS[path]
+    return Path(path)
+
+
 def load_model(path: str | Path | None = None) -> tuple[torch.nn.Module, MRITrainConfig]:
-    """A trained network in eval mode and its config: a run folder (``best/`` else ``last/``)
-    or a folder with ``config.yaml`` + ``model.safetensors``; ``None`` = the shipped default."""
-    folder = DEFAULT_DIR if path is None else Path(path)
+    """A trained network in eval mode and its config: a run folder (``best/`` else ``last/``),
+    a folder with ``config.yaml`` + ``model.safetensors`` or a name of :data:`NAMED_MODELS`;
+    ``None`` = the shipped default."""
+    folder = model_dir(path)
     if not (folder / "config.yaml").is_file():
         raise CheckpointError("no config.yaml here; give a run folder from 'train'", folder)
     cfg = from_yaml(MRITrainConfig, folder / "config.yaml")
