@@ -143,9 +143,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.reconstruct.mri.evaluate import evaluate_files
+    from medimg.tasks.reconstruct.mri.train import default_label
 
     set_threads(args.threads)
-    models: dict[str, str | None] = {} if args.no_default else {"varnet (default)": None}
+    models: dict[str, str | None] = {} if args.no_default else {default_label(): None}
     for m in args.model or []:
         label, _, path = m.rpartition("=")
         models[label or Path(path).name] = path

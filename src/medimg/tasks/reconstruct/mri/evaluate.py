@@ -129,7 +129,9 @@ def evaluate_files(
     check_output_dir(out_dir, overwrite, inputs=given)
     for f in files:
         check_fastmri(f)
-    methods = _methods(classical, {"varnet (default)": None} if models is None else models)
+    from medimg.tasks.reconstruct.mri.train import default_label
+
+    methods = _methods(classical, {default_label(): None} if models is None else models)
     rows: list[dict[str, object]] = []
     panel: dict[str, np.ndarray] = {}
     if targets is not None and not Path(targets).is_dir():

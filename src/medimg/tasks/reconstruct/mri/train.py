@@ -38,8 +38,8 @@ from medimg.tasks.reconstruct.mri.data import (
 from medimg.tasks.reconstruct.mri.losses import ssim_l1_loss
 from medimg.tasks.reconstruct.mri.models import ModelConfig, build_model
 
-__all__ = ["DEFAULT_DIR", "NAMED_MODELS", "MRITrainConfig", "export_model", "load_model"]
-__all__ += ["model_dir", "physics_for", "preset", "train_mri", "validation_set"]
+__all__ = ["DEFAULT_DIR", "NAMED_MODELS", "MRITrainConfig", "default_label", "export_model"]
+__all__ += ["load_model", "model_dir", "physics_for", "preset", "train_mri", "validation_set"]
 
 #: The shipped default model: ``model.safetensors`` + ``config.yaml`` + ``MODEL_CARD.md``.
 DEFAULT_DIR = Path(__file__).with_name("default")
@@ -253,6 +253,11 @@ def model_dir(path: str | Path | None) -> Path:
     if isinstance(path, str) and path in NAMED_MODELS and not Path(path).exists():
         return NAMED_MODELS[path]
     return Path(path)
+
+
+def default_label() -> str:
+    """How ``evaluate`` names the shipped default network, e.g. ``"modl (default)"``."""
+    return f"{from_yaml(MRITrainConfig, DEFAULT_DIR / 'config.yaml').model.name} (default)"
 
 
 def load_model(path: str | Path | None = None) -> tuple[torch.nn.Module, MRITrainConfig]:
