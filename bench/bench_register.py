@@ -23,7 +23,11 @@ from the identity (``io``) with each ``--similarities`` against SimpleITK demons
 and B-spline/Mattes MI (cross-contrast, ``--bspline-pairs``: it is slow).
 
     MEDIMG_DATA_CACHE=/tmp/rdcache nice -n 5 python bench/bench_register.py --real \
-        [--pairs 3] [--io-steps 100] [--similarities lncc,mind] [--bspline-pairs 1]
+        [--pairs 3] [--io-steps 100] [--similarities lncc,mind] [--bspline-pairs 1] \
+        [--models default,runs/register/synth/model] [--no-baselines]
+
+``--models`` scores several model folders on the same pairs in one process (``model:NAME`` rows);
+``--similarities ''`` skips instance optimisation.
 """
 
 from __future__ import annotations
@@ -98,20 +102,31 @@ def real_main(argv: list[str]) -> None:
     ap.add_argument("--similarities", default="lncc,mind")
     ap.add_argument("--bspline-pairs", type=int, default=1)
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--models", default="default",
+                    help="comma-separated model folders scored back to back on the same pairs "
+                         "('default': the shipped model)")  # fmt: skip
+    ap.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip SimpleITK demons and B-spline (the slow references)",
+    )
     args = ap.parse_args(argv)
     from medimg.metrics.registration import label_overlap
     from medimg.metrics.stats import bootstrap_ci
     from medimg.tasks.register.evaluate import pair_metrics, run_method
     from medimg.tasks.register.predict import Registrator
 
-    reg = Registrator()
+    regs = {m: Registrator(None if m == "default" else m) for m in args.models.split(",")}
+    reg = next(iter(regs.values()))
     same, cross = _real_pairs(args.pairs, args.seed, args.max_disp_mm)
-    sims = args.similarities.split(",")
+    sims = [s for s in args.similarities.split(",") if s]
+    nets = [] if args.skip_model else [f"model:{m}" for m in regs]
+    ref = [] if args.no_baselines else [["sitk-demons"], ["sitk-bspline"]]
     plans = {
-        "same contrast": (same, ["identity", *([] if args.skip_model else ["model"]),
-                                 *[f"io-{s}" for s in sims], "sitk-demons"]),
-        "inverted contrast (T2-like)": (cross, ["identity", *([] if args.skip_model else
-                                        ["model"]), *[f"io-{s}" for s in sims], "sitk-bspline"]),
+        "same contrast": (same, ["identity", *nets, *[f"io-{s}" for s in sims],
+                                 *(ref[0] if ref else [])]),
+        "inverted contrast (T2-like)": (cross, ["identity", *nets, *[f"io-{s}" for s in sims],
+                                                *(ref[1] if ref else [])]),
     }  # fmt: skip
     for title, (pairs, methods) in plans.items():
         rows: dict[str, list] = {m: [] for m in methods}
@@ -120,14 +135,17 @@ def real_main(argv: list[str]) -> None:
                 if method == "sitk-bspline" and i >= args.bspline_pairs:
                     continue
                 name, sim = method.split("-", 1) if method.startswith("io-") else (method, None)
-                res = run_method(name, pair, reg, args.io_steps, sim)
+                which = reg
+                if method.startswith("model:"):
+                    name, which = "model", regs[method.split(":", 1)[1]]
+                res = run_method(name, pair, which, args.io_steps, sim)
                 met = pair_metrics(pair, res)
                 lab = label_overlap(res.warped_labels.array, pair.fixed_label.array, [2, 3],
                                     pair.fixed.spacing)  # fmt: skip
                 row = (lab[2]["dice"], lab[3]["dice"], met["folding_pct"], met["cpu_seconds"],
                        met["epe_fg_mm"])  # fmt: skip
                 rows[method].append(row)
-                print(f"{title} {pair.name} {method:12s} GM {row[0]:.3f} WM {row[1]:.3f} "
+                print(f"{title} {pair.name} {method} GM {row[0]:.3f} WM {row[1]:.3f} "
                       f"folded {row[2]:.3f} % EPE(brain) {row[4]:.2f} mm CPU {row[3]:.1f} s "
                       f"{res.info.get('instance_start', '')}", flush=True)  # fmt: skip
         print(f"\n{title}: mean [95 % bootstrap CI over pairs]")

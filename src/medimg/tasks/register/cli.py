@@ -67,7 +67,13 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out or f"runs/register/{Path(args.dataset).stem}/{mode}")
     if args.export:  # checked now, not after hours of training
         check_export(run_dir, args.export, args.overwrite)
-    if args.preset:
+    if args.preset == "synth":  # pairs synthesised from label maps on the fly
+        from medimg.tasks.register.synth_train import train_synth_preset
+
+        res = train_synth_preset(work, init=args.init, max_steps=args.max_steps,
+                                 device=args.device, progress=not args.quiet, resume=args.resume,
+                                 overwrite=args.overwrite)  # fmt: skip
+    elif args.preset:
         res = train_preset(work, preset=args.preset, coarse_model=args.coarse, mode=args.mode,
                            init=args.init, max_steps=args.max_steps, device=args.device,
                            progress=not args.quiet, resume=args.resume,
@@ -205,9 +211,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    choices=("unsupervised", "weak", "supervised", "full"),
                    help="unsupervised: similarity + smoothness; weak: + Dice of warped labels; "
                         "supervised/full: regress the true field")  # fmt: skip
-    p.add_argument("--preset", choices=("default", "fine-2mm"),
-                   help="the shipped model's recipes: default (4 mm stage), fine-2mm (its 2 mm "
-                        "refinement; --coarse defaults to the shipped 4 mm stage)")  # fmt: skip
+    p.add_argument("--preset", choices=("default", "fine-2mm", "synth"),
+                   help="recipes: default (4 mm stage on phantom pairs), fine-2mm (its 2 mm "
+                        "refinement; --coarse defaults to the shipped 4 mm stage), synth (4 mm "
+                        "stage on pairs synthesised from brain tissue maps and random shapes, "
+                        "any contrast; SynthMorph)")  # fmt: skip
     p.add_argument("--config", help="reg.yaml with network/loss/engine settings")
     p.add_argument(
         "--coarse",
