@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from medimg.cli import main
 from medimg.datasets.luna16 import open_luna16, read_annotations
@@ -180,3 +181,34 @@ def test_type_weights_follow_the_annotations_types(tmp_path):
     assert cfg.type_weights["juxtapleural"] > 1 and cfg.hard_fraction > 0
     back = from_yaml(DetectConfig, to_yaml(cfg, tmp_path / "c.yaml"))
     assert back.type_weights == cfg.type_weights
+
+
+def test_training_starts_from_init_weights(tmp_path, monkeypatch):
+    """``init_weights`` (the preset's plain-phantom model) is what training starts from."""
+    import medimg.tasks.detect.train as tr
+    from medimg.datasets.luna16 import write_luna16
+    from medimg.engine.checkpoint import save_checkpoint
+    from medimg.tasks.detect.models import build_detector
+
+    root = write_luna16(tmp_path / "t", 2, seed=4, n_subsets=2, progress=False,
+                        shape=(48, 48, 12), n_nodules=(1, 2))  # fmt: skip
+    start = build_detector((4, 8, 16))
+    with torch.no_grad():
+        for p in start.parameters():
+            p.fill_(0.0123)
+    save_checkpoint(tmp_path / "init", start)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(model, *a, **k):
+        seen["w"] = [p.detach().clone() for p in model.parameters()]
+        raise Stop
+
+    monkeypatch.setattr(tr, "Trainer", fake_trainer)
+    cfg = tr.DetectConfig(model=tr.ModelConfig(channels=(4, 8, 16)), patch=16,
+                          init_weights=str(tmp_path / "init"))  # fmt: skip
+    with pytest.raises(Stop):
+        tr.train_detector(root, tmp_path / "run", cfg, progress=False)
+    assert all(bool(torch.all(w == 0.0123)) for w in seen["w"])  # random init would differ
