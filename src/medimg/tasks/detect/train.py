@@ -218,11 +218,11 @@ PLAIN_PHANTOM_MODEL = Path(__file__).parent / "plain_phantoms"
 #: thorax generator (``simulate --varied``: every nodule type, thorax variety, hard negatives)
 #: round-robin into 8 subsets; subset0 (10 scans) validates, the other 70 train; seeds 5000+
 #: are held out (bench/bench_detect_types.py). Fine-tunes :data:`PLAIN_PHANTOM_MODEL` (a shared
-#: CPU allows ~1 step/s). Batch 4 of 40^3 patches: 55 % near a nodule (juxtapleural,
+#: CPU gives ~0.5-1 step/s). Batch 4 of 40^3 patches: 55 % near a nodule (juxtapleural,
 #: vessel-attached and perifissural nodules twice as often, ground-glass and part-solid 1.5x:
 #: the types the plain-phantom model missed), 25 % on a hard negative (vessel stub, branch
-#: point, plaque, fissure), 20 % anywhere; 2000 steps, validation every 500.
-DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 2000, "batch_size": 4,
+#: point, plaque, fissure), 20 % anywhere; 1000 steps, validation every 500.
+DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 1000, "batch_size": 4,
                   "val_every": 500, "pos_fraction": 0.55, "hard_fraction": 0.25,
                   "type_weights": {"juxtapleural": 2.0, "vessel_attached": 2.0,
                                    "perifissural": 2.0, "ground_glass": 1.5, "part_solid": 1.5}}  # fmt: skip
