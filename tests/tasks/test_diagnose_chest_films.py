@@ -87,6 +87,8 @@ def test_patches_of_positive_films_hold_the_whole_nodule():
     from medimg.tasks.diagnose.chest_films import PatchDataset
 
     data = film_arrays([_background()], 8, seed=3, recipe=RECIPE)
+    data.boxes[1] = [(60, 58, 70, 68)]  # a nodule at the corner, partly outside the film
+    data.y[1] = 1.0
     ds = PatchDataset(data, patch=32, augment=0.0)
     np.random.seed(0)  # noqa: NPY002  (the engine seeds it per sample)
     for i in range(len(data)):

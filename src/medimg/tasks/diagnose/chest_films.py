@@ -205,8 +205,8 @@ class PatchDataset(torch.utils.data.Dataset):
         lo_u, hi_u, lo_v, hi_v = 0, nu - s, 0, nv - s
         if box is not None:  # keep the whole nodule (and 2 px) inside the crop
             u0, v0, u1, v1 = box
-            lo_u, hi_u = max(0, u1 + 2 - s), min(nu - s, max(0, u0 - 2))
-            lo_v, hi_v = max(0, v1 + 2 - s), min(nv - s, max(0, v0 - 2))
+            lo_u, hi_u = (int(np.clip(e, 0, nu - s)) for e in (u1 + 2 - s, u0 - 2))
+            lo_v, hi_v = (int(np.clip(e, 0, nv - s)) for e in (v1 + 2 - s, v0 - 2))
         a = np.random.randint(lo_u, max(lo_u, hi_u) + 1)  # noqa: NPY002
         b = np.random.randint(lo_v, max(lo_v, hi_v) + 1)  # noqa: NPY002
         return int(a), int(b)
