@@ -183,7 +183,8 @@ def film_arrays(
 
 class PatchDataset(torch.utils.data.Dataset):
     """Training crops ``patch`` x ``patch`` of films (:func:`film_arrays`): a positive film's
-    crop holds its whole nodule, a negative film's crop lies anywhere. A nodule covers ~0.1 %
+    crop holds its whole nodule; a negative film's crop lies anywhere, or (half of them) holds
+    the box of a random positive's nodule, i.e. lung where nodules go. A nodule covers ~0.1 %
     of a 256^2 film, and at its real contrast (a few % of the film's range) a classifier that
     sees whole films at once stays at chance for hundreds of steps; crops make the nodule a
     larger share of what each step sees and cost a seventh of a whole film. The network
@@ -193,6 +194,7 @@ class PatchDataset(torch.utils.data.Dataset):
         if patch > data.x.shape[-1] or patch > data.x.shape[-2]:
             raise InputError(f"patch {patch} is larger than the films {data.x.shape[-2:]}")
         self.data, self.patch, self.augment = data, patch, augment
+        self.decoys = [b[0] for b in data.boxes if b]  # nodule boxes of the positives
 
     def __len__(self) -> int:
         return len(self.data)
@@ -202,6 +204,10 @@ class PatchDataset(torch.utils.data.Dataset):
         nu, nv = self.data.x.shape[-2:]
         s = self.patch
         box = self.data.boxes[i][0] if self.data.boxes and self.data.boxes[i] else None
+        if box is None and self.decoys and np.random.rand() < 0.5:  # noqa: NPY002
+            # half the negative crops sit where positives' nodules sit (in the lungs): else
+            # "lung in the crop" alone would tell positives from negatives
+            box = self.decoys[np.random.randint(len(self.decoys))]  # noqa: NPY002
         lo_u, hi_u, lo_v, hi_v = 0, nu - s, 0, nv - s
         if box is not None:  # keep the whole nodule (and 2 px) inside the crop
             u0, v0, u1, v1 = box

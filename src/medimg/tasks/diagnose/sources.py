@@ -214,7 +214,7 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
 #: on films of projected 3D thoraxes, :mod:`.chest_films`): training patients 0-35, validation
 #: patients 1000-1005 (held apart; best step and temperature), 256^2 input.
 DEFAULT_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
-                  "n_train": 4000, "n_val": 400, "seed": 0, "max_steps": 2000, "width": 8,
+                  "n_train": 3000, "n_val": 400, "seed": 0, "max_steps": 1600, "width": 8,
                   "batch_size": 64, "patch": 96, "lr": 2e-3, "input_size": 256,
                   "detector": 384, "voxel_mm": 3.0}  # fmt: skip
 #: Patients kept out of training and validation, for in-distribution checks (bench, safeguard).
