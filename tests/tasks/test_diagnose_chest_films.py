@@ -50,9 +50,9 @@ def test_film_arrays_put_one_box_in_each_positive_and_none_in_negatives():
 
 def test_the_preset_films_render_cache_and_reuse_backgrounds(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path))
-    tiny = {**sources.DEFAULT_PRESET, "train_patients": [0], "detector": 32, "voxel_mm": 16.0,
+    tiny = {**sources.CHEST_FILMS_PRESET, "train_patients": [0], "detector": 32, "voxel_mm": 16.0,
             "input_size": 24}  # fmt: skip
-    monkeypatch.setattr(sources, "DEFAULT_PRESET", tiny)
+    monkeypatch.setattr(sources, "CHEST_FILMS_PRESET", tiny)
     first = sources.preset_films("train", 4)
     assert first.x.shape == (4, 1, 24, 24) and first.y.sum() == 2
     assert np.isfinite(first.x).all() and first.x.std() > 0.05
@@ -70,9 +70,9 @@ def test_simulate_chest_writes_the_preset_films_with_their_truth(tmp_path, monke
     from medimg.io.api import load
 
     monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "cache"))
-    tiny = {**sources.DEFAULT_PRESET, "train_patients": [0], "val_patients": [1],
+    tiny = {**sources.CHEST_FILMS_PRESET, "train_patients": [0], "val_patients": [1],
             "detector": 32, "voxel_mm": 16.0, "input_size": 24}  # fmt: skip
-    monkeypatch.setattr(sources, "DEFAULT_PRESET", tiny)
+    monkeypatch.setattr(sources, "CHEST_FILMS_PRESET", tiny)
     root = sources.write_simulated_set(tmp_path / "set", "chest", n_train=2, n_val=2, n_test=0)
     rows = list(csv.DictReader(open(root / "manifest.csv")))
     assert [r["split"] for r in rows] == ["train", "train", "val", "val"]

@@ -81,7 +81,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from medimg.tasks.diagnose.sources import calibrate_model
 
     set_threads(args.threads or None)
-    path = calibrate_model(args.model, args.data, args.cases)
+    path = calibrate_model(args.model, args.data, args.cases, args.preset)
     print(f"wrote {path}")
     return 0
 
@@ -94,7 +94,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose simulate data/dx_ctpet --kind ctpet   # CT + PET, for fusion")  # fmt: skip
     p.add_argument("out", help="output folder")
     p.add_argument("--kind", choices=("chest", "xray", "ctpet", "ct3d"), default="xray",
-                   help="chest: films of projected 3D thoraxes (the default model's data); "
+                   help="chest: films of projected 3D thoraxes (the chest-films preset's data); "
                         "xray: simple 2D chest phantoms; ctpet: paired CT + PET; ct3d: 3D CT "
                         "volumes (default: xray)")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=200, help="training cases")
@@ -115,7 +115,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         "data", nargs="?", help="folder with manifest.csv, a manifest .csv, or a MedMNIST .npz"
     )
     p.add_argument(
-        "--preset", choices=("default",), help="train the shipped default model's recipe"
+        "--preset",
+        choices=("default", "chest-films"),
+        help="default: the shipped model's recipe; chest-films: films of projected 3D thoraxes "
+        "(cached thorax renders, ~10 min the first time)",
     )
     p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full",
                    help="full: a label per image; mil: per-volume labels over slices; semi: "
@@ -197,8 +200,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose calibrate runs/diagnose/my_run --data data/my_set/manifest.csv")  # fmt: skip
     p.add_argument("model", nargs="?", help="model/run folder (default: the shipped model)")
     p.add_argument("--data", help="in-distribution images: manifest .csv or folder holding one")
+    p.add_argument("--preset", choices=("default", "chest-films"),
+                   help="in-distribution images from this training recipe (default for the "
+                        "shipped model: default)")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=600,
-                   help="shipped model: phantoms to fit on (half as many more for the threshold)")  # fmt: skip
+                   help="--preset: images to fit on (half as many more for the threshold)")  # fmt: skip
     add_threads(p)
     p.set_defaults(func=_calibrate)
 

@@ -1,4 +1,4 @@
-"""Demo stage: the shipped default model on chest films of held-out patients (predict + evaluate)."""
+"""Demo stage: the shipped default model on fresh chest X-ray phantoms (predict + evaluate)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,17 @@ import numpy as np
 
 __all__ = ["stage"]
 
-#: Film seed of the demo set; its patients (the preset's test patients) were never trained on.
+#: Held-out seed: the default model was trained on seeds 0 (train) and 1 (validation).
 DEMO_SEED = 1000
 
 
 def stage(out_dir: Path) -> list[dict]:
-    """Simulate 16 chest films (the first run renders and caches the held-out patients' thorax
-    projections, about a minute), predict them with LayerCAM maps, evaluate; one summary row."""
+    """Simulate 16 radiographs, predict them with LayerCAM maps, evaluate; one summary row."""
     from medimg.tasks.diagnose.evaluate import evaluate_predictions
     from medimg.tasks.diagnose.predict import predict_path
     from medimg.tasks.diagnose.sources import write_simulated_set
 
-    data = write_simulated_set(out_dir / "data", "chest", n_train=0, n_val=0, n_test=16,
+    data = write_simulated_set(out_dir / "data", "xray", n_train=0, n_val=0, n_test=16,
                                seed=DEMO_SEED, overwrite=True)  # fmt: skip
     t0 = time.perf_counter()
     written = predict_path(data / "images", out_dir / "pred", device="cpu", overwrite=True)
@@ -33,7 +32,7 @@ def stage(out_dir: Path) -> list[dict]:
         {
             "stage": "diagnose",
             "item": "default model: chest X-ray nodule",
-            "shape": "256x256",
+            "shape": "64x64",
             "AUC": f"{b['auc']:.3f}",
             "ECE (T-scaled)": f"{b['ece_calibrated']:.3f}",
             "maps": maps,

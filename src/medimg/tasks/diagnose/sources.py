@@ -35,8 +35,8 @@ def write_simulated_set(
 ) -> Path:  # fmt: skip
     """Phantom cases as NIfTI (one file per modality) + ``manifest.csv`` (path[,path2], label,
     patient_id, split) + ``ground_truth.json`` (lesion boxes, per-slice labels, findings).
-    ``kind="chest"``: the default model's films (:func:`preset_films`; train, validation and
-    test splits from its training, validation and held-out patients).
+    ``kind="chest"``: the ``chest-films`` preset's films (:func:`preset_films`; train,
+    validation and test splits from its training, validation and held-out patients).
 
     Cases are made and written one at a time; the folder appears only complete (an earlier
     simulated set is replaced only with ``overwrite``)."""
@@ -155,9 +155,10 @@ def _train_cfg(args: argparse.Namespace, steps: int) -> TrainConfig:
 
 def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
     """``medimg diagnose train``: resolve the data source, build the config, train."""
-    if args.preset == "default":
-        out = Path(args.out or "runs/diagnose/default")
-        res, summary = train_preset(out, max_steps=args.max_steps if args.max_steps != 600 else None,
+    if args.preset:
+        out = Path(args.out or f"runs/diagnose/{args.preset}")
+        res, summary = train_preset(out, preset=args.preset,
+                                    max_steps=args.max_steps if args.max_steps != 600 else None,
                                     device=args.device, progress=not args.quiet)  # fmt: skip
         return res, summary, out
     if args.data is None:
@@ -210,13 +211,17 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
     return res, summary, out
 
 
-#: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules
-#: on films of projected 3D thoraxes, :mod:`.chest_films`): training patients 0-35, validation
-#: patients 1000-1005 (held apart; best step and temperature), 256^2 input.
-DEFAULT_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
-                  "n_train": 3000, "n_val": 400, "seed": 0, "max_steps": 1600, "width": 8,
-                  "batch_size": 64, "patch": 96, "lr": 2e-3, "input_size": 256,
-                  "detector": 384, "voxel_mm": 3.0}  # fmt: skip
+#: ``medimg diagnose train --preset default``: the shipped model's recipe (chest X-ray nodules).
+DEFAULT_PRESET = {"kind": "xray", "n_train": 2400, "n_val": 300, "seed": 0, "max_steps": 1000,
+                  "width": 16, "batch_size": 32, "lr": 2e-3}  # fmt: skip
+#: ``--preset chest-films``: nodules on films of projected 3D thoraxes (:mod:`.chest_films`),
+#: training patients 0-35, validation patients 1000-1005 (held apart; best step and
+#: temperature), 256^2 input, trained on 96 px crops. Not yet good enough to ship (model card).
+CHEST_FILMS_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
+                      "n_train": 3000, "n_val": 400, "seed": 0, "max_steps": 1600, "width": 8,
+                      "batch_size": 64, "patch": 96, "lr": 2e-3, "input_size": 256,
+                      "detector": 384, "voxel_mm": 3.0}  # fmt: skip
+PRESETS = ("default", "chest-films")
 #: Patients kept out of training and validation, for in-distribution checks (bench, safeguard).
 TEST_PATIENTS = list(range(2000, 2006))
 
@@ -224,11 +229,12 @@ TEST_PATIENTS = list(range(2000, 2006))
 def preset_films(
     split: str, n: int | None = None, progress: bool = False, seed: int | None = None
 ) -> CaseArrays:
-    """The default preset's ``train``, ``val`` or ``test`` films (backgrounds rendered or read
-    from the cache; ``n`` films, default the preset's count; ``seed`` default the preset's)."""
+    """The ``chest-films`` preset's ``train``, ``val`` or ``test`` films (backgrounds rendered or
+    read from the cache; ``n`` films, default the preset's count; ``seed`` default the
+    preset's)."""
     from medimg.tasks.diagnose.chest_films import FilmRecipe, film_arrays, load_backgrounds
 
-    p = DEFAULT_PRESET
+    p = CHEST_FILMS_PRESET
     patients = {"train": p["train_patients"], "val": p["val_patients"], "test": TEST_PATIENTS}
     count = {"train": p["n_train"], "val": p["n_val"], "test": 300}
     if split not in patients:
@@ -241,23 +247,45 @@ def preset_films(
     return film_arrays(bgs, int(n or count[split]), rng_seed, recipe, prefix=split)  # type: ignore[call-overload]
 
 
-def train_preset(
-    out: PathType, *, max_steps: int | None = None, device: str = "auto", progress: bool = True
-) -> tuple[TrainResult, dict]:
-    """Train the default model on crops of films of the preset's patients (:func:`preset_films`,
-    :class:`~medimg.tasks.diagnose.chest_films.PatchDataset`); the best step and the
-    temperature are chosen on whole films of the validation patients."""
-    from medimg.tasks.diagnose.chest_films import PatchDataset
+def _phantom_sets(n_fit: int, n_held: int) -> tuple[CaseArrays, CaseArrays]:
+    """The default preset's phantoms: training seed and validation seed."""
+    from medimg.phantoms.diagnosis import make_cases
+    from medimg.tasks.diagnose.data import from_phantoms
 
-    p = DEFAULT_PRESET
-    train, val = preset_films("train", progress=progress), preset_films("val", progress=progress)
+    kind, seed = str(DEFAULT_PRESET["kind"]), int(DEFAULT_PRESET["seed"])  # type: ignore[call-overload]
+    return (from_phantoms(make_cases(kind, n_fit, seed=seed)),
+            from_phantoms(make_cases(kind, n_held, seed=seed + 1)))  # fmt: skip
+
+
+def train_preset(
+    out: PathType, *, preset: str = "default", max_steps: int | None = None,
+    device: str = "auto", progress: bool = True,
+) -> tuple[TrainResult, dict]:  # fmt: skip
+    """Train a preset: ``default`` (the shipped model: fresh phantoms, seeds 0/1; held-out
+    figures use seed 2) or ``chest-films`` (crops of films of the preset's patients,
+    :func:`preset_films`, :class:`~medimg.tasks.diagnose.chest_films.PatchDataset`; best step and
+    temperature chosen on whole films of the validation patients)."""
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    p = DEFAULT_PRESET if preset == "default" else CHEST_FILMS_PRESET
+    if preset == "default":
+        train, val = _phantom_sets(int(p["n_train"]), int(p["n_val"]))  # type: ignore[call-overload]
+    else:
+        train, val = (
+            preset_films("train", progress=progress),
+            preset_films("val", progress=progress),
+        )
     steps = int(max_steps or p["max_steps"])  # type: ignore[call-overload]
     tcfg = TrainConfig(max_steps=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]),
                        lr_schedule="cosine", val_every=max(steps // 10, 1),
                        checkpoint_every=max(steps // 10, 1), device=device, progress=progress)  # type: ignore[call-overload]  # fmt: skip
     cfg = DiagnoseConfig(classes=["normal", "nodule"], modalities=["DX"], windows=[None],
                          input_size=list(train.x.shape[2:]), width=int(p["width"]), train=tcfg)  # type: ignore[call-overload]  # fmt: skip
-    patches = PatchDataset(train, int(p["patch"]), cfg.augment)  # type: ignore[call-overload]
+    patches = None
+    if preset == "chest-films":
+        from medimg.tasks.diagnose.chest_films import PatchDataset
+
+        patches = PatchDataset(train, int(p["patch"]), cfg.augment)  # type: ignore[call-overload]
     return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False, dataset=patches)
 
 
@@ -288,13 +316,14 @@ def export_model(run_dir: PathType, dest: PathType, overwrite: bool = False) -> 
 
 
 def calibrate_model(
-    model: PathType | None = None, data: PathType | None = None, cases: int = 600
-) -> Path:
+    model: PathType | None = None, data: PathType | None = None, cases: int = 600,
+    preset: str | None = None,
+) -> Path:  # fmt: skip
     """``medimg diagnose calibrate``: recompute a model's out-of-distribution safeguard and
     write it beside its weights. ``data``: in-distribution images (a manifest .csv or a folder
-    with ``manifest.csv``; a fifth held out for the threshold); default, the shipped model's own
-    training recipe (``cases`` films of the training patients to fit, ``cases // 2`` of the
-    validation patients for the threshold)."""
+    with ``manifest.csv``; a fifth held out for the threshold); else the images of ``preset``'s
+    recipe (default for the shipped model: ``default``): ``cases`` of its training seed or
+    patients to fit, ``cases // 2`` of its validation ones for the threshold."""
     from medimg.tasks.diagnose.predict import Diagnoser
     from medimg.tasks.diagnose.safeguard import calibrate
 
@@ -302,12 +331,19 @@ def calibrate_model(
     if dx.cfg.supervision == "mil":
         raise InputError("MIL models have no safeguard (their instances are slices)")
     if data is None:
-        if model is not None:
-            raise InputError("give --data: in-distribution images of this model (its manifest)")
-        fit = preset_films("train", cases)
-        held = preset_films("val", max(cases // 2, 4))
-        source = (f"{cases} chest films of the training patients; threshold on {len(held)} "
-                  "films of the validation patients")  # fmt: skip
+        if model is not None and preset is None:
+            raise InputError("give --data (in-distribution images of this model, its manifest) "
+                             "or --preset (the recipe it was trained with)")  # fmt: skip
+        preset = preset or "default"
+        if preset not in PRESETS:
+            raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        if preset == "default":
+            fit, held = _phantom_sets(cases, max(cases // 2, 4))
+            source = f"{cases} xray phantoms of the training recipe; threshold on {len(held)} more"
+        else:
+            fit, held = preset_films("train", cases), preset_films("val", max(cases // 2, 4))
+            source = (f"{cases} chest films of the training patients; threshold on {len(held)} "
+                      "films of the validation patients")  # fmt: skip
     else:
         from medimg.datasets.manifest import read_manifest
 
