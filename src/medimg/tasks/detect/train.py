@@ -212,7 +212,7 @@ def train_detector(
 
 #: The plain-phantom detector (``medimg.phantoms.detection`` scans, 3000 steps from scratch; the
 #: shipped default until it was fine-tuned on varied thoraxes): the preset's starting weights.
-PLAIN_PHANTOM_MODEL = Path(__file__).parent / "plain_phantoms"
+PLAIN_PHANTOM_MODEL = Path(__file__).parent / "default" / "plain_phantoms"
 
 #: ``medimg detect train --preset default``: the shipped model's recipe. Seeds 0..79 of the varied
 #: thorax generator (``simulate --varied``: every nodule type, thorax variety, hard negatives)
