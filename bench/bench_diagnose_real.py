@@ -20,9 +20,9 @@ line-integral difference on radiographs from :mod:`medimg.phantoms.chest_xray` (
 
 Reported: AUC of the raw score (logit ranking) with DeLong 95 % CI, ECE of the calibrated
 probability, LayerCAM peak inside the nodule's box (true positives at 0.5), the safeguard's
-``ood_score`` and flag rate on the 60 views, on films of the training recipe from held-out
-patients (:func:`medimg.tasks.diagnose.sources.preset_films` ``test``; AUC there too) and on
-real non-chest images: CR extremity (``RG3_UNCR``, 10 crops), CT (pydicom-data's
+``ood_score`` and flag rate on the 60 views, on the default preset's phantoms (seed 2), on
+``chest-films`` preset films of held-out patients (:func:`medimg.tasks.diagnose.sources.preset_films`
+``test``; AUC there too) and on real non-chest images: CR extremity (``RG3_UNCR``, 10 crops), CT (pydicom-data's
 512^2 ``693_UNCR``, octave-dicom's ankle CT), MR (pydicom-data's ``MR2_UNCR`` shoulder, dipy's
 T1 slice, five slices of the ITK T1 head).
 
@@ -214,14 +214,20 @@ def main() -> None:
           f"{np.min(z):.1f}..{np.max(z):.1f}; LayerCAM peak in box {hits}/{tps} TPs; "
           f"safeguard flags {np.mean(ood_a > 1):.0%} (ood_score median {np.median(ood_a):.1f})")  # fmt: skip
     from medimg.metrics.classification import roc_auc
+    from medimg.phantoms.diagnosis import make_cases
     from medimg.tasks.diagnose.sources import TEST_PATIENTS, preset_films
+
+    phantoms = [c.to_images()["DX"] for c in make_cases("xray", 300, seed=2)]
+    s = _scores(dx, phantoms)
+    print(f"default-preset phantoms (300, seed 2): safeguard flags {np.mean(s > 1):.1%} "
+          f"(ood_score median {np.median(s):.2f})")  # fmt: skip
 
     held = preset_films("test", args.test_films)  # patients never used in training
     films = [Image(x, np.eye(4), modality="DX") for x in held.x]
     preds = [dx.predict([im], explain=None) for im in films]
     s = np.array([p.ood_score for p in preds])
     auc_in = roc_auc(held.y, np.array([p.logits["nodule"] for p in preds]))
-    print(f"in-distribution films ({len(films)} of held-out patients {TEST_PATIENTS[0]}-"
+    print(f"chest-films preset films ({len(films)} of held-out patients {TEST_PATIENTS[0]}-"
           f"{TEST_PATIENTS[-1]}, 6-30 mm nodules): AUC {auc_in:.3f}; safeguard flags "
           f"{np.mean(s > 1):.1%} (ood_score median {np.median(s):.2f})")  # fmt: skip
     for name, images in non_chest_images().items():
