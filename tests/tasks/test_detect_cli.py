@@ -8,7 +8,8 @@ from medimg.cli import main
 from medimg.datasets.luna16 import write_luna16
 
 
-def test_train_predict_evaluate(tmp_path, capsys):
+def test_train_predict_evaluate(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report folder is under ./runs
     data = write_luna16(tmp_path / "luna", 2, progress=False, shape=(64, 64, 20),
                         spacing=(5.5, 5.5, 7.0), n_nodules=(2, 2))  # fmt: skip
     run = tmp_path / "run"
@@ -18,12 +19,16 @@ def test_train_predict_evaluate(tmp_path, capsys):
     assert main(args) == 0
     assert (run / "config.yaml").is_file() and (run / "last" / "model.safetensors").is_file()
     assert "spacing: 5.5" in (run / "config.yaml").read_text()
+    tuned = tmp_path / "tuned"  # --init: fine-tune the run just trained
+    assert main([*args[:6], str(tuned), *args[7:], "--init", str(run), "--max-steps", "1"]) == 0
+    assert f"init_weights: {run}" in (tuned / "config.yaml").read_text()
     assert main(["detect", "predict", str(data), str(tmp_path / "pred"), "--model", str(run)]) == 0
     header = (tmp_path / "pred" / "candidates.csv").read_text().splitlines()[0]
     assert header == "seriesuid,coordX,coordY,coordZ,probability,diameter_mm"
     assert len(list((tmp_path / "pred" / "figures").glob("*.png"))) == 2
     doc = json.loads((tmp_path / "pred" / "candidates.json").read_text())
     assert len(doc["series"]) == 2
+    assert f"detect {run.name} sha1:" in doc["model"]  # which model found them
     capsys.readouterr()
     ev = ["detect", "evaluate", str(tmp_path / "pred" / "candidates.csv"),
           str(data / "annotations.csv"), "--excluded", str(data / "annotations_excluded.csv"),
@@ -31,7 +36,8 @@ def test_train_predict_evaluate(tmp_path, capsys):
     assert main(ev) == 0
     out = capsys.readouterr().out
     assert "CPM" in out and "over 2 scans, 4 nodules" in out
-    assert (tmp_path / "pred" / "evaluation" / "froc.png").is_file()
+    assert (tmp_path / "runs" / "detect" / "evaluation" / "pred" / "froc.png").is_file()
+    assert not (tmp_path / "pred" / "evaluation").exists()  # nothing inside the input folder
     # bad input: one line, exit code 2, inputs untouched
     assert main(["detect", "predict", str(data), str(tmp_path / "pred"), "--model", str(run)]) == 2
     assert "already exists" in capsys.readouterr().err

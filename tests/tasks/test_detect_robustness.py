@@ -187,7 +187,8 @@ _HEADER = "seriesuid,coordX,coordY,coordZ,diameter_mm\n"
 
 
 @pytest.mark.parametrize("which", ["candidates", "annotations", "excluded", "scans"])
-def test_evaluate_csvs_that_are_not_utf8_are_one_line_errors(tmp_path, capsys, which):
+def test_evaluate_csvs_that_are_not_utf8_are_one_line_errors(tmp_path, capsys, which, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     files = {
         "candidates": "seriesuid,coordX,coordY,coordZ,probability\n1.2,0,0,0,0.9\n",
         "annotations": _HEADER + "1.2,0,0,0,5\n",
@@ -204,7 +205,7 @@ def test_evaluate_csvs_that_are_not_utf8_are_one_line_errors(tmp_path, capsys, w
     assert _run(*args) == 2
     err = _one_error(capsys)
     assert "not UTF-8" in err and f"{which}.csv" in err
-    assert not (tmp_path / "evaluation").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -222,16 +223,18 @@ def test_bad_luna16_annotations_are_one_line_errors(tmp_path, capsys, annotation
     assert message in _one_error(capsys)
 
 
-def test_evaluate_replaces_a_report_only_with_overwrite(tmp_path, capsys):
+def test_evaluate_replaces_a_report_only_with_overwrite(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report goes to ./runs/detect/evaluation/<candidates folder>
+    default = tmp_path / "runs" / "detect" / "evaluation" / tmp_path.name
     (tmp_path / "c.csv").write_text("seriesuid,coordX,coordY,coordZ,probability\n1.2,0,0,0,1\n")
     (tmp_path / "a.csv").write_text(_HEADER + "1.2,0,0,0,5\n")
     ev = ["evaluate", tmp_path / "c.csv", tmp_path / "a.csv", "--bootstrap", 5]
     assert _run(*ev) == 0
-    report = _tree(tmp_path / "evaluation")
+    report = _tree(default)
     assert {"froc.csv", "froc.png", "summary.md", "summary.json"} <= set(report)
     assert _run(*ev) == 2
     assert "already exists" in _one_error(capsys)
-    assert _tree(tmp_path / "evaluation") == report
+    assert _tree(default) == report
     assert _run(*ev, "--overwrite") == 0
 
 

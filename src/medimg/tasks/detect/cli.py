@@ -10,8 +10,10 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
+    default_report_dir,
     non_negative_int,
     positive_float,
     positive_int,
@@ -44,6 +46,10 @@ def _train(args: argparse.Namespace) -> int:
 
         check_export(args.export, overwrite=args.overwrite)
     resume = "auto" if args.resume else False
+    if args.init and args.preset:
+        from medimg.errors import InputError
+
+        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
     if args.preset == "default":
         work = Path(args.out or "runs/detect/default")
         res = train_preset(work, max_steps=args.max_steps, device=args.device,
@@ -54,6 +60,10 @@ def _train(args: argparse.Namespace) -> int:
 
             raise InputError("train needs a LUNA16 DATASET folder (or --preset default)")
         cfg = DetectConfig(val_subsets=tuple(args.val_subsets))
+        if args.init:
+            from medimg.tasks.detect.predict import DEFAULT_MODEL
+
+            cfg.init_weights = str(DEFAULT_MODEL if args.init == "default" else args.init)
         if args.patch is not None:
             cfg.patch = args.patch
         if args.spacing is not None:
@@ -86,7 +96,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.detect.evaluate import evaluate_candidates
 
-    out = args.out or Path(args.candidates).parent / "evaluation"
+    out = args.out or default_report_dir("detect", Path(args.candidates).parent)
     s = evaluate_candidates(args.candidates, args.annotations, out, excluded=args.excluded,
                             scans=args.scans, fp_per_scan=args.fp_per_scan,
                             threshold=args.threshold, n_resamples=args.bootstrap,
@@ -137,20 +147,13 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--val-subsets", action=ListAction, default=["subset0"], help="held-out subset folders"
     )
-    p.add_argument("--out", help="run folder (default runs/detect/<dataset>)")
-    p.add_argument("--max-steps", type=positive_int,
-                   help="training steps (default: the config's)")  # fmt: skip
-    add_device(p, default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
-    p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
+    add_run_flags(p, out="run folder (default runs/detect/<dataset>)", settings="the config's",
+                  init="fine-tune this model or run folder ('default': the shipped model)",
+                  export="config.yaml")  # fmt: skip
     p.add_argument("--patch", type=positive_int, help="training patch edge in voxels (default 40)")
     p.add_argument(
         "--spacing", type=positive_float, help="isotropic grid of the model, mm (default 2)"
     )
-    add_threads(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "find nodule candidates in CT volumes (CSV/JSON in world mm, PNGs)",
@@ -180,7 +183,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("annotations", help="LUNA16 annotations.csv (world LPS mm)")
     p.add_argument("--excluded", help="annotations_excluded.csv (hits there are ignored)")
     p.add_argument("--scans", help="seriesuids.csv or a folder of .mhd volumes: the scans counted")
-    p.add_argument("--out", help="report folder (default: beside the candidates, evaluation/)")
+    p.add_argument("--out", help="report folder (default: runs/detect/evaluation/<candidates folder>)")
     p.add_argument(
         "--fp-per-scan", type=positive_float, default=1.0, help="operating point to report"
     )

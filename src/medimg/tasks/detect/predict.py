@@ -56,8 +56,11 @@ class Detector:
 
     def __init__(self, model: PathType | None = None, device: str = "cpu", flips: bool = False):
         from medimg.engine import resolve_device
+        from medimg.engine.provenance import model_tag
 
         self.model, cfg = load_model_folder(model or DEFAULT_MODEL)
+        #: which model found the candidates (candidates.json, DICOM-SEG series description)
+        self.tag = model_tag("detect", Path(model).name if model else "default", [self.model])
         self.device = resolve_device(device)
         self.model.to(self.device)
         self.spacing = float(cfg["model"]["spacing"])
@@ -114,9 +117,10 @@ def _unique(uid: str, taken: dict) -> str:
 
 
 def write_candidates(
-    rows: dict[str, list[Candidate]], out_dir: Path, overwrite: bool = False
+    rows: dict[str, list[Candidate]], out_dir: Path, overwrite: bool = False, model: str = ""
 ) -> None:
-    """``candidates.csv`` and ``candidates.json`` (module doc) into ``out_dir``."""
+    """``candidates.csv`` and ``candidates.json`` (module doc) into ``out_dir``; ``model``: the
+    tag of the model that found them, kept in the JSON (the CSV keeps LUNA16's columns)."""
     from medimg.metrics.detection import centers_to_boxes
 
     with atomic_path(out_dir / "candidates.csv", overwrite) as tmp:
@@ -137,8 +141,9 @@ def write_candidates(
         for uid, cands in rows.items()
     }  # fmt: skip
     with atomic_path(out_dir / "candidates.json", overwrite) as tmp:
-        tmp.write_text(json.dumps({"coordinate_note": "LPS and RAS+ world mm", "series": doc},
-                                  indent=1))  # fmt: skip
+        head = {"model": model} if model else {}
+        tmp.write_text(json.dumps({**head, "coordinate_note": "LPS and RAS+ world mm",
+                                   "series": doc}, indent=1))  # fmt: skip
 
 
 def figure(
@@ -257,7 +262,8 @@ def predict_path(
                 if names:
                     from medimg.io.dicom.seg import write_dicom_seg
 
-                    write_dicom_seg(labels, path, tmp / f"{uid}_seg.dcm", segment_names=names)
+                    write_dicom_seg(labels, path, tmp / f"{uid}_seg.dcm", segment_names=names,
+                                    series_description=det.tag[:64])  # fmt: skip
                     written.append(out / f"{uid}_seg.dcm")
-        write_candidates(rows, tmp)
+        write_candidates(rows, tmp, model=det.tag)
     return [out / "candidates.csv", out / "candidates.json", *written]
