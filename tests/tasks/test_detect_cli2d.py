@@ -35,6 +35,14 @@ def test_train2d_then_predict2d_on_deeplesion_and_a_volume(tmp_path, capsys):
     assert main(["detect", "train2d", str(root), "--out", str(run), "--max-steps", "4",
                  "--threads", "1", "--quiet", "--export", str(tmp_path / "model")]) == 0  # fmt: skip
     assert (tmp_path / "model" / "model.safetensors").is_file()
+    # --init: fine-tune the exported model; one with other input channels is a one-line error
+    tuned = ["detect", "train2d", str(root), "--max-steps", "1", "--threads", "1", "--quiet",
+             "--init", str(tmp_path / "model")]  # fmt: skip
+    assert main([*tuned, "--out", str(tmp_path / "tuned")]) == 0
+    capsys.readouterr()
+    assert main([*tuned, "--out", str(tmp_path / "t2"), "--neighbours", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "shape mismatch" in err and "\n" not in err
     out = tmp_path / "pred"
     assert main(["detect", "predict2d", str(root), str(out), "--split", "test",
                  "--model", str(tmp_path / "model")]) == 0  # fmt: skip

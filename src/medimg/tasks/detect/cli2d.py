@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_output_dir
 from medimg.tasks.cli_helpers import (
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
     non_negative_int,
     positive_float,
-    positive_int,
     set_threads,
 )
 
@@ -39,6 +40,8 @@ def _train2d(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.export:  # before training, not after
         check_export(args.export, overwrite=args.overwrite)
+    if args.preset and args.init:
+        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
     if args.preset:
         out = Path(args.out or "runs/detect2d/default")
         train_lesion_preset(out, max_steps=args.max_steps, progress=not args.quiet)
@@ -50,11 +53,15 @@ def _train2d(args: argparse.Namespace) -> int:
         cfg = Lesion2DConfig(neighbours=args.neighbours, spacing=args.spacing)
         if args.max_steps:
             cfg = with_steps(cfg, args.max_steps)
+        if args.device:
+            cfg.train = dataclasses.replace(cfg.train, device=args.device)
         train = from_deeplesion(args.dataset, "train", args.neighbours)
         val = from_deeplesion(args.dataset, "val", args.neighbours)
         out = Path(args.out or f"runs/detect2d/{Path(args.dataset).name}")
+        init = DEFAULT_MODEL_2D if args.init == "default" else args.init
         train_lesion_detector(train, val, out, cfg, progress=not args.quiet,
-                              overwrite=args.overwrite)  # fmt: skip
+                              resume=True if args.resume else "auto", overwrite=args.overwrite,
+                              init=init)  # fmt: skip
     if args.export:
         print(f"exported the best checkpoint to {export_model(out, args.export, args.overwrite)}")
     print(f"trained {out}")
@@ -213,18 +220,13 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
               "medimg detect train2d --preset default --export src/medimg/tasks/detect/default_lesion2d --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="DeepLesion root: DL_info.csv + Images_png/")
     p.add_argument("--preset", choices=("default",), help="phantom key slices, the default model")
-    p.add_argument("--out", help="run folder (default runs/detect2d/<dataset>)")
     p.add_argument(
         "--neighbours", type=non_negative_int, default=1, help="slices each side as channels"
     )
     p.add_argument("--spacing", type=positive_float, default=2.0, help="in-plane mm of the network")
-    p.add_argument("--max-steps", type=positive_int,
-                   help="training steps (default: the recipe's)")  # fmt: skip
-    p.add_argument("--export", help="copy config.yaml + best weights into this model folder")
-    add_threads(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_flags(p, out="run folder (default runs/detect2d/<dataset>)", settings="the recipe's",
+                  init="fine-tune this 2.5D model or run folder ('default': the shipped one)",
+                  export="config.yaml")  # fmt: skip
     p.set_defaults(func=_train2d)
 
     p = add_verb(sub, "predict2d", "find lesions on CT key slices (boxes CSV/JSON, PNGs, FROC if truth)",

@@ -312,8 +312,11 @@ def train_lesion_detector(
     progress: bool = True,
     resume: bool | str = "auto",
     overwrite: bool = False,
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Train on ``train`` key slices, keeping the best checkpoint by validation sens@4 FPs."""
+    """Train on ``train`` key slices, keeping the best checkpoint by validation sens@4 FPs;
+    ``init``: a 2.5D model or run folder whose weights start the network (a resumed run
+    continues from its own checkpoint instead)."""
     cfg = cfg or Lesion2DConfig()
     cfg.train = dataclasses.replace(cfg.train, progress=progress)
     resume = False if overwrite else resume
@@ -321,6 +324,10 @@ def train_lesion_detector(
         raise InputError("no validation key slices; hold out some slices (or patients)")
     seed_everything(cfg.train.seed)
     model = build_lesion_detector(2 * cfg.neighbours + 1, cfg.channels)
+    if init is not None:  # shapes checked first: another --neighbours is a one-line error
+        from medimg.engine import load_weights
+
+        load_weights(model, init)
     data = KeySliceDataset(train, cfg, samples=max(400, cfg.train.batch_size))
 
     def validate(net: nn.Module) -> dict[str, float]:
