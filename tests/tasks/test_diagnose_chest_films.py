@@ -102,3 +102,22 @@ def test_patches_of_positive_films_hold_the_whole_nodule():
         assert item["x"].shape == (1, 32, 32) and float(item["y"]) == data.y[i]
     with pytest.raises(Exception, match="larger"):
         PatchDataset(data, patch=100)
+
+
+def test_the_chest_films_preset_trains_and_recalibrates_at_tiny_sizes(tmp_path, monkeypatch):
+    from medimg.tasks.diagnose.safeguard import FILE_NAME, Safeguard
+
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "cache"))
+    tiny = {**sources.CHEST_FILMS_PRESET, "train_patients": [0], "val_patients": [0],
+            "detector": 32, "voxel_mm": 16.0, "input_size": 32, "patch": 16, "n_train": 24,
+            "n_val": 8, "width": 4, "batch_size": 8}  # fmt: skip
+    monkeypatch.setattr(sources, "CHEST_FILMS_PRESET", tiny)
+    run = tmp_path / "run"
+    sources.train_preset(run, preset="chest-films", max_steps=2, device="cpu", progress=False)
+    assert (run / "model.safetensors").is_file() and (run / FILE_NAME).is_file()
+    (run / FILE_NAME).unlink()
+    sources.calibrate_model(run, preset="chest-films", cases=16)
+    sg = Safeguard.load(run)
+    assert sg is not None and sg.info["fit_images"] == 16 and "chest films" in sg.info["source"]
+    with pytest.raises(Exception, match="--preset"):
+        sources.calibrate_model(run)  # a model folder without --data or --preset
