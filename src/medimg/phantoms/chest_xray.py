@@ -14,8 +14,9 @@ Nodules are added to the line integrals before exposure (line integrals add, so 
 painting them into the volume at the magnification of the centre plane): solid, part-solid or
 calcified, 6-30 mm, anywhere the lungs project (behind the heart, ribs and domes included).
 
-Generation takes seconds to minutes (the CT phantom paints every slice): it is for validation
-and realism checks; training sets of thousands need caching.
+A film takes ~10-20 CPU s at 3 mm voxels (the CT phantom paints every slice, then two
+projections). For training sets, :func:`thorax_projection` gives the noise-free line integrals
+of one patient, which :mod:`medimg.tasks.diagnose.chest_films` caches and exposes many times.
 """
 
 from __future__ import annotations
