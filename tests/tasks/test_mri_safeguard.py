@@ -1,4 +1,5 @@
-"""The MRI prediction safeguard: flags slices where the network strays from its training data."""
+"""The MRI prediction safeguard: flags slices where the network strays from its training data
+(shown on the phantom VarNet, whose training data a phantom slice is)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write(tmp_path_factory.mktemp("sg") / "mixed.h5", [_phantom(), _textured_head()])
 
 
-def test_the_shipped_model_has_calibrated_thresholds() -> None:
-    th = load_thresholds(None)
+@pytest.mark.parametrize("name", [None, "phantom-varnet"])
+def test_the_shipped_models_have_calibrated_thresholds(name: str | None) -> None:
+    th = load_thresholds(name)
     assert th is not None and {"4", "8"} <= set(th.thresholds)
     assert all(0 < v < 1 for t in th.thresholds.values() for v in t.values())
 
@@ -63,7 +65,7 @@ def test_out_of_distribution_slice_warns_and_phantom_does_not(
 
     out = tmp_path / "out"
     assert main(["recon", "mri", "predict", str(mixed), str(out), "--format", "nifti",
-                 "--quiet"]) == 0  # fmt: skip
+                 "--model", "phantom-varnet", "--quiet"]) == 0  # fmt: skip
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "mixed.h5" in warnings[0] and "slice(s) 1 of 2" in warnings[0]
     side = json.loads((out / "mixed.json").read_text())["safeguard"]
@@ -80,17 +82,19 @@ def test_fallback_returns_the_classical_image_on_flagged_slices(
 
     out = tmp_path / "fb"
     assert main(["recon", "mri", "predict", str(mixed), str(out), "--format", "nifti",
-                 "--fallback", "--quiet"]) == 0  # fmt: skip
+                 "--model", "phantom-varnet", "--fallback", "--quiet"]) == 0  # fmt: skip
     got = np.asarray(nib.load(out / "mixed.nii.gz").dataobj)[..., :].transpose(2, 1, 0)  # (S, H, W)
     vol = read_fastmri(mixed)
     y = torch.from_numpy(vol.kspace)
     mask = torch.from_numpy(vol.mask).float().expand(y.shape[-2], -1)
-    net, _ = load_model(None)
+    net, _ = load_model("phantom-varnet")
     with torch.no_grad():
         maps = net.sens(y[1:], mask)
         classical = cg_sense(y[1:], mask, maps, max_iter=CG_ITER).abs()[0].numpy()
     np.testing.assert_allclose(got[1], classical, rtol=1e-3, atol=1e-4 * classical.max())
-    network = reconstruct(vol.kspace[:1], vol.mask)[0]  # the unflagged slice stays the network's
+    network = reconstruct(vol.kspace[:1], vol.mask, model="phantom-varnet")[
+        0
+    ]  # the unflagged slice stays the network's
     np.testing.assert_allclose(got[0], network, rtol=1e-3, atol=1e-4 * network.max())
     assert json.loads((out / "mixed.json").read_text())["safeguard"]["fallback"] == "cg_sense"
 

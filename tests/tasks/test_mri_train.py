@@ -120,20 +120,26 @@ def test_bad_inputs_are_one_line_input_errors() -> None:
         build_model("unet")(y, mask)
 
 
-def test_shipped_default_model_beats_zero_filled_on_a_held_out_phantom() -> None:
+def test_shipped_models_beat_zero_filled_on_a_held_out_phantom() -> None:
     from medimg.tasks.reconstruct.mri.data import PhantomSlices, SimConfig
+    from medimg.tasks.reconstruct.mri.infer import Reconstructor
 
-    net, cfg = load_model()  # src/medimg/tasks/reconstruct/mri/default
     held = SimConfig(kind="brain", shape=(128, 128), coils=8, seed_base=300_000, num_phantoms=1)
     case = PhantomSlices(held, 1).sample(0, seed=0)
     zf = float(train_mod._psnr(zero_filled(case["kspace"][None]), case["target"][None]))
-    assert cfg.model.name == "varnet"
-    assert _mean_psnr(net, [case]) > zf + 4.0
+    # the default: a MoDL trained on realistic slices, run as predict runs it (ESPIRiT maps)
+    net, cfg = load_model()  # src/medimg/tasks/reconstruct/mri/default
+    assert cfg.model.name == "modl" and cfg.realistic is not None
+    pred = torch.from_numpy(Reconstructor("net", net)(case["kspace"][None], case["mask"]))
+    assert float(train_mod._psnr(pred, case["target"][None])) > zf + 4.0
+    varnet, vcfg = load_model("phantom-varnet")  # the previous default, kept by name
+    assert vcfg.model.name == "varnet" and vcfg.realistic is None
+    assert _mean_psnr(varnet, [case]) > zf + 4.0
 
 
 def test_finetune_preset_continues_the_default_architecture_at_4x_only() -> None:
     stage1, stage2 = preset("default"), preset("finetune-4x")
-    shipped = load_model()[1]  # the shipped model's config is stage 2's
+    shipped = load_model("phantom-varnet")[1]  # the phantom VarNet's config is stage 2's
     assert stage2.model == stage1.model == shipped.model
     assert stage2.data.accelerations == shipped.data.accelerations == (4.0,)
     assert 4.0 in stage1.data.accelerations and 8.0 in stage1.data.accelerations

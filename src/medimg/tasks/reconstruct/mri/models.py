@@ -50,7 +50,7 @@ from medimg.physics.mri import MultiCoilMRI, check_kspace, fft2c, ifft2c, rss
 from medimg.physics.solvers import conjugate_gradient
 
 __all__ = ["MODELS", "MoDL", "ModelConfig", "VarNet", "ZeroFilledUNet", "build_model"]
-__all__ += ["align_phase", "check_inputs"]
+__all__ += ["align_phase", "check_inputs", "lowres_phase"]
 
 MODELS = ("varnet", "modl", "unet")
 MAPS = ("acs", "espirit")
@@ -261,18 +261,10 @@ def acs_maps(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return coil / rss(coil, 1).clamp_min(1e-12)[:, None]
 
 
-def align_phase(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """``maps`` times the phase of the low-resolution SENSE image, so that the image they
-    reconstruct is nearly real and positive: ``S' = S e^{i phi}``, ``phi`` the phase of
-    ``S^H F^H L y`` (``L`` keeps the ACS block).
-
-    ``S' x' = S x`` for ``x' = x e^{-i phi}``, so the operator, CG-SENSE and every magnitude
-    are unchanged; only the phase the denoiser sees is fixed. Without it a MoDL trained on the
-    true maps saw the object's random smooth phase, and at prediction ESPIRiT's arbitrary phase
-    convention instead: its denoiser learnt nothing that carried over (the ACS maps of the
-    VarNet absorb the object phase the same way). Pixels without low-resolution signal and
-    masks without ACS keep their maps as they are.
-    """
+def lowres_phase(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``e^{i phi}`` ``(B, H, W)``, ``phi`` the phase of the low-resolution SENSE image
+    ``S^H F^H L y`` (``L`` keeps the ACS block); 1 where there is no low-resolution signal and
+    everywhere for masks without ACS."""
     h, w = y.shape[-2:]
     rows, cols = acs_region(mask, (h, w))
     low = torch.zeros(h, w, device=y.device)
@@ -280,8 +272,20 @@ def align_phase(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torc
     xl = (maps.conj() * ifft2c(y * low)).sum(1)  # (B, H, W) low-resolution SENSE image
     mag = xl.abs()
     keep = mag > 1e-6 * mag.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
-    phase = torch.where(keep, xl / mag.clamp_min(1e-30), torch.ones_like(xl))
-    return maps * phase[:, None]
+    return torch.where(keep, xl / mag.clamp_min(1e-30), torch.ones_like(xl))
+
+
+def align_phase(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``maps`` times the phase of the low-resolution SENSE image (:func:`lowres_phase`), so
+    that the image they reconstruct is nearly real and positive: ``S' = S e^{i phi}``.
+
+    ``S' x' = S x`` for ``x' = x e^{-i phi}``, so the operator, CG-SENSE and every magnitude
+    are unchanged; only the phase the denoiser sees is fixed. Without it a MoDL trained on the
+    true maps saw the object's random smooth phase, and at prediction ESPIRiT's arbitrary phase
+    convention instead: its denoiser learnt nothing that carried over (the ACS maps of the
+    VarNet absorb the object phase the same way).
+    """
+    return maps * lowres_phase(y, mask, maps)[:, None]
 
 
 class MoDL(_MRINet):
@@ -320,7 +324,8 @@ class MoDL(_MRINet):
         self, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor | None
     ) -> torch.Tensor:
         maps = acs_maps(y, mask) if maps is None else maps.to(y.device)
-        op = MultiCoilMRI(align_phase(y, mask, maps), mask, check_inputs=False)
+        phase = lowres_phase(y, mask, maps)  # the denoiser works on x e^{-i phi}: nearly real
+        op = MultiCoilMRI(maps * phase[:, None], mask, check_inputs=False)
         lam = F.softplus(self.lam_raw)
         aty = op.A_adjoint(y)
         x = aty
@@ -331,7 +336,7 @@ class MoDL(_MRINet):
             x = conjugate_gradient(
                 lambda v: op.normal(v) + lam * v, aty + lam * z, x0=z, max_iter=self.cg_iter
             )
-        return x
+        return x * phase  # back to the caller's maps: A x = y holds with the maps given
 
 
 class ZeroFilledUNet(_MRINet):

@@ -3,8 +3,9 @@
 One config dataclass (:class:`MRITrainConfig`) nests the network (:class:`ModelConfig`), the
 simulation (:class:`SimConfig`) and the engine's :class:`TrainConfig`; it is written to the run's
 ``config.yaml``, from which :func:`load_model` rebuilds the network. Presets: ``default`` and
-``finetune-4x`` (the shipped phantom VarNet's two stages), ``realistic`` (an experimental MoDL on
-real brains and phantoms) and ``tiny`` (a seconds-long run for tests); see :func:`preset`.
+``finetune-4x`` (the phantom VarNet's two stages, kept as the named model ``phantom-varnet``),
+``realistic`` (the shipped default: a MoDL on real brains and phantoms) and ``tiny`` (a
+seconds-long run for tests); see :func:`preset`.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def preset(name: str = "default", model: str = "varnet") -> MRITrainConfig:
     * ``default`` then ``finetune-4x``: the shipped model, a VarNet trained on phantoms only
       (128x128, 8 coils, 4x and 8x equispaced, then 4x only from ``--init <default run>/best``).
       It is not for real scans (see its model card).
-    * ``realistic`` (experimental): MoDL (CG-SENSE start, one shared U-Net denoiser, CG data
-      consistency, ESPIRiT maps) trained on :class:`RealisticSlices` (real training-side brains
-      and phantoms, every acquisition factor randomised; matrices 128-256 and more than 12 coils
-      SVD-compressed to 12 to keep a CPU step near 1-2 s), batch 1 because matrix sizes differ.
-      In 600 CPU steps its denoiser did not improve on its own untrained start (CG-SENSE plus
-      proximal steps) on held-out realistic slices; see bench/RESULTS.md.
+    * ``realistic``: the shipped default since it beat the phantom VarNet on real brains. MoDL
+      (CG-SENSE start, one shared U-Net denoiser, CG data consistency, ESPIRiT maps at
+      prediction, maps phase-aligned so the denoiser sees nearly real images) trained on
+      :class:`RealisticSlices` (real training-side brains and phantoms, every acquisition factor
+      randomised; matrices 128-256 and more than 12 coils SVD-compressed to 12 to keep a CPU
+      step near 1-4 s), batch 1 because matrix sizes differ. The shipped run used
+      ``--max-steps 800``; see its model card.
     * ``tiny``: a seconds-long run for tests and smoke checks.
     """
     if name == "default":  # about 19 min of one CPU thread (0.6 s per step)
