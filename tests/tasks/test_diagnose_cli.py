@@ -16,7 +16,8 @@ def _run(*args: str) -> int:
     return main(["diagnose", *map(str, args)])
 
 
-def test_simulate_train_predict_evaluate_fusion(tmp_path, capsys):
+def test_simulate_train_predict_evaluate_fusion(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report goes under ./runs
     data, run, out = tmp_path / "ctpet", tmp_path / "run", tmp_path / "pred"
     assert _run("simulate", data, "--kind", "ctpet", "--cases", 16, "--val", 6, "--test", 6) == 0
     rows = list(csv.DictReader(open(data / "manifest.csv")))
@@ -25,6 +26,13 @@ def test_simulate_train_predict_evaluate_fusion(tmp_path, capsys):
     assert truth["kind"] == "ctpet" and len(truth["cases"]) == 28
     assert _run("train", data, "--fusion", "late", "--max-steps", 4, "--batch-size", 8,
                 "--width", 4, "--out", run, "--quiet", "--device", "cpu") == 0  # fmt: skip
+    # --init fine-tunes that run; a network of another width cannot take its weights
+    tune = ["train", data, "--fusion", "late", "--max-steps", 1, "--batch-size", 8, "--quiet",
+            "--device", "cpu", "--init", run]  # fmt: skip
+    assert _run(*tune, "--width", 4, "--out", tmp_path / "tuned") == 0
+    capsys.readouterr()
+    assert _run(*tune, "--width", 8, "--out", tmp_path / "wide") == 2
+    assert "shape mismatch" in capsys.readouterr().err
     test_csv = tmp_path / "test.csv"
     keep = [r for r in rows if r["split"] == "test"]
     keep[0]["path2"] = ""  # PET missing for one case: still predicted, flagged
@@ -43,10 +51,12 @@ def test_simulate_train_predict_evaluate_fusion(tmp_path, capsys):
     )
     assert (out / f"{preds[1]['case_id']}_overlay.png").is_file()
     assert _run("evaluate", out / "predictions.csv", test_csv) == 0
-    report = json.loads((out / "evaluation" / "metrics.json").read_text())
+    report = json.loads(
+        (tmp_path / "runs/diagnose/evaluation" / out.name / "metrics.json").read_text()
+    )
     assert report["cases"] == 6 and 0 <= report["binary"]["auc"] <= 1
-    assert (out / "evaluation" / "roc.png").is_file() and (
-        out / "evaluation" / "reliability.png"
+    assert (tmp_path / "runs/diagnose/evaluation" / out.name / "roc.png").is_file() and (
+        tmp_path / "runs/diagnose/evaluation" / out.name / "reliability.png"
     ).is_file()
     assert _run("predict", test_csv, out, "--model", run) == 2  # never overwrites silently
     assert "already exists" in capsys.readouterr().err

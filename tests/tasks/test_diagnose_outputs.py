@@ -52,6 +52,16 @@ def test_the_default_model_writes_logits_that_give_its_probabilities(tmp_path):
         (row,) = list(csv.DictReader(fh))
     z = float(row["logit_nodule"])
     assert float(row["prob_nodule"]) == float(special.expit(z))
+    assert row["model"].startswith("medimg ") and " diagnose default sha1:" in row["model"]
+
+
+def test_overlay_title_gives_the_probability_and_the_safeguard_verdict() -> None:
+    from medimg.tasks.diagnose.predict import CasePrediction, _overlay_title
+
+    inside = CasePrediction({"nodule": 0.9}, {"nodule": 0.873}, "nodule", [], ood_score=0.4)
+    assert _overlay_title("c1", inside) == "c1: nodule, p(nodule) = 0.873"
+    outside = CasePrediction({"nodule": 0.2}, {"nodule": 0.2}, "normal", [], ood_score=3.0)
+    assert _overlay_title("c2", outside).endswith("p(nodule) = 0.200; outside the training data")
 
 
 def _write_eval_inputs(tmp_path, raw, cal, logits=None):
@@ -69,20 +79,23 @@ def _write_eval_inputs(tmp_path, raw, cal, logits=None):
     return np.array(labels)
 
 
-def test_evaluate_labels_each_auc_with_its_probability(tmp_path, capsys):
+def test_evaluate_labels_each_auc_with_its_probability(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report goes under ./runs
     """Raw and calibrated columns that rank differently give two AUCs, each named."""
     raw = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7]
     cal = [0.1, 0.9, 0.8, 0.2, 0.3, 0.7]
     y = _write_eval_inputs(tmp_path, raw, cal)
     assert main(["diagnose", "evaluate", str(tmp_path / "pred.csv"), str(tmp_path / "m.csv")]) == 0
-    report = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    report = json.loads(
+        (tmp_path / "runs/diagnose/evaluation" / tmp_path.name / "metrics.json").read_text()
+    )
     b = report["binary"]
     assert b["auc"] == pytest.approx(roc_auc(y, np.array(raw)))
     assert b["auc_ranked_by"] == "raw probability"
     assert b["auc_calibrated"] == pytest.approx(roc_auc(y, np.array(cal)))
     assert abs(b["auc_calibrated"] - b["auc"]) > 0.3
     assert report["per_class"][0]["auc"] == pytest.approx(b["auc_calibrated"])
-    text = (tmp_path / "evaluation" / "metrics.md").read_text()
+    text = (tmp_path / "runs/diagnose/evaluation" / tmp_path.name / "metrics.md").read_text()
     assert "AUC (temperature-scaled) |" in text  # the table's column
     assert f"AUC (raw, ranked by raw probability) {b['auc']:.3f}" in text
     assert f"AUC (temperature-scaled) {b['auc_calibrated']:.3f}" in text
@@ -90,12 +103,15 @@ def test_evaluate_labels_each_auc_with_its_probability(tmp_path, capsys):
     assert text.count("AUC") == text.count("AUC (")
 
 
-def test_evaluate_ranks_raw_scores_by_logits_when_probabilities_tie(tmp_path):
+def test_evaluate_ranks_raw_scores_by_logits_when_probabilities_tie(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report goes under ./runs
     raw = ["1.000000"] * 6
     logits = [12.0, 17.0, 13.0, 16.0, 15.0, 14.0]
     y = _write_eval_inputs(tmp_path, raw, raw, logits)
     main(["diagnose", "evaluate", str(tmp_path / "pred.csv"), str(tmp_path / "m.csv")])
-    b = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["binary"]
+    b = json.loads(
+        (tmp_path / "runs/diagnose/evaluation" / tmp_path.name / "metrics.json").read_text()
+    )["binary"]
     assert b["auc_ranked_by"] == "raw logit"
     assert b["auc"] == pytest.approx(1.0) and roc_auc(y, np.array(logits)) == 1.0
     assert b["auc_calibrated"] == pytest.approx(0.5)

@@ -63,7 +63,8 @@ def test_a_refused_predict_leaves_no_folder(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]
 
 
-def test_same_file_names_in_two_folders_get_their_own_outputs(tmp_path):
+def test_same_file_names_in_two_folders_get_their_own_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report goes under ./runs
     for sub, seed in (("A", 1), ("B", 2)):
         save(_xray(seed), tmp_path / sub / "p01.nii.gz")
     manifest = tmp_path / "m.csv"
@@ -75,7 +76,9 @@ def test_same_file_names_in_two_folders_get_their_own_outputs(tmp_path):
     a, b = (load(out / f"{c}_heatmap.nii.gz").array for c in ("A__p01", "B__p01"))
     assert not np.array_equal(a, b)  # two cases, two maps: neither written over the other
     assert _run("evaluate", out / "predictions.csv", manifest) == 0
-    report = json.loads((out / "evaluation" / "metrics.json").read_text())
+    report = json.loads(
+        (tmp_path / "runs/diagnose/evaluation" / out.name / "metrics.json").read_text()
+    )
     assert (report["cases"], report["missing"]) == (2, 0)
 
 
@@ -244,13 +247,14 @@ def test_a_model_folder_missing_files_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_refuses_predictions_that_are_not_probabilities(tmp_path, capsys):
+def test_evaluate_refuses_predictions_that_are_not_probabilities(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # evaluate's default report goes under ./runs
     save(_xray(), tmp_path / "p01.nii.gz")
     (tmp_path / "m.csv").write_text("path,label\np01.nii.gz,nodule\n")
     (tmp_path / "pred.csv").write_text("case_id,prob_nodule,calibrated_nodule\np01,nan,0.5\n")
     assert _run("evaluate", tmp_path / "pred.csv", tmp_path / "m.csv") == 2
     assert "not a probability" in _one_error(capsys)
-    assert not (tmp_path / "evaluation").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_export_refuses_to_replace_model_files_before_training(tmp_path, capsys):

@@ -79,15 +79,17 @@ def save_overlay_png(
     fig, ax = plt.subplots(figsize=(4, 4))
     lo, hi = np.nanpercentile(img, [1, 99]) if np.isfinite(img).any() else (0.0, 1.0)
     ax.imshow(img.T, cmap="gray", vmin=lo, vmax=hi)
-    ax.imshow(hm.T, cmap="jet", alpha=0.35, vmin=0, vmax=max(float(hm.max()), 1e-6))
+    shown = ax.imshow(hm.T, cmap="jet", alpha=0.35, vmin=0, vmax=max(float(hm.max()), 1e-6))
     for b in boxes:
         half = len(b) // 2
         ax.add_patch(plt.Rectangle((b[0] - 0.5, b[1] - 0.5), b[half] - b[0], b[half + 1] - b[1],
                                    fill=False, color="lime", lw=1.5))  # fmt: skip
     ax.set_title((title + label).strip(), fontsize=9)
     ax.axis("off")
-    fig.tight_layout()
+    from medimg.report.figures import add_colorbar
+
+    add_colorbar(fig, ax, shown, "explanation (relative)")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return Path(path)

@@ -9,8 +9,10 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
+    default_report_dir,
     non_negative_int,
     positive_float,
     positive_int,
@@ -66,7 +68,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medimg.tasks.diagnose.evaluate import evaluate_predictions
 
-    out = args.out or Path(args.predictions).parent / "evaluation"
+    out = args.out or default_report_dir("diagnose", Path(args.predictions).parent)
     res = evaluate_predictions(args.predictions, args.manifest, out, threshold=args.threshold,
                                overwrite=args.overwrite)  # fmt: skip
     print((Path(out) / "metrics.md").read_text().rstrip())
@@ -144,19 +146,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--input-size", action=ListAction, item_type=positive_int, help="resize images to this size"
     )
-    p.add_argument("--max-steps", type=positive_int, default=600,
-                   help="training steps (default: 600)")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="images per step (default: 32)")  # fmt: skip
     p.add_argument("--lr", type=positive_float, default=2e-3, help="learning rate (default: 2e-3)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", help="run/model folder (default runs/diagnose/<data>_<supervision>)")
-    add_device(p, default="auto")
-    p.add_argument("--overwrite", action="store_true",
-                   help="restart over an existing run; replace the model files in --export")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_threads(p)
-    p.add_argument("--export", help="also copy model.yaml + model.safetensors into this folder")
+    add_run_flags(p, out="run/model folder (default runs/diagnose/<data>_<supervision>)",
+                  settings="600 steps; device auto",
+                  init="fine-tune this model or run folder ('default': the shipped model; "
+                       "heads for other classes start fresh)",
+                  export="model.yaml")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "probabilities, calibrated probabilities and explanation maps",
@@ -212,7 +210,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose evaluate out/predictions.csv data/dx_xray/manifest.csv")  # fmt: skip
     p.add_argument("predictions", help="predictions.csv from predict")
     p.add_argument("manifest", help="manifest .csv with the true labels")
-    p.add_argument("--out", help="report folder (default: next to the predictions, evaluation/)")
+    p.add_argument(
+        "--out", help="report folder (default: runs/diagnose/evaluation/<predictions folder>)"
+    )
     p.add_argument(
         "--threshold",
         type=probability,

@@ -95,6 +95,10 @@ class Diagnoser:
             ) from None
         self.model = load_weights(net, folder / MODEL_WEIGHTS).to(self.device)
         self.model.eval()
+        from medimg.engine.provenance import model_tag
+
+        #: which model made the predictions (predictions.csv ``model``, heat map NIfTI descrip)
+        self.tag = model_tag("diagnose", "default" if model is None else folder.name, [net])
         self.safeguard = None if self.cfg.supervision == "mil" else Safeguard.load(folder)
 
     @property
@@ -248,6 +252,7 @@ def predict_path(
             row.update({f"calibrated_{k}": repr(float(v)) for k, v in pred.calibrated.items()})
             row.update({f"logit_{k}": repr(float(v)) for k, v in pred.logits.items()})
             row["predicted"] = pred.predicted
+            row["model"] = dx.tag
             row["missing_modalities"] = ";".join(pred.missing)
             if pred.ood_score is not None:
                 row["ood_score"] = repr(pred.ood_score)
@@ -256,9 +261,10 @@ def predict_path(
                 row["top_slice"] = int(np.argmax(pred.attention))
             if pred.heatmap is not None:
                 ref = next(im for im in images if im is not None)
+                pred.heatmap.meta["description"] = dx.tag
                 nii = save(pred.heatmap, tmp / f"{case_id}_heatmap.nii.gz")
                 png = save_overlay_png(ref, pred.heatmap, tmp / f"{case_id}_overlay.png",
-                                       title=f"{case_id}: {pred.predicted}")  # fmt: skip
+                                       title=_overlay_title(case_id, pred))  # fmt: skip
                 row["heatmap"] = nii.name
                 written += [out / nii.name, out / png.name]
             rows.append(row)
@@ -269,6 +275,15 @@ def predict_path(
             writer.writerows(rows)
     _warn_out_of_distribution(rows)
     return [out / "predictions.csv", *written]
+
+
+def _overlay_title(case_id: str, pred: CasePrediction) -> str:
+    """``case: predicted, p(class) = calibrated probability`` (the three likeliest classes), and
+    the safeguard's verdict when it flags the image."""
+    top = sorted(pred.calibrated.items(), key=lambda kv: -kv[1])[:3]
+    probs = ", ".join(f"p({k}) = {v:.3f}" for k, v in top)
+    flag = "; outside the training data" if (pred.ood_score or 0.0) > 1.0 else ""
+    return f"{case_id}: {pred.predicted}, {probs}{flag}"
 
 
 def _warn_out_of_distribution(rows: list[dict[str, object]]) -> None:

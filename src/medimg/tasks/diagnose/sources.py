@@ -147,19 +147,26 @@ def _labelled_split(train: CaseArrays, fraction: float, seed: int) -> tuple[Case
     return train.subset(sorted(keep)), train.subset(rest)
 
 
+#: training steps of ``diagnose train DATA`` without ``--max-steps``
+DEFAULT_STEPS = 600
+
+
 def _train_cfg(args: argparse.Namespace, steps: int) -> TrainConfig:
     return TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine",
                        val_every=max(steps // 10, 1), checkpoint_every=max(steps // 10, 1),
-                       seed=args.seed, device=args.device, progress=not args.quiet)  # fmt: skip
+                       seed=args.seed, device=args.device or "auto",
+                       progress=not args.quiet)  # fmt: skip
 
 
 def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
     """``medimg diagnose train``: resolve the data source, build the config, train."""
+    if args.preset and args.init:
+        raise InputError("--init fine-tunes on your DATA; --preset trains the default anew")
     if args.preset:
         out = Path(args.out or f"runs/diagnose/{args.preset}")
         res, summary = train_preset(out, preset=args.preset,
-                                    max_steps=args.max_steps if args.max_steps != 600 else None,
-                                    device=args.device, progress=not args.quiet)  # fmt: skip
+                                    max_steps=args.max_steps, device=args.device or "auto",
+                                    progress=not args.quiet)  # fmt: skip
         return res, summary, out
     if args.data is None:
         raise InputError(
@@ -167,7 +174,7 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
         )
     src = Path(args.data)
     base = dict(supervision=args.supervision, fusion=args.fusion, arch=args.arch, width=args.width,
-                train=_train_cfg(args, args.max_steps))  # fmt: skip
+                train=_train_cfg(args, args.max_steps or DEFAULT_STEPS))  # fmt: skip
     if src.suffix == ".npz":
         from medimg.datasets.medmnist import load_medmnist
 
@@ -205,9 +212,15 @@ def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
             )
         train, unlabelled = _labelled_split(train, args.labelled_fraction, args.seed)
     out = Path(args.out or f"runs/diagnose/{src.stem}_{args.supervision}")
+    init = args.init
+    if init == "default":
+        from medimg.tasks.diagnose.predict import DEFAULT_MODEL
+
+        init = DEFAULT_MODEL
     res, summary = train_diagnosis(
-        cfg, train, val, out, unlabelled=unlabelled, overwrite=args.overwrite
-    )
+        cfg, train, val, out, unlabelled=unlabelled, overwrite=args.overwrite,
+        resume=True if args.resume else "auto", init=init,
+    )  # fmt: skip
     return res, summary, out
 
 

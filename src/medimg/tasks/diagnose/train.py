@@ -259,11 +259,14 @@ def train_diagnosis(
     resume: bool | str = "auto",
     overwrite: bool = False,
     dataset: torch.utils.data.Dataset | None = None,
+    init: str | Path | None = None,
 ) -> tuple[TrainResult, dict[str, float]]:
     """Train ``cfg`` on ``train`` (+ ``unlabelled`` for ``semi``), validate on ``val``; returns
     the engine's result and a summary (validation AUC, temperature, NLL before/after).
     ``dataset``: the training samples drawn from ``train`` in another way (e.g. crops of its
-    images, full supervision only; ``train`` still weights the loss and fits the safeguard)."""
+    images, full supervision only; ``train`` still weights the loss and fits the safeguard).
+    ``init``: a model or run folder whose weights start the network; the classification heads
+    start fresh when the number of classes differs (a resumed run uses its own checkpoint)."""
     if cfg.supervision == "semi" and unlabelled is None:
         raise InputError("semi supervision needs unlabelled images (labelled_fraction < 1)")
     if len(val) < 2:
@@ -271,6 +274,8 @@ def train_diagnosis(
     out = Path(out_dir)
     seed_everything(cfg.train.seed)
     net = build_model(cfg)
+    if init is not None:
+        load_weights(net, init, keep_fresh=lambda key: key.startswith(("head.", "heads.")))
     loss_fn = _loss_fn(cfg, train.y)
     if cfg.supervision == "semi":
         model: nn.Module = MeanTeacher(net)
