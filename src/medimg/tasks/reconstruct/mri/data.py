@@ -435,6 +435,8 @@ class RealisticSlices(Dataset):
         mag = strip_scalp(mag, rng) if stripped else mag
         if not use_phantom:  # phantoms come in their contrasts already
             mag = remap_contrast(mag, contrast, rng)
+        if not float(mag.max()) > 0:  # a field of view with no tissue: draw another slice
+            return self.draw(index, (seed + 1_000_003) % (2**31 - 1))
         mag = mag / max(float(mag.max()), 1e-12)
         image = torch.from_numpy(mag) * torch.exp(1j * smooth_phase((h, w), rng))
         coils = int(rng.integers(cfg.coil_range[0], cfg.coil_range[1] + 1))
