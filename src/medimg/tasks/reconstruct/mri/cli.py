@@ -197,10 +197,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on realistic slices, phantoms or fastMRI files",
-              "medimg recon mri train --preset default   # the shipped model: stage 1, then stage 2:\n"
-              "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best --export default\n"
-              "medimg recon mri train --preset realistic   # experimental MoDL on real brains + phantoms\n"
-              "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default")  # fmt: skip
+              "medimg recon mri train --preset realistic --export default   # the shipped MoDL\n"
+              "medimg recon mri train --preset default   # the phantom VarNet: stage 1, then stage 2:\n"
+              "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best\n"
+              "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default/phantom_varnet")  # fmt: skip
     p.add_argument("--preset", choices=PRESETS, default="default",
                    help="default, finetune-4x (its 2nd stage, with --init): the shipped phantom "
                         "model; realistic: experimental MoDL on real brains + phantoms "
@@ -238,7 +238,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--method", choices=(*_ALL, "net"), default="net",
                    help="net: the trained network (default); the others are classical "
                         "reconstructions")  # fmt: skip
-    p.add_argument("--model", help="model/run folder for --method net (default: shipped model)")
+    p.add_argument("--model", help="model/run folder for --method net, or 'phantom-varnet' "
+                   "(default: the shipped model)")  # fmt: skip
     p.add_argument("--format", choices=("both", "nifti", "dicom"), default="both",
                    help="what to write per input (default: both NIfTI and a DICOM series)")  # fmt: skip
     p.add_argument("--acceleration", type=positive_float,
@@ -259,7 +260,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
 
-    p = add_verb(sub, "adapt", "fine-tune a VarNet on undersampled k-space only (self-supervised, SSDU)",
+    p = add_verb(sub, "adapt", "fine-tune a network on undersampled k-space only (self-supervised, SSDU)",
               "medimg recon mri adapt my_scans/ --out models/my_scanner\n"
               "medimg recon mri adapt my_scans/ --out models/my_scanner --resume --max-steps 400\n"
               "medimg recon mri predict my_scans/ out/ --model models/my_scanner")  # fmt: skip
