@@ -86,6 +86,15 @@ def test_predict_dicom_series_keeps_the_input_geometry(tmp_path, model_dir) -> N
     corr = np.corrcoef(rec.array.ravel(), src.array.ravel())[0, 1]
     assert corr > 0.8  # same anatomy in the same voxels, in the input's intensity units
     assert (out / "t1_dcm_dicom").is_dir()
+    import pydicom
+
+    first = lambda d: pydicom.dcmread(sorted(d.glob("*.dcm"))[0])  # noqa: E731
+    ds_in, ds_out = first(series), first(out / "t1_dcm_dicom")
+    # a derived series of the input's study and patient, naming the network that made it
+    assert ds_out.StudyInstanceUID == ds_in.StudyInstanceUID
+    assert ds_out.PatientID == ds_in.PatientID
+    assert ds_out.SeriesInstanceUID != ds_in.SeriesInstanceUID
+    assert f"recon-mri {model_dir.name} sha1:" in ds_out.SeriesDescription
 
 
 def test_evaluate_writes_ci_table_csv_and_panel(data, model_dir, tmp_path) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_run_flags,
     add_threads,
     add_verb,
+    default_report_dir,
     finite_float,
     fraction,
     non_negative_int,
@@ -150,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for m in args.model or []:
         label, _, path = m.rpartition("=")
         models[label or Path(path).name] = path
-    out = args.out or Path("runs/recon_mri/evaluation") / Path(args.data).resolve().name
+    out = args.out or default_report_dir("recon_mri", args.data)
     summary = evaluate_files(args.data, out, classical=args.methods, models=models,
                              progress=not args.quiet, overwrite=args.overwrite,
                              targets=args.targets)  # fmt: skip
@@ -202,9 +204,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best\n"
               "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default/phantom_varnet")  # fmt: skip
     p.add_argument("--preset", choices=PRESETS, default="default",
-                   help="default, finetune-4x (its 2nd stage, with --init): the shipped phantom "
-                        "model; realistic: experimental MoDL on real brains + phantoms "
-                        "(--arch ignored)")  # fmt: skip
+                   help="realistic: the shipped default MoDL (real brains + phantoms; --arch "
+                        "ignored); default, finetune-4x (its 2nd stage, with --init): the "
+                        "phantom VarNet kept as 'phantom-varnet'")  # fmt: skip
     p.add_argument("--arch", "--model", dest="model", choices=("varnet", "modl", "unet"),
                    default="varnet",
                    help="architecture of the phantom and tiny presets (default: varnet; "
@@ -213,20 +215,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--h5", action=ListAction, help="train on fastMRI .h5 files/folders (varnet only)"
     )
-    p.add_argument("--init", help="fine-tune from this model folder")
-    p.add_argument("--out", help="run folder (default runs/recon_mri/<preset>_<model>)")
-    p.add_argument("--max-steps", type=positive_int,
-                   help="training steps (default: the preset's)")  # fmt: skip
-    add_device(p, default=None, what="the preset's")
-    add_threads(p)
-    p.add_argument("--export", help="copy the best weights to a model folder ('default': shipped)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last/ checkpoint")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true",
-                   help="restart over an existing run (and replace an existing --export)")  # fmt: skip
+    add_run_flags(p, out="run folder (default runs/recon_mri/<preset>_<model>)",
+                  init="fine-tune this model or run folder ('default', 'phantom-varnet': the "
+                       "shipped ones)",
+                  export="the config ('default': the shipped model's folder)")  # fmt: skip
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run with changed settings (e.g. a larger --max-steps)")  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "reconstruct .h5 k-space, or undersample + reconstruct an image/DICOM series",

@@ -213,6 +213,11 @@ def predict_path(
     sidecars = [out / f"{n}.json" for n in names] if checked else []
     check_outputs(sidecars, inputs=[src], overwrite=overwrite)
     desc = f"medimg MRI recon ({method})"
+    if recon.net is not None:  # which network: NIfTI descrip, DICOM Series Description
+        from medimg.engine.provenance import model_tag
+
+        name = "default" if model is None else Path(str(model)).name
+        desc = model_tag("recon-mri", name, [recon.net])
 
     def run(folder: Path, replace: bool) -> None:
         for f in files:
@@ -236,11 +241,14 @@ def predict_path(
                     series += f" safeguard: {int(check.flagged.sum())} slice(s) flagged"
                     series += ", CG-SENSE used" if fallback else ""
             image = to_image(image, case)
+            image.meta = {**image.meta, "description": desc}
             if "nifti" in formats:
                 save(image, folder / f"{case.name}.nii.gz", overwrite=replace)
             if "dicom" in formats:
+                # a DICOM series in: the output joins its patient and study (a derived series)
+                source = {"source": f} if f.is_dir() else {}
                 save(image, folder / f"{case.name}_dicom", overwrite=replace,
-                     series_description=series)  # fmt: skip
+                     series_description=series[:64], **source)  # fmt: skip
 
     if out.is_dir() and any(out.iterdir()):
         run(out, overwrite)
