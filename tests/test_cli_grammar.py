@@ -321,3 +321,11 @@ def test_list_flags_take_spaces_or_commas(capsys: pytest.CaptureFixture[str]) ->
 def test_architecture_is_arch(path: list[str], value: str, dest: str) -> None:
     top = build_parser(path)
     assert getattr(top.parse_args([*path, "--arch", value]), dest) == value
+
+
+def test_inference_verbs_default_to_auto_device() -> None:
+    """One default everywhere: a GPU when there is one (as the Python API's load_model)."""
+    for path, parser in _VERBS:
+        for action in parser._actions:
+            if "--device" in action.option_strings and action.default is not None:
+                assert action.default == "auto", (path, action.default)

@@ -165,7 +165,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("output", help="output folder (candidates.csv, candidates.json, figures/)")
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
-    add_device(p, default="cpu")
+    add_device(p)
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
     p.add_argument("--seg", type=probability, metavar="SCORE", help="DICOM series in: also write a "
                    "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip

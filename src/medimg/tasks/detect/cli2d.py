@@ -240,7 +240,7 @@ def add_verbs_2d(sub: argparse._SubParsersAction) -> None:
         "--slice", type=non_negative_int, help="key slice index of a volume (default: middle)"
     )
     p.add_argument("--model", help="model/run folder (default: the shipped 2.5D model)")
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per slice")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")

@@ -265,7 +265,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="comma-separated files to write, from warped, labels, field, transform "
                         "(ITK .h5), jacobian, png, or 'all' (default: warped,labels,field,png; "
                         "labels only with --moving-labels); summary.json is always written")  # fmt: skip
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUT")
     p.set_defaults(func=_predict)
@@ -289,7 +289,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--similarity", choices=SIMILARITIES,
                    help="what model+io and io maximise (default: the model's, lncc)")  # fmt: skip
     p.add_argument("--out", help="report folder (default runs/register/evaluation/<dataset>)")
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")

@@ -293,7 +293,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                         "signals (Fourier back-projection: fastest, lowest error); 'linear' as "
                         "iradon (same image to >= 60 dB PSNR with --grid iradon; ~10x slower "
                         "at 512^2)")  # fmt: skip
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--mu-water", type=positive_float,
                    help="water's attenuation (1/mm) at the scan's effective energy, for "
@@ -364,7 +364,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("input", help="image file or DICOM folder, in HU")
     p.add_argument("output", help="output file (.nii.gz ...) or folder for a DICOM series")
     p.add_argument("--model", help="redcnn (default), wgan, or a model/run folder")
-    add_device(p, default="cpu")
+    add_device(p)
     p.add_argument("--assume-hu", action="store_true",
                    help="accept an image without negative values as HU")  # fmt: skip
     add_threads(p)
@@ -384,7 +384,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="display window the metrics and panel use (default: soft_tissue)")  # fmt: skip
     p.add_argument("--no-iterative", action="store_true", help="skip PWLS-TV (slowest column)")
     p.add_argument("--max-cases", type=positive_int, help="score only the first N cases")
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)

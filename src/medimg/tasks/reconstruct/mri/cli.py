@@ -244,7 +244,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="fully sampled centre (ACS) fraction (default: 0.08)")  # fmt: skip
     p.add_argument("--coils", type=positive_int, default=8, help="simulated coils for image input")
     p.add_argument("--seed", type=non_negative_int, default=0, help="mask seed")
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--fallback", action="store_true",
                    help="slices the safeguard flags get the CG-SENSE image instead")  # fmt: skip
@@ -267,7 +267,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="share of acquired samples outside the ACS held back for the loss")  # fmt: skip
     p.add_argument("--max-steps", type=positive_int, help="default 300 (one slice per step)")
     p.add_argument("--lr", type=positive_float, help="default 3e-4")
-    add_device(p, default="cpu")
+    add_device(p)
     add_threads(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the adaptation in --out from its last/ checkpoint")  # fmt: skip
