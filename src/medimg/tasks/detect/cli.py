@@ -183,7 +183,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("annotations", help="LUNA16 annotations.csv (world LPS mm)")
     p.add_argument("--excluded", help="annotations_excluded.csv (hits there are ignored)")
     p.add_argument("--scans", help="seriesuids.csv or a folder of .mhd volumes: the scans counted")
-    p.add_argument("--out", help="report folder (default: runs/detect/evaluation/<candidates folder>)")
+    p.add_argument(
+        "--out", help="report folder (default: runs/detect/evaluation/<candidates folder>)"
+    )
     p.add_argument(
         "--fp-per-scan", type=positive_float, default=1.0, help="operating point to report"
     )
