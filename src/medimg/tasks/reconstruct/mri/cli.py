@@ -116,13 +116,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _adapt(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from medimg.tasks.reconstruct.mri.adapt import AdaptConfig, adapt
+    from medimg.tasks.reconstruct.mri.adapt import AdaptConfig, adapt, adapt_lr
 
     set_threads(args.threads)
     base = AdaptConfig()
     train = dataclasses.replace(base.train, progress=not args.quiet,
                                 max_steps=args.max_steps or base.train.max_steps,
-                                lr=args.lr or base.train.lr, device=args.device)  # fmt: skip
+                                lr=args.lr or adapt_lr(args.init), device=args.device)  # fmt: skip
     cfg = AdaptConfig(init=args.init, rho=args.rho, train=train)
     res, n = adapt(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite,
                    allow_config_change=args.allow_config_change)  # fmt: skip
@@ -266,7 +266,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--rho", type=fraction, default=0.4,
                    help="share of acquired samples outside the ACS held back for the loss")  # fmt: skip
     p.add_argument("--max-steps", type=positive_int, help="default 300 (one slice per step)")
-    p.add_argument("--lr", type=positive_float, help="default 3e-4")
+    p.add_argument("--lr", type=positive_float,
+                   help="learning rate (default: 3e-5 for a MoDL such as the shipped default, "
+                        "3e-4 for a VarNet)")  # fmt: skip
     add_device(p)
     add_threads(p)
     p.add_argument("--resume", action="store_true",
