@@ -78,7 +78,8 @@ def prepare(image: Image, spacing: float = 2.0, crop_body: bool = True) -> Prepa
     scale = spacing / sp
     shape = np.maximum(np.round((np.asarray(hu.shape) - 1) / scale).astype(int) + 1, 1)
     check_allocation(shape, np.float32, copies=3, what=f"the CT resampled to {spacing:g} mm")
-    out = ndimage.affine_transform(hu, scale, output_shape=tuple(shape), order=1, mode="nearest")
+    out = ndimage.affine_transform(hu, np.diag(scale), output_shape=tuple(shape), order=1,
+                                   mode="nearest")  # fmt: skip
     affine = image.affine @ np.diag([*scale, 1.0])
     if crop_body:
         body = np.argwhere(out > -400)
