@@ -111,16 +111,17 @@ def test_realistic_validation_uses_espirit_maps_for_modl(no_real_data) -> None:
         assert bool((b.abs() == 0).any())  # ESPIRiT's crop zeroes maps outside the head
 
 
-def test_realistic_preset_is_the_shipped_default_and_default_preset_the_phantom_varnet() -> None:
-    cfg = preset("realistic")
+def test_default_preset_is_the_shipped_model_and_the_phantom_varnet_kept_by_name() -> None:
+    cfg = preset("default")
+    assert preset("realistic") == cfg  # the older name
     assert cfg.model.name == "modl" and cfg.model.maps == "espirit" and cfg.model.init_iter > 0
     assert cfg.realistic is not None and cfg.train.batch_size == 1
     assert cfg.realistic.accel_range == (4.0, 8.0) and set(cfg.realistic.masks) == {
         "equispaced", "random", "poisson"}  # fmt: skip
     shipped = load_model()[1]
     assert shipped.model == cfg.model and shipped.realistic == cfg.realistic
-    default = preset("default")  # the previous default's recipe, kept as a named model
-    assert default.realistic is None and default.model == load_model("phantom-varnet")[1].model
+    old = preset("phantom-varnet")  # the previous default's recipe, kept as a named model
+    assert old.realistic is None and old.model == load_model("phantom-varnet")[1].model
 
 
 def test_modl_on_espirit_maps_asks_for_maps() -> None:

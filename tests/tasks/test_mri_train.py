@@ -138,7 +138,7 @@ def test_shipped_models_beat_zero_filled_on_a_held_out_phantom() -> None:
 
 
 def test_finetune_preset_continues_the_default_architecture_at_4x_only() -> None:
-    stage1, stage2 = preset("default"), preset("finetune-4x")
+    stage1, stage2 = preset("phantom-varnet"), preset("finetune-4x")
     shipped = load_model("phantom-varnet")[1]  # the phantom VarNet's config is stage 2's
     assert stage2.model == stage1.model == shipped.model
     assert stage2.data.accelerations == shipped.data.accelerations == (4.0,)

@@ -66,6 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     set_threads(args.threads)
+    # fastMRI files train the VarNet (the MoDL's recipe simulates realistic slices)
+    args.preset = args.preset or ("phantom-varnet" if args.h5 else "default")
     cfg = from_yaml(MRITrainConfig, args.config) if args.config else preset(args.preset, args.model)
     if args.h5:
         cfg.h5_files = [str(p) for p in _h5_files(args.h5)]
@@ -199,14 +201,15 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.set_defaults(func=_simulate)
 
     p = add_verb(sub, "train", "train a VarNet, MoDL or U-Net on realistic slices, phantoms or fastMRI files",
-              "medimg recon mri train --preset realistic --export default   # the shipped MoDL\n"
-              "medimg recon mri train --preset default   # the phantom VarNet: stage 1, then stage 2:\n"
-              "medimg recon mri train --preset finetune-4x --init runs/recon_mri/default_varnet/best\n"
-              "medimg recon mri train --h5 data/knee_full --init src/medimg/tasks/reconstruct/mri/default/phantom_varnet")  # fmt: skip
-    p.add_argument("--preset", choices=PRESETS, default="default",
-                   help="realistic: the shipped default MoDL (real brains + phantoms; --arch "
-                        "ignored); default, finetune-4x (its 2nd stage, with --init): the "
-                        "phantom VarNet kept as 'phantom-varnet'")  # fmt: skip
+              "medimg recon mri train --preset default --export default   # the shipped MoDL\n"
+              "medimg recon mri train --preset phantom-varnet   # the previous default: stage 1, then 2:\n"
+              "medimg recon mri train --preset finetune-4x --init runs/recon_mri/phantom-varnet_varnet/best\n"
+              "medimg recon mri train --h5 data/knee_full --init phantom-varnet")  # fmt: skip
+    p.add_argument("--preset", choices=PRESETS,
+                   help="default (or realistic): the shipped MoDL (real brains + phantoms; "
+                        "--arch ignored); phantom-varnet, finetune-4x (its 2nd stage, with "
+                        "--init): the previous default, a VarNet on phantoms (default: default; "
+                        "with --h5: phantom-varnet)")  # fmt: skip
     p.add_argument("--arch", "--model", dest="model", choices=("varnet", "modl", "unet"),
                    default="varnet",
                    help="architecture of the phantom and tiny presets (default: varnet; "

@@ -2,10 +2,10 @@
 
 One config dataclass (:class:`MRITrainConfig`) nests the network (:class:`ModelConfig`), the
 simulation (:class:`SimConfig`) and the engine's :class:`TrainConfig`; it is written to the run's
-``config.yaml``, from which :func:`load_model` rebuilds the network. Presets: ``default`` and
-``finetune-4x`` (the phantom VarNet's two stages, kept as the named model ``phantom-varnet``),
-``realistic`` (the shipped default: a MoDL on real brains and phantoms) and ``tiny`` (a
-seconds-long run for tests); see :func:`preset`.
+``config.yaml``, from which :func:`load_model` rebuilds the network. Presets: ``default`` (the
+shipped model: a MoDL on real brains and phantoms; ``realistic`` is its older name),
+``phantom-varnet`` and ``finetune-4x`` (the previous default's two stages, kept as the named
+model ``phantom-varnet``) and ``tiny`` (a seconds-long run for tests); see :func:`preset`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ DEFAULT_DIR = Path(__file__).with_name("default")
 #: previous default, a VarNet trained on phantoms only (kept for comparison; see the card).
 NAMED_MODELS = {"default": DEFAULT_DIR, "phantom-varnet": DEFAULT_DIR / "phantom_varnet"}
 VAL_SEED_BASE = 100_000  # held-out phantoms: seeds far from the training ones
-PRESETS = ("default", "finetune-4x", "realistic", "tiny")
+PRESETS = ("default", "phantom-varnet", "finetune-4x", "realistic", "tiny")
 
 
 @dataclasses.dataclass
@@ -69,19 +69,20 @@ class MRITrainConfig:
 def preset(name: str = "default", model: str = "varnet") -> MRITrainConfig:
     """A named configuration (``model`` picks the network where the preset allows it).
 
-    * ``default`` then ``finetune-4x``: the shipped model, a VarNet trained on phantoms only
-      (128x128, 8 coils, 4x and 8x equispaced, then 4x only from ``--init <default run>/best``).
-      It is not for real scans (see its model card).
-    * ``realistic``: the shipped default since it beat the phantom VarNet on real brains. MoDL
+    * ``phantom-varnet`` then ``finetune-4x``: the previous default, a VarNet trained on
+      phantoms only (128x128, 8 coils, 4x and 8x equispaced, then 4x only from ``--init <run>/best``).
+      It is not for real scans (see the model card's last section).
+    * ``default`` (or ``realistic``): the shipped default since it beat the phantom VarNet on
+      real brains. MoDL
       (CG-SENSE start, one shared U-Net denoiser, CG data consistency, ESPIRiT maps at
       prediction, maps phase-aligned so the denoiser sees nearly real images) trained on
       :class:`RealisticSlices` (real training-side brains and phantoms, every acquisition factor
       randomised; matrices 128-256 and more than 12 coils SVD-compressed to 12 to keep a CPU
-      step near 1-4 s), batch 1 because matrix sizes differ. The shipped run used
-      ``--max-steps 800``; see its model card.
+      step near 1-4 s), batch 1 because matrix sizes differ; 800 steps as the shipped run (see
+      its model card).
     * ``tiny``: a seconds-long run for tests and smoke checks.
     """
-    if name == "default":  # about 19 min of one CPU thread (0.6 s per step)
+    if name == "phantom-varnet":  # about 19 min of one CPU thread (0.6 s per step)
         feats = (16, 16, 32, 64, 128, 16) if model == "unet" else (8, 8, 16, 32, 64, 8)
         return MRITrainConfig(  # 4x drawn twice as often as 8x
             model=ModelConfig(model, cascades=5, features=feats),
@@ -91,17 +92,17 @@ def preset(name: str = "default", model: str = "varnet") -> MRITrainConfig:
                               val_mode="max", checkpoint_every=25, log_every=10),
         )  # fmt: skip
     if name == "finetune-4x":  # stage 2 of the shipped model, from --init <default run>/best
-        cfg = preset("default", model)
+        cfg = preset("phantom-varnet", model)
         cfg.data = dataclasses.replace(cfg.data, accelerations=(4.0,))
         cfg.train = dataclasses.replace(cfg.train, max_steps=280, lr=3e-4, warmup_steps=10,
                                         val_every=70, checkpoint_every=35)  # fmt: skip
         return cfg
-    if name == "realistic":
+    if name in ("default", "realistic"):
         return MRITrainConfig(
             model=ModelConfig("modl", cascades=5, features=(16, 16, 32, 64, 128, 16), cg_iter=6,
                               maps="espirit", init_iter=15),
             realistic=RealisticConfig(size_range=(128, 256)),
-            train=TrainConfig(max_steps=1000, batch_size=1, lr=1e-3, lr_schedule="cosine",
+            train=TrainConfig(max_steps=800, batch_size=1, lr=1e-3, lr_schedule="cosine",
                               warmup_steps=50, grad_clip=1.0, val_every=100, val_metric="psnr",
                               val_mode="max", checkpoint_every=25, log_every=20, amp=False),
             val_cases=8,
