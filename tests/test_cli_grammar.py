@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from medimg.cli import TASK_GROUPS, build_parser
+from medimg.cli import TASK_GROUPS, build_parser, main
 from medimg.engine.runlog import ProgressLines, progress_bar
 from medimg.tasks import cli_helpers
 from medimg.tasks.reconstruct.cli import MODALITIES
@@ -329,3 +329,14 @@ def test_inference_verbs_default_to_auto_device() -> None:
         for action in parser._actions:
             if "--device" in action.option_strings and action.default is not None:
                 assert action.default == "auto", (path, action.default)
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [["segment", "train"], ["detect", "train"], ["detect", "train2d"], ["diagnose", "train"]],
+)
+def test_init_with_a_preset_is_refused_before_any_work(verb, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main([*verb, "--preset", "default", "--init", "default", "--out", str(out)]) == 2
+    assert "--init fine-tunes on your DATASET" in capsys.readouterr().err
+    assert not out.exists()

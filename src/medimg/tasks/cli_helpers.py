@@ -21,6 +21,7 @@ __all__ = [
     "add_threads",
     "add_verb",
     "add_window",
+    "check_init_preset",
     "default_report_dir",
     "device",
     "finite_float",
@@ -287,3 +288,12 @@ def add_run_flags(
         parser.add_argument("--export", metavar="MODEL_DIR",
                             help=f"also copy {export} and the best weights into this model "
                                  "folder")  # fmt: skip
+
+
+def check_init_preset(args: argparse.Namespace) -> None:
+    """``--init`` with ``--preset``: a one-line refusal (a preset trains the shipped model anew;
+    ``--init`` fine-tunes a model on the user's own data)."""
+    if getattr(args, "init", None) and getattr(args, "preset", None):
+        from medimg.errors import InputError
+
+        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")

@@ -13,6 +13,7 @@ from medimg.tasks.cli_helpers import (
     add_run_flags,
     add_threads,
     add_verb,
+    check_init_preset,
     default_report_dir,
     non_negative_int,
     positive_float,
@@ -46,10 +47,7 @@ def _train(args: argparse.Namespace) -> int:
 
         check_export(args.export, overwrite=args.overwrite)
     resume = "auto" if args.resume else False
-    if args.init and args.preset:
-        from medimg.errors import InputError
-
-        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
+    check_init_preset(args)
     if args.preset == "default":
         work = Path(args.out or "runs/detect/default")
         res = train_preset(work, max_steps=args.max_steps, device=args.device,

@@ -17,6 +17,7 @@ from medimg.tasks.cli_helpers import (
     add_run_flags,
     add_threads,
     add_verb,
+    check_init_preset,
     non_negative_int,
     positive_float,
     set_threads,
@@ -40,8 +41,7 @@ def _train2d(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     if args.export:  # before training, not after
         check_export(args.export, overwrite=args.overwrite)
-    if args.preset and args.init:
-        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
+    check_init_preset(args)
     if args.preset:
         out = Path(args.out or "runs/detect2d/default")
         train_lesion_preset(out, max_steps=args.max_steps, progress=not args.quiet)

@@ -13,6 +13,7 @@ import numpy as np
 from medimg.engine import TrainConfig, TrainResult
 from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_outputs, copy_files
+from medimg.tasks.cli_helpers import check_init_preset
 from medimg.tasks.diagnose.data import WINDOWS, CaseArrays, load_case_images, prepare_image
 from medimg.tasks.diagnose.safeguard import FILE_NAME as SAFEGUARD
 from medimg.tasks.diagnose.train import (
@@ -160,8 +161,7 @@ def _train_cfg(args: argparse.Namespace, steps: int) -> TrainConfig:
 
 def train_from_args(args: argparse.Namespace) -> tuple[TrainResult, dict, Path]:
     """``medimg diagnose train``: resolve the data source, build the config, train."""
-    if args.preset and args.init:
-        raise InputError("--init fine-tunes on your DATA; --preset trains the default anew")
+    check_init_preset(args)
     if args.preset:
         out = Path(args.out or f"runs/diagnose/{args.preset}")
         res, summary = train_preset(out, preset=args.preset,

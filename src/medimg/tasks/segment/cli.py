@@ -12,6 +12,7 @@ from medimg.tasks.cli_helpers import (
     add_threads,
     add_verb,
     add_window,
+    check_init_preset,
     default_report_dir,
     non_negative_int,
     positive_float,
@@ -73,10 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = work = Path(
             args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
         )
-    if args.init and args.preset:
-        from medimg.errors import InputError
-
-        raise InputError("--init fine-tunes on your DATASET; --preset trains the default anew")
+    check_init_preset(args)
     if args.export:  # checked now, not after hours of training
         check_export(run_dir, args.export, args.overwrite)
     if args.preset == "default":
