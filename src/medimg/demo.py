@@ -108,6 +108,7 @@ def _save_overview(images: dict[str, Image], path: Path) -> None:
 TASK_STAGES: list[tuple[str, str]] = [
     ("recon-mri", "medimg.tasks.reconstruct.mri.demo"),
     ("recon-ct", "medimg.tasks.reconstruct.ct.demo"),
+    ("recon-us", "medimg.tasks.reconstruct.us.demo"),
     ("segment", "medimg.tasks.segment.demo"),
     ("register", "medimg.tasks.register.demo"),
     ("detect", "medimg.tasks.detect.demo"),
