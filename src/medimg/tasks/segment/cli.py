@@ -215,3 +215,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="NSD tolerance in mm")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     p.set_defaults(func=_evaluate)
+
+    from medimg.tasks.segment.suggest import add_suggest_verb  # active learning: what to label
+
+    add_suggest_verb(sub)
