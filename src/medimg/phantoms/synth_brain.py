@@ -39,7 +39,9 @@ __all__ = [
     "TRAIN_LABELS",
     "add_deep_grey",
     "colin27_labels",
+    "contrast_variant",
     "itk_t1_labels",
+    "labels_at_spacing",
     "tissue_labels",
     "to_training_labels",
 ]
@@ -56,6 +58,10 @@ BRAIN_LABELS = {
 }
 #: The labels a brain segmentation model learns: the head classes become background.
 TRAIN_LABELS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 0, 6: 0}
+#: Tissue intensities (CSF, GM, WM; T1 white matter = 1) of the contrasts that
+#: :func:`contrast_variant` makes from a real T1: T2-like (CSF brightest, WM darkest) and
+#: PD-like (flat, GM a little above WM and CSF), after typical 1.5-3 T spin-echo contrasts.
+CONTRAST_ANCHORS = {"t1": (0.35, 0.7, 1.0), "t2": (1.0, 0.45, 0.3), "pd": (0.85, 0.8, 0.65)}
 #: AAL atlas values of the deep grey nuclei (caudate, putamen, pallidum, thalamus; left, right).
 DEEP_GREY_AAL = (71, 72, 73, 74, 75, 76, 77, 78)
 
@@ -159,3 +165,62 @@ def itk_t1_labels(*, smooth_sigma: float = 0.5) -> tuple[Image, Image]:
     labels = tissue_labels(t1.array[0], smooth_sigma=smooth_sigma)
     names = {"label_names": BRAIN_LABELS, "source": "ITK KmeansTest T1 (itk-examples)"}
     return t1, Image(labels[None], t1.affine, modality="SEG", is_label=True, meta=names)
+
+
+def labels_at_spacing(labels: Image, spacing_mm: float) -> torch.Tensor:
+    """A label map (values 0..K-1) resampled to isotropic ``spacing_mm`` as a long tensor:
+    each label is resampled as a one-hot channel (linear interpolation) and the largest wins,
+    so thin structures (cortex, CSF) survive a coarser grid better than by nearest neighbour.
+    Assumes an axis-aligned grid (as the maps of this module are)."""
+    import torch.nn.functional as F
+
+    arr = np.asarray(labels.array[0] if labels.array.ndim == 4 else labels.array)
+    if arr.ndim != 3:
+        raise InputError(f"labels_at_spacing needs a 3D label map, got shape {arr.shape}")
+    lab = torch.from_numpy(arr.astype(np.int64))
+    k = int(lab.max()) + 1
+    size = [max(2, round(n * float(s) / spacing_mm)) for n, s in zip(lab.shape, labels.spacing)]
+    out = torch.zeros(size)
+    best = torch.full(size, -1.0)
+    for v in range(k):  # one channel at a time: a 1 mm head in 7 float channels is ~200 MB
+        share = F.interpolate((lab == v).float()[None, None], size=size, mode="trilinear",
+                              align_corners=False)[0, 0]  # fmt: skip
+        out[share > best] = v
+        best = torch.maximum(best, share)
+    return out.long()
+
+
+def contrast_variant(
+    t1: np.ndarray, labels: np.ndarray, kind: str, *, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """A T2- or PD-like image made from a real T1 ``(X, Y, Z)``: inside the brain
+    (``mask``, default ``labels > 0``) each intensity is mapped piecewise-linearly so that the
+    median T1 intensity of CSF, GM and WM (labels 1, 2, 3 of ``labels``) lands on the tissue
+    intensities of :data:`CONTRAST_ANCHORS` ``[kind]`` (scaled to the T1's WM median). The map
+    depends on the intensity only, so the T1's noise, bias and partial volume carry over and the
+    labels do not leak into the image; outside the brain the T1 is kept (scalp and fat are bright
+    on T2 and PD too)."""
+    if kind not in CONTRAST_ANCHORS:
+        raise InputError(f"contrast must be one of {sorted(CONTRAST_ANCHORS)}, got {kind!r}")
+    t1 = np.asarray(t1, dtype=np.float32)
+    if t1.shape != labels.shape:
+        raise InputError(f"T1 {t1.shape} and labels {labels.shape} are not on one grid")
+    inside = labels > 0 if mask is None else np.asarray(mask, bool)
+    medians = []
+    for k in (1, 2, 3):
+        values = t1[labels == k]
+        if values.size == 0:
+            raise InputError(f"the labels hold no voxel of class {k}; need CSF, GM and WM")
+        medians.append(float(np.median(values)))
+    if not medians[0] < medians[1] < medians[2]:
+        raise InputError("the tissue medians are not ordered CSF < GM < WM: not a T1 image")
+    scale = medians[2]
+    targets = [a * scale for a in CONTRAST_ANCHORS[kind]]
+    # beyond the CSF and WM medians the map continues with the neighbouring segment's slope
+    xs = [0.0, *medians, medians[2] * 2]
+    slope_lo = (targets[1] - targets[0]) / (medians[1] - medians[0])
+    slope_hi = (targets[2] - targets[1]) / (medians[2] - medians[1])
+    ys = [targets[0] - slope_lo * medians[0], *targets, targets[2] + slope_hi * medians[2]]
+    out = t1.copy()
+    out[inside] = np.clip(np.interp(t1[inside], xs, ys), 0.0, None)
+    return out

@@ -11,7 +11,7 @@ whose label maps give its Dice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -57,6 +57,12 @@ class SynthSegDataset(Dataset):
         The dataset's (virtual) length.
     appearance, deformation, classes
         Passed to :func:`~medimg.phantoms.synth.synth_sample`.
+    flip_axes
+        Axes along which the label map is flipped with probability 1/2 before deforming (a
+        left-right flip of a brain is another plausible brain).
+    normalize
+        Applied to the whole synthesised image before cropping, so a patch is normalised as the
+        model's inference normalises a whole scan (e.g. a per-image z-score).
     """
 
     def __init__(
@@ -69,6 +75,8 @@ class SynthSegDataset(Dataset):
         appearance: Appearance | None = None,
         deformation: Deformation | None = None,
         classes: dict[int, int] | None = None,
+        flip_axes: Sequence[int] = (),
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not label_maps:
             raise InputError("no label maps to synthesise from")
@@ -80,6 +88,10 @@ class SynthSegDataset(Dataset):
         self.lut = _lookup(train_labels, top, self.maps[0].device)
         self.n = int(samples_per_epoch)
         self.appearance, self.deformation, self.classes = appearance, deformation, classes
+        self.flip_axes = [int(a) for a in flip_axes]
+        if any(not 0 <= a < len(self.patch) for a in self.flip_axes):
+            raise InputError(f"flip_axes {list(flip_axes)} must be axes of the label maps")
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return self.n
@@ -89,8 +101,14 @@ class SynthSegDataset(Dataset):
         seed = int(torch.randint(_SEED_RANGE, ()))
         gen = torch.Generator(device=self.maps[0].device).manual_seed(seed)
         which = int(torch.randint(len(self.maps), (), generator=gen, device=gen.device))
-        s = synth_sample(self.maps[which], seed=gen, appearance=self.appearance,
+        labels = self.maps[which]
+        flips = [a for a in self.flip_axes
+                 if float(torch.rand((), generator=gen, device=gen.device)) < 0.5]
+        labels = labels.flip(flips) if flips else labels
+        s = synth_sample(labels, seed=gen, appearance=self.appearance,
                          deformation=self.deformation, classes=self.classes)  # fmt: skip
+        if self.normalize is not None:
+            s.image = self.normalize(s.image)
         image, labels = self._crop(s, gen)
         return {"image": image[None], "label": self.lut[labels][None]}
 

@@ -63,21 +63,27 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
 
     set_threads(args.threads)
-    if args.preset == "default":
-        work = Path(args.out or "runs/segment/default")
+    if args.preset in ("default", "brain"):
+        work = Path(args.out or f"runs/segment/{args.preset}")
         run_dir = work / "model"
     else:
         if args.dataset is None:
             from medimg.errors import InputError
 
-            raise InputError("train needs a DATASET folder (or --preset default)")
+            raise InputError("train needs a DATASET folder (or --preset default|brain)")
         run_dir = work = Path(
             args.out or f"runs/segment/{Path(args.dataset).name}/fold_{args.fold}"
         )
     check_init_preset(args)
     if args.export:  # checked now, not after hours of training
         check_export(run_dir, args.export, args.overwrite)
-    if args.preset == "default":
+    if args.preset == "brain":
+        from medimg.tasks.segment.brain import train_brain_preset
+
+        res = train_brain_preset(work, max_steps=args.max_steps, device=args.device,
+                                 progress=not args.quiet, resume=args.resume,
+                                 overwrite=args.overwrite)  # fmt: skip
+    elif args.preset == "default":
         res = train_preset(work, max_steps=args.max_steps, device=args.device,
                            progress=not args.quiet, resume=args.resume,
                            overwrite=args.overwrite)  # fmt: skip
@@ -102,7 +108,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     notes: list[str] = []
-    written = predict_path(args.input, args.output, model=args.model, device=args.device,
+    from medimg.tasks.segment.brain import resolve_model
+
+    written = predict_path(args.input, args.output, model=resolve_model(args.model),
+                           device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
                            notes=notes, force=args.force, overlap=args.overlap,
                            batch_size=args.batch)  # fmt: skip
@@ -180,7 +189,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--fold", type=_fold, default=0,
                    help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
-    p.add_argument("--preset", choices=("default",), help="train the default model from scratch")
+    p.add_argument("--preset", choices=("default", "brain"),
+                   help="train a shipped model from scratch: default (abdominal CT) or brain "
+                        "(brain MRI, from synthesised images)")  # fmt: skip
     add_run_flags(p, out="run/model folder (default runs/segment/<dataset>/fold_K)",
                   settings="the plan's",
                   init="fine-tune this model or run folder ('default': the shipped model); "
@@ -194,7 +205,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg segment predict dicom_series/ out/   # NIfTI + DICOM-SEG")  # fmt: skip
     p.add_argument("input", help="image file, folder of images (_0000 channels) or DICOM folder")
     p.add_argument("output", help="output .nii.gz (single input) or folder")
-    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument("--model", help="model/run folder, or 'brain' for the shipped brain MRI "
+                                   "model (default: the shipped abdominal CT model)")
     add_device(p)
     add_threads(p)
     add_window(p, overlap=0.5, batch=2)
