@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "ListAction",
+    "add_backend",
     "add_device",
     "add_group",
     "add_overwrite",
@@ -241,6 +242,13 @@ def add_window(parser: argparse.ArgumentParser, overlap: float, batch: int) -> N
     parser.add_argument("--batch", type=positive_int, default=batch,
                         help=f"windows per forward pass; more is faster on a GPU, needs more "
                              f"memory (default: {batch})")  # fmt: skip
+
+
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """``--backend torch|onnxruntime`` of ``predict``: which runtime makes the network call."""
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="network runtime; onnxruntime takes an exported .onnx as --model "
+                             "(or exports the model in memory) (default: torch)")  # fmt: skip
 
 
 def default_report_dir(task: str, source: str | Path) -> Path:
