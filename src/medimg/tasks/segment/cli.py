@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
+    add_backend,
     add_device,
     add_run_flags,
     add_threads,
@@ -114,7 +115,7 @@ def _predict(args: argparse.Namespace) -> int:
                            device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
                            notes=notes, force=args.force, overlap=args.overlap,
-                           batch_size=args.batch)  # fmt: skip
+                           batch_size=args.batch, backend=args.backend)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     for line in notes:
@@ -210,6 +211,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     add_device(p)
     add_threads(p)
     add_window(p, overlap=0.5, batch=2)
+    add_backend(p)
     p.add_argument("--no-mirror", action="store_true", help="skip test-time mirroring (faster)")
     p.add_argument("--force", action="store_true",
                    help="segment an image unlike the model's training data (another modality, "
