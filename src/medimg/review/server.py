@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from medimg.errors import MedimgError
 from medimg.review.folder import STATUSES, ReviewFolder
 
-__all__ = ["TOKEN_HEADER", "create_app", "serve"]
+__all__ = ["TOKEN_HEADER", "create_app", "serve", "serve_in_thread"]
 
 TOKEN_HEADER = "X-Medimg-Token"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -150,3 +152,33 @@ def serve(
 
         webbrowser.open(url)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def serve_in_thread(
+    root: str | Path, *, token: str | None = None
+) -> tuple[str, Callable[[], None]]:
+    """Start the server of ``root`` on a free port of 127.0.0.1 in a background thread (tests,
+    benchmarks, notebooks); returns ``(page URL with its token, stop)``."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    token = token or secrets.token_urlsafe(24)
+    app = create_app(ReviewFolder(root), token)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    return f"http://127.0.0.1:{port}/?token={token}", stop

@@ -100,6 +100,7 @@ function draw() {
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
   canvas.dataset.slice = sliceKey();
+  canvas.dataset.case = state.case;
   $("edits").textContent = state.edits.size ? `${state.edits.size} slice(s) edited, unsaved` : "";
 }
 
