@@ -132,6 +132,10 @@ def _add_builtin_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_cmd_models)
 
+    from medimg.deploy.cli import add_export
+
+    add_export(sub)
+
     from medimg.review.cli import add_review_command  # the review page; light until it runs
 
     add_review_command(sub)

@@ -94,11 +94,16 @@ class Segmenter:
         device: str = "auto",
         overlap: float = 0.5,
         batch_size: int = 2,
+        backend: str = "torch",
     ) -> None:
+        from medimg.deploy.runtime import check_backend
         from medimg.tasks.segment.inference import check_window_settings
 
         check_window_settings(overlap, batch_size)
         self.overlap, self.batch_size = overlap, batch_size
+        if check_backend(backend) == "onnxruntime" or str(model_dir).lower().endswith(".onnx"):
+            self._open_onnx(model_dir, device)
+            return
         root = Path(model_dir) if model_dir else DEFAULT_MODEL
         if not (root / "plan.yaml").is_file():
             raise InputError(
@@ -123,6 +128,32 @@ class Segmenter:
         is_default = root.resolve() == DEFAULT_MODEL.resolve()
         #: which model makes the labels (NIfTI descrip, DICOM-SEG header, ``meta["model"]``)
         self.tag = model_tag("default" if is_default else root.name, self.plan, self.models)
+
+    def _open_onnx(self, model: str | Path | None, device: str) -> None:
+        """The ONNX Runtime backend: an exported ``.onnx`` (plan from its sidecar), or a model
+        folder exported now; the network call is all that changes."""
+        from medimg.deploy.runtime import open_onnx
+        from medimg.engine.config import from_yaml
+        from medimg.tasks.segment.plan import SegPlan
+
+        self.device = resolve_device(device)
+        net, side = open_onnx(model, "segment", device=str(self.device))
+        self.device = torch.device("cpu")  # ONNX Runtime takes and returns host arrays
+        self.plan = from_yaml(SegPlan, side["plan"])
+        self.root = Path(str(model)) if model is not None else DEFAULT_MODEL
+        self.models, self.tag = [net], net.tag
+
+    @classmethod
+    def from_networks(
+        cls, plan: SegPlan, networks: Sequence[nn.Module], *, tag: str, overlap: float = 0.5,
+        batch_size: int = 2,
+    ) -> Segmenter:  # fmt: skip
+        """A segmenter around networks already loaded (another backend's, e.g. for a parity
+        check): same preprocessing, window and post-processing."""
+        seg = cls.__new__(cls)
+        seg.overlap, seg.batch_size, seg.plan, seg.tag = overlap, batch_size, plan, tag
+        seg.models, seg.device, seg.root = list(networks), torch.device("cpu"), DEFAULT_MODEL
+        return seg
 
     def segment(
         self, image: Image, *, mirror: bool = True, postprocess: bool = True, force: bool = False
@@ -293,6 +324,7 @@ def predict_path(
     force: bool = False,
     overlap: float = 0.5,
     batch_size: int = 2,
+    backend: str = "torch",
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
@@ -305,6 +337,8 @@ def predict_path(
     unlike the model's training data (another modality, not Hounsfield units for a CT model) is
     refused in one line unless ``force``. Both outputs name the model that made the labels
     (NIfTI ``descrip``; SEG series description and algorithm). Returns the written paths.
+    ``backend="onnxruntime"`` runs the network in ONNX Runtime (``model``: an exported
+    ``.onnx``, or a model folder exported in memory); everything around it is unchanged.
     """
     from medimg.io.label_table import label_table_path
     from medimg.io.output import atomic_dir, check_outputs
@@ -317,7 +351,7 @@ def predict_path(
     tables = [label_table_path(nii) for nii, _ in targets]
     check_outputs([p for t in targets for p in t if p is not None] + tables, inputs=inputs,
                   overwrite=overwrite)  # fmt: skip
-    seg = Segmenter(model, device=device, overlap=overlap, batch_size=batch_size)
+    seg = Segmenter(model, device=device, overlap=overlap, batch_size=batch_size, backend=backend)
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
         return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     ListAction,
+    add_backend,
     add_device,
     add_run_flags,
     add_threads,
@@ -199,7 +200,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     out = predict_path(args.input, args.output, model=args.model, device=args.device,
-                       overwrite=args.overwrite, assume_hu=args.assume_hu)  # fmt: skip
+                       overwrite=args.overwrite, assume_hu=args.assume_hu,
+                       backend=args.backend)  # fmt: skip
     print(f"wrote {out}")
     return 0
 
@@ -363,8 +365,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon ct predict scans/low_dose/ denoised_dicom/ --model wgan")  # fmt: skip
     p.add_argument("input", help="image file or DICOM folder, in HU")
     p.add_argument("output", help="output file (.nii.gz ...) or folder for a DICOM series")
-    p.add_argument("--model", help="redcnn (default), wgan, or a model/run folder")
+    p.add_argument("--model", help="redcnn (default), wgan, a model/run folder, or an exported "
+                   ".onnx (with --backend onnxruntime)")  # fmt: skip
     add_device(p)
+    add_backend(p)
     p.add_argument("--assume-hu", action="store_true",
                    help="accept an image without negative values as HU")  # fmt: skip
     add_threads(p)

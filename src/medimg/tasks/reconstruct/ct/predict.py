@@ -42,11 +42,21 @@ def _folder(path: str | Path | None) -> Path:
     return p
 
 
-def load_model(path: str | Path | None = None, *, device: str = "cpu") -> tuple[nn.Module, object]:
-    """``(network in eval mode, CTTrainConfig)`` of a model folder; for a GAN the generator."""
+def load_model(
+    path: str | Path | None = None, *, device: str = "cpu", backend: str = "torch"
+) -> tuple[nn.Module, object]:
+    """``(network in eval mode, CTTrainConfig)`` of a model folder; for a GAN the generator.
+    ``backend="onnxruntime"`` (or an exported ``.onnx`` path): the network runs in ONNX
+    Runtime, its config read from the file's sidecar."""
+    from medimg.deploy.runtime import check_backend
     from medimg.tasks.reconstruct.ct.train import CTTrainConfig, build_for
 
     dev = resolve_device(device)  # one line when CUDA is asked for and missing
+    if check_backend(backend) == "onnxruntime" or str(path).lower().endswith(".onnx"):
+        from medimg.deploy.runtime import open_onnx
+
+        ort_net, side = open_onnx(path, "recon-ct", device=str(dev))
+        return ort_net, from_yaml(CTTrainConfig, side["config"])
     folder = _folder(path)
     cfg = from_yaml(CTTrainConfig, folder / "config.yaml")
     net = load_weights(build_for(cfg), folder)
@@ -71,7 +81,8 @@ def denoise_slices(net: nn.Module, hu: np.ndarray, *, batch: int = 4) -> np.ndar
             f"slices of {'x'.join(map(str, arr.shape[1:]))} pixels are too small for this model "
             f"(it needs at least {need}x{need}); give a larger image"
         )
-    dev = next(net.parameters()).device
+    # an ONNX Runtime network has no parameters: it takes host tensors
+    dev = next(net.parameters(), torch.zeros(())).device
     out = np.empty_like(arr)
     with torch.no_grad():
         for a in range(0, len(arr), batch):
@@ -166,7 +177,8 @@ def denoise_image(
     result = image.with_array(den[None].astype(np.float32))
     result.modality = "CT"
     # which model denoised it: NIfTI descrip, DICOM Series Description
-    result.meta = {**result.meta, "description": model_tag("recon-ct", cfg.model, [net])}
+    tag = getattr(net, "tag", None) or model_tag("recon-ct", cfg.model, [net])  # type: ignore[attr-defined]
+    result.meta = {**result.meta, "description": tag}
     return result
 
 
@@ -178,15 +190,17 @@ def predict_path(
     device: str = "cpu",
     overwrite: bool = False,
     assume_hu: bool = False,
+    backend: str = "torch",
 ) -> Path:
     """Denoise a CT image file or DICOM series; write NIfTI (by extension) or a DICOM series
-    folder (no extension) on the input's grid, in HU."""
+    folder (no extension) on the input's grid, in HU. ``backend``: ``torch`` or
+    ``onnxruntime`` (``model`` an exported ``.onnx``, or a model exported in memory)."""
     from medimg.io.api import load, save
     from medimg.tasks.reconstruct.outputs import check_image_outputs
 
     src = Path(input_path)
     check_image_outputs([output], inputs=[src], overwrite=overwrite)
-    net, cfg = load_model(model, device=device)
+    net, cfg = load_model(model, device=device, backend=backend)
     image = load(src)
     result = denoise_image(net, cfg, image, src, assume_hu=assume_hu)
     return save(result, output, overwrite=overwrite, **_dicom_options(image, output))

@@ -1,0 +1,178 @@
+"""What ``medimg export`` can export: a model name or folder resolved to one network, its
+example input, the spatial sizes it accepts, and what ``predict`` needs to run the file alone.
+
+Shipped names: ``segment`` (the default segmentation U-Net), ``redcnn`` and ``wgan`` (the
+low-dose CT denoisers). A folder is recognised by its contents, as ``predict --model`` takes it:
+``plan.yaml`` (segmentation model/run folder) or ``config.yaml`` of a CT run (RED-CNN, WGAN).
+The other tasks (classifier, detector, registration net, MRI model) are refused in one line:
+their export is not written yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medimg.errors import InputError
+
+__all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
+
+#: shipped model names ``export`` takes (besides a model folder)
+SHIPPED = ("segment", "redcnn", "wgan")
+#: tasks whose models exist but whose export is not written yet (named in the refusal)
+NOT_YET = {
+    "diagnose": "the classifier",
+    "detect": "the detector",
+    "register": "the registration net",
+    "mri": "the MRI model",
+}
+
+
+@dataclass
+class ExportTarget:
+    """One network ready to export, and what a runtime needs beside the file."""
+
+    task: str  # "segment" | "recon-ct"
+    name: str  # model name in the provenance tag
+    network: nn.Module  # eval mode, CPU, float32
+    example: torch.Tensor  # export-time input (B, C, *spatial)
+    multiple_of: list[int]  # each spatial size must be a multiple of these
+    min_size: int  # smallest spatial size per axis
+    layout: str  # the input in words
+    output: str  # the output in words
+    tag: str  # provenance tag of the torch weights
+    digest: str  # SHA-1 digest of the torch weights (first 8 hex digits)
+    settings: dict[str, Any] = field(default_factory=dict)  # plan / config predict needs
+    #: ``n`` -> network-ready inputs drawn from the task's generator (calibration, checks)
+    sample: Callable[[int, int], list[np.ndarray]] | None = None
+
+
+class _FoldEnsemble(nn.Module):
+    """Several folds as one graph: the log of the fold-averaged softmax, so a softmax of the
+    output (what ``predict`` applies) gives the same averaged probabilities as the torch path."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([n(x).softmax(1) for n in self.nets]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def _segment(folder: Path | None) -> ExportTarget:
+    from medimg.engine.config import to_dict
+    from medimg.engine.provenance import weights_digest
+    from medimg.tasks.segment.predict import Segmenter
+
+    seg = Segmenter(folder, device="cpu")
+    plan = seg.plan
+    net = seg.models[0] if len(seg.models) == 1 else _FoldEnsemble(list(seg.models)).eval()
+    patch = list(plan.patch_size)
+    multiple = [int(np.prod([s[a] for s in plan.pool_strides])) for a in range(len(patch))]
+
+    def sample(n: int, seed: int) -> list[np.ndarray]:
+        return segment_patches(plan, n, seed)
+
+    return ExportTarget(
+        task="segment", name="default" if folder is None else seg.root.name, network=net,
+        example=torch.zeros(1, len(plan.channel_names), *patch), multiple_of=multiple,
+        min_size=max(multiple), output="class logits (B, K, *spatial); softmax = probabilities",
+        layout=f"(B, C, {', '.join('XYZ'[: len(patch)])}) float32, resampled to the plan's "
+        "spacing and normalised as the plan says",
+        tag=seg.tag, digest=weights_digest(seg.models), settings={"plan": to_dict(plan)},
+        sample=sample,
+    )  # fmt: skip
+
+
+def segment_patches(plan: Any, n: int, seed: int) -> list[np.ndarray]:
+    """``n`` preprocessed patch-size crops ``(1, C, *patch)`` of generated cases of the plan's
+    modality (CT organs or MR tissues), biased towards the foreground."""
+    from medimg.io.image import Image
+    from medimg.phantoms.segmentation import make_case
+    from medimg.tasks.segment.data import preprocess_image
+
+    rng = np.random.default_rng(seed)
+    kind = "ct" if plan.modality.upper() == "CT" else "mr"
+    out = []
+    for i in range(n):
+        case = make_case(kind, seed + i)
+        image = Image(case.image.array, case.image.affine, modality=plan.modality)
+        arr, _ = preprocess_image(image, plan)
+        patch = list(plan.patch_size)
+        if plan.configuration == "2d":
+            arr = arr[..., int(rng.integers(arr.shape[-1]))]
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, arr.shape[1:])]
+        arr = np.pad(arr, pad, mode="constant")
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(arr.shape[1:], patch)]
+        crop = arr[(slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))]
+        out.append(np.ascontiguousarray(crop[None], dtype=np.float32))
+    return out
+
+
+def _ct(folder: str | Path) -> ExportTarget:
+    from medimg.engine.config import to_dict
+    from medimg.engine.provenance import model_tag, weights_digest
+    from medimg.tasks.reconstruct.ct.predict import load_model
+
+    net, cfg = load_model(folder, device="cpu")
+    if cfg.model == "lpd":  # type: ignore[attr-defined]
+        raise InputError(
+            "a learned primal-dual model runs its CT projector inside the loop; its export is "
+            "not supported (RED-CNN and WGAN models are)"
+        )
+    size = int(cfg.sim.image_size)  # type: ignore[attr-defined]
+
+    def sample(n: int, seed: int) -> list[np.ndarray]:
+        return ct_low_dose(cfg, n, seed)[0]
+
+    return ExportTarget(
+        task="recon-ct", name=str(cfg.model), network=net,  # type: ignore[attr-defined]
+        example=torch.zeros(1, 1, size, size), multiple_of=[1, 1],
+        min_size=int(getattr(net, "min_size", 1)),
+        layout="(B, 1, H, W) float32 axial slices in HU / 1000",
+        output="denoised slices (B, 1, H, W) in HU / 1000",
+        tag=model_tag("recon-ct", cfg.model, [net]),  # type: ignore[attr-defined]
+        digest=weights_digest([net]), settings={"config": to_dict(cfg)}, sample=sample,
+    )  # fmt: skip
+
+
+def ct_low_dose(cfg: Any, n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` simulated low-dose slices as network inputs ``(1, 1, H, W)`` (HU / 1000) and their
+    full-dose references in HU, from the model's own simulation settings."""
+    from medimg.tasks.reconstruct.ct import data as D
+
+    pairs = D.simulate_slices(range(seed, seed + n), cfg.sim)
+    low = [D.to_net(p.low)[None, None].numpy() for p in pairs]
+    return low, [np.asarray(p.full, np.float32) for p in pairs]
+
+
+def resolve_target(model: str | Path) -> ExportTarget:
+    """The :class:`ExportTarget` of a shipped model name or a model/run folder (one-line
+    :class:`InputError` for anything else)."""
+    text = str(model)
+    if text in NOT_YET:
+        raise InputError(f"export of {NOT_YET[text]} ({text}) is not supported yet; "
+                         f"exportable: {', '.join(SHIPPED)} or their model folders")  # fmt: skip
+    path = Path(text)
+    if text == "segment":
+        return _segment(None)
+    if text in ("redcnn", "wgan") and not path.exists():
+        return _ct(text)
+    if path.is_dir() and (path / "plan.yaml").is_file():
+        return _segment(path)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return _ct(path)
+    if not path.exists():
+        raise InputError(f"unknown model {text!r}; give {', '.join(SHIPPED)} or a model/run folder")
+    raise InputError(
+        "not an exportable model folder (no plan.yaml of a segmentation model, no config.yaml "
+        "of a CT denoiser)",
+        path,
+    )
