@@ -10,6 +10,7 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     ListAction,
     add_device,
+    add_quiet,
     add_run_flags,
     add_threads,
     add_verb,
@@ -21,6 +22,7 @@ from medimg.tasks.cli_helpers import (
     probability,
     set_threads,
 )
+from medimg.tasks.cohort_cli import add_cohort_flags
 
 __all__ = ["add_verbs"]
 
@@ -80,15 +82,39 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.cohort_cli import wants_cohort
     from medimg.tasks.detect.predict import predict_path
 
     set_threads(args.threads)
+    if wants_cohort(args, args.input):
+        return _predict_cohort(args)
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            flips=args.flips, figures=not args.no_figures,
-                           overwrite=args.overwrite, seg_threshold=args.seg)  # fmt: skip
+                           overwrite=args.overwrite, seg_threshold=args.seg,
+                           progress=not args.quiet)  # fmt: skip
     print(f"wrote {written[0]} and {written[1]}" + (f" and {len(written) - 2} figure(s)"
                                                     if len(written) > 2 else ""))  # fmt: skip
     return 0
+
+
+def _predict_cohort(args: argparse.Namespace) -> int:
+    from medimg.errors import InputError
+    from medimg.tasks.cohort_cli import cohort_cases, run_cohort_verb
+    from medimg.tasks.detect.cohort import merge_candidates
+    from medimg.tasks.detect.predict import find_inputs
+
+    if args.seg is not None:
+        raise InputError("--seg writes one DICOM SEG per series; run it without --workers/--ray "
+                         "or a manifest")  # fmt: skip
+    cases = cohort_cases(args.input, find_inputs)
+    model = str(Path(args.model).resolve()) if args.model else None
+    options = {"model": model, "device": args.device, "flips": args.flips,
+               "figures": not args.no_figures}  # fmt: skip
+    summary = run_cohort_verb(args, cases, args.output, "medimg.tasks.detect.cohort:predict_case",
+                              options)  # fmt: skip
+    table = merge_candidates(args.output, [c.case_id for c in cases])
+    print(f"wrote {table} and {Path(args.output) / 'summary.csv'}")
+    return 1 if summary.failed else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -158,9 +184,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg detect predict scan.mhd out/\n"
               "medimg detect predict data/SynthLUNA/subset0 preds/ --model runs/detect/SynthLUNA\n"
               "medimg detect predict dicom_series/ out/ --flips --seg 0.5")  # fmt: skip
-    p.add_argument(
-        "input", help="CT file (.mhd/.mha/.nrrd/.nii[.gz]), folder of them, or DICOM folder"
-    )
+    p.add_argument("input", help="CT file (.mhd/.mha/.nrrd/.nii[.gz]), folder of them, DICOM "
+                   "folder, or a manifest .csv (a cohort run)")  # fmt: skip
     p.add_argument("output", help="output folder (candidates.csv, candidates.json, figures/)")
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     add_device(p)
@@ -170,6 +195,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs in OUTPUT")
+    add_quiet(p)
+    add_cohort_flags(p)
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "LUNA16 FROC/CPM of a candidates CSV, with bootstrap CIs and a curve",

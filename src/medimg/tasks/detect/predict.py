@@ -223,10 +223,12 @@ def predict_path(
     figures: bool = True,
     overwrite: bool = False,
     seg_threshold: float | None = None,
+    detector: Detector | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Detect nodules in every volume of ``input_path``; write the outputs of the module doc
     into ``output_dir`` (a DICOM SEG per DICOM series when ``seg_threshold`` is set). Returns
-    the written paths."""
+    the written paths. ``detector``: one already loaded (a cohort worker reuses its own)."""
     from tqdm import tqdm
 
     from medimg.io.api import load
@@ -243,11 +245,11 @@ def predict_path(
     # the model folder too: replacing an output that holds it would delete the model
     sources = [input_path, model or DEFAULT_MODEL]
     check_output_dir(out, overwrite, inputs=sources)
-    det = Detector(model, device, flips)
+    det = detector or Detector(model, device, flips)
     rows: dict[str, list[Candidate]] = {}
     written = []
     with atomic_dir(out, overwrite, inputs=sources) as tmp:
-        for uid, path in tqdm(inputs, desc="detect", disable=len(inputs) < 2):
+        for uid, path in tqdm(inputs, desc="detect", disable=not progress or len(inputs) < 2):
             image = load(path, modality="CT")
             check_ct_volume(image, path)
             if path.is_dir() and image.meta.get("series_uid"):  # a DICOM series: its own uid
