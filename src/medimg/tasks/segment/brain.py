@@ -42,7 +42,7 @@ BRAIN_MODEL = Path(__file__).parent / "brain"
 BRAIN_CLASSES = ["background", "csf", "cortical_gm", "wm", "deep_gm"]
 #: ``medimg segment train --preset brain``: the shipped brain model's recipe.
 BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 48, "base_features": 16, "levels": 4,
-                "batch_size": 1, "max_steps": 2200, "val_every": 275, "lr": 2e-3, "seed": 0,
+                "batch_size": 1, "max_steps": 1000, "val_every": 250, "lr": 2e-3, "seed": 0,
                 "samples_per_epoch": 1000}  # fmt: skip
 #: Appearance ranges: the generator's defaults (SynthSeg-like) with some partial volume at
 #: tissue boundaries, as a 2 mm grid resampled from a scan has.
@@ -74,7 +74,9 @@ def brain_plan(
     """The brain model's plan: 3D MR, isotropic ``spacing_mm``, a ``levels``-level DynUNet of
     ``base_features`` channels doubling per level, cubic ``patch`` patches."""
     if patch % 2 ** (levels - 1):
-        raise InputError(f"patch {patch} must be divisible by {2 ** (levels - 1)} ({levels} levels)")
+        raise InputError(
+            f"patch {patch} must be divisible by {2 ** (levels - 1)} ({levels} levels)"
+        )
     train = TrainConfig(
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=3e-5, optimizer="adamw",
         lr_schedule="poly", grad_clip=12.0, amp=True, val_every=val_every, val_metric="dice",
@@ -137,7 +139,9 @@ def _validation(plan: SegPlan):  # -> Callable[[nn.Module], dict[str, float]]
         out: dict[str, float] = {}
         scores = []
         for case, x, ref in cases:
-            d = brain_dice(sliding_labels(x, [net], plan, mirror=False, device=dev, overlap=0.25), ref)
+            d = brain_dice(
+                sliding_labels(x, [net], plan, mirror=False, device=dev, overlap=0.25), ref
+            )
             out.update({f"{case.contrast}_{k}": v for k, v in d.items()})
             scores.append((d["gm"] + d["wm"]) / 2)
         return {"dice": float(np.mean(scores)), **out}
