@@ -76,7 +76,11 @@ def onnx_bytes(target: ExportTarget) -> bytes:
     except Exception as exc:  # the exporter's errors are pages long: keep the first line
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise InputError(f"ONNX cannot express this {target.task} model: {first[:200]}") from None
-    return program.model_proto.SerializeToString()
+    proto = program.model_proto
+    for node in proto.graph.node:  # the exporter's per-node debug notes (torch stack, FX text)
+        del node.metadata_props[:]  # are a fifth of an int8 file; the sidecar says what it is
+        node.doc_string = ""
+    return proto.SerializeToString()
 
 
 def sidecar_for(target: ExportTarget, fmt: str, int8: str | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from medimg.deploy.targets import ExportTarget
 
-__all__ = ["format_report", "load_backend", "parity_report"]
+__all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
 
@@ -32,6 +32,15 @@ def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module
     from medimg.deploy.runtime import OrtNetwork, make_session
 
     return OrtNetwork(make_session(path, threads), {"model_tag": kind})
+
+
+def weight_bytes(net: nn.Module) -> int:
+    """Bytes of the torch weights, each shared tensor once (MONAI's DynUNet holds its blocks
+    under two names)."""
+    seen: dict[int, int] = {}
+    for t in net.state_dict().values():
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
 
 
 def _latency_ms(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
@@ -102,7 +111,7 @@ def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int 
     metric_fn = _segment_metric if target.task == "segment" else _ct_metric
     metric_name = "dice" if target.task == "segment" else "psnr_db"
     metric = metric_fn(target, nets, samples)
-    torch_bytes = sum(t.numel() * t.element_size() for t in target.network.state_dict().values())
+    torch_bytes = weight_bytes(target.network)
     sizes = {"torch fp32": torch_bytes, **{k: p.stat().st_size for k, p in files.items()}}
     latency: dict[str, dict[str, float]] = {k: {} for k in nets}
     before = torch.get_num_threads()
