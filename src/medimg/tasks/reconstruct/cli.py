@@ -14,6 +14,7 @@ from medimg.tasks.cli_helpers import add_group
 MODALITIES: dict[str, tuple[str, str]] = {
     "mri": ("medimg.tasks.reconstruct.mri.cli", "MRI from undersampled k-space"),
     "ct": ("medimg.tasks.reconstruct.ct.cli", "low-dose CT: FBP, iterative, CNN/GAN denoisers"),
+    "us": ("medimg.tasks.reconstruct.us.cli", "ultrasound: channel-data simulation, DAS, B-mode"),
 }
 
 
