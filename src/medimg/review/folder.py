@@ -41,7 +41,7 @@ _ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 def to_display(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """Slice ``index`` across ``axis`` of an RAS+ ``(X, Y, Z)`` volume as drawn on screen:
     ``display[r, c] = slice[U-1-c, V-1-r]`` where ``(U, V)`` are the two remaining axes."""
-    s = np.take(volume, index, axis=axis)
+    s = volume[(slice(None),) * axis + (index,)]  # a view; np.take would copy the volume
     return np.ascontiguousarray(s[::-1, ::-1].T)
 
 
@@ -77,9 +77,12 @@ class Case:
 
 
 class ReviewFolder:
-    """The cases of ``root`` and their volumes (a few kept in memory, least recent dropped)."""
+    """The cases of ``root`` and their volumes (at most ``cache_volumes`` and ``cache_bytes``
+    kept in memory, least recently used dropped first)."""
 
-    def __init__(self, root: str | Path, *, cache_volumes: int = 6) -> None:
+    def __init__(
+        self, root: str | Path, *, cache_volumes: int = 6, cache_bytes: int = 2 << 30
+    ) -> None:
         self.root = Path(root).resolve()
         if not (self.root / "images").is_dir():
             raise InputError(
@@ -89,7 +92,10 @@ class ReviewFolder:
             )
         self._cache: OrderedDict[tuple[str, str], _Volume] = OrderedDict()
         self._cache_size = cache_volumes
-        self._lock = threading.RLock()
+        self._cache_bytes = cache_bytes
+        self._lock = threading.RLock()  # guards the cache; held only briefly
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._save_lock = threading.Lock()  # one save at a time
         self.cases = self._scan()
 
     # ------------------------------------------------------------------ files
@@ -165,41 +171,68 @@ class ReviewFolder:
 
     def volume(self, name: str, layer: str) -> _Volume:
         """One layer of a case (``labels``: the saved correction, else the proposal, else
-        empty), cached."""
+        empty), cached; concurrent requests for the same volume wait for one read."""
         if layer not in LAYERS:
             raise InputError(f"unknown layer {layer!r}; one of {', '.join(LAYERS)}")
-        case = self.case(name)
+        self.case(name)
         key = (name, layer)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            image = self._cache.get((name, "image"))
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            vol = self._load(name, layer)
+            with self._lock:
+                self._cache[key] = vol
+                self._loading.pop(key, None)
+                while len(self._cache) > 1 and (
+                    len(self._cache) > self._cache_size
+                    or sum(v.array.nbytes for v in self._cache.values()) > self._cache_bytes
+                ):
+                    self._cache.popitem(last=False)
+        return vol
+
+    def _load(self, name: str, layer: str) -> _Volume:
+        case = self.case(name)
         if layer == "image":
-            vol = self._read(case.image, False)
-        elif layer == "labels" and self.corrected_path(name).is_file():
+            return self._read(case.image, False)
+        if layer == "labels" and self.corrected_path(name).is_file():
             vol = self._read(self.corrected_path(name), True)
         elif layer in ("labels", "proposal") and case.proposal is not None:
             vol = self._read(case.proposal, True)
         elif layer == "uncertainty" and case.uncertainty is not None:
             vol = self._read(case.uncertainty, False)
         else:
-            image = image or self.volume(name, "image")
+            image = self.volume(name, "image")
             dtype = np.float32 if layer == "uncertainty" else np.uint8
-            vol = _Volume(np.zeros(image.array.shape, dtype), image.spacing, image.source)
-        if layer != "image":
-            image = image or self.volume(name, "image")
-            if vol.array.shape != image.array.shape:
-                raise InputError(
-                    f"{layer} has shape {vol.array.shape} but the image {image.array.shape}; "
-                    "they must share the image's grid",
-                    case.proposal if layer != "uncertainty" else case.uncertainty,
-                )
-        with self._lock:
-            self._cache[key] = vol
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            return _Volume(np.zeros(image.array.shape, dtype), image.spacing, image.source)
+        image = self.volume(name, "image")
+        if vol.array.shape != image.array.shape:
+            raise InputError(
+                f"{layer} has shape {vol.array.shape} but the image {image.array.shape}; "
+                "they must share the image's grid",
+                case.proposal if layer != "uncertainty" else case.uncertainty,
+            )
         return vol
+
+    def prefetch(self, names: list[str], layers: tuple[str, ...] = ("image", "labels")) -> None:
+        """Read these cases' volumes now (a background thread calls this so that the page
+        opens on a case already in memory); errors are left for the page's own request."""
+        for name in names:
+            for layer in layers:
+                try:
+                    self.volume(name, layer)
+                except (InputError, OSError, KeyError):
+                    break
+
+    def prefetch_in_background(self, names: list[str]) -> threading.Thread:
+        thread = threading.Thread(target=self.prefetch, args=(names,), daemon=True)
+        thread.start()
+        return thread
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -260,7 +293,7 @@ class ReviewFolder:
 
         if status not in STATUSES:
             raise InputError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-        with self._lock:
+        with self._save_lock:
             current = self.volume(name, "labels")
             proposal = self.volume(name, "proposal").array
             labels = current.array.copy()

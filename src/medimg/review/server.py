@@ -94,7 +94,12 @@ def create_app(folder: ReviewFolder, token: str) -> FastAPI:
 
     @app.get("/api/cases/{case}")
     def case_info(case: str) -> dict[str, Any]:
-        return folder.info(case)
+        info = folder.info(case)
+        names = list(folder.cases)
+        nxt = names.index(case) + 1
+        if nxt < len(names):  # the next case of the queue is read while this one is reviewed
+            folder.prefetch_in_background(names[nxt : nxt + 1])
+        return info
 
     @app.get("/api/cases/{case}/slice")
     def slice_(case: str, layer: str = "image", axis: int = 2, index: int = 0) -> Response:
@@ -145,6 +150,7 @@ def serve(
     folder = ReviewFolder(root)
     token = token or secrets.token_urlsafe(24)
     app = create_app(folder, token)
+    folder.prefetch_in_background(list(folder.cases)[:1])  # the page opens on the first case
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/?token={token}"
     print(f"review page for {folder.root} ({len(folder.cases)} cases): {url}", flush=True)
     if open_browser:
@@ -155,7 +161,7 @@ def serve(
 
 
 def serve_in_thread(
-    root: str | Path, *, token: str | None = None
+    root: str | Path | ReviewFolder, *, token: str | None = None
 ) -> tuple[str, Callable[[], None]]:
     """Start the server of ``root`` on a free port of 127.0.0.1 in a background thread (tests,
     benchmarks, notebooks); returns ``(page URL with its token, stop)``."""
@@ -165,7 +171,8 @@ def serve_in_thread(
     import uvicorn
 
     token = token or secrets.token_urlsafe(24)
-    app = create_app(ReviewFolder(root), token)
+    folder = root if isinstance(root, ReviewFolder) else ReviewFolder(root)
+    app = create_app(folder, token)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -101,6 +101,7 @@ function draw() {
   ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
   canvas.dataset.slice = sliceKey();
   canvas.dataset.case = state.case;
+  canvas.dataset.uncertainty = unc ? "1" : "0";
   $("edits").textContent = state.edits.size ? `${state.edits.size} slice(s) edited, unsaved` : "";
 }
 
@@ -122,7 +123,9 @@ async function showSlice(index) {
   $("sliceno").textContent = `${state.index + 1} / ${n}`;
   const want = [state.case, state.axis, state.index].join(":");
   const layers = [fetchSlice("image", state.axis, state.index), fetchSlice("labels", state.axis, state.index)];
-  if (state.info.has_uncertainty) layers.push(fetchSlice("uncertainty", state.axis, state.index));
+  if (state.info.has_uncertainty && $("uncertainty").checked) {
+    layers.push(fetchSlice("uncertainty", state.axis, state.index)); // read only when shown
+  }
   const [image, labels, unc] = await Promise.all(layers);
   if (want !== [state.case, state.axis, state.index].join(":")) return; // a later request won
   Object.assign(state, { image, labels, unc: unc || null });
@@ -268,11 +271,12 @@ function wire() {
   canvas.addEventListener("wheel", (e) => { e.preventDefault(); showSlice(state.index + Math.sign(e.deltaY)); }, { passive: false });
   $("slice").addEventListener("input", (e) => showSlice(Number(e.target.value)));
   $("view").addEventListener("change", (e) => setAxis(Number(e.target.value)));
-  for (const id of ["window", "opacity", "uncertainty"]) $(id).addEventListener("input", () => state.image && draw());
+  for (const id of ["window", "opacity"]) $(id).addEventListener("input", () => state.image && draw());
+  $("uncertainty").addEventListener("change", () => state.info && showSlice(state.index));
   $("undo").addEventListener("click", undo);
   $("save").addEventListener("click", () => save().catch((e) => message(`not saved: ${e.message}`, true)));
   window.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT") return;
+    if (["TEXTAREA", "INPUT", "SELECT"].includes(e.target.tagName)) return; // their own keys
     if (e.key === "ArrowUp") showSlice(state.index + 1);
     else if (e.key === "ArrowDown") showSlice(state.index - 1);
     else if (e.key === "z" && (e.ctrlKey || e.metaKey)) undo();
