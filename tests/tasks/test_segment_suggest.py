@@ -80,3 +80,26 @@ def test_suggest_refuses_bad_arguments(trained, tmp_path, capsys) -> None:
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit):
         main(["segment", "suggest", str(images), "--out", str(tmp_path / "q"), "--k", "0"])
+
+
+def test_the_review_page_opens_the_suggest_folder(trained, tmp_path) -> None:
+    pytest.importorskip("fastapi")
+    from medimg.review.cli import _missing_proposals
+    from medimg.review.folder import ReviewFolder
+
+    images, model = trained
+    out = tmp_path / "review"
+    argv = ["segment", "suggest", str(images), "--model", str(model), "--k", "2",
+            "--out", str(out), "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    queue = json.loads((out / "queue.json").read_text())["queue"]
+    folder = ReviewFolder(out)
+    assert list(folder.cases) == [r["case"] for r in queue[:2]]  # the chosen ones, in order
+    first = folder.info(queue[0]["case"])
+    assert first["has_proposal"] and first["has_uncertainty"] and first["queue"]["rank"] == 1
+    assert first["labels"][1]["name"] == "liver"
+    # review --model: cases put under images/ without a proposal get one from the model
+    (out / "images" / "extra_0000.nii.gz").write_bytes((images / "ct_004_0000.nii.gz").read_bytes())
+    assert _missing_proposals(out, str(model), "cpu") == ["extra"]
+    assert load(out / "proposals" / "extra.nii.gz", is_label=True).array.dtype == np.uint8
+    assert ReviewFolder(out).cases["extra"].proposal is not None
