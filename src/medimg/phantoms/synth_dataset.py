@@ -102,8 +102,11 @@ class SynthSegDataset(Dataset):
         gen = torch.Generator(device=self.maps[0].device).manual_seed(seed)
         which = int(torch.randint(len(self.maps), (), generator=gen, device=gen.device))
         labels = self.maps[which]
-        flips = [a for a in self.flip_axes
-                 if float(torch.rand((), generator=gen, device=gen.device)) < 0.5]
+        flips = [
+            a
+            for a in self.flip_axes
+            if float(torch.rand((), generator=gen, device=gen.device)) < 0.5
+        ]
         labels = labels.flip(flips) if flips else labels
         s = synth_sample(labels, seed=gen, appearance=self.appearance,
                          deformation=self.deformation, classes=self.classes)  # fmt: skip

@@ -41,7 +41,7 @@ BRAIN_MODEL = Path(__file__).parent / "brain"
 #: What the brain model labels (the head classes of the label map are background).
 BRAIN_CLASSES = ["background", "csf", "cortical_gm", "wm", "deep_gm"]
 #: ``medimg segment train --preset brain``: the shipped brain model's recipe.
-BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 48, "base_features": 16, "levels": 4,
+BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 48, "base_features": 8, "levels": 4,
                 "batch_size": 1, "max_steps": 1000, "val_every": 250, "lr": 2e-3, "seed": 0,
                 "samples_per_epoch": 1000}  # fmt: skip
 #: Appearance ranges: the generator's defaults (SynthSeg-like) with some partial volume at
@@ -131,8 +131,9 @@ def _validation(plan: SegPlan):  # -> Callable[[nn.Module], dict[str, float]]
     from medimg.tasks.segment.data import preprocess_image, preprocess_labels
     from medimg.tasks.segment.predict import sliding_labels
 
-    cases = [(c, preprocess_image(c.image, plan)[0], preprocess_labels(c.reference, plan))
-             for c in real_brain_cases()]  # fmt: skip
+    # reoriented to RAS+ as prediction does (the ITK T1 stores its axes as x, z, y)
+    cases = [(c, preprocess_image(c.image.canonical(), plan)[0],
+              preprocess_labels(c.reference.canonical(), plan)) for c in real_brain_cases()]  # fmt: skip
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
         dev = next(net.parameters()).device
