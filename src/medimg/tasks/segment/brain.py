@@ -42,7 +42,7 @@ BRAIN_MODEL = Path(__file__).parent / "brain"
 BRAIN_CLASSES = ["background", "csf", "cortical_gm", "wm", "deep_gm"]
 #: ``medimg segment train --preset brain``: the shipped brain model's recipe.
 BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 48, "base_features": 8, "levels": 4,
-                "batch_size": 1, "max_steps": 1000, "val_every": 250, "lr": 2e-3, "seed": 0,
+                "batch_size": 1, "max_steps": 600, "val_every": 200, "lr": 2e-3, "seed": 0,
                 "samples_per_epoch": 1000}  # fmt: skip
 #: Appearance ranges: the generator's defaults (SynthSeg-like) with some partial volume at
 #: tissue boundaries, as a 2 mm grid resampled from a scan has.
