@@ -16,6 +16,7 @@ fetched), timed inside the page (``performance.now``); median and 95th percentil
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -124,12 +125,115 @@ def measure(root: Path, mid: int, changes: int, shot: Path | None, warm: bool) -
     return out
 
 
+def _subset(src: Path, cases: list[str], dst: Path) -> Path:
+    """An MSD folder holding only ``cases`` of ``src``'s training set (links, not copies)."""
+    meta = json.loads((src / "dataset.json").read_text())
+    for sub in ("imagesTr", "labelsTr"):
+        (dst / sub).mkdir(parents=True)
+    for c in cases:
+        (dst / "imagesTr" / f"{c}_0000.nii.gz").symlink_to(src / "imagesTr" / f"{c}_0000.nii.gz")
+        (dst / "labelsTr" / f"{c}.nii.gz").symlink_to(src / "labelsTr" / f"{c}.nii.gz")
+    meta["training"] = [t for t in meta["training"] if Path(t["label"]).name[:-7] in cases]
+    meta["numTraining"] = len(cases)
+    (dst / "dataset.json").write_text(json.dumps(meta))
+    return dst
+
+
+def _test_dice(model: Path, data: Path) -> float:
+    """Mean Dice over the organs and the held-out cases (imagesTs/labelsTs)."""
+    from medimg.io.api import load
+    from medimg.metrics.segmentation import dice
+    from medimg.tasks.segment.predict import Segmenter
+
+    seg = Segmenter(model, device="cpu")
+    scores = []
+    for img in sorted((data / "imagesTs").glob("*_0000.nii.gz")):
+        gt = load(data / "labelsTs" / img.name.replace("_0000", ""), is_label=True).array[0]
+        pred = seg.segment(load(img, modality="CT"), mirror=False, force=True).array[0]
+        scores += [dice(pred == k, gt == k) for k in range(1, 4)]
+    return float(np.mean(scores))
+
+
+def active_learning(work: Path, seeds: int, pool: int, start: int, add: int, rounds: int,
+                    steps: int, steps_round: int) -> list[dict]:  # fmt: skip
+    """Simulated annotation: from ``start`` labelled cases, ``rounds`` times add ``add`` cases
+    chosen by ``segment suggest`` or at random, fine-tune (``init``: the previous round's
+    model) and score Dice on held-out cases. Both arms share each seed's first model."""
+    from medimg.cli import main as medimg
+    from medimg.phantoms.segmentation import write_msd_dataset
+    from medimg.tasks.segment.suggest import suggest
+    from medimg.tasks.segment.train import train_segmentation
+
+    rows = []
+    for seed in range(seeds):
+        data = write_msd_dataset(work / f"data{seed}", "ct", n_train=pool, n_test=3,
+                                 seed=100 * seed, shape=(48, 48, 12), spacing=(8.0, 8.0, 10.0))  # fmt: skip
+        assert medimg(["segment", "plan", str(data), "--memory-mb", "64",
+                       "--base-features", "8"]) == 0  # fmt: skip
+        plan = data / "plan.yaml"
+        names = sorted(p.name[:-12] for p in (data / "imagesTr").glob("*_0000.nii.gz"))
+        rng = np.random.default_rng(seed)
+        first = [str(n) for n in rng.choice(names, start, replace=False)]
+        m0 = work / f"s{seed}_round0"
+        train_segmentation(_subset(data, first, work / f"s{seed}_sub0"), m0, fold=-1, plan=plan,
+                           max_steps=steps, device="cpu", progress=False)  # fmt: skip
+        d0 = _test_dice(m0, data)
+        for arm in ("suggest", "random"):
+            labelled, model = list(first), m0
+            rows.append({"seed": seed, "arm": arm, "labelled": len(labelled), "dice": d0})
+            for r in range(1, rounds + 1):
+                rest = [n for n in names if n not in labelled]
+                if arm == "random":
+                    new = [str(n) for n in rng.choice(rest, add, replace=False)]
+                else:
+                    cand = work / f"s{seed}_{arm}_pool{r}"
+                    cand.mkdir()
+                    for n in rest:
+                        (cand / f"{n}_0000.nii.gz").symlink_to(
+                            data / "imagesTr" / f"{n}_0000.nii.gz"
+                        )
+                    queue = suggest(cand, work / f"s{seed}_{arm}_q{r}", k=add, model=model,
+                                    device="cpu", progress=False)  # fmt: skip
+                    new = [q["case"] for q in queue[:add]]
+                labelled += new
+                sub = _subset(data, labelled, work / f"s{seed}_{arm}_sub{r}")
+                nxt = work / f"s{seed}_{arm}_round{r}"
+                train_segmentation(sub, nxt, fold=-1, plan=plan, max_steps=steps_round,
+                                   device="cpu", progress=False, init=model)  # fmt: skip
+                model = nxt
+                rows.append({"seed": seed, "arm": arm, "labelled": len(labelled),
+                             "dice": _test_dice(model, data)})  # fmt: skip
+                print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
     ap.add_argument("--changes", type=int, default=20)
     ap.add_argument("--screenshot", type=Path, help="save the page after the run here")
+    ap.add_argument("--active-learning", action="store_true",
+                    help="run the simulated annotation loop (suggest vs random) instead")  # fmt: skip
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=60, help="first model's training steps")
+    ap.add_argument("--steps-round", type=int, default=30, help="fine-tuning steps per round")
     args = ap.parse_args()
+    if args.active_learning:
+        import torch
+
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = active_learning(Path(tmp), args.seeds, pool=10, start=2, add=2, rounds=3,
+                                   steps=args.steps, steps_round=args.steps_round)  # fmt: skip
+        print("| labelled cases | suggest: mean Dice (per seed) | random: mean Dice (per seed) |")
+        print("|---|---|---|")
+        for n in sorted({r["labelled"] for r in rows}):
+            cells = []
+            for arm in ("suggest", "random"):
+                d = [r["dice"] for r in rows if r["arm"] == arm and r["labelled"] == n]
+                cells.append(f"{np.mean(d):.3f} ({', '.join(f'{x:.3f}' for x in d)})")
+            print(f"| {n} | {cells[0]} | {cells[1]} |")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "review"
         t = time.perf_counter()
