@@ -86,3 +86,31 @@ def test_draw_a_stroke_and_save_in_chromium(browser, review_dir) -> None:
     assert sorted(map(tuple, changed)) == [(2, c) for c in range(2, 9)]
     assert (to_display(saved.array[0], 2, 3)[2, 2:9] == 2).all()  # painted with label 2
     assert SHOT.stat().st_size > 10_000
+
+
+def test_fill_relabels_one_region_in_chromium(browser, review_dir) -> None:
+    from medimg.review.server import serve_in_thread
+
+    url, stop = serve_in_thread(review_dir)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+        page.click("#cases li[data-case='case_a']")
+        page.wait_for_selector("canvas[data-case='case_a'][data-slice='2:3']")
+        page.select_option("#tool", "fill")
+        page.select_option("#label", "1")
+        before = load(review_dir / "proposals" / "case_a.nii.gz", is_label=True).canonical()
+        disp = to_display(before.array[0], 2, 3)
+        r, c = np.argwhere(disp == 2)[0]  # a voxel of the spleen region
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.click(box["x"] + (c + 0.5) * box["width"] / disp.shape[1],
+                         box["y"] + (r + 0.5) * box["height"] / disp.shape[0])  # fmt: skip
+        page.click("#save")
+        page.wait_for_selector("body[data-saved='1']", timeout=20_000)
+    finally:
+        stop()
+    after = load(review_dir / "reviewed" / "case_a.nii.gz", is_label=True).canonical()
+    diff = after.array[0] != before.array[0]
+    assert diff.sum() == (disp == 2).sum() == to_display(diff, 2, 3).sum()  # the region only
+    assert (to_display(after.array[0], 2, 3)[disp == 2] == 1).all()

@@ -219,6 +219,26 @@ function strokeTo(point) {
   draw();
 }
 
+function fill(r, c) {
+  // 4-connected flood fill of the clicked region (voxels of the clicked label) on this slice
+  const { rows, cols } = state.image;
+  const lab = state.edits.get(sliceKey());
+  const start = Math.floor(r) * cols + Math.floor(c);
+  const from = lab[start], value = Number($("label").value);
+  if (from === value) return;
+  const stack = [start];
+  while (stack.length) {
+    const i = stack.pop();
+    if (lab[i] !== from) continue;
+    lab[i] = value;
+    const rr = Math.floor(i / cols), cc = i % cols;
+    if (rr > 0) stack.push(i - cols);
+    if (rr < rows - 1) stack.push(i + cols);
+    if (cc > 0) stack.push(i - 1);
+    if (cc < cols - 1) stack.push(i + 1);
+  }
+}
+
 function startStroke(event) {
   if (!state.image || event.button !== 0) return;
   const key = sliceKey();
@@ -226,6 +246,12 @@ function startStroke(event) {
   const before = Uint8Array.from(currentLabels());
   state.undo.push({ key, before, had });
   if (!had) state.edits.set(key, Uint8Array.from(before));
+  if ($("tool").value === "fill") {
+    const [r, c] = voxelAt(event);
+    fill(r, c);
+    draw();
+    return;
+  }
   state.drawing = true; state.last = null;
   strokeTo(voxelAt(event));
 }
