@@ -36,7 +36,7 @@ def fwhm(profile: np.ndarray, spacing: float, peak: int | None = None) -> float:
     """Full width at half maximum of the main lobe around ``peak`` (default: the maximum), with
     linear interpolation of the two half-maximum crossings; ``inf`` if a side never drops to half
     within the profile."""
-    prof = np.abs(np.asarray(profile, dtype=np.float64).ravel())
+    prof = np.abs(np.asarray(profile)).astype(np.float64).ravel()
     if prof.size < 3:
         raise InputError("FWHM needs a profile of at least 3 samples")
     i = int(np.argmax(prof)) if peak is None else int(peak)
@@ -99,7 +99,7 @@ def cyst_masks(
 
 
 def _regions(envelope: np.ndarray, inside: np.ndarray, outside: np.ndarray):
-    env = np.abs(np.asarray(envelope, dtype=np.float64))
+    env = np.abs(np.asarray(envelope)).astype(np.float64)
     a, b = env[inside], env[outside]
     if a.size < 2 or b.size < 2:
         raise InputError("each region needs at least 2 pixels")
@@ -122,8 +122,8 @@ def cnr_db(envelope: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> flo
 def gcnr(a: np.ndarray, b: np.ndarray, bins: int = 100) -> float:
     """Generalised CNR of two samples (e.g. the envelope inside and outside a cyst):
     ``1 - sum_k min(p_a(k), p_b(k))`` over a common histogram of ``bins`` bins."""
-    a = np.abs(np.asarray(a, dtype=np.float64)).ravel()
-    b = np.abs(np.asarray(b, dtype=np.float64)).ravel()
+    a = np.abs(np.asarray(a)).astype(np.float64).ravel()
+    b = np.abs(np.asarray(b)).astype(np.float64).ravel()
     if a.size < 2 or b.size < 2:
         raise InputError("gCNR needs at least 2 values in each region")
     lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
@@ -137,7 +137,7 @@ def gcnr(a: np.ndarray, b: np.ndarray, bins: int = 100) -> float:
 
 def speckle_snr(envelope: np.ndarray, region: np.ndarray | None = None) -> float:
     """``mean / std`` of the envelope (in ``region`` when given)."""
-    env = np.abs(np.asarray(envelope, dtype=np.float64))
+    env = np.abs(np.asarray(envelope)).astype(np.float64)
     vals = env[region] if region is not None else env.ravel()
     if vals.size < 2 or vals.std() == 0:
         raise InputError("speckle SNR needs a region of at least 2 pixels that vary")

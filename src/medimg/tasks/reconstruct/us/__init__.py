@@ -1,0 +1,33 @@
+"""Ultrasound image formation from linear-array channel data.
+
+``data`` (phantoms with ground truth, the channel-data ``.npz``) -> physics
+(:mod:`medimg.physics.ultrasound` simulator, :mod:`medimg.physics.ultrasound_das` delay-and-sum)
+-> ``predict`` (B-mode as NIfTI, ultrasound DICOM via ``dicom_out``, PNG) -> ``evaluate``
+(PICMUS metrics, :mod:`medimg.metrics.ultrasound`) -> ``cli`` (``medimg recon us ...``).
+Learned: ``models`` / ``train`` / ``learned`` (3 plane waves -> the 75-angle compound), shipped
+in ``default/learned`` with a model card. Channel-data results are simulation-only.
+
+>>> from medimg.tasks.reconstruct.us import make_phantom, plane_waves, simulate, reconstruct
+>>> data = simulate(make_phantom("points", scale=0.2), plane_waves(3))  # doctest: +SKIP
+>>> rec = reconstruct(data)  # DAS, all 3 compounded  # doctest: +SKIP
+"""
+
+from medimg.tasks.reconstruct.us.data import (
+    load_channel_data,
+    make_phantom,
+    plane_waves,
+    save_channel_data,
+    simulate,
+)
+from medimg.tasks.reconstruct.us.predict import bmode_image, predict_file, reconstruct
+
+__all__ = [
+    "bmode_image",
+    "load_channel_data",
+    "make_phantom",
+    "plane_waves",
+    "predict_file",
+    "reconstruct",
+    "save_channel_data",
+    "simulate",
+]

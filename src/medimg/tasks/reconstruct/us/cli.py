@@ -59,7 +59,7 @@ def _predict(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     out = predict_file(args.input, args.output, n_transmits=args.transmits, fnumber=args.fnumber,
                        dynamic_range=args.dynamic_range, dx=args.dx * 1e-3, dz=args.dz * 1e-3,
-                       overwrite=args.overwrite)  # fmt: skip
+                       method=args.method, model=args.model, overwrite=args.overwrite)  # fmt: skip
     print(f"wrote {out}/bmode.nii.gz (dB), envelope.nii.gz, dicom/bmode.dcm (US), bmode.png")
     return 0
 
@@ -75,6 +75,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluate_file(args.input, out, counts, fnumber=args.fnumber, overwrite=args.overwrite)
     print((Path(out) / "summary.md").read_text(), end="")
     print(f"wrote {out}/metrics.csv, summary.md, panel.png")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from medimg.tasks.reconstruct.us.train import LearnedConfig, export_learned, train_learned
+
+    set_threads(args.threads)
+    cfg = LearnedConfig()
+    changes = {"progress": not args.quiet}
+    if args.max_steps is not None:
+        changes["max_steps"] = args.max_steps
+    cfg.train = dataclasses.replace(cfg.train, **changes)
+    if args.phantoms is not None:
+        cfg.n_train = args.phantoms
+    res = train_learned(cfg, args.out, args.cache, resume=args.resume, overwrite=args.overwrite)
+    print(f"trained the learned beamformer to step {res.last_step}; best validation L1 "
+          f"{res.best_metric:.2f} dB at step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+    if args.export:
+        dest = export_learned(res.run_dir, args.export, overwrite=args.overwrite)
+        print(f"exported the model to {dest}")
     return 0
 
 
@@ -113,9 +135,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
 
     p = add_verb(sub, "predict", "beamform channel data to a B-mode image (NIfTI, US DICOM, PNG)",
                  "medimg recon us predict data/us_mixed.npz bmode/\n"
-                 "medimg recon us predict data/us_mixed.npz bmode_3pw/ --transmits 3")  # fmt: skip
+                 "medimg recon us predict data/us_mixed.npz bmode_3pw/ --transmits 3\n"
+                 "medimg recon us predict data/us_mixed.npz bmode_learned/ --method learned")  # fmt: skip
     p.add_argument("input", help="channel-data .npz (from 'medimg recon us simulate')")
     p.add_argument("output", help="output folder: bmode.nii.gz, envelope.nii.gz, dicom/, bmode.png")
+    p.add_argument("--method", choices=("das", "learned"), default="das",
+                   help="das: delay-and-sum, compounded (default); learned: the learned "
+                        "beamformer from 3 plane waves (simulation-trained, see its card)")  # fmt: skip
+    p.add_argument("--model", help="--method learned: model folder (default: the shipped one)")
     p.add_argument("--transmits", type=positive_int,
                    help="use this many transmits, evenly chosen (default: all, compounded)")  # fmt: skip
     p.add_argument("--fnumber", type=positive_float, default=1.75,
@@ -127,6 +154,21 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT folder")
     p.set_defaults(func=_predict)
+
+    p = add_verb(sub, "train", "train the learned beamformer (3 plane waves -> 75-angle compound)",
+                 "medimg recon us train --out runs/recon/us/learned\n"
+                 "medimg recon us train --export src/medimg/tasks/reconstruct/us/default/learned")  # fmt: skip
+    p.add_argument("--out", default="runs/recon/us/learned", help="run folder")
+    p.add_argument("--cache", default="runs/recon/us/pairs",
+                   help="folder of simulated training pairs (made once, reused)")  # fmt: skip
+    p.add_argument("--phantoms", type=positive_int, help="training phantoms (default 12)")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 300)")
+    p.add_argument("--export", help="copy the best weights + config to this model folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="restart over an earlier run")
+    p.set_defaults(func=_train)
 
     p = add_verb(sub, "evaluate",
                  "PICMUS metrics (FWHM, contrast, CNR, gCNR, speckle SNR) vs transmit count",

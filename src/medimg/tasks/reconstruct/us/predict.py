@@ -139,28 +139,42 @@ def predict_file(
     dynamic_range: float = 60.0,
     dx: float = 1e-4,
     dz: float = 5e-5,
+    method: str = "das",
+    model: PathType | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Beamform a channel-data file into ``out_dir``: ``bmode.nii.gz`` (dB), ``envelope.nii.gz``,
-    ``dicom/bmode.dcm`` (US Image Storage) and ``bmode.png``. Nothing is written if a check
-    fails; the folder appears whole."""
+    ``dicom/bmode.dcm`` (US Image Storage) and ``bmode.png``. ``method="learned"``: the learned
+    beamformer (``model``, default the shipped one) from 3 of the plane waves. Nothing is
+    written if a check fails; the folder appears whole."""
     from medimg.io.api import save
     from medimg.tasks.reconstruct.us.data import load_channel_data
     from medimg.tasks.reconstruct.us.dicom_out import write_us_dicom
 
     if dynamic_range <= 0 or fnumber <= 0 or dx <= 0 or dz <= 0:
         raise InputError("dynamic range, f-number and pixel sizes must be > 0")
+    if method not in ("das", "learned"):
+        raise InputError(f"method {method!r} is not 'das' or 'learned'")
     check_output_dir(out_dir, overwrite, inputs=[src])
     data = load_channel_data(src)
-    rec = reconstruct(data, n_transmits, grid=default_grid(data, dx, dz), fnumber=fnumber)
-    n = len(rec.transmits)
-    what = f"DAS, {n} {'plane waves' if data.transmits.kind == 'plane' else 'focused lines'}"
-    bmode = bmode_image(rec.envelope, rec.grid, dynamic_range, description=f"B-mode ({what})")
+    grid = default_grid(data, dx, dz)
+    if method == "learned":
+        from medimg.tasks.reconstruct.us.learned import learned_bmode, load_learned
+
+        net = load_learned(model)  # checked before the beamforming
+        envelope = learned_bmode(data, grid, net)
+        what = "learned beamformer, 3 plane waves"
+    else:
+        rec = reconstruct(data, n_transmits, grid=grid, fnumber=fnumber)
+        envelope = rec.envelope
+        n = len(rec.transmits)
+        what = f"DAS, {n} {'plane waves' if data.transmits.kind == 'plane' else 'focused lines'}"
+    bmode = bmode_image(envelope, grid, dynamic_range, description=f"B-mode ({what})")
     with atomic_dir(out_dir, overwrite, inputs=[src]) as tmp:
         save(bmode, tmp / "bmode.nii.gz")
-        save(envelope_image(rec.envelope, rec.grid), tmp / "envelope.nii.gz")
+        save(envelope_image(envelope, grid), tmp / "envelope.nii.gz")
         write_us_dicom(bmode, tmp / "dicom", dynamic_range=dynamic_range,
                        description=f"medimg B-mode ({what})")  # fmt: skip
-        save_bmode_png(bmode.array[0], rec.grid, tmp / "bmode.png",
+        save_bmode_png(bmode.array[0], grid, tmp / "bmode.png",
                        title=f"{Path(src).name}: {what}", dynamic_range=dynamic_range)  # fmt: skip
     return Path(out_dir)
