@@ -154,3 +154,12 @@ def test_review_command_refuses_a_folder_without_images(tmp_path, capsys) -> Non
     assert main(["review", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "images/" in err and len(err.strip().splitlines()) == 1
+
+
+def test_saving_through_a_link_out_of_the_folder_is_refused(client, review_dir, tmp_path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (review_dir / "reviewed").symlink_to(outside)
+    r = _save(client, [], status="accepted")
+    assert r.status_code == 400 and "outside the review folder" in r.json()["error"]
+    assert not any(outside.iterdir())

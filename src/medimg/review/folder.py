@@ -360,6 +360,7 @@ class ReviewFolder:
         nii.header["descrip"] = b"medimg review: corrected labels"
         out = self.corrected_path(name)
         out.parent.mkdir(exist_ok=True)
+        self._inside(out.parent)  # reviewed/ may not be a link out of the folder
         with atomic_path(out, overwrite=True) as tmp:
             nib.save(nii, tmp)
         return out
