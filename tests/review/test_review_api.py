@@ -163,3 +163,14 @@ def test_saving_through_a_link_out_of_the_folder_is_refused(client, review_dir, 
     r = _save(client, [], status="accepted")
     assert r.status_code == 400 and "outside the review folder" in r.json()["error"]
     assert not any(outside.iterdir())
+
+
+def test_accepted_reviews_are_the_training_pairs(client, review_dir) -> None:
+    folder = ReviewFolder(review_dir)
+    assert folder.accepted() == []
+    _save(client, [], status="rejected")
+    assert ReviewFolder(review_dir).accepted() == []
+    _save(client, [], status="accepted")
+    [(name, images, labels)] = ReviewFolder(review_dir).accepted()
+    assert name == "case_a" and [p.name for p in images] == ["case_a_0000.nii.gz"]
+    assert labels == (review_dir / "reviewed" / "case_a.nii.gz").resolve()

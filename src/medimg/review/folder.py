@@ -18,6 +18,7 @@ the image's own axis order and affine, never over the proposal.
 
 from __future__ import annotations
 
+import glob
 import json
 import threading
 from collections import OrderedDict
@@ -155,6 +156,19 @@ class ReviewFolder:
     def record(self, name: str) -> dict[str, Any] | None:
         p = self.record_path(name)
         return json.loads(p.read_text()) if p.is_file() else None
+
+    def accepted(self) -> list[tuple[str, list[Path], Path]]:
+        """``(case, image channel files, corrected labels)`` of every case whose latest review
+        is *accepted*: the training pairs a fine-tuning run (``segment train --reviewed``)
+        takes. Rejected and pending cases are left out."""
+        out = []
+        for name, case in self.cases.items():
+            rec, labels = self.record(name), self.corrected_path(name)
+            if rec and rec.get("status") == "accepted" and labels.is_file():
+                pattern = f"{glob.escape(name)}_[0-9][0-9][0-9][0-9].*"
+                channels = sorted(self._inside(p) for p in case.image.parent.glob(pattern))
+                out.append((name, channels or [case.image], self._inside(labels)))
+        return out
 
     # ------------------------------------------------------------------ volumes
     def _read(self, path: Path, is_label: bool) -> _Volume:
