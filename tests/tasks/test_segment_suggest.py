@@ -78,6 +78,9 @@ def test_suggest_refuses_bad_arguments(trained, tmp_path, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    argv[2] = str(images.parent)  # a dataset root: its images are one folder down
+    assert main(argv) == 2
+    assert "imagesTs/" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["segment", "suggest", str(images), "--out", str(tmp_path / "q"), "--k", "0"])
 

@@ -200,8 +200,9 @@ def suggest(
     source, out = Path(data), Path(out)
     items = _inputs(source)
     if any(is_dicom for *_, is_dicom in items):
-        raise InputError("suggest takes image files (NIfTI, NRRD/MHA); convert the DICOM series "
-                         "first (medimg convert)", source)  # fmt: skip
+        raise InputError("holds no image files; suggest takes NIfTI/NRRD/MHA images (a DICOM "
+                         "series: medimg convert it first; a dataset: give its imagesTs/ or "
+                         "images/ folder)", source)  # fmt: skip
     inputs = [source, *(f for _, files, _ in items for f in files)]
     check_output_dir(out, overwrite, inputs=inputs)
     seg = Segmenter(model, device=device)
