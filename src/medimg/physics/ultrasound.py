@@ -165,17 +165,20 @@ def receive_delays(element_x: np.ndarray, x: np.ndarray, z: np.ndarray, c: float
     return np.hypot(x[None, :] - element_x[:, None], z[None, :]) / c
 
 
-def transmit_delays(tx: Transmits, i: int, x: np.ndarray, z: np.ndarray, c: float) -> np.ndarray:
-    """Arrival time (s) of transmit ``i`` at points ``(x, z)``.
+def transmit_delays(
+    tx: Transmits, i: int | np.ndarray, x: np.ndarray, z: np.ndarray, c: float
+) -> np.ndarray:
+    """Arrival time (s) of transmit ``i`` at points ``(x, z)`` (``i`` may be one index per point).
 
     Plane wave at angle ``theta``: ``(x sin(theta) + z cos(theta)) / c``. Focused at ``(xf, zf)``:
     the virtual-source model ``(zf + sign(z - zf) |p - f|) / c`` (the wave converges on the focus
     at ``zf / c``, then diverges from it).
     """
     if tx.kind == "plane":
-        th = float(tx.angles[i])
-        return (x * math.sin(th) + z * math.cos(th)) / c
-    xf, zf = (float(v) for v in tx.focus[i])
+        th = np.asarray(tx.angles)[i]
+        return (x * np.sin(th) + z * np.cos(th)) / c
+    focus = np.asarray(tx.focus)[i]
+    xf, zf = focus[..., 0], focus[..., 1]
     return (zf + np.sign(z - zf) * np.hypot(x - xf, z - zf)) / c
 
 

@@ -140,15 +140,17 @@ def beamform(
     padded = np.zeros((iq.shape[0], iq.shape[1], n_t), np.complex64)
     padded[:, :, 1:-1] = iq
     out = np.zeros((x.size, z.size), np.complex128)
+    ex = probe.element_x
+    per_row = max(1, x.size * int(min(ex.size, z.max() / fnumber / probe.pitch + 3)))
+    rows = max(1, block_pairs // per_row)
     if tx.kind == "focused":  # each transmit owns the image column nearest its focus
-        owner = np.argmin(np.abs(x[:, None] - tx.focus[chosen, 0][None, :]), axis=1)
-        for col in range(x.size):
-            px = np.full(z.size, x[col])
-            out[col] = _sum_pixels(padded, data, [chosen[owner[col]]], px, z, fnumber, apod)
+        owner = chosen[np.argmin(np.abs(x[:, None] - tx.focus[chosen, 0][None, :]), axis=1)]
+        for r in range(0, z.size, rows):
+            gx, gz = np.meshgrid(x, z[r : r + rows], indexing="ij")
+            own = np.repeat(owner, gz.shape[1])
+            vals = _sum_pixels(padded, data, chosen, gx.ravel(), gz.ravel(), fnumber, apod, own)
+            out[:, r : r + rows] = vals.reshape(gx.shape)
     else:
-        ex = probe.element_x
-        per_row = max(1, x.size * int(min(ex.size, z.max() / fnumber / probe.pitch + 3)))
-        rows = max(1, block_pairs // per_row)
         for r in range(0, z.size, rows):  # blocks of depth rows: similar aperture widths
             gx, gz = np.meshgrid(x, z[r : r + rows], indexing="ij")
             vals = _sum_pixels(padded, data, chosen, gx.ravel(), gz.ravel(), fnumber, apod)
@@ -166,8 +168,10 @@ def _sum_pixels(
     pz: np.ndarray,
     fnumber: float,
     apod: str,
+    owner: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Sum over ``chosen`` transmits and active elements for pixels ``(px, pz)``."""
+    """Sum over ``chosen`` transmits and active elements for pixels ``(px, pz)``; with ``owner``
+    (focused imaging) each pixel takes only its own transmit ``owner[p]``."""
     probe = data.probe
     n_t = padded.shape[2]
     ex = probe.element_x
@@ -180,13 +184,17 @@ def _sum_pixels(
     s_rx = ((t_rx - data.t0) * probe.fs + 1).astype(np.float32)  # +1: the leading zero
     base = (idx * n_t).astype(np.int64)
     acc = np.zeros(px.size, np.complex128)
-    for i in chosen:
-        t_tx = transmit_delays(data.transmits, int(i), px, pz, probe.c)
+    if owner is not None:  # one pass: gather from each pixel's own transmit
+        base = base + (owner.astype(np.int64) * padded.shape[1] * n_t)[:, None]
+        passes = [(owner, padded.reshape(-1))]
+    else:
+        passes = [(int(i), padded[i].reshape(-1)) for i in chosen]
+    for i, flat in passes:
+        t_tx = transmit_delays(data.transmits, i, px, pz, probe.c)
         s = s_rx + (t_tx * probe.fs).astype(np.float32)[:, None]
         np.clip(s, 0, n_t - 1.001, out=s)
         k = s.astype(np.int64)
         frac = s - k
-        flat = padded[i].reshape(-1)
         k += base
         a = flat[k]
         val = a + frac * (flat[k + 1] - a)
