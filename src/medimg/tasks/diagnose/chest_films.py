@@ -98,6 +98,15 @@ def _process(log: np.ndarray, pixel_mm: float, rng: np.random.Generator) -> np.n
     return (t**gamma).astype(np.float32)
 
 
+def _rotated(u: float, v: float, angle: float, n: int) -> tuple[float, float]:
+    """Where ``ndimage.rotate(..., angle, reshape=False)`` moves pixel ``(u, v)`` of an
+    ``n`` x ``n`` image."""
+    a = np.deg2rad(angle)
+    du, dv = u - (n - 1) / 2, v - (n - 1) / 2
+    return (float(np.cos(a) * du - np.sin(a) * dv + (n - 1) / 2),
+            float(np.sin(a) * du + np.cos(a) * dv + (n - 1) / 2))  # fmt: skip
+
+
 def sample_film(
     bg: ThoraxProjection,
     rng: np.random.Generator,
@@ -106,11 +115,14 @@ def sample_film(
     *,
     process: bool = True,
     noise: bool = True,
+    contrast: float = 1.0,
 ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """One film of background ``bg`` as model input ``(1, S, S)`` (intensities as
     :func:`~medimg.tasks.diagnose.data.prepare_image` maps them) and, for a positive, the
     nodule ``(u, v, radius)`` in input pixels (module doc). The acquisition is drawn before
-    the nodule, so the same ``rng`` state gives the same film with and without one."""
+    the nodule, so the same ``rng`` state gives the same film with and without one.
+    ``contrast`` scales the nodule's line integral (above 1: easier films for a curriculum).
+    The crop always keeps a positive's nodule centre at least its radius inside the film."""
     acq = np.random.default_rng(rng.integers(2**63))
     p = torch.from_numpy(bg.p)
     pix, mag = bg.pixel_mm, bg.magnification
@@ -122,8 +134,9 @@ def sample_film(
             room = np.argwhere(bg.lung_mm >= bg.lung_mm.max() * 0.8)
         c = room[rng.integers(len(room))] + rng.uniform(-0.5, 0.5, 2)
         kind = str(rng.choice(KINDS))
-        p = p + nodule_line_integral(p.shape, (pix, pix), (float(c[0]), float(c[1])), dia * mag,
+        chord = nodule_line_integral(p.shape, (pix, pix), (float(c[0]), float(c[1])), dia * mag,
                                      kind, axes_ratio=(1.0, 1.0, 1.0 / mag))  # fmt: skip
+        p = p + float(contrast) * chord
         nodule = (float(c[0]), float(c[1]), dia * mag / pix / 2)
     i0 = float(np.exp(acq.uniform(np.log(2e3), np.log(5e4))))
     gen = torch.Generator().manual_seed(int(acq.integers(2**31)))
@@ -141,14 +154,17 @@ def sample_film(
     log = ndimage.rotate(log, angle, reshape=False, order=1, mode="nearest")
     cu, cv = (int(n * acq.uniform(0.72, 0.98)) for _ in range(2))
     u0, v0 = int(acq.integers(0, n - cu + 1)), int(acq.integers(0, n - cv + 1))
+    if nodule is not None:  # a positive whose nodule the crop cut off would be a false label
+        ru, rv = _rotated(nodule[0], nodule[1], angle, n)
+        m = nodule[2]
+        u0 = int(np.clip(u0, int(np.ceil(ru + m)) - cu + 1, int(ru - m)))
+        v0 = int(np.clip(v0, int(np.ceil(rv + m)) - cv + 1, int(rv - m)))
+        u0, v0 = int(np.clip(u0, 0, n - cu)), int(np.clip(v0, 0, n - cv))
     crop = log[u0 : u0 + cu, v0 : v0 + cv]
     size = recipe.input_size
     x = resize(normalise(crop[None], None), (size, size))
     if nodule is not None:
-        a = np.deg2rad(angle)  # where ndimage.rotate moves the nodule's centre
-        du, dv = nodule[0] - (n - 1) / 2, nodule[1] - (n - 1) / 2
-        ru = np.cos(a) * du - np.sin(a) * dv + (n - 1) / 2
-        rv = np.sin(a) * du + np.cos(a) * dv + (n - 1) / 2
+        ru, rv = _rotated(nodule[0], nodule[1], angle, n)
         nodule = ((ru - u0 + 0.5) * size / cu - 0.5, (rv - v0 + 0.5) * size / cv - 0.5,
                   nodule[2] * size / max(cu, cv))  # fmt: skip
     return x.astype(np.float32), nodule

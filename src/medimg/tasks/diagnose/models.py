@@ -23,7 +23,7 @@ from medimg.errors import InputError
 
 __all__ = ["ARCHS", "FUSIONS", "POOLS", "AttentionMIL", "build_classifier", "default_cam_layer"]
 
-ARCHS = ("resnet", "densenet")
+ARCHS = ("resnet", "densenet", "heatmap")
 FUSIONS = ("early", "late", "intermediate")
 POOLS = ("max", "avg")
 
@@ -78,6 +78,8 @@ def default_cam_layer(arch: str, method: str = "gradcam") -> str:
     (8x8, 4x4), whose cells are wider than a nodule: on held-out X-ray phantoms the default
     model's Grad-CAM peak fell inside the nodule's box for 79% of true positives on ``layer2``
     and 38% on ``layer3``."""
+    if arch == "heatmap":  # its own map is the explanation (predict); CAMs read stage 2
+        return "encoder.layer2"
     if method == "layercam":
         return {"resnet": "encoder.layer1", "densenet": "encoder.features.denseblock1"}[arch]
     return {"resnet": "encoder.layer2", "densenet": "encoder.features.denseblock2"}[arch]
@@ -173,6 +175,12 @@ def build_classifier(
     """The network a :class:`~medimg.tasks.diagnose.train.DiagnoseConfig` describes."""
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if arch == "heatmap":
+        if mil or modalities != 1 or spatial_dims != 2 or num_outputs != 1:
+            raise InputError("the heat-map detector takes one 2D modality and one binary label")
+        from medimg.tasks.diagnose.heatmap import HeatmapNet
+
+        return HeatmapNet(channels, width)
     if mil:
         if modalities != 1 or spatial_dims != 3:
             raise InputError("MIL takes one modality of 3D volumes (slices are the instances)")

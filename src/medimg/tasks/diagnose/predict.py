@@ -175,6 +175,9 @@ class Diagnoser:
             out.attention = att.tolist()
             grid = np.broadcast_to(att, cfg.input_size).astype(np.float32)  # weight per slice
             out.heatmap = heatmap_image(grid, reference)
+        elif explain and hasattr(self.model, "heatmap"):  # a detector's own nodule map
+            heat = self.model.heatmap(x)[0].cpu().numpy()
+            out.heatmap = heatmap_image(heat, reference)
         elif explain:
             heat = saliency_map(self.model, x, method=explain, target_layer=self._cam_layer(present, explain),
                                 class_idx=cls, present=present)[0]  # fmt: skip

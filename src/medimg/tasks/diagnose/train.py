@@ -70,7 +70,7 @@ class DiagnoseConfig:
     windows: list[list[float] | None] = dataclasses.field(default_factory=lambda: [None])
     input_size: list[int] = dataclasses.field(default_factory=lambda: [64, 64])
     fusion: Literal["early", "late", "intermediate"] = "early"
-    arch: Literal["resnet", "densenet"] = "resnet"
+    arch: Literal["resnet", "densenet", "heatmap"] = "resnet"
     width: int = 16
     pool: Literal["max", "avg"] = "max"  # global pooling of the encoder's last map
     balance_classes: bool = True
