@@ -9,6 +9,7 @@ from pathlib import Path
 from medimg.tasks.cli_helpers import (
     add_backend,
     add_device,
+    add_quiet,
     add_run_flags,
     add_threads,
     add_verb,
@@ -20,6 +21,7 @@ from medimg.tasks.cli_helpers import (
     positive_int,
     set_threads,
 )
+from medimg.tasks.cohort_cli import add_cohort_flags
 
 __all__ = ["add_verbs"]
 
@@ -105,22 +107,40 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from medimg.tasks.cohort_cli import wants_cohort
+    from medimg.tasks.segment.brain import resolve_model
     from medimg.tasks.segment.predict import predict_path
 
     set_threads(args.threads)
+    if wants_cohort(args, args.input):
+        return _predict_cohort(args, resolve_model(args.model))
     notes: list[str] = []
-    from medimg.tasks.segment.brain import resolve_model
 
     written = predict_path(args.input, args.output, model=resolve_model(args.model),
                            device=args.device,
                            mirror=not args.no_mirror, overwrite=args.overwrite,
                            notes=notes, force=args.force, overlap=args.overlap,
-                           batch_size=args.batch, backend=args.backend)  # fmt: skip
+                           batch_size=args.batch, backend=args.backend,
+                           progress=not args.quiet)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     for line in notes:
         print(f"note: {line}")
     return 0
+
+
+def _predict_cohort(args: argparse.Namespace, model) -> int:
+    from medimg.tasks.cohort_cli import cohort_cases, run_cohort_verb
+    from medimg.tasks.segment.cohort import find_cases
+
+    model = str(Path(model).resolve()) if model else None
+    options = {"model": model, "device": args.device, "mirror": not args.no_mirror,
+               "force": args.force, "overlap": args.overlap, "batch_size": args.batch,
+               "backend": args.backend}  # fmt: skip
+    summary = run_cohort_verb(args, cohort_cases(args.input, find_cases), args.output,
+                              "medimg.tasks.segment.cohort:predict_case", options)  # fmt: skip
+    print(f"wrote {Path(args.output) / 'cases'}/<case>/ and {Path(args.output) / 'summary.csv'}")
+    return 1 if summary.failed else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -204,10 +224,14 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg segment predict ct.nii.gz ct_labels.nii.gz\n"
               "medimg segment predict scans/ preds/ --model runs/segment/SynthCT/fold_0\n"
               "medimg segment predict dicom_series/ out/   # NIfTI + DICOM-SEG")  # fmt: skip
-    p.add_argument("input", help="image file, folder of images (_0000 channels) or DICOM folder")
+    p.add_argument("input", help="image file, folder of images (_0000 channels), DICOM folder, or "
+                   "a manifest .csv (a cohort run)")  # fmt: skip
     p.add_argument("output", help="output .nii.gz (single input) or folder")
-    p.add_argument("--model", help="model/run folder, or 'brain' for the shipped brain MRI "
-                                   "model (default: the shipped abdominal CT model)")
+    p.add_argument(
+        "--model",
+        help="model/run folder, or 'brain' for the shipped brain MRI "
+        "model (default: the shipped abdominal CT model)",
+    )
     add_device(p)
     add_threads(p)
     add_window(p, overlap=0.5, batch=2)
@@ -217,6 +241,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="segment an image unlike the model's training data (another modality, "
                         "not Hounsfield units for a CT model) instead of refusing it")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_quiet(p)
+    add_cohort_flags(p)
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "evaluate", "score predictions against ground truth (CSV, Markdown, PNG)",
