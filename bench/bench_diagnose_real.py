@@ -19,7 +19,8 @@ line-integral difference on radiographs from :mod:`medimg.phantoms.chest_xray` (
 ``--gain-films`` films), so an inserted nodule has the contrast it would have on that film.
 
 Reported: AUC of the raw score (logit ranking) with DeLong 95 % CI, ECE of the calibrated
-probability, LayerCAM peak inside the nodule's box (true positives at 0.5), the safeguard's
+probability, the saliency peak (LayerCAM; a heat-map detector's own map) inside the nodule's
+box (true positives at 0.5), the safeguard's
 ``ood_score`` and flag rate on the 60 views, on the default preset's phantoms (seed 2), on
 ``chest-films`` preset films of held-out patients (:func:`medimg.tasks.diagnose.sources.preset_films`
 ``test``; AUC there too) and on real non-chest images: CR extremity (``RG3_UNCR``, 10 crops), CT (pydicom-data's
@@ -211,7 +212,7 @@ def main() -> None:
     print(f"real-background set ({len(cases)} views of RG1, {y.sum()} with a 10-30 mm nodule): "
           f"AUC (raw logit) {ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}]; ECE (temperature-"
           f"scaled) {ece:.3f}; mean calibrated p {np.mean(pc):.3f}; logits "
-          f"{np.min(z):.1f}..{np.max(z):.1f}; LayerCAM peak in box {hits}/{tps} TPs; "
+          f"{np.min(z):.1f}..{np.max(z):.1f}; saliency peak in box {hits}/{tps} TPs; "
           f"safeguard flags {np.mean(ood_a > 1):.0%} (ood_score median {np.median(ood_a):.1f})")  # fmt: skip
     from medimg.metrics.classification import roc_auc
     from medimg.phantoms.diagnosis import make_cases

@@ -118,9 +118,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument(
         "--preset",
-        choices=("default", "chest-films"),
-        help="default: the shipped model's recipe; chest-films: films of projected 3D thoraxes "
-        "(cached thorax renders, ~10 min the first time)",
+        choices=("default", "chest-films", "chest-heatmap"),
+        help="default: the shipped model's recipe; chest-films: a classifier on films of "
+        "projected 3D thoraxes (cached thorax renders, ~10 min the first time); chest-heatmap: "
+        "a nodule heat-map detector on the same films",
     )
     p.add_argument("--supervision", choices=("full", "mil", "semi"), default="full",
                    help="full: a label per image; mil: per-volume labels over slices; semi: "
@@ -198,7 +199,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg diagnose calibrate runs/diagnose/my_run --data data/my_set/manifest.csv")  # fmt: skip
     p.add_argument("model", nargs="?", help="model/run folder (default: the shipped model)")
     p.add_argument("--data", help="in-distribution images: manifest .csv or folder holding one")
-    p.add_argument("--preset", choices=("default", "chest-films"),
+    p.add_argument("--preset", choices=("default", "chest-films", "chest-heatmap"),
                    help="in-distribution images from this training recipe (default for the "
                         "shipped model: default)")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=600,

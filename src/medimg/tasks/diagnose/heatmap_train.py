@@ -33,7 +33,7 @@ __all__ = ["HEATMAP_PRESET", "FilmPool", "film_pool", "train_heatmap"]
 
 #: ``medimg diagnose train --preset default`` (the shipped heat-map detector).
 HEATMAP_PRESET = {"train_patients": list(range(36)), "val_patients": list(range(1000, 1006)),
-                  "n_real": 2000, "n_easy": 800, "n_val": 240, "easy_contrast": 2.5,
+                  "n_real": 1600, "n_easy": 600, "n_val": 200, "easy_contrast": 2.5,
                   "easy_start": 0.8, "easy_until": 0.6, "patch": 128, "batch_size": 16,
                   "width": 8, "lr": 3e-3, "max_steps": 3000, "val_every": 300, "seed": 0,
                   "input_size": 256, "detector": 384, "voxel_mm": 3.0}  # fmt: skip
@@ -124,9 +124,10 @@ def val_metrics(net: HeatmapNet, val: FilmPool) -> dict[str, float]:
 
 def train_heatmap(
     out_dir: str | Path, preset: dict | None = None, *, max_steps: int | None = None,
-    minutes: float | None = None, progress: bool = True,
-) -> dict[str, float]:  # fmt: skip
-    """Train, select, calibrate and write a model folder (module doc); returns a summary."""
+    minutes: float | None = None, progress: bool = True, device: str = "cpu",
+) -> dict:  # fmt: skip
+    """Train, select, calibrate and write a model folder (module doc); returns a summary
+    (best and last step, validation AUCs, temperature, the validation history)."""
     from safetensors.torch import save_model
 
     from medimg.engine.config import to_yaml
@@ -150,12 +151,15 @@ def train_heatmap(
     val = film_pool(p["val_patients"], int(p["n_val"]), seed + 1, recipe)
     if progress:
         print(f"films ready in {time.time() - t0:.0f} s", flush=True)
-    net = HeatmapNet(1, int(p["width"]))
+    from medimg.engine import resolve_device
+
+    dev = resolve_device(device)
+    net = HeatmapNet(1, int(p["width"])).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]), weight_decay=1e-4)
     steps = int(max_steps or p["max_steps"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, float(p["lr"]), total_steps=steps,
                                                 pct_start=0.05)  # fmt: skip
-    best, best_state, history = -1.0, None, []
+    best, best_state, best_step, history = -1.0, None, 0, []
     t1 = time.time()
     for step in range(1, steps + 1):
         frac = step / steps
@@ -169,7 +173,7 @@ def train_heatmap(
                 xs.append(x)
                 ts.append(t)
         net.train()
-        losses = heatmap_loss(net, torch.cat(xs), torch.cat(ts))
+        losses = heatmap_loss(net, torch.cat(xs).to(dev), torch.cat(ts).to(dev))
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
@@ -181,18 +185,18 @@ def train_heatmap(
                 print(f"step {step}: loss {float(losses['loss'].detach()):.3f} val AUC {m['auc']:.3f} "
                       f">=10 mm {m['auc_10mm']:.3f} ({time.time() - t1:.0f} s)", flush=True)  # fmt: skip
             if m["auc_10mm"] > best:
-                best, best_state = m["auc_10mm"], copy.deepcopy(net.state_dict())
+                best, best_state, best_step = m["auc_10mm"], copy.deepcopy(net.state_dict()), step
         if minutes is not None and time.time() - t1 > 60 * minutes:
             if progress:
                 print(f"time budget reached at step {step}", flush=True)
             m = val_metrics(net, val)
             history.append({"step": step, **m})
             if m["auc_10mm"] > best:
-                best, best_state = m["auc_10mm"], copy.deepcopy(net.state_dict())
+                best, best_state, best_step = m["auc_10mm"], copy.deepcopy(net.state_dict()), step
             break
     assert best_state is not None
     net.load_state_dict(best_state)
-    net.eval()
+    net = net.cpu().eval()
     z = film_logits(net, val.x)
     temperature = fit_temperature(z, val.y, "binary")
     cfg = DiagnoseConfig(classes=["normal", "nodule"], modalities=["DX"], windows=[None],
@@ -205,6 +209,7 @@ def train_heatmap(
     calibrate(net, fit.subset(pick), val.as_cases("val"),
               source="600 chest films of the training patients; threshold on "
               f"{len(val.y)} films of the validation patients").save(out)  # fmt: skip
-    summary = {"best_val_auc_10mm": best, "temperature": temperature, "history": history}
+    summary = {"best_val_auc_10mm": best, "best_step": best_step, "last_step": step,
+               "temperature": temperature, "history": history}  # fmt: skip
     (out / "heatmap_summary.json").write_text(json.dumps(summary, indent=1))
     return summary

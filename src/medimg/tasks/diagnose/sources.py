@@ -234,7 +234,7 @@ CHEST_FILMS_PRESET = {"train_patients": list(range(36)), "val_patients": list(ra
                       "n_train": 3000, "n_val": 400, "seed": 0, "max_steps": 1600, "width": 8,
                       "batch_size": 64, "patch": 96, "lr": 2e-3, "input_size": 256,
                       "detector": 384, "voxel_mm": 3.0}  # fmt: skip
-PRESETS = ("default", "chest-films")
+PRESETS = ("default", "chest-films", "chest-heatmap")
 #: Patients kept out of training and validation, for in-distribution checks (bench, safeguard).
 TEST_PATIENTS = list(range(2000, 2006))
 
@@ -280,6 +280,8 @@ def train_preset(
     temperature chosen on whole films of the validation patients)."""
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if preset == "chest-heatmap":
+        return _train_heatmap_preset(out, max_steps, device, progress)
     p = DEFAULT_PRESET if preset == "default" else CHEST_FILMS_PRESET
     if preset == "default":
         train, val = _phantom_sets(int(p["n_train"]), int(p["n_val"]))  # type: ignore[call-overload]
@@ -300,6 +302,21 @@ def train_preset(
 
         patches = PatchDataset(train, int(p["patch"]), cfg.augment)  # type: ignore[call-overload]
     return train_diagnosis(cfg, train, val, out, overwrite=True, resume=False, dataset=patches)
+
+
+def _train_heatmap_preset(
+    out: PathType, max_steps: int | None, device: str, progress: bool
+) -> tuple[TrainResult, dict]:  # fmt: skip
+    """The heat-map detector's recipe (:mod:`.heatmap_train`), reported like an engine run."""
+    from medimg.tasks.diagnose.heatmap_train import train_heatmap
+
+    run = Path(out)
+    s = train_heatmap(run, max_steps=max_steps, progress=progress, device=device)
+    res = TrainResult(run_dir=run, last_step=s["last_step"], best_metric=s["best_val_auc_10mm"],
+                      best_step=s["best_step"], stopped_early=False,
+                      last_checkpoint=run / MODEL_WEIGHTS, best_checkpoint=run / MODEL_WEIGHTS,
+                      metrics_path=run / "heatmap_summary.json", config_path=run / MODEL_YAML)  # fmt: skip
+    return res, s
 
 
 def check_export(dest: PathType, overwrite: bool = False, run_dir: PathType | None = None) -> None:
@@ -353,7 +370,7 @@ def calibrate_model(
         if preset == "default":
             fit, held = _phantom_sets(cases, max(cases // 2, 4))
             source = f"{cases} xray phantoms of the training recipe; threshold on {len(held)} more"
-        else:
+        else:  # chest-films and chest-heatmap: films of the same patients and recipe
             fit, held = preset_films("train", cases), preset_films("val", max(cases // 2, 4))
             source = (f"{cases} chest films of the training patients; threshold on {len(held)} "
                       "films of the validation patients")  # fmt: skip
