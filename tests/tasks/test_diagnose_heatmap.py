@@ -132,3 +132,19 @@ def test_a_heatmap_model_folder_predicts_with_its_own_map(tmp_path):
     assert pred.heatmap is not None and pred.heatmap.spatial_shape == (50, 60)
     assert 0 <= pred.heatmap.array.min() and pred.heatmap.array.max() <= 1
     assert pred.ood_score is not None and np.isfinite(pred.ood_score)
+
+
+def test_the_chest_heatmap_preset_trains_a_loadable_model_at_tiny_sizes(tmp_path, monkeypatch):
+    from medimg.tasks.diagnose import heatmap_train, sources
+    from medimg.tasks.diagnose.predict import Diagnoser
+
+    monkeypatch.setenv("MEDIMG_CACHE", str(tmp_path / "cache"))
+    tiny = {**heatmap_train.HEATMAP_PRESET, "train_patients": [0], "val_patients": [0],
+            "detector": 32, "voxel_mm": 16.0, "input_size": 32, "patch": 16, "n_real": 24,
+            "n_easy": 8, "n_val": 8, "width": 4, "batch_size": 4, "val_every": 2}  # fmt: skip
+    monkeypatch.setattr(heatmap_train, "HEATMAP_PRESET", tiny)
+    res, summary = sources.train_preset(tmp_path / "run", preset="chest-heatmap", max_steps=3,
+                                        device="cpu", progress=False)  # fmt: skip
+    assert res.last_step == 3 and res.best_step in (2, 3) and summary["temperature"] > 0
+    dx = Diagnoser(tmp_path / "run", device="cpu")
+    assert dx.cfg.arch == "heatmap" and dx.safeguard is not None
