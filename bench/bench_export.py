@@ -6,8 +6,9 @@ For each model: ``export_model`` to ONNX fp32 and to int8 (static QDQ, calibrate
 generated inputs; dynamic with ``--dynamic``), which writes the parity report (max |Δ| vs
 torch, Dice on generated CT cases / soft-tissue PSNR on generated low-dose slices, size,
 latency at 1 and 2 threads). Then, at 1 thread, alternating timings (median of ``--reps``) of
-one network call and of one whole ``predict`` (segmentation: one generated 96×96×32 case,
-no mirroring; RED-CNN: four 256×256 slices) per backend. Targets: int8 ≥ 2x faster and ≥ 3x
+one network call on the batch predict uses (2 windows; 4 slices) and of one whole ``predict``
+(segmentation: one generated 96×96×32 case, no mirroring; RED-CNN: four 256×256 slices) per
+backend. Targets: int8 ≥ 2x faster and ≥ 3x
 smaller than torch fp32, Dice within 0.01, PSNR within 0.2 dB, fp32 max |Δ| ≤ 1e-4.
 """
 
@@ -89,6 +90,7 @@ def main() -> None:
             nets = {"torch fp32": target.network}
             nets |= {k: load_backend("onnx", p, threads=1) for k, p in files.items()}
             x = torch.from_numpy(target.sample(1, 5000)[0])
+            x = x.expand(target.batch, *x.shape[1:]).contiguous()  # the batch predict uses
             with torch.no_grad():
                 call = _median_ms({k: (lambda n=n, x=x: n(x)) for k, n in nets.items()}, args.reps)
                 whole = _median_ms(_predict_calls(name, nets), max(3, args.reps // 2))

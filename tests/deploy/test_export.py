@@ -132,7 +132,7 @@ def test_bad_input_is_one_line(tiny_ct, ct_onnx, tmp_path, capsys):
     out = str(tmp_path / "m.onnx")
     assert main(["export", "no-such-model", "--out", out]) == 2
     assert "unknown model" in _one_error(capsys)
-    assert main(["export", "diagnose", "--out", out]) == 2
+    assert main(["export", "detect", "--out", out]) == 2
     assert "not supported yet" in _one_error(capsys)
     with pytest.raises(InputError, match="format must be one of"):
         export_model(tiny_ct, out, format="tflite")
@@ -154,3 +154,14 @@ def test_predict_refuses_a_file_of_another_task_or_without_sidecar(ct_onnx, tmp_
     bare.write_bytes(ct_onnx.read_bytes())
     assert main([*argv, str(bare)]) == 2
     assert "no sidecar" in _one_error(capsys)
+
+
+def test_the_shipped_classifier_exports_with_dynamic_batch_and_size(tmp_path):
+    out = tmp_path / "diagnose.onnx"
+    export_model("diagnose", out, check=False)
+    x = torch.randn(3, 1, 80, 72)  # export: (2, 1, 64, 64)
+    with torch.no_grad():
+        ref = resolve_target("diagnose").network(x).numpy()
+    assert np.abs(_run(out, x) - ref).max() <= 1e-4
+    side = read_sidecar(out)
+    assert side["task"] == "diagnose" and side["config"]["input_size"] == [64, 64]

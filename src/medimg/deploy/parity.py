@@ -4,7 +4,8 @@ TorchScript) on a check set drawn from the task's generator (seeds apart from ca
 Per backend: max |Δ| of the network output against torch, the task metric through the same
 ``predict`` code (Dice over the foreground labels of generated cases for segmentation, PSNR in
 the soft-tissue window against full dose for generated low-dose CT slices), size, and CPU
-latency of one forward pass at 1 and 2 threads (median of 3 after a warm-up).
+latency of one network call at 1 and 2 threads (median of 3 after a warm-up) on the batch
+``predict`` uses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from medimg.deploy.targets import ExportTarget
 __all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
+_WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)"}
 
 
 def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module:
@@ -95,6 +97,30 @@ def _ct_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -> dict
     return out
 
 
+def _diagnose_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -> dict[str, float]:
+    """ROC AUC of the positive logit on generated radiographs (at least 16, half with a
+    nodule): a like-for-like check between backends, not the model's accuracy on films."""
+    from sklearn.metrics import roc_auc_score
+
+    from medimg.deploy.targets import diagnose_inputs
+    from medimg.engine.config import from_yaml
+    from medimg.tasks.diagnose.train import DiagnoseConfig
+
+    cfg = from_yaml(DiagnoseConfig, target.settings["config"])
+    xs, ys = diagnose_inputs(cfg, max(n, 16), CHECK_SEED)
+    x = torch.from_numpy(np.concatenate(xs))
+    out = {}
+    with torch.no_grad():
+        for k, net in nets.items():
+            logits = net(x).float().numpy()
+            out[k] = round(float(roc_auc_score(ys, logits[:, -1])), 4)
+    return out
+
+
+_METRICS = {"segment": (_segment_metric, "dice"), "recon-ct": (_ct_metric, "psnr_db"),
+            "diagnose": (_diagnose_metric, "auc")}  # fmt: skip
+
+
 def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int = 2) -> dict:
     """The report (a JSON-ready dict) for ``files`` (backend name -> exported file)."""
     assert target.sample is not None
@@ -108,11 +134,12 @@ def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int 
             k: float(max((net(x) - r).abs().max() for x, r in zip(inputs, ref)))
             for k, net in nets.items()
         }
-    metric_fn = _segment_metric if target.task == "segment" else _ct_metric
-    metric_name = "dice" if target.task == "segment" else "psnr_db"
+    scale = float(max(r.abs().max() for r in ref)) or 1.0  # max |Δ| relative to the outputs
+    metric_fn, metric_name = _METRICS[target.task]
     metric = metric_fn(target, nets, samples)
     torch_bytes = weight_bytes(target.network)
     sizes = {"torch fp32": torch_bytes, **{k: p.stat().st_size for k, p in files.items()}}
+    x_lat = inputs[0].expand(target.batch, *inputs[0].shape[1:]).contiguous()
     latency: dict[str, dict[str, float]] = {k: {} for k in nets}
     before = torch.get_num_threads()
     try:
@@ -121,18 +148,18 @@ def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int 
             for k in nets:
                 net = nets[k] if k == "torch fp32" or k == "torchscript" else (
                     load_backend("onnx", files[k], t))  # fmt: skip
-                latency[k][f"{t} thread{'s' if t > 1 else ''}"] = _latency_ms(net, inputs[0])
+                latency[k][f"{t} thread{'s' if t > 1 else ''}"] = _latency_ms(net, x_lat)
     finally:
         torch.set_num_threads(before)
     return {
         "task": target.task,
-        "check_set": f"{samples} generated {'cases' if target.task == 'segment' else 'slices'}"
-        f" (seeds {CHECK_SEED}..{CHECK_SEED + samples - 1})",
-        "latency_input": list(inputs[0].shape),
+        "check_set": f"{samples} generated {_WHAT[target.task]} (seeds from {CHECK_SEED})",
+        "latency_input": list(x_lat.shape),
         "metric": metric_name,
         "backends": {
             k: {
                 "max_abs_diff": max_diff[k],
+                "max_rel_diff": max_diff[k] / scale,
                 metric_name: metric[k],
                 "size_bytes": sizes[k],
                 "latency_ms": latency[k],

@@ -2,10 +2,11 @@
 example input, the spatial sizes it accepts, and what ``predict`` needs to run the file alone.
 
 Shipped names: ``segment`` (the default segmentation U-Net), ``redcnn`` and ``wgan`` (the
-low-dose CT denoisers). A folder is recognised by its contents, as ``predict --model`` takes it:
-``plan.yaml`` (segmentation model/run folder) or ``config.yaml`` of a CT run (RED-CNN, WGAN).
-The other tasks (classifier, detector, registration net, MRI model) are refused in one line:
-their export is not written yet.
+low-dose CT denoisers), ``diagnose`` (the chest-radiograph classifier). A folder is recognised
+by its contents, as ``predict --model`` takes it: ``plan.yaml`` (segmentation model/run
+folder), ``config.yaml`` of a CT run (RED-CNN, WGAN) or ``model.yaml`` of a diagnosis model.
+The other tasks (detector, registration net, MRI model) are refused in one line: their export
+is not written yet.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from medimg.errors import InputError
 __all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
 
 #: shipped model names ``export`` takes (besides a model folder)
-SHIPPED = ("segment", "redcnn", "wgan")
+SHIPPED = ("segment", "redcnn", "wgan", "diagnose")
 #: tasks whose models exist but whose export is not written yet (named in the refusal)
 NOT_YET = {
-    "diagnose": "the classifier",
     "detect": "the detector",
     "register": "the registration net",
     "mri": "the MRI model",
@@ -38,7 +38,7 @@ NOT_YET = {
 class ExportTarget:
     """One network ready to export, and what a runtime needs beside the file."""
 
-    task: str  # "segment" | "recon-ct"
+    task: str  # "segment" | "recon-ct" | "diagnose"
     name: str  # model name in the provenance tag
     network: nn.Module  # eval mode, CPU, float32
     example: torch.Tensor  # export-time input (B, C, *spatial)
@@ -49,6 +49,9 @@ class ExportTarget:
     tag: str  # provenance tag of the torch weights
     digest: str  # SHA-1 digest of the torch weights (first 8 hex digits)
     settings: dict[str, Any] = field(default_factory=dict)  # plan / config predict needs
+    #: inputs per network call in ``predict`` (sliding-window windows, CT slices): latency is
+    #: measured at this batch (torch's 3D U-Net takes twice as long per window at batch 1)
+    batch: int = 1
     #: ``n`` -> network-ready inputs drawn from the task's generator (calibration, checks)
     sample: Callable[[int, int], list[np.ndarray]] | None = None
 
@@ -87,7 +90,7 @@ def _segment(folder: Path | None) -> ExportTarget:
         layout=f"(B, C, {', '.join('XYZ'[: len(patch)])}) float32, resampled to the plan's "
         "spacing and normalised as the plan says",
         tag=seg.tag, digest=weights_digest(seg.models), settings={"plan": to_dict(plan)},
-        sample=sample,
+        sample=sample, batch=2,
     )  # fmt: skip
 
 
@@ -140,6 +143,7 @@ def _ct(folder: str | Path) -> ExportTarget:
         output="denoised slices (B, 1, H, W) in HU / 1000",
         tag=model_tag("recon-ct", cfg.model, [net]),  # type: ignore[attr-defined]
         digest=weights_digest([net]), settings={"config": to_dict(cfg)}, sample=sample,
+        batch=4,
     )  # fmt: skip
 
 
@@ -153,6 +157,51 @@ def ct_low_dose(cfg: Any, n: int, seed: int) -> tuple[list[np.ndarray], list[np.
     return low, [np.asarray(p.full, np.float32) for p in pairs]
 
 
+def _diagnose(folder: Path | None) -> ExportTarget:
+    """The classifier of a single-input diagnosis model (its out-of-distribution safeguard,
+    feature statistics read by hooks, is not part of the exported graph)."""
+    from medimg.engine.config import to_dict
+    from medimg.engine.provenance import weights_digest
+    from medimg.tasks.diagnose.predict import Diagnoser
+
+    dx = Diagnoser(folder, device="cpu")
+    cfg = dx.cfg
+    if len(cfg.modalities) > 1 or cfg.supervision == "mil":
+        raise InputError(
+            "export of multi-modality and multiple-instance diagnosis models is not supported "
+            "yet (single-input classifiers are)"
+        )
+    size = [int(s) for s in cfg.input_size]
+
+    def sample(n: int, seed: int) -> list[np.ndarray]:
+        return diagnose_inputs(cfg, n, seed)[0]
+
+    return ExportTarget(
+        task="diagnose", name="default" if folder is None else dx.folder.name, network=dx.model,
+        example=torch.zeros(1, int(cfg.channels), *size), multiple_of=[1] * len(size),
+        min_size=8, layout=f"(B, {cfg.channels}, {', '.join('HWD'[: len(size)])}) float32, "
+        f"normalised and resized to {'x'.join(map(str, size))} as the model's config says",
+        output=f"logits (B, {cfg.num_outputs}); the config's temperature calibrates them",
+        tag=dx.tag, digest=weights_digest([dx.model]), settings={"config": to_dict(cfg)},
+        sample=sample,
+    )  # fmt: skip
+
+
+def diagnose_inputs(cfg: Any, n: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
+    """``n`` generated chest radiographs (every other one with a nodule) as model inputs
+    ``(1, C, *size)``, and their labels."""
+    from medimg.phantoms.chest_xray import chest_radiograph
+    from medimg.tasks.diagnose.data import prepare_image
+
+    xs, ys = [], []
+    for i in range(n):
+        film = chest_radiograph(seed + i, 128, nodules=(seed + i) % 2)
+        arr = prepare_image(film.to_image(), cfg.input_size, cfg.windows[0])
+        xs.append(np.ascontiguousarray(arr[None], dtype=np.float32))
+        ys.append((seed + i) % 2)
+    return xs, ys
+
+
 def resolve_target(model: str | Path) -> ExportTarget:
     """The :class:`ExportTarget` of a shipped model name or a model/run folder (one-line
     :class:`InputError` for anything else)."""
@@ -163,6 +212,10 @@ def resolve_target(model: str | Path) -> ExportTarget:
     path = Path(text)
     if text == "segment":
         return _segment(None)
+    if text == "diagnose" and not path.exists():
+        return _diagnose(None)
+    if path.is_dir() and (path / "model.yaml").is_file():
+        return _diagnose(path)
     if text in ("redcnn", "wgan") and not path.exists():
         return _ct(text)
     if path.is_dir() and (path / "plan.yaml").is_file():
@@ -172,7 +225,7 @@ def resolve_target(model: str | Path) -> ExportTarget:
     if not path.exists():
         raise InputError(f"unknown model {text!r}; give {', '.join(SHIPPED)} or a model/run folder")
     raise InputError(
-        "not an exportable model folder (no plan.yaml of a segmentation model, no config.yaml "
-        "of a CT denoiser)",
+        "not an exportable model folder (no plan.yaml of a segmentation model, config.yaml of "
+        "a CT denoiser or model.yaml of a diagnosis model)",
         path,
     )
