@@ -98,12 +98,15 @@ def _apertures(ex: np.ndarray, px: np.ndarray, pz: np.ndarray, fnumber: float, a
     idx = lo[:, None] + np.arange(width)[None, :]
     valid = idx <= hi[:, None]
     idx = np.minimum(idx, ex.size - 1)
-    dist = np.abs(px[:, None] - ex[idx])
+    # float32 from here: the per-pair arrays dominate the set-up's cost (mm precision is ample)
+    dx = px.astype(np.float32)[:, None] - ex.astype(np.float32)[idx]
     if apod == "hann":
-        w = np.cos(np.pi * np.minimum(dist / (2 * half[:, None]), 0.5)) ** 2
+        ratio = np.abs(dx) / (2 * half.astype(np.float32))[:, None]
+        w = np.cos(np.float32(np.pi) * np.minimum(ratio, np.float32(0.5))) ** 2
     else:
-        w = np.ones(dist.shape)
-    return idx, w * valid
+        w = np.ones(dx.shape, np.float32)
+    w *= valid
+    return idx, w, dx
 
 
 def beamform(
@@ -116,6 +119,7 @@ def beamform(
     apod: str = "hann",
     tgc: bool = True,
     iq: np.ndarray | None = None,
+    compound: bool = True,
     block_pairs: int = 1_000_000,
 ) -> np.ndarray:
     """Delay-and-sum image ``(len(x), len(z))`` complex64 (the pixels' analytic signal).
@@ -125,6 +129,8 @@ def beamform(
     ``x`` (give ``x`` = the focus positions for a conventional line-by-line image). ``tgc``
     undoes the data's attenuation at the centre frequency (``exp(a fc 2z)``). ``iq`` may pass
     :func:`to_baseband`'s result to beamform several subsets without recomputing it.
+    ``compound=False`` (plane waves): one image per transmit ``(n, len(x), len(z))``, sharing
+    the per-pixel set-up (cheaper than separate calls).
     """
     if fnumber <= 0 or apod not in ("hann", "rect"):
         raise InputError("beamform: fnumber must be > 0 and apod 'hann' or 'rect'")
@@ -139,7 +145,8 @@ def beamform(
     n_t = iq.shape[2] + 2  # one zero sample each side: out-of-record delays read zeros
     padded = np.zeros((iq.shape[0], iq.shape[1], n_t), np.complex64)
     padded[:, :, 1:-1] = iq
-    out = np.zeros((x.size, z.size), np.complex128)
+    separate = not compound and tx.kind == "plane"
+    out = np.zeros((len(chosen), x.size, z.size) if separate else (x.size, z.size), np.complex128)
     ex = probe.element_x
     per_row = max(1, x.size * int(min(ex.size, z.max() / fnumber / probe.pitch + 3)))
     rows = max(1, block_pairs // per_row)
@@ -153,10 +160,11 @@ def beamform(
     else:
         for r in range(0, z.size, rows):  # blocks of depth rows: similar aperture widths
             gx, gz = np.meshgrid(x, z[r : r + rows], indexing="ij")
-            vals = _sum_pixels(padded, data, chosen, gx.ravel(), gz.ravel(), fnumber, apod)
-            out[:, r : r + rows] = vals.reshape(gx.shape)
+            vals = _sum_pixels(padded, data, chosen, gx.ravel(), gz.ravel(), fnumber, apod,
+                               separate=separate)  # fmt: skip
+            out[..., r : r + rows] = vals.reshape((*out.shape[:-1], gx.shape[1]))
     if tgc and data.attenuation > 0:
-        out *= np.exp(attenuation_np(data.attenuation) * probe.fc * 2 * z)[None, :]
+        out *= np.exp(attenuation_np(data.attenuation) * probe.fc * 2 * z)
     return out.astype(np.complex64)
 
 
@@ -169,27 +177,33 @@ def _sum_pixels(
     fnumber: float,
     apod: str,
     owner: np.ndarray | None = None,
+    separate: bool = False,
 ) -> np.ndarray:
     """Sum over ``chosen`` transmits and active elements for pixels ``(px, pz)``; with ``owner``
-    (focused imaging) each pixel takes only its own transmit ``owner[p]``."""
+    (focused imaging) each pixel takes only its own transmit ``owner[p]``; ``separate``: one
+    row per transmit instead of their sum."""
     probe = data.probe
     n_t = padded.shape[2]
     ex = probe.element_x
-    idx, w = _apertures(ex, px, pz, fnumber, apod)
-    t_rx = np.hypot(px[:, None] - ex[idx], pz[:, None]) / probe.c
+    idx, w, dx = _apertures(ex, px, pz, fnumber, apod)
+    r_rx = np.hypot(dx, pz.astype(np.float32)[:, None])  # m, float32: ~1e-9 m error
     w_fc = 2 * math.pi * probe.fc
     # the carrier rotation exp(j w tau) splits into a receive part (per pair, here) and a
-    # transmit part (per pixel, after the sum)
-    rot = (w * np.exp(1j * w_fc * t_rx)).astype(np.complex64)
-    s_rx = ((t_rx - data.t0) * probe.fs + 1).astype(np.float32)  # +1: the leading zero
-    base = (idx * n_t).astype(np.int64)
-    acc = np.zeros(px.size, np.complex128)
+    # transmit part (per pixel, after the sum); float32 phases of <= 1e4 rad err by < 1e-3 rad
+    phase = r_rx * np.float32(w_fc / probe.c)
+    rot = np.empty(phase.shape, np.complex64)
+    rot.real, rot.imag = np.cos(phase), np.sin(phase)
+    rot *= w
+    s_rx = r_rx * np.float32(probe.fs / probe.c)
+    s_rx += np.float32(1 - data.t0 * probe.fs)  # +1: the leading zero
+    base = idx * n_t
+    acc = np.zeros((len(chosen), px.size) if separate else px.size, np.complex128)
     if owner is not None:  # one pass: gather from each pixel's own transmit
         base = base + (owner.astype(np.int64) * padded.shape[1] * n_t)[:, None]
         passes = [(owner, padded.reshape(-1))]
     else:
         passes = [(int(i), padded[i].reshape(-1)) for i in chosen]
-    for i, flat in passes:
+    for n, (i, flat) in enumerate(passes):
         t_tx = transmit_delays(data.transmits, i, px, pz, probe.c)
         s = s_rx + (t_tx * probe.fs).astype(np.float32)[:, None]
         np.clip(s, 0, n_t - 1.001, out=s)
@@ -198,7 +212,11 @@ def _sum_pixels(
         k += base
         a = flat[k]
         val = a + frac * (flat[k + 1] - a)
-        acc += (val * rot).sum(1) * np.exp(1j * w_fc * t_tx)
+        pixel = (val * rot).sum(1) * np.exp(1j * w_fc * t_tx)
+        if separate:
+            acc[n] = pixel
+        else:
+            acc += pixel
     return acc
 
 

@@ -162,7 +162,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--cache", default="runs/recon/us/pairs",
                    help="folder of simulated training pairs (made once, reused)")  # fmt: skip
     p.add_argument("--phantoms", type=positive_int, help="training phantoms (default 12)")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 300)")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 600)")
     p.add_argument("--export", help="copy the best weights + config to this model folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

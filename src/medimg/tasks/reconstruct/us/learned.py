@@ -51,7 +51,7 @@ def learned_bmode(
     idx = [0, n // 2, n - 1]
     sub = data.subset(idx)
     iq = to_baseband(sub)
-    iqs = np.stack([beamform(sub, grid.x, grid.z, transmits=[k], iq=iq) for k in range(3)])
+    iqs = beamform(sub, grid.x, grid.z, iq=iq, compound=False)
     net = model if isinstance(model, LearnedBeamformer) else load_learned(model)
     with torch.no_grad():
         out = net(torch.from_numpy(features(iqs))[None])[0, 0].numpy()

@@ -42,7 +42,7 @@ class LearnedConfig:
     crop: int = 128
     features: tuple[int, ...] = (16, 16, 32, 64, 64, 16)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=300, batch_size=8, lr=1e-3, lr_schedule="cosine", warmup_steps=20,
+        max_steps=600, batch_size=8, lr=1e-3, lr_schedule="cosine", warmup_steps=20,
         val_every=50, checkpoint_every=50, val_metric="l1_db", val_mode="min",
         device="cpu"))  # fmt: skip
 
@@ -70,7 +70,7 @@ def single_angle_images(data, grid: Grid, idx=INPUT_ANGLES) -> np.ndarray:
     """``(len(idx), n_x, n_z)`` complex DAS images, one per transmit."""
     sub = data.subset(list(idx))
     iq = to_baseband(sub)
-    return np.stack([beamform(sub, grid.x, grid.z, transmits=[k], iq=iq) for k in range(len(idx))])
+    return beamform(sub, grid.x, grid.z, iq=iq, compound=False)
 
 
 def make_pairs(seed: int, probe: LinearArray | None = None) -> tuple[np.ndarray, np.ndarray]:
