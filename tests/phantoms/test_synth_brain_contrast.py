@@ -75,3 +75,25 @@ def test_flips_and_whole_image_normalisation_before_the_crop():
     assert sides == {True, False}
     with pytest.raises(InputError, match="flip_axes"):
         SynthSegDataset(maps, (12, 12, 8), flip_axes=(3,))
+
+
+def test_contrast_templates_half_the_time_and_their_means_reach_the_image():
+    from medimg.phantoms.synth import Appearance
+    from medimg.phantoms.synth_brain import BRAIN_LABELS, brain_contrast_means
+
+    draws = [brain_contrast_means(torch.Generator().manual_seed(s)) for s in range(40)]
+    templated = [d for d in draws if d is not None]
+    assert 8 < len(templated) < 32  # about half
+    assert all(set(d) == set(BRAIN_LABELS) and all(0 <= v <= 1 for v in d.values())
+               for d in templated)  # fmt: skip
+    maps = [torch.from_numpy(_shells((20, 16, 12)).astype(np.int64))]
+    fixed = {0: 0.0, 1: 1.0, 2: 0.5, 3: 0.25, 5: 0.75}
+    data = SynthSegDataset(maps, (20, 16, 12), appearance=Appearance.plain(),
+                           mean_prior=lambda gen: fixed)  # fmt: skip
+    torch.manual_seed(0)
+    s = data[0]
+    img, lab = s["image"][0], s["label"][0]
+    # plain appearance: min-max of the fixed means, so CSF (1.0) is the brightest, WM 0.25
+    assert torch.allclose(img[lab == 1], torch.ones(1)) and torch.allclose(
+        img[lab == 3], torch.tensor(0.25)
+    )

@@ -38,6 +38,7 @@ __all__ = [
     "DEEP_GREY_AAL",
     "TRAIN_LABELS",
     "add_deep_grey",
+    "brain_contrast_means",
     "colin27_labels",
     "contrast_variant",
     "itk_t1_labels",
@@ -62,6 +63,17 @@ TRAIN_LABELS = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 0, 6: 0}
 #: :func:`contrast_variant` makes from a real T1: T2-like (CSF brightest, WM darkest) and
 #: PD-like (flat, GM a little above WM and CSF), after typical 1.5-3 T spin-echo contrasts.
 CONTRAST_ANCHORS = {"t1": (0.35, 0.7, 1.0), "t2": (1.0, 0.45, 0.3), "pd": (0.85, 0.8, 0.65)}
+#: Mean intensities (``[0, 1]``) per brain label value (background, CSF, cortical GM, WM, deep
+#: GM, dark head, bright head) of typical contrasts: the templates
+#: :func:`brain_contrast_means` jitters. "ct" is a brain CT window (bone bright, GM a little
+#: above WM).
+CONTRAST_TEMPLATES = {
+    "t1": (0.02, 0.25, 0.55, 0.8, 0.65, 0.15, 0.9),
+    "t2": (0.02, 0.95, 0.55, 0.35, 0.45, 0.15, 0.7),
+    "pd": (0.02, 0.85, 0.75, 0.6, 0.7, 0.2, 0.85),
+    "flair": (0.02, 0.1, 0.6, 0.45, 0.55, 0.15, 0.8),
+    "ct": (0.0, 0.3, 0.45, 0.4, 0.45, 0.95, 0.35),
+}
 #: AAL atlas values of the deep grey nuclei (caudate, putamen, pallidum, thalamus; left, right).
 DEEP_GREY_AAL = (71, 72, 73, 74, 75, 76, 77, 78)
 
@@ -224,3 +236,24 @@ def contrast_variant(
     out = t1.copy()
     out[inside] = np.clip(np.interp(t1[inside], xs, ys), 0.0, None)
     return out
+
+
+def brain_contrast_means(
+    gen: torch.Generator, *, template_prob: float = 0.5, jitter: float = 0.1
+) -> dict[int, float] | None:
+    """Per-label means for one synthesised brain image: with probability ``template_prob`` a
+    :data:`CONTRAST_TEMPLATES` entry (chosen uniformly) with each mean moved by up to
+    ``jitter``, else ``None`` (the generator's fully random means).
+
+    Why: fully random contrasts (SynthSeg) make a model contrast-agnostic but need hundreds of
+    thousands of steps; on a CPU budget of about a thousand, drawing the common MR contrasts
+    (and a CT-like one) half of the time teaches them first, and the random half keeps the
+    model from relying on one intensity order."""
+    dev = gen.device
+    if float(torch.rand((), generator=gen, device=dev)) >= template_prob:
+        return None
+    names = sorted(CONTRAST_TEMPLATES)
+    pick = names[int(torch.randint(len(names), (), generator=gen, device=dev))]
+    moves = (torch.rand(len(BRAIN_LABELS), generator=gen, device=dev) * 2 - 1) * jitter
+    return {k: float(min(1.0, max(0.0, m + d)))
+            for k, (m, d) in enumerate(zip(CONTRAST_TEMPLATES[pick], moves.tolist()))}  # fmt: skip

@@ -63,6 +63,11 @@ class SynthSegDataset(Dataset):
     normalize
         Applied to the whole synthesised image before cropping, so a patch is normalised as the
         model's inference normalises a whole scan (e.g. a per-image z-score).
+    mean_prior
+        ``mean_prior(generator) -> {label value: mean} or None``: per-label mean intensities to
+        use instead of uniformly drawn ones for this sample (e.g. a jittered T1- or T2-like
+        template some of the time, :func:`~medimg.phantoms.synth_brain.brain_contrast_means`);
+        ``None`` keeps the generator's fully random draw.
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class SynthSegDataset(Dataset):
         classes: dict[int, int] | None = None,
         flip_axes: Sequence[int] = (),
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mean_prior: Callable[[torch.Generator], dict[int, float] | None] | None = None,
     ) -> None:
         if not label_maps:
             raise InputError("no label maps to synthesise from")
@@ -91,7 +97,7 @@ class SynthSegDataset(Dataset):
         self.flip_axes = [int(a) for a in flip_axes]
         if any(not 0 <= a < len(self.patch) for a in self.flip_axes):
             raise InputError(f"flip_axes {list(flip_axes)} must be axes of the label maps")
-        self.normalize = normalize
+        self.normalize, self.mean_prior = normalize, mean_prior
 
     def __len__(self) -> int:
         return self.n
@@ -108,8 +114,17 @@ class SynthSegDataset(Dataset):
             if float(torch.rand((), generator=gen, device=gen.device)) < 0.5
         ]
         labels = labels.flip(flips) if flips else labels
-        s = synth_sample(labels, seed=gen, appearance=self.appearance,
-                         deformation=self.deformation, classes=self.classes)  # fmt: skip
+        means = self.mean_prior(gen) if self.mean_prior is not None else None
+        if means is None:
+            s = synth_sample(labels, seed=gen, appearance=self.appearance,
+                             deformation=self.deformation, classes=self.classes)  # fmt: skip
+        else:  # the same steps as synth_sample, with the prior's means
+            field = random_deformation(labels.shape, seed=gen, deformation=self.deformation,
+                                       device=labels.device)  # fmt: skip
+            moved = warp(labels, field, labels=True)
+            image = synthesize_image(moved, seed=gen, appearance=self.appearance,
+                                     classes=self.classes, means=means)  # fmt: skip
+            s = SynthSample(image, moved, field, means)  # type: ignore[arg-type]
         if self.normalize is not None:
             s.image = self.normalize(s.image)
         image, labels = self._crop(s, gen)

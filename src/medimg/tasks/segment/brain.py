@@ -41,8 +41,8 @@ BRAIN_MODEL = Path(__file__).parent / "brain"
 #: What the brain model labels (the head classes of the label map are background).
 BRAIN_CLASSES = ["background", "csf", "cortical_gm", "wm", "deep_gm"]
 #: ``medimg segment train --preset brain``: the shipped brain model's recipe.
-BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 48, "base_features": 8, "levels": 4,
-                "batch_size": 1, "max_steps": 600, "val_every": 200, "lr": 2e-3, "seed": 0,
+BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 32, "base_features": 8, "levels": 4,
+                "batch_size": 2, "max_steps": 1400, "val_every": 350, "lr": 5e-3, "seed": 0,
                 "samples_per_epoch": 1000}  # fmt: skip
 #: Appearance ranges: the generator's defaults (SynthSeg-like) with some partial volume at
 #: tissue boundaries, as a 2 mm grid resampled from a scan has.
@@ -116,12 +116,13 @@ def brain_dataset(
 ) -> SynthSegDataset:
     """Synthesised training samples from brain label maps (values of
     :data:`~medimg.phantoms.synth_brain.BRAIN_LABELS`) on the plan's grid."""
-    from medimg.phantoms.synth_brain import TRAIN_LABELS
+    from medimg.phantoms.synth_brain import TRAIN_LABELS, brain_contrast_means
 
     return SynthSegDataset(
         label_maps, plan.patch_size, train_labels=TRAIN_LABELS,
         samples_per_epoch=samples_per_epoch, appearance=BRAIN_APPEARANCE,
         deformation=BRAIN_DEFORMATION, flip_axes=(0,), normalize=_zscore,
+        mean_prior=brain_contrast_means,
     )  # fmt: skip
 
 
