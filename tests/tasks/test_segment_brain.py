@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.losses import DiceCELoss
 
 from medimg.errors import InputError
 from medimg.io.image import Image
@@ -19,6 +20,8 @@ from medimg.tasks.segment.brain import (
 )
 from medimg.tasks.segment.brain_eval import brain_dice
 from medimg.tasks.segment.contract import check_contract
+from medimg.tasks.segment.models import build_network
+from medimg.tasks.segment.train import deep_supervision_loss
 
 
 def _head(shape=(24, 24, 20)) -> torch.Tensor:
@@ -55,11 +58,6 @@ def test_samples_have_the_plan_shape_brain_classes_and_random_contrast():
 
 
 def test_a_tiny_model_trained_on_synthesised_heads_beats_the_majority_class():
-    from monai.losses import DiceCELoss
-
-    from medimg.tasks.segment.models import build_network
-    from medimg.tasks.segment.train import deep_supervision_loss
-
     plan = brain_plan(patch=16, base_features=4, levels=3)
     plan.deep_supervision_heads = 0
     data = brain_dataset([_head((16, 16, 16))], plan)
