@@ -28,9 +28,13 @@ __all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
 SHIPPED = ("segment", "redcnn", "wgan", "diagnose")
 #: tasks whose models exist but whose export is not written yet (named in the refusal)
 NOT_YET = {
-    "detect": "the detector",
-    "register": "the registration net",
-    "mri": "the MRI model",
+    "detect": "export of the detector (detect) is not supported yet",
+    "register": "export of the registration net (register) is not supported yet: torch.export "
+    "stops in its integration layer (a sampling grid cached per image size) when the size is "
+    "dynamic, and a fixed-size file would fit one image grid only",
+    "mri": "export of the MRI model (mri) is not supported yet: it takes complex k-space and "
+    "an operator object (mask, coil maps, FFTs) that ONNX has no types for; a real-valued "
+    "wrapper is needed first",
 }
 
 
@@ -207,8 +211,8 @@ def resolve_target(model: str | Path) -> ExportTarget:
     :class:`InputError` for anything else)."""
     text = str(model)
     if text in NOT_YET:
-        raise InputError(f"export of {NOT_YET[text]} ({text}) is not supported yet; "
-                         f"exportable: {', '.join(SHIPPED)} or their model folders")  # fmt: skip
+        raise InputError(f"{NOT_YET[text]}; exportable: {', '.join(SHIPPED)} or their model "
+                         "folders")  # fmt: skip
     path = Path(text)
     if text == "segment":
         return _segment(None)
