@@ -165,3 +165,15 @@ def test_the_shipped_classifier_exports_with_dynamic_batch_and_size(tmp_path):
     assert np.abs(_run(out, x) - ref).max() <= 1e-4
     side = read_sidecar(out)
     assert side["task"] == "diagnose" and side["config"]["input_size"] == [64, 64]
+
+
+def test_folds_export_as_one_graph_whose_softmax_is_their_averaged_probabilities():
+    from medimg.deploy.targets import _FoldEnsemble
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Conv3d(1, 3, 3, padding=1) for _ in range(3)]
+    x = torch.randn(2, 1, 6, 5, 4)
+    with torch.no_grad():
+        want = torch.stack([n(x).softmax(1) for n in nets]).mean(0)
+        got = _FoldEnsemble(nets)(x).softmax(1)
+    assert torch.allclose(got, want, atol=1e-6)

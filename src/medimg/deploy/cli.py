@@ -36,7 +36,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                  "medimg export redcnn --format onnx --out redcnn.onnx\n"
                  "medimg segment predict ct.nii.gz labels.nii.gz --model seg_int8.onnx "
                  "--backend onnxruntime")  # fmt: skip
-    p.add_argument("model", help="segment, redcnn, wgan, or a model/run folder")
+    p.add_argument("model", help="segment, redcnn, wgan, diagnose, or a model/run folder")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
                    help="file format (default: onnx)")  # fmt: skip
     p.add_argument("--int8", choices=("dynamic", "static"),

@@ -62,8 +62,22 @@ def _dynamic_shapes(target: ExportTarget) -> tuple[dict[int, Any], ...]:
     return (dims,)
 
 
+#: fp32 graphs exported in this process, by (task, weights digest, settings): exporting the
+#: same weights again (fp32, then int8 static and dynamic) reuses the graph (seconds each)
+_EXPORTED: dict[str, bytes] = {}
+
+
 def onnx_bytes(target: ExportTarget) -> bytes:
     """The fp32 ONNX graph of ``target`` (dynamic batch and spatial axes), serialised."""
+    key = json.dumps([target.task, target.digest, target.settings], sort_keys=True, default=str)
+    if key not in _EXPORTED:
+        if len(_EXPORTED) >= 4:
+            _EXPORTED.pop(next(iter(_EXPORTED)))
+        _EXPORTED[key] = _export_onnx(target)
+    return _EXPORTED[key]
+
+
+def _export_onnx(target: ExportTarget) -> bytes:
     # batch 2 at export: torch.export specialises a size-1 axis to the constant 1
     example = target.example.expand(2, *target.example.shape[1:]).contiguous()
     try:
