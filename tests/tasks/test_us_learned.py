@@ -56,3 +56,15 @@ def test_tiny_learned_beamformer_beats_its_input(tmp_path) -> None:
     assert main(["recon", "us", "predict", str(channel), str(out), "--method", "learned",
                  "--model", str(model), "--dx", "0.2", "--dz", "0.1"]) == 0  # fmt: skip
     assert load(out / "bmode.nii.gz").spacing[:2] == pytest.approx((0.2, 0.1))
+
+
+def test_shipped_learned_beamformer_runs(tmp_path) -> None:
+    from medimg.tasks.reconstruct.us.data import make_phantom, plane_waves, simulate
+    from medimg.tasks.reconstruct.us.learned import DEFAULT_MODEL
+
+    assert (DEFAULT_MODEL / "model.safetensors").is_file()
+    assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
+    data = simulate(make_phantom("cysts", scale=0.2, density=10), plane_waves(3), snr_db=None)
+    grid = default_grid(data, 2e-4, 1e-4)
+    env = learned_bmode(data, grid)  # the shipped model
+    assert env.shape == grid.shape and np.isfinite(env).all()

@@ -47,7 +47,7 @@ class LearnedBeamformer(nn.Module):
 
     def __init__(self, features: tuple[int, ...] = (16, 16, 32, 64, 64, 16)) -> None:
         super().__init__()
-        from monai.networks.nets import BasicUNet
+        from monai.networks.nets.basic_unet import BasicUNet
 
         self.unet = BasicUNet(spatial_dims=2, in_channels=2, out_channels=1,
                               features=tuple(features), act="leakyrelu", norm="instance")  # fmt: skip
