@@ -136,6 +136,31 @@ def test_cine_loop_without_geometry_stacks_frames_in_order():
     assert us.array.shape == (3, 320, 240, 30) and us.meta["frame_time_ms"] == pytest.approx(33.333)
 
 
+def test_ultrasound_spacing_comes_from_the_calibrated_region(tmp_path):
+    """An ultrasound image with no PixelSpacing: the spacing of its largest region calibrated in
+    cm (PhysicalDeltaX/Y), in mm; a region in other units is ignored."""
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle.dcm"))
+    ds.Modality = "US"
+    del ds.PixelSpacing
+
+    def region(units, dx, dy, x1, y1):
+        r = Dataset()
+        r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = units
+        r.PhysicalDeltaX, r.PhysicalDeltaY = dx, dy
+        r.RegionLocationMinX0 = r.RegionLocationMinY0 = 0
+        r.RegionLocationMaxX1, r.RegionLocationMaxY1 = x1, y1
+        return r
+
+    ds.SequenceOfUltrasoundRegions = [region(3, 0.01, 0.01, 20, 20),
+                                      region(3, 0.025, 0.03, 90, 90),
+                                      region(4, 0.5, 0.5, 99, 99)]  # fmt: skip
+    ds.save_as(tmp_path / "us.dcm")
+    img = read_dicom(tmp_path / "us.dcm")
+    assert img.spacing == pytest.approx((0.25, 0.3))  # (x, y) mm from the largest cm region
+
+
 # ------------------------------------------------------------------ compressed syntaxes
 
 

@@ -268,7 +268,30 @@ def pixel_spacing(ds: Any) -> list[float] | None:
         if "ImagePositionPatient" not in ds and all(v == 0 for v in value):
             continue
         return value
-    return None
+    return ultrasound_region_spacing(ds)
+
+
+#: ``PhysicalUnitsX/YDirection`` code for centimetres (DICOM PS3.3 C.8.5.5.1.15).
+_CM = 3
+
+
+def ultrasound_region_spacing(ds: Any) -> list[float] | None:
+    """``[dy, dx]`` in mm from the largest ultrasound region calibrated in cm in both directions
+    (``SequenceOfUltrasoundRegions``): ultrasound files often carry their spacing only there.
+    ``None`` when no region is calibrated in cm."""
+    best, best_area = None, 0
+    for region in ds.get("SequenceOfUltrasoundRegions", None) or ():
+        try:
+            units = (int(region.PhysicalUnitsXDirection), int(region.PhysicalUnitsYDirection))
+            dx, dy = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
+            area = (int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0)) * (
+                int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0)
+            )
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if units == (_CM, _CM) and dx > 0 and dy > 0 and area > best_area:
+            best, best_area = [dy * 10.0, dx * 10.0], area
+    return best
 
 
 def check_frame(frame: Frame) -> Frame:
