@@ -177,3 +177,26 @@ def test_folds_export_as_one_graph_whose_softmax_is_their_averaged_probabilities
         want = torch.stack([n(x).softmax(1) for n in nets]).mean(0)
         got = _FoldEnsemble(nets)(x).softmax(1)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_static_int8_calibrates_on_a_folder_of_the_users_images(
+    seg_onnx, ct_onnx, tiny_segment, tiny_ct, tmp_path, capsys
+):
+    from medimg.phantoms.segmentation import ct_organ_case
+
+    folder = tmp_path / "calib"
+    for seed in (5, 6):
+        save(ct_organ_case(seed, shape=(24, 24, 12)).image, folder / f"ct{seed}.nii.gz")
+    # segmentation: one patch per image; CT: 4 (the default count) of the 24 axial slices
+    for model, ref, n in [(tiny_segment, seg_onnx, 2), (tiny_ct, ct_onnx, 4)]:
+        out = tmp_path / f"{ref.stem}_int8.onnx"
+        export_model(model, out, int8="static", calibration=folder, check=False)
+        assert out.stat().st_size > 0
+        assert read_sidecar(out)["calibration"] == f"{n} inputs from the images in calib"
+    out = str(tmp_path / "x.onnx")
+    (tmp_path / "empty").mkdir()
+    argv = ["export", str(tiny_ct), "--out", out, "--int8", "static", "--calibration"]
+    assert main([*argv, str(tmp_path / "empty")]) == 2
+    assert "no image files" in _one_error(capsys)
+    assert main(["export", str(tiny_ct), "--out", out, "--calibration", str(folder)]) == 2
+    assert "--int8 static" in _one_error(capsys)

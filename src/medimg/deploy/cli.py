@@ -19,7 +19,8 @@ def _export(args: argparse.Namespace) -> int:
     report = export_model(args.model, args.out, format=args.format, int8=args.int8,
                           overwrite=args.overwrite, check=not args.no_check,
                           check_samples=args.check_samples,
-                          calibration_samples=args.calibration_samples)  # fmt: skip
+                          calibration_samples=args.calibration_samples,
+                          calibration=args.calibration)  # fmt: skip
     print(f"wrote {args.out} and {sidecar_path(args.out)}")
     if not args.no_check:
         for line in format_report(report):
@@ -47,7 +48,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check-samples", type=positive_int, default=2,
                    help="generated cases/slices in the parity check (default: 2)")  # fmt: skip
     p.add_argument("--calibration-samples", type=positive_int, default=4,
-                   help="generated inputs for static int8 calibration (default: 4)")  # fmt: skip
+                   help="inputs for static int8 calibration (default: 4)")  # fmt: skip
+    p.add_argument("--calibration", metavar="FOLDER",
+                   help="static int8: calibrate on the images in FOLDER (NIfTI/NRRD/MHA; "
+                        "default: inputs generated for the task)")  # fmt: skip
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_export)

@@ -148,20 +148,36 @@ def export_model(
     check: bool = True,
     check_samples: int = 2,
     calibration_samples: int = 4,
+    calibration: str | Path | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a shipped name or a model/run folder) to ``out``; write
     ``<out>.json`` (sidecar) and, with ``check``, ``<out>.parity.json`` (parity report on
     ``check_samples`` generated cases). ``int8``: ``dynamic`` or ``static`` (QDQ, calibrated
-    on ``calibration_samples`` inputs from the task's generator). Returns the report (or the
-    sidecar when ``check`` is off)."""
+    on ``calibration_samples`` inputs from the task's generator, or from the images in the
+    folder ``calibration``). Returns the report (or the sidecar when ``check`` is off)."""
     from medimg.io.output import atomic_path, check_outputs
 
     _check_args(format, int8)
     out = Path(out)
     outputs = [out, sidecar_path(out)] + ([report_path(out)] if check else [])
     check_outputs(outputs, overwrite=overwrite)
+    if calibration is not None and int8 != "static":
+        raise InputError("a calibration folder is for --int8 static")
     target = resolve_target(model)
     side = sidecar_for(target, format, int8)
+    calib: list = []
+    if int8 == "static":  # before the export: a bad folder is refused at once
+        if calibration is not None:
+            from medimg.deploy.calibration import calibration_inputs
+
+            calib = calibration_inputs(target, calibration, calibration_samples)
+        else:
+            calib = target.sample(calibration_samples, 0)
+        side["calibration"] = f"{len(calib)} " + (
+            f"inputs from the images in {Path(calibration).name}"
+            if calibration is not None
+            else "inputs generated for the task"
+        )
     with tempfile.TemporaryDirectory(prefix="medimg-export-") as tmp:
         files: dict[str, Path] = {}
         if format == "torchscript":
@@ -175,7 +191,6 @@ def export_model(
         if int8 is not None:
             from medimg.deploy.quantize import quantize
 
-            calib = target.sample(calibration_samples, 0) if int8 == "static" else []
             files[f"onnx int8 {int8}"] = Path(tmp) / "int8.onnx"
             quantize(files["onnx fp32"], files[f"onnx int8 {int8}"], int8, calib)
         report = None

@@ -99,8 +99,8 @@ def _segment(folder: Path | None) -> ExportTarget:
 
 
 def segment_patches(plan: Any, n: int, seed: int) -> list[np.ndarray]:
-    """``n`` preprocessed patch-size crops ``(1, C, *patch)`` of generated cases of the plan's
-    modality (CT organs or MR tissues), biased towards the foreground."""
+    """``n`` preprocessed patch-size crops ``(1, C, *patch)`` at random places in generated
+    cases of the plan's modality (CT organs or MR tissues)."""
     from medimg.io.image import Image
     from medimg.phantoms.segmentation import make_case
     from medimg.tasks.segment.data import preprocess_image
@@ -111,16 +111,21 @@ def segment_patches(plan: Any, n: int, seed: int) -> list[np.ndarray]:
     for i in range(n):
         case = make_case(kind, seed + i)
         image = Image(case.image.array, case.image.affine, modality=plan.modality)
-        arr, _ = preprocess_image(image, plan)
-        patch = list(plan.patch_size)
-        if plan.configuration == "2d":
-            arr = arr[..., int(rng.integers(arr.shape[-1]))]
-        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, arr.shape[1:])]
-        arr = np.pad(arr, pad, mode="constant")
-        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(arr.shape[1:], patch)]
-        crop = arr[(slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))]
-        out.append(np.ascontiguousarray(crop[None], dtype=np.float32))
+        out.append(random_patch(preprocess_image(image, plan)[0], plan, rng))
     return out
+
+
+def random_patch(arr: np.ndarray, plan: Any, rng: np.random.Generator) -> np.ndarray:
+    """A patch-size crop ``(1, C, *patch)`` at a random place of a preprocessed ``(C, ...)``
+    array (zero-padded when smaller; one random slice for a 2D plan)."""
+    patch = list(plan.patch_size)
+    if plan.configuration == "2d":
+        arr = arr[..., int(rng.integers(arr.shape[-1]))]
+    pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(patch, arr.shape[1:])]
+    arr = np.pad(arr, pad, mode="constant")
+    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(arr.shape[1:], patch)]
+    crop = arr[(slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))]
+    return np.ascontiguousarray(crop[None], dtype=np.float32)
 
 
 def _ct(folder: str | Path) -> ExportTarget:
