@@ -94,6 +94,35 @@ def test_train_init_fine_tunes_a_model(trained, tmp_path, capsys):
     assert "--init fine-tunes" in capsys.readouterr().err
 
 
+def test_train_reviewed_fine_tunes_on_accepted_corrections_only(trained, tmp_path, capsys):
+    """--reviewed: the accepted corrections of a review folder become the training set."""
+    import shutil
+
+    from medimg.review.folder import ReviewFolder
+
+    data, model = trained
+    review = tmp_path / "review"
+    for sub in ("images", "proposals"):
+        (review / sub).mkdir(parents=True)
+    for case in ("ct_002", "ct_003"):
+        shutil.copy(data / "imagesTs" / f"{case}_0000.nii.gz", review / "images")
+        shutil.copy(data / "labelsTs" / f"{case}.nii.gz", review / "proposals")
+    out = tmp_path / "tuned"
+    argv = ["segment", "train", "--init", str(model), "--reviewed", str(review), "--max-steps",
+            "1", "--out", str(out), "--quiet", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2 and "no accepted review" in capsys.readouterr().err
+    assert main(argv[:2] + argv[4:]) == 2 and "--init" in capsys.readouterr().err
+    folder = ReviewFolder(review)
+    folder.save("ct_002", [], status="accepted")
+    folder.save("ct_003", [], status="rejected")
+    assert main(argv) == 0
+    train_set = out.parent / "tuned.reviewed-data"
+    assert sorted(p.name for p in (train_set / "labelsTr").iterdir()) == ["ct_002.nii.gz"]
+    truth = load(data / "labelsTs" / "ct_002.nii.gz").array
+    assert np.array_equal(load(train_set / "labelsTr" / "ct_002.nii.gz").array, truth)
+    assert (out / "plan.yaml").exists() and list(out.glob("*/model.safetensors"))
+
+
 def test_predict_window_flags_reach_the_sliding_window(trained, tmp_path, monkeypatch, capsys):
     from medimg.tasks.segment import inference
 

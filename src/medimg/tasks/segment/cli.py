@@ -66,7 +66,10 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
 
     set_threads(args.threads)
-    if args.preset in ("default", "brain"):
+    if args.reviewed:
+        args.dataset, args.fold = _reviewed_dataset(args), -1
+        run_dir = work = Path(args.out)
+    elif args.preset in ("default", "brain"):
         work = Path(args.out or f"runs/segment/{args.preset}")
         run_dir = work / "model"
     else:
@@ -104,6 +107,25 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained to step {res.last_step}; best dice {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
     return 0
+
+
+def _reviewed_dataset(args: argparse.Namespace) -> Path:
+    """The dataset of a ``--reviewed`` run (checked before any training), and its run folder."""
+    from medimg.errors import InputError
+    from medimg.tasks.segment.reviewed import reviewed_dataset
+
+    if args.dataset or args.preset:
+        raise InputError("--reviewed trains on the review folder's corrections; drop DATASET "
+                         "and --preset")  # fmt: skip
+    if not args.init:
+        raise InputError("--reviewed fine-tunes a model: give --init M (the model that made the "
+                         "proposals, 'default' for the shipped one)")  # fmt: skip
+    if str(args.init) == "default":
+        from medimg.tasks.segment.predict import DEFAULT_MODEL
+
+        args.init = DEFAULT_MODEL
+    args.out = args.out or f"runs/segment/reviewed/{Path(args.reviewed).resolve().name}"
+    return reviewed_dataset(args.reviewed, args.init, args.out)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -205,7 +227,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
 
     p = add_verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
-              "medimg segment train --preset default --export src/medimg/tasks/segment/default --overwrite")  # fmt: skip
+              "medimg segment train --preset default --export src/medimg/tasks/segment/default --overwrite\n"
+              "medimg segment train --init default --reviewed review/ --max-steps 200")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
     p.add_argument("--fold", type=_fold, default=0,
                    help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
@@ -213,6 +236,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--preset", choices=("default", "brain"),
                    help="train a shipped model from scratch: default (abdominal CT) or brain "
                         "(brain MRI, from synthesised images)")  # fmt: skip
+    p.add_argument("--reviewed", metavar="DIR",
+                   help="fine-tune --init on the accepted corrections of a review folder "
+                        "(medimg review) instead of a DATASET")  # fmt: skip
     add_run_flags(p, out="run/model folder (default runs/segment/<dataset>/fold_K)",
                   settings="the plan's",
                   init="fine-tune this model or run folder ('default': the shipped model); "
