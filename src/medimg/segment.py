@@ -24,10 +24,14 @@ from medimg.tasks.segment.predict import DEFAULT_MODEL, Segmenter
 __all__ = ["DEFAULT_MODEL", "Segmenter", "load_model", "predict"]
 
 
-def load_model(path: str | Path | None = None, device: str = "auto") -> Segmenter:
+def load_model(
+    path: str | Path | None = None, device: str = "auto", backend: str = "torch"
+) -> Segmenter:
     """A model folder (``plan.yaml`` + weights; ``None``: the shipped default) on ``device``
-    (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
-    return Segmenter(path, device=check_device(device))
+    (``auto``, ``cpu``, ``cuda`` or ``cuda:N``). ``backend="onnxruntime"`` runs the network in
+    ONNX Runtime: ``path`` an exported ``.onnx`` (``medimg export``), or a model folder exported
+    in memory first."""
+    return Segmenter(path, device=check_device(device), backend=backend)
 
 
 def predict(
@@ -37,12 +41,14 @@ def predict(
     device: str = "auto",
     mirror: bool = True,
     force: bool = False,
+    backend: str = "torch",
 ) -> Image:
     """Labels of ``image`` (an :class:`Image` or a path) on its own grid.
 
     ``model``: a loaded :class:`Segmenter`, a model folder or ``None`` (the default model, loaded
     on ``device``). ``mirror``: average over mirrored inputs (slower, smoother). An image unlike
     the model's training data is a one-line :class:`~medimg.errors.InputError` unless ``force``.
+    ``backend``: ``torch`` or ``onnxruntime`` (see :func:`load_model`).
     """
-    seg = model if isinstance(model, Segmenter) else load_model(model, device)
+    seg = model if isinstance(model, Segmenter) else load_model(model, device, backend)
     return seg.segment(as_image(image), mirror=mirror, force=force)

@@ -83,6 +83,16 @@ def test_segment_predict_onnxruntime_gives_the_torch_labels(seg_onnx, tiny_segme
     assert la.any() and np.array_equal(la, lb)
 
 
+def test_python_api_takes_the_onnxruntime_backend(seg_onnx, tiny_segment, tmp_path):
+    import medimg.segment
+
+    image = load(_case(tmp_path))
+    ref = medimg.segment.predict(image, model=tiny_segment, device="cpu", mirror=False)
+    ort = medimg.segment.predict(image, model=seg_onnx, device="cpu", mirror=False,
+                                 backend="onnxruntime")  # fmt: skip
+    assert "onnx" in ort.meta["model"] and np.array_equal(ref.array, ort.array)
+
+
 def test_recon_ct_predict_onnxruntime_matches_torch(ct_onnx, tiny_ct, tmp_path):
     rng = np.random.default_rng(0)
     hu = rng.normal(0, 30, (1, 40, 36, 2)) - 200 * (rng.random((1, 40, 36, 2)) < 0.2)
