@@ -16,6 +16,7 @@ _TASKS = Path(__file__).parent / "tasks"
 #: model folder (relative to medimg/tasks) -> the command that uses it when no --model is given
 _COMMANDS = {
     "segment/default": "medimg segment",
+    "segment/brain": "medimg segment predict --model brain",
     "register/default": "medimg register",
     "detect/default": "medimg detect",
     "detect/default_lesion2d": "medimg detect predict2d",
