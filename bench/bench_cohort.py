@@ -31,15 +31,15 @@ RUNNER = "medimg.tasks.detect.cohort:predict_case"
 OPTIONS = {"model": None, "device": "cpu", "flips": False, "figures": False}
 
 
-def make_studies(folder: Path, n: int) -> list[CohortCase]:
+def make_studies(folder: Path, n: int, size: int) -> list[CohortCase]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     cases, lines = [], ["case_id,path"]
     for i in range(n):
         f = folder / f"ct{i:04d}.nii.gz"
         if not f.exists():
-            vol = -850.0 + rng.normal(0, 25, (1, 80, 80, 40))
-            c = rng.integers(15, 65, 3)
+            vol = -850.0 + rng.normal(0, 25, (1, size, size, size // 2))
+            c = rng.integers(15, size // 2 + 15, 3)
             vol[0, c[0] - 3 : c[0] + 3, c[1] - 3 : c[1] + 3, c[2] // 2 - 2 : c[2] // 2 + 2] = 30
             save(Image(vol.astype(np.float32), np.diag([0.8, 0.8, 2.0, 1.0]), modality="CT"), f)
         cases.append(CohortCase(f.stem, str(f)))
@@ -84,16 +84,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=200)
     ap.add_argument("--workdir", default="/tmp/bench_cohort")
+    ap.add_argument("--size", type=int, default=160, help="in-plane voxels (slices: half)")
     ap.add_argument("--skip-ray", action="store_true")
     a = ap.parse_args()
     work = Path(a.workdir)
-    cases = make_studies(work / "studies", a.cases)
+    cases = make_studies(work / f"studies{a.size}", a.cases, a.size)
     rows = {"one process": timed(cases, work / "one", threads=1)}
     rows["--workers 2"] = timed(cases, work / "two", workers=2)
     if not a.skip_ray:
         rows["Ray (local, 2 CPUs)"] = timed(cases, work / "ray", ray_address="local")
     base = rows["one process"]["seconds"]
-    print(f"{a.cases} studies of 80x80x40 voxels, detection, {os.cpu_count()} CPUs")
+    print(f"{a.cases} studies of {a.size}x{a.size}x{a.size // 2} voxels, detection, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     print(
         f"{'mode':22s} {'s':>7s} {'cases/min':>9s} {'x one':>6s} {'peak MB/worker':>14s} ok/failed"
     )
@@ -101,7 +103,7 @@ def main() -> None:
         print(f"{name:22s} {r['seconds']:7.1f} {r['cases_per_min']:9.1f} "
               f"{base / r['seconds']:6.2f} {r['peak_rss_mb_per_worker']:14.0f} "
               f"{r['ok']}/{r['failed']}")  # fmt: skip
-    k = kill_and_resume(work / "studies", work / "killed", a.cases)
+    k = kill_and_resume(work / f"studies{a.size}", work / "killed", a.cases)
     print(f"killed at {k['recorded_at_kill']} recorded cases, resumed: {k['ok_after_resume']}/"
           f"{k['cases']} ok, {k['recorded_twice']} recorded twice")  # fmt: skip
 
