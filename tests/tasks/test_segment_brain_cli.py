@@ -49,4 +49,6 @@ def test_a_head_like_volume_gets_brain_labels_named_by_the_model(tmp_path, capsy
     labels = np.asarray(nib.load(out).dataobj)
     assert labels.shape == (40, 48, 40) and set(np.unique(labels)) <= {0, 1, 2, 3, 4}
     descrip = nib.load(out).header["descrip"].item().decode()
-    assert re.fullmatch(r"medimg \S+ segment brain \(SynthBrain-Colin27 MR\) sha1:[0-9a-f]{8}", descrip)
+    assert re.fullmatch(
+        r"medimg \S+ segment brain \(SynthBrain-Colin27 MR\) sha1:[0-9a-f]{8}", descrip
+    )
