@@ -23,6 +23,7 @@ _COMMANDS = {
     "diagnose/default": "medimg diagnose",
     "reconstruct/mri/default": "medimg recon mri",
     "reconstruct/ct/default": "medimg recon ct",
+    "reconstruct/us/default": "medimg recon us predict --method learned",
 }
 
 
