@@ -2,8 +2,7 @@
 
 :func:`predict_case` is the per-case runner of :mod:`medimg.engine.cohort`: each worker process
 loads the model once, then writes each study's labels (NIfTI + label table, and a DICOM-SEG for a
-DICOM series) into the study's own folder, whole, with the same code as a one-process
-``predict``. A cohort study is one image file or one DICOM series folder (the shipped models
+DICOM series) into the study's own folder, whole, through the one-process ``predict_path``. A cohort study is one image file or one DICOM series folder (the shipped models
 take one channel).
 """
 
@@ -13,8 +12,7 @@ import functools
 from pathlib import Path
 
 from medimg.errors import InputError
-from medimg.io.output import atomic_dir
-from medimg.tasks.segment.predict import Segmenter, _inputs, _predict_cases, _targets
+from medimg.tasks.segment.predict import Segmenter, _inputs, predict_path
 from medimg.typing import PathType
 
 __all__ = ["find_cases", "predict_case"]
@@ -48,10 +46,8 @@ def predict_case(
     backend: str = "torch",
 ) -> dict:
     """Segment one study into ``case_dir`` (written whole); returns the record's extra fields."""
-    seg = _segmenter(model, device, overlap, batch_size, backend)
-    items = _inputs(Path(case_path))
     notes: list[str] = []
-    with atomic_dir(case_dir, inputs=[case_path]) as tmp:
-        written = _predict_cases(seg, items, _targets(items, tmp, False), mirror, False, False,
-                                 notes, force)  # fmt: skip
+    written = predict_path(case_path, case_dir, mirror=mirror, progress=False, notes=notes,
+                           force=force, segmenter=_segmenter(model, device, overlap, batch_size,
+                                                             backend))  # fmt: skip
     return {"files": len(written), **({"note": notes[0]} if notes else {})}

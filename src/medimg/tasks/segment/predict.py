@@ -325,6 +325,7 @@ def predict_path(
     overlap: float = 0.5,
     batch_size: int = 2,
     backend: str = "torch",
+    segmenter: Segmenter | None = None,
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
@@ -339,6 +340,8 @@ def predict_path(
     (NIfTI ``descrip``; SEG series description and algorithm). Returns the written paths.
     ``backend="onnxruntime"`` runs the network in ONNX Runtime (``model``: an exported
     ``.onnx``, or a model folder exported in memory); everything around it is unchanged.
+    ``segmenter``: one already loaded (a cohort worker reuses its own; the model options above
+    are then ignored).
     """
     from medimg.io.label_table import label_table_path
     from medimg.io.output import atomic_dir, check_outputs
@@ -351,7 +354,8 @@ def predict_path(
     tables = [label_table_path(nii) for nii, _ in targets]
     check_outputs([p for t in targets for p in t if p is not None] + tables, inputs=inputs,
                   overwrite=overwrite)  # fmt: skip
-    seg = Segmenter(model, device=device, overlap=overlap, batch_size=batch_size, backend=backend)
+    seg = segmenter or Segmenter(model, device=device, overlap=overlap, batch_size=batch_size,
+                                 backend=backend)  # fmt: skip
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
         return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force)

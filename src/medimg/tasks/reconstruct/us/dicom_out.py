@@ -4,8 +4,8 @@ medimg's series writer (:mod:`medimg.io.dicom.write`) stores non-CT/MR images as
 Capture int16; scanners and PACS expect ultrasound as *US Image Storage*
 (1.2.840.10008.5.1.4.1.1.6.1), 8-bit MONOCHROME2, its pixel size given by the *Sequence of
 Ultrasound Regions* (``PhysicalDeltaX/Y`` in cm). This module writes that with pydicom (highdicom
-has no ultrasound class). ``PixelSpacing`` is written as well, so readers that ignore the
-regions (medimg's own among them) still find the spacing.
+has no ultrasound class). ``PixelSpacing`` is written as well, for readers that ignore the regions
+(medimg reads either).
 """
 
 from __future__ import annotations
