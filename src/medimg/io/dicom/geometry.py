@@ -100,3 +100,31 @@ def plane_geometry(affine_ras: np.ndarray, n_slices: int) -> dict[str, object]:
         "slice_spacing": abs(along) if n_slices > 1 else float(dz),
         "positions": positions,
     }
+
+
+#: ``PhysicalUnitsX/YDirection`` code for centimetres (DICOM PS3.3 C.8.5.5.1.15).
+ULTRASOUND_UNITS_CM = 3
+
+
+def ultrasound_region_spacing(ds: object) -> list[float] | None:
+    """``[dy, dx]`` in mm from the largest ultrasound region calibrated in cm in both directions
+    (``SequenceOfUltrasoundRegions``): ultrasound files often carry their spacing only there.
+    ``None`` when no region is calibrated in cm."""
+    best, best_area = None, 0
+    for region in getattr(ds, "SequenceOfUltrasoundRegions", None) or ():
+        try:
+            units = (int(region.PhysicalUnitsXDirection), int(region.PhysicalUnitsYDirection))
+            dx, dy = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
+            area = (int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0)) * (
+                int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0)
+            )
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if (
+            units == (ULTRASOUND_UNITS_CM, ULTRASOUND_UNITS_CM)
+            and dx > 0
+            and dy > 0
+            and area > best_area
+        ):
+            best, best_area = [dy * 10.0, dx * 10.0], area
+    return best

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
 from medimg.errors import DicomError, GeometryError, ImageReadError, InputError, MedimgError
-from medimg.io.dicom.geometry import orientation_vectors
+from medimg.io.dicom.geometry import orientation_vectors, ultrasound_region_spacing
 from medimg.io.inputs import check_regular_file
 
 #: Elements larger than this (bytes) are not read with the header; their file offset is kept,
@@ -269,29 +269,6 @@ def pixel_spacing(ds: Any) -> list[float] | None:
             continue
         return value
     return ultrasound_region_spacing(ds)
-
-
-#: ``PhysicalUnitsX/YDirection`` code for centimetres (DICOM PS3.3 C.8.5.5.1.15).
-_CM = 3
-
-
-def ultrasound_region_spacing(ds: Any) -> list[float] | None:
-    """``[dy, dx]`` in mm from the largest ultrasound region calibrated in cm in both directions
-    (``SequenceOfUltrasoundRegions``): ultrasound files often carry their spacing only there.
-    ``None`` when no region is calibrated in cm."""
-    best, best_area = None, 0
-    for region in ds.get("SequenceOfUltrasoundRegions", None) or ():
-        try:
-            units = (int(region.PhysicalUnitsXDirection), int(region.PhysicalUnitsYDirection))
-            dx, dy = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
-            area = (int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0)) * (
-                int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0)
-            )
-        except (AttributeError, TypeError, ValueError):
-            continue
-        if units == (_CM, _CM) and dx > 0 and dy > 0 and area > best_area:
-            best, best_area = [dy * 10.0, dx * 10.0], area
-    return best
 
 
 def check_frame(frame: Frame) -> Frame:

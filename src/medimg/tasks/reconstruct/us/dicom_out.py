@@ -19,6 +19,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 
 from medimg.errors import InputError
+from medimg.io.dicom.geometry import ULTRASOUND_UNITS_CM
 from medimg.io.dicom.write import MEDIMG_IMPLEMENTATION_NAME
 from medimg.io.image import Image
 from medimg.io.output import atomic_dir
@@ -34,7 +35,7 @@ def _region(dx_mm: float, dz_mm: float, cols: int, rows: int) -> Dataset:
     r.RegionFlags = 0
     r.RegionLocationMinX0, r.RegionLocationMinY0 = 0, 0
     r.RegionLocationMaxX1, r.RegionLocationMaxY1 = cols - 1, rows - 1
-    r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = 3  # cm
+    r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = ULTRASOUND_UNITS_CM
     r.PhysicalDeltaX, r.PhysicalDeltaY = dx_mm / 10.0, dz_mm / 10.0
     return r
 
