@@ -1,7 +1,7 @@
 """The ``medimg`` command: ``medimg <group> <verb>`` plus ``info``, ``convert`` and ``demo``.
 
-Task groups (``recon``, ``detect``, ``segment``, ``register``, ``diagnose``) live in their task
-packages, each exposing ``add_verbs(parser, argv)`` (``argv``: the words after the group's name,
+Task groups (``recon``, ``detect``, ``segment``, ``register``, ``diagnose``, ``synthesize``,
+``superres``) live in their task packages, each exposing ``add_verbs(parser, argv)`` (``argv``: the words after the group's name,
 so a group can in turn import only what is named); only the group named on the command line is
 imported, so ``medimg info`` starts without loading torch. Any :class:`MedimgError` ends the
 program with a one-line ``error: ...`` and exit code 2.
@@ -28,6 +28,8 @@ TASK_GROUPS: dict[str, tuple[str, str]] = {
     "segment": ("medimg.tasks.segment.cli", "segmentation: self-configuring U-Nets"),
     "register": ("medimg.tasks.register.cli", "deformable registration"),
     "diagnose": ("medimg.tasks.diagnose.cli", "computer-aided diagnosis"),
+    "synthesize": ("medimg.tasks.synthesize.cli", "cross-modality synthesis: MR->CT, CT->MR"),
+    "superres": ("medimg.tasks.superres.cli", "super-resolution: thick slices to thin"),
 }
 
 

@@ -109,6 +109,8 @@ TASK_STAGES: list[tuple[str, str]] = [
     ("recon-mri", "medimg.tasks.reconstruct.mri.demo"),
     ("recon-ct", "medimg.tasks.reconstruct.ct.demo"),
     ("recon-us", "medimg.tasks.reconstruct.us.demo"),
+    ("synthesize", "medimg.tasks.synthesize.demo"),
+    ("superres", "medimg.tasks.superres.demo"),
     ("segment", "medimg.tasks.segment.demo"),
     ("register", "medimg.tasks.register.demo"),
     ("detect", "medimg.tasks.detect.demo"),

@@ -24,6 +24,8 @@ _COMMANDS = {
     "reconstruct/mri/default": "medimg recon mri",
     "reconstruct/ct/default": "medimg recon ct",
     "reconstruct/us/default": "medimg recon us predict --method learned",
+    "synthesize/default": "medimg synthesize",
+    "superres/default": "medimg superres",
 }
 
 
