@@ -3,8 +3,8 @@
 Task groups (``recon``, ``detect``, ``segment``, ``register``, ``diagnose``, ``synthesize``,
 ``superres``) live in their task packages, each exposing ``add_verbs(parser, argv)`` (``argv``:
 the words after the group's name, so a group can in turn import only what is named); only the
-group named on the command line is imported, so ``medimg info`` starts without loading torch. Any :class:`MedimgError` ends the
-program with a one-line ``error: ...`` and exit code 2.
+group named on the command line is imported, so ``medimg info`` starts without loading torch.
+Any :class:`MedimgError` ends the program with a one-line ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
