@@ -1,0 +1,1 @@
+"""Super-resolution: thick slices to thin."""
