@@ -156,9 +156,14 @@ class Segmenter:
         return seg
 
     def segment(
-        self, image: Image, *, mirror: bool = True, postprocess: bool = True, force: bool = False
-    ) -> Image:
+        self, image: Image, *, mirror: bool = True, postprocess: bool = True, force: bool = False,
+        prior: str = "off",
+    ) -> Image:  # fmt: skip
         """Labels ``(1, *spatial)`` uint8 on ``image``'s own grid.
+
+        ``prior``: ``check`` puts the anatomical prior's report (:mod:`~medimg.tasks.segment.
+        priors`: components that cannot be the organ they are labelled) in ``meta["prior"]``;
+        ``enforce`` also removes those components; ``off`` (default) skips it.
 
         An image unlike the model's training data (:mod:`~medimg.tasks.segment.contract`; its
         ``modality`` counts as declared unless it is ``OT``/``SC``) raises a one-line
@@ -215,7 +220,11 @@ class Segmenter:
                 "model": self.tag,
             },
         )
-        return out
+        if prior == "off":
+            return out
+        from medimg.tasks.segment.priors import model_prior
+
+        return model_prior(out, original, prior, root=self.root, plan=self.plan)
 
 
 def _reorient_like(canonical: np.ndarray, original: Image) -> np.ndarray:
@@ -326,6 +335,7 @@ def predict_path(
     batch_size: int = 2,
     backend: str = "torch",
     segmenter: Segmenter | None = None,
+    prior: str = "off",
 ) -> list[Path]:
     """Segment a file, a folder of images (``_0000`` channels grouped) or a DICOM series folder.
 
@@ -341,27 +351,34 @@ def predict_path(
     ``backend="onnxruntime"`` runs the network in ONNX Runtime (``model``: an exported
     ``.onnx``, or a model folder exported in memory); everything around it is unchanged.
     ``segmenter``: one already loaded (a cohort worker reuses its own; the model options above
-    are then ignored).
+    are then ignored). ``prior`` (``check``/``enforce``): the anatomical prior's report per case
+    as ``<case>.prior.json`` and a line in ``notes`` per implausible component (``enforce``
+    removes them from the labels); see :mod:`medimg.tasks.segment.priors`.
     """
     from medimg.io.label_table import label_table_path
     from medimg.io.output import atomic_dir, check_outputs
+    from medimg.tasks.segment.priors import check_prior_mode, prior_report_path
 
+    check_prior_mode(prior)
     source, out = Path(source), Path(out)
     items = _inputs(source)
     single = len(items) == 1 and out.name.lower().endswith((".nii.gz", ".nii"))
     targets = _targets(items, out, single)
     inputs = [source, *(f for _, files, _ in items for f in files)]
     tables = [label_table_path(nii) for nii, _ in targets]
+    tables += [prior_report_path(nii) for nii, _ in targets] if prior != "off" else []
     check_outputs([p for t in targets for p in t if p is not None] + tables, inputs=inputs,
                   overwrite=overwrite)  # fmt: skip
     seg = segmenter or Segmenter(model, device=device, overlap=overlap, batch_size=batch_size,
                                  backend=backend)  # fmt: skip
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
-        return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force)
+        return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force,
+                              prior)  # fmt: skip
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:  # a new folder: whole or nothing
         staged = [(tmp / nii.name, dcm and tmp / dcm.name) for nii, dcm in targets]
-        written = _predict_cases(seg, items, staged, mirror, overwrite, progress, notes, force)
+        written = _predict_cases(seg, items, staged, mirror, overwrite, progress, notes, force,
+                                 prior)  # fmt: skip
     return [out / p.name for p in written]
 
 
@@ -374,10 +391,12 @@ def _predict_cases(
     progress: bool,
     notes: list[str] | None,
     force: bool,
+    prior: str = "off",
 ) -> list[Path]:
     from tqdm import tqdm
 
     from medimg.io.label_table import label_table_path, write_label_table
+    from medimg.tasks.segment.priors import prior_report_path
     from medimg.tasks.segment.provenance import save_labels_nifti, write_labels_seg
 
     names = {i: n for i, n in enumerate(seg.plan.label_names) if i}
@@ -386,8 +405,15 @@ def _predict_cases(
         list(zip(items, targets)), desc="segment", disable=not progress or len(items) < 2
     ):
         image = _load_case(name, files, seg.plan, force=force, notes=notes)
-        labels = seg.segment(image, mirror=mirror, force=True)  # checked by _load_case
+        labels = seg.segment(image, mirror=mirror, force=True, prior=prior)  # checked by _load_case
         written.append(save_labels_nifti(labels, nii, seg.tag, overwrite=overwrite))
+        if "prior" in labels.meta:
+            report = labels.meta["prior"]
+            report.to_json(prior_report_path(nii))
+            written.append(prior_report_path(nii))
+            if notes is not None:
+                verb = "removed" if prior == "enforce" else "implausible"
+                notes.extend(f"{name}: {verb}: {line}" for line in report.lines())
         written.append(write_label_table(label_table_path(nii), names, overwrite=overwrite))
         if dcm is None:
             continue

@@ -1,0 +1,310 @@
+"""Anatomical prior at prediction: find (and optionally remove) label components that cannot be
+anatomy -- a "spleen" in the shoulder, a "liver" the size of a walnut inside a head, a third
+"kidney".
+
+Each label named in the prior gets a rule (:class:`OrganRule`): how many separate pieces the
+organ has (liver 1, spleen 1, kidneys 2), its plausible volume, the side of the body it lies on
+(in the patient's frame, from the image's affine), and that it lies inside the body. Relations
+between organs (spleen left of liver, kidneys posterior to the liver) are checked on the
+centroids of each organ's largest piece and reported; they remove nothing, because which of the two organs is wrong
+is not known. A component cut by the edge of the field of view is exempt from the lower volume
+bound, so a partly imaged organ is not flagged for being small.
+
+The rules come from a ``prior.yaml`` in the model folder when there is one (a user's own model
+and labels), else from :data:`ABDOMEN_PRIOR` for the labels it names. Written here because
+neither MONAI nor scikit-image checks anatomy; the component analysis is scipy's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from scipy import ndimage
+
+from medimg.errors import InputError
+from medimg.io.image import Image
+
+if TYPE_CHECKING:
+    from medimg.tasks.segment.plan import SegPlan
+
+__all__ = [
+    "ABDOMEN_PRIOR",
+    "PRIOR_MODES",
+    "AnatomicalPrior",
+    "OrganRule",
+    "PriorReport",
+    "Relation",
+    "apply_prior",
+    "check_prior",
+    "check_prior_mode",
+    "load_prior",
+    "model_prior",
+    "prior_report_path",
+]
+
+PRIOR_MODES = ("off", "check", "enforce")
+Side = Literal["right", "left", "any"]
+#: centroid offsets below this (mm) from the midline or from another organ are not judged
+_MARGIN_MM = 10.0
+#: a component counts as inside the body when at least this fraction of it is
+_INSIDE_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class OrganRule:
+    """What one labelled structure may look like. ``min_ml``/``max_ml``: volume of one
+    component (the lower bound is waived for components touching the edge of the volume);
+    ``pieces``: how many separate components it has at most; ``side``: the patient side its
+    components lie on (``any`` for midline or paired organs)."""
+
+    pieces: int = 1
+    min_ml: float = 0.0
+    max_ml: float = float("inf")
+    side: Side = "any"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``first`` lies ``direction`` of ``second`` (centroids, patient frame): one of
+    left_of, right_of, anterior_to, posterior_to, superior_to, inferior_to."""
+
+    first: str
+    direction: str
+    second: str
+
+
+_DIRECTIONS = {  # RAS+ axis and sign for "first is <direction> of second"
+    "right_of": (0, 1.0), "left_of": (0, -1.0), "anterior_to": (1, 1.0),
+    "posterior_to": (1, -1.0), "superior_to": (2, 1.0), "inferior_to": (2, -1.0),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AnatomicalPrior:
+    organs: dict[str, OrganRule]
+    relations: tuple[Relation, ...] = ()
+    #: intensity above which a voxel is body (HU for CT); None: every voxel is body
+    body_threshold: float | None = -400.0
+
+
+#: Adult abdominal CT (liver, spleen, kidneys): volumes span small adults to organomegaly
+#: (liver ~1-2.5 L, spleen ~0.1-0.5 L, kidney ~0.1-0.25 L each in adults) with wide margins.
+ABDOMEN_PRIOR = AnatomicalPrior(
+    organs={
+        "liver": OrganRule(pieces=1, min_ml=300.0, max_ml=6000.0, side="right"),
+        "spleen": OrganRule(pieces=1, min_ml=20.0, max_ml=2500.0, side="left"),
+        "kidney": OrganRule(pieces=2, min_ml=30.0, max_ml=800.0, side="any"),
+    },
+    relations=(
+        Relation("spleen", "left_of", "liver"),
+        Relation("kidney", "posterior_to", "liver"),
+    ),
+)
+
+
+@dataclass
+class PriorReport:
+    """Per flagged component: label, voxels, mL, centroid (RAS mm) and the reasons; relations
+    that do not hold; ``removed`` voxels when the prior was enforced."""
+
+    components: list[dict] = field(default_factory=list)
+    relations: list[str] = field(default_factory=list)
+    removed_voxels: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.components and not self.relations
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{c['label']} component of {c['ml']:.1f} mL at RAS {tuple(c['centroid_ras_mm'])}: "
+            + "; ".join(c["reasons"])
+            for c in self.components
+        ]
+        return out + self.relations
+
+    def to_json(self, path: Path) -> None:
+        from medimg.io.output import atomic_path
+
+        with atomic_path(path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+def load_prior(model_dir: Path | None, label_names: list[str]) -> AnatomicalPrior | None:
+    """The model's ``prior.yaml`` if it has one, else the built-in rules for the labels they
+    name; ``None`` when no label of the model has a rule."""
+    if model_dir is not None and (Path(model_dir) / "prior.yaml").is_file():
+        return _read_prior_yaml(Path(model_dir) / "prior.yaml")
+    names = {n.lower() for n in label_names}
+    organs = {k: v for k, v in ABDOMEN_PRIOR.organs.items() if k in names}
+    if not organs:
+        return None
+    relations = tuple(r for r in ABDOMEN_PRIOR.relations if {r.first, r.second} <= set(organs))
+    return AnatomicalPrior(organs, relations, ABDOMEN_PRIOR.body_threshold)
+
+
+def _read_prior_yaml(path: Path) -> AnatomicalPrior:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        organs = {str(k).lower(): OrganRule(**v) for k, v in (raw.get("organs") or {}).items()}
+        rels = tuple(Relation(**r) for r in raw.get("relations") or ())
+    except (yaml.YAMLError, TypeError) as exc:
+        raise InputError(f"prior.yaml is not a valid prior ({exc}); see its documented keys",
+                         path) from None  # fmt: skip
+    bad = [r.direction for r in rels if r.direction not in _DIRECTIONS]
+    if bad:
+        raise InputError(f"prior.yaml: unknown direction {bad[0]!r}; use one of "
+                         f"{', '.join(_DIRECTIONS)}", path)  # fmt: skip
+    return AnatomicalPrior(organs, rels, raw.get("body_threshold", -400.0))
+
+
+def check_prior(
+    labels: Image, prior: AnatomicalPrior, label_names: list[str], image: Image | None = None
+) -> PriorReport:
+    """Flag the components of ``labels`` (a label map on any grid; names by index) that break
+    ``prior``. ``image`` (same grid) gives the body mask and midline; without it the whole
+    volume is body and its centre is the midline."""
+    lab = np.asarray(labels.array[0])
+    if lab.ndim != 3:
+        raise InputError("the anatomical prior needs a 3D label map")
+    voxel_ml = float(np.prod(labels.spacing)) / 1000.0
+    body = _body_mask(image, prior, lab.shape)
+    midline_x = _centroid_ras(labels, body)[0] if body.any() else None
+    report = PriorReport()
+    centroids: dict[str, np.ndarray] = {}
+    structure = ndimage.generate_binary_structure(3, 3)
+    for index, name in enumerate(label_names):
+        rule = prior.organs.get(name.lower())
+        if index == 0 or rule is None:
+            continue
+        comps, n = ndimage.label(lab == index, structure=structure)
+        if n == 0:
+            continue
+        sizes = np.bincount(comps.ravel())[1:]
+        order = np.argsort(-sizes, kind="stable")
+        for rank, c in enumerate(order):
+            mask = comps == c + 1
+            centroid = _centroid_ras(labels, mask)
+            if rank == 0:  # relations are judged on each organ's main piece
+                centroids[name.lower()] = centroid
+            reasons = _component_reasons(mask, sizes[c] * voxel_ml, rank, rule, body,
+                                         centroid, midline_x)  # fmt: skip
+            if reasons:
+                report.components.append({
+                    "label": name, "index": index, "component": int(c + 1),
+                    "voxels": int(sizes[c]), "ml": round(float(sizes[c] * voxel_ml), 2),
+                    "centroid_ras_mm": [round(float(v), 1) for v in centroid],
+                    "reasons": reasons,
+                })  # fmt: skip
+    for rel in prior.relations:
+        a, b = centroids.get(rel.first.lower()), centroids.get(rel.second.lower())
+        if a is None or b is None:
+            continue
+        axis, sign = _DIRECTIONS[rel.direction]
+        if sign * (a[axis] - b[axis]) < -_MARGIN_MM:
+            report.relations.append(
+                f"{rel.first} is not {rel.direction.replace('_', ' ')} {rel.second} "
+                f"(centroids {sign * (a[axis] - b[axis]):+.0f} mm)"
+            )
+    return report
+
+
+def apply_prior(
+    labels: Image, prior: AnatomicalPrior, label_names: list[str], image: Image | None = None,
+    *, enforce: bool = False,
+) -> tuple[Image, PriorReport]:  # fmt: skip
+    """:func:`check_prior`, and with ``enforce`` the flagged components set to background."""
+    report = check_prior(labels, prior, label_names, image)
+    if not enforce or not report.components:
+        return labels, report
+    lab = labels.array[0].copy()
+    structure = ndimage.generate_binary_structure(3, 3)
+    for index in {c["index"] for c in report.components}:
+        comps, _ = ndimage.label(labels.array[0] == index, structure=structure)
+        for c in report.components:
+            if c["index"] == index:
+                lab[comps == c["component"]] = 0
+    report.removed_voxels = int(np.count_nonzero(lab != labels.array[0]))
+    return labels.with_array(lab[None]), report
+
+
+def _component_reasons(
+    mask: np.ndarray, ml: float, rank: int, rule: OrganRule, body: np.ndarray,
+    centroid: np.ndarray, midline_x: float | None,
+) -> list[str]:  # fmt: skip
+    reasons = []
+    if rank >= rule.pieces:
+        reasons.append(f"more pieces than the organ has ({rule.pieces})")
+    if ml > rule.max_ml:
+        reasons.append(f"larger than {rule.max_ml:g} mL")
+    if ml < rule.min_ml and not _touches_edge(mask):
+        reasons.append(f"smaller than {rule.min_ml:g} mL")
+    inside = np.count_nonzero(mask & body) / max(np.count_nonzero(mask), 1)
+    if inside < _INSIDE_FRACTION:
+        reasons.append("outside the body")
+    if midline_x is not None and rule.side != "any":
+        offset = centroid[0] - midline_x  # RAS+: x grows towards the patient's right
+        if (rule.side == "right" and offset < -_MARGIN_MM) or (
+            rule.side == "left" and offset > _MARGIN_MM
+        ):
+            reasons.append(f"on the wrong side of the body (expected {rule.side})")
+    return reasons
+
+
+def _touches_edge(mask: np.ndarray) -> bool:
+    return any(np.take(mask, 0, axis=a).any() or np.take(mask, -1, axis=a).any() for a in range(3))
+
+
+def _body_mask(image: Image | None, prior: AnatomicalPrior, shape: tuple[int, ...]) -> np.ndarray:
+    if image is None or prior.body_threshold is None:
+        return np.ones(shape, dtype=bool)
+    body = np.asarray(image.array[0]) > prior.body_threshold
+    if body.shape != shape:
+        raise InputError("the image and its labels are on different grids")
+    # the body with its holes (lungs, bowel gas) filled, slice by slice along the last axis
+    return np.stack([ndimage.binary_fill_holes(body[..., k]) for k in range(shape[2])], axis=-1)
+
+
+def _centroid_ras(image: Image, mask: np.ndarray) -> np.ndarray:
+    ijk = np.argwhere(mask).mean(axis=0)
+    return image.voxel_to_world(ijk)
+
+
+def check_prior_mode(mode: str) -> str:
+    if mode not in PRIOR_MODES:
+        raise InputError(f"prior must be one of {', '.join(PRIOR_MODES)}, got {mode!r}")
+    return mode
+
+
+def model_prior(labels: Image, image: Image, mode: str, *, root: Path, plan: SegPlan) -> Image:
+    """A segmentation model's labels with its prior applied (``check`` or ``enforce``; see
+    :meth:`medimg.tasks.segment.predict.Segmenter.segment`); the report in ``meta["prior"]``."""
+    if check_prior_mode(mode) == "off" or labels.spatial_ndim != 3:
+        return labels
+    prior = load_prior(root if Path(root).is_dir() else None, list(plan.label_names))
+    if prior is None:
+        raise InputError(
+            "this model's labels have no anatomical prior; add a prior.yaml to the model "
+            "folder or use --prior off", root,
+        )  # fmt: skip
+    if plan.modality.upper() != "CT":  # the body mask is an HU threshold
+        prior = AnatomicalPrior(prior.organs, prior.relations, None)
+    out, report = apply_prior(labels, prior, list(plan.label_names), image,
+                              enforce=mode == "enforce")  # fmt: skip
+    out.meta = {**labels.meta, "prior": report}
+    return out
+
+
+def prior_report_path(nii: Path) -> Path:
+    """``case.nii.gz`` -> ``case.prior.json``: where the anatomical prior's report goes."""
+    name = nii.name
+    for ending in (".nii.gz", ".nii"):
+        if name.lower().endswith(ending):
+            name = name[: -len(ending)]
+    return nii.with_name(name + ".prior.json")

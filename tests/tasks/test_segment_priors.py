@@ -1,0 +1,146 @@
+"""The anatomical prior flags (and removes) label components that cannot be anatomy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medimg.errors import InputError
+from medimg.io.image import Image
+from medimg.tasks.segment.priors import ABDOMEN_PRIOR, apply_prior, check_prior, load_prior
+
+NAMES = ["background", "liver", "spleen", "kidney"]
+SPACING = (4.0, 4.0, 5.0)  # mm; RAS+ axes: x to the patient's right, y anterior, z superior
+
+
+def _abdomen() -> tuple[Image, Image]:
+    """A 100 x 80 x 40 voxel body (soft tissue in air) with liver on the right, spleen on the
+    left, and two kidneys posterior, all well inside the field of view."""
+    shape = (100, 80, 40)
+    x, y, _ = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    ct = np.full(shape, -1000.0, dtype=np.float32)
+    body = ((x - 50) / 45) ** 2 + ((y - 40) / 35) ** 2 <= 1
+    ct[body] = 40.0
+    lab = np.zeros(shape, dtype=np.uint8)
+    lab[62:85, 38:62, 10:30] = 1  # liver, patient right (larger x), anterior: 23*24*20 voxels
+    lab[20:32, 40:55, 18:28] = 2  # spleen, patient left
+    lab[30:38, 20:30, 12:22] = 3  # left kidney, posterior (small y)
+    lab[62:70, 20:30, 10:20] = 3  # right kidney
+    affine = np.diag([*SPACING, 1.0])
+    return Image(ct[None], affine, modality="CT"), Image(lab[None], affine, is_label=True)
+
+
+def _reasons(report, label):
+    return [r for c in report.components if c["label"] == label for r in c["reasons"]]
+
+
+def test_plausible_abdomen_passes():
+    image, labels = _abdomen()
+    report = check_prior(labels, ABDOMEN_PRIOR, NAMES, image)
+    assert report.ok, report.lines()
+
+
+def test_planted_spleen_on_the_wrong_side_is_flagged_and_removed_alone():
+    image, labels = _abdomen()
+    lab = labels.array.copy()
+    lab[0, 75:82, 15:22, 32:38] = 2  # a second "spleen" on the right, away from the first
+    planted = labels.with_array(lab)
+    cleaned, report = apply_prior(planted, ABDOMEN_PRIOR, NAMES, image, enforce=True)
+    assert [c["voxels"] for c in report.components] == [7 * 7 * 6]
+    assert "more pieces than the organ has (1)" in _reasons(report, "spleen")
+    assert "on the wrong side of the body (expected left)" in _reasons(report, "spleen")
+    assert report.removed_voxels == 7 * 7 * 6
+    np.testing.assert_array_equal(cleaned.array, labels.array)  # the true organs untouched
+
+
+def test_component_in_the_air_is_outside_the_body():
+    image, labels = _abdomen()
+    lab = labels.array.copy()
+    lab[0, 45:60, 0:3, 5:35] = 3  # a third "kidney" in the air in front of the table
+    report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
+    assert "outside the body" in _reasons(report, "kidney")
+
+
+def test_small_organ_flagged_unless_cut_by_the_field_of_view():
+    image, labels = _abdomen()
+    lab = labels.array.copy()
+    lab[lab == 1] = 0
+    lab[0, 62:67, 38:43, 10:15] = 1  # a 125-voxel (10 mL) "liver"
+    report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
+    assert "smaller than 300 mL" in _reasons(report, "liver")
+    lab[0, 62:67, 38:43, 10:15] = 0
+    lab[0, 62:67, 38:43, 35:40] = 1  # as small, but cut by the top of the volume
+    report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
+    assert not _reasons(report, "liver")
+
+
+def test_sides_are_judged_in_the_patient_frame_whatever_the_array_order():
+    image, labels = _abdomen()
+    lab = labels.array.copy()
+    lab[0][lab[0] == 1], lab[0][lab[0] == 2] = 9, 1  # swap: liver on the left ...
+    lab[0][lab[0] == 9] = 2  # ... spleen on the right
+    swapped = labels.with_array(lab)
+    flip = np.diag([-SPACING[0], SPACING[1], SPACING[2], 1.0])  # x axis stored right-to-left
+    flip[0, 3] = SPACING[0] * 99
+    for lab_img, img in [
+        (swapped, image),
+        (Image(swapped.array[:, ::-1], flip, is_label=True), Image(image.array[:, ::-1], flip)),
+    ]:
+        report = check_prior(lab_img, ABDOMEN_PRIOR, NAMES, img)
+        assert "on the wrong side of the body (expected right)" in _reasons(report, "liver")
+        assert any(line.startswith("spleen is not left of liver") for line in report.relations)
+
+
+def test_prior_from_the_model_folder_and_its_errors(tmp_path):
+    (tmp_path / "prior.yaml").write_text(
+        "organs:\n  tumour: {pieces: 3, min_ml: 0.5}\n"
+        "relations:\n  - {first: tumour, direction: above, second: liver}\n"
+    )
+    with pytest.raises(InputError, match="unknown direction 'above'"):
+        load_prior(tmp_path, ["background", "tumour"])
+    (tmp_path / "prior.yaml").write_text("organs:\n  tumour: {pieces: 3, min_ml: 0.5}\n")
+    assert load_prior(tmp_path, ["background", "tumour"]).organs["tumour"].pieces == 3
+    assert load_prior(None, ["background", "csf", "wm"]) is None
+    assert set(load_prior(None, NAMES).organs) == {"liver", "spleen", "kidney"}
+
+
+class _BrightIsSpleen(torch.nn.Module):
+    """A stand-in network: every voxel brighter than 200 HU is "spleen", the rest background."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spleen = 50.0 * (x[:, :1] - 0.2)  # the plan below scales HU by 1/1000
+        other = torch.full_like(spleen, -50.0)
+        return torch.cat([torch.zeros_like(spleen), other, spleen, other], dim=1)
+
+
+def test_predict_enforces_the_prior_and_writes_its_report(tmp_path):
+    from medimg.io.api import save
+    from medimg.tasks.segment.plan import Normalization, SegPlan
+    from medimg.tasks.segment.predict import Segmenter, predict_path
+
+    image, _ = _abdomen()
+    ct = image.array.copy()
+    ct[0, 20:30, 40:50, 15:25] = 300.0  # the spleen: patient left, 1000 voxels (80 mL)
+    ct[0, 70:73, 40:43, 15:18] = 300.0  # a bright speck on the right: no second spleen
+    save(image.with_array(ct), tmp_path / "case.nii.gz")
+    plan = SegPlan(modality="CT", label_names=NAMES, target_spacing=list(SPACING),
+                   normalization=[Normalization("ct", -1000.0, 1000.0, 0.0, 1000.0)],
+                   patch_size=[32, 32, 16], mirror_axes=[])  # fmt: skip
+    seg = Segmenter.from_networks(plan, [_BrightIsSpleen()], tag="test")
+    notes: list[str] = []
+    with pytest.raises(InputError, match="prior must be one of"):
+        predict_path(tmp_path / "case.nii.gz", tmp_path / "x.nii.gz", segmenter=seg,
+                     prior="strict", force=True)  # fmt: skip
+    written = predict_path(tmp_path / "case.nii.gz", tmp_path / "out.nii.gz", segmenter=seg,
+                           prior="enforce", notes=notes, force=True, progress=False)  # fmt: skip
+    from medimg.io.api import load
+
+    labels = load(tmp_path / "out.nii.gz").array[0]
+    assert (labels[20:30, 40:50, 15:25] == 2).all() and not labels[70:73, 40:43, 15:18].any()
+    report = json.loads((tmp_path / "out.prior.json").read_text())
+    assert [c["voxels"] for c in report["components"]] == [27]
+    assert tmp_path / "out.prior.json" in written
+    assert len(notes) == 1 and notes[0].startswith("case: removed: spleen component of 2.2 mL")
