@@ -19,6 +19,7 @@ from medimg.tasks.cli_helpers import (
     non_negative_int,
     positive_float,
     positive_int,
+    probability,
     set_threads,
 )
 from medimg.tasks.cohort_cli import add_cohort_flags
@@ -66,6 +67,9 @@ def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
 
     set_threads(args.threads)
+    if args.distill_from or args.arch:
+        return _distill(args)
+    args.fold = 0 if args.fold is None else args.fold
     if args.reviewed:
         args.dataset, args.fold = _reviewed_dataset(args), -1
         run_dir = work = Path(args.out)
@@ -106,6 +110,46 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"trained to step {res.last_step}; best dice {res.best_metric} at step {res.best_step}; "
           f"model folder {res.run_dir}")  # fmt: skip
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    """``train DATA --distill-from MODEL [--arch small]``: a small student of MODEL."""
+    from medimg.errors import InputError
+    from medimg.tasks.segment.distill import distill_segmentation
+
+    if not args.distill_from:
+        raise InputError("--arch small trains a student of a model: add --distill-from MODEL "
+                         "('default' for the shipped one)")  # fmt: skip
+    clash = [f for f, v in (("--preset", args.preset), ("--reviewed", args.reviewed),
+                            ("--init", args.init), ("--plan", args.plan)) if v]  # fmt: skip
+    if clash:
+        raise InputError(f"--distill-from takes its plan and start from the teacher; drop "
+                         f"{', '.join(clash)}")  # fmt: skip
+    if args.dataset is None:
+        raise InputError("--distill-from needs a DATASET folder with the teacher's labels")
+    fold = -1 if args.fold is None else args.fold
+    out = Path(args.out or f"runs/segment/{Path(args.dataset).name}/student"
+               + ("" if fold < 0 else f"_fold_{fold}"))  # fmt: skip
+    if args.export:
+        from medimg.tasks.segment.train import check_export
+
+        check_export(out, args.export, args.overwrite)
+    res = distill_segmentation(args.dataset, out, args.distill_from, arch=args.arch or "small",
+                               temperature=args.temperature, alpha=args.alpha, fold=fold,
+                               max_steps=args.max_steps, device=args.device,
+                               progress=not args.quiet, resume=args.resume,
+                               overwrite=args.overwrite)  # fmt: skip
+    if args.export:
+        from medimg.tasks.segment.train import export_model
+
+        print(f"exported the model to {export_model(out, args.export, overwrite=args.overwrite)}")
+    sizes = (out / "distill.json").read_text() if (out / "distill.json").is_file() else "{}"
+    import json
+
+    ratio = json.loads(sizes).get("ratio")
+    print(f"trained the student to step {res.last_step}; best dice {res.best_metric} at step "
+          f"{res.best_step}; {ratio}x fewer parameters than the teacher; model folder {out}")  # fmt: skip
     return 0
 
 
@@ -228,10 +272,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p = add_verb(sub, "train", "train one fold (or all cases) of a planned dataset",
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
               "medimg segment train --preset default --export src/medimg/tasks/segment/default --overwrite\n"
-              "medimg segment train --init default --reviewed review/ --max-steps 200")  # fmt: skip
+              "medimg segment train --init default --reviewed review/ --max-steps 200\n"
+              "medimg segment train data/SynthCT --distill-from default --arch small   # a 5x smaller student")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
-    p.add_argument("--fold", type=_fold, default=0,
-                   help="fold K of the k-fold split; -1 = all cases")  # fmt: skip
+    p.add_argument("--fold", type=_fold, default=None,
+                   help="fold K of the k-fold split; -1 = all cases (default: 0; with "
+                        "--distill-from: -1)")  # fmt: skip
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
     p.add_argument("--preset", choices=("default", "brain"),
                    help="train a shipped model from scratch: default (abdominal CT) or brain "
@@ -244,6 +290,16 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                   init="fine-tune this model or run folder ('default': the shipped model); "
                        "its plan is used unless --plan is given",
                   export="plan.yaml")  # fmt: skip
+    p.add_argument("--distill-from", metavar="MODEL",
+                   help="train a small student of this model ('default': the shipped one; a "
+                        "model/run folder) on DATASET's labels and the model's soft outputs")  # fmt: skip
+    p.add_argument("--arch", choices=("small",),
+                   help="the student's size: small = the teacher's plan with layers narrow "
+                        "enough for >= 4x fewer parameters (needs --distill-from)")  # fmt: skip
+    p.add_argument("--temperature", type=positive_float, default=2.0,
+                   help="distillation temperature T (default: 2)")  # fmt: skip
+    p.add_argument("--alpha", type=probability, default=0.5,
+                   help="weight of the teacher term; 1 - alpha weighs the labels (default: 0.5)")  # fmt: skip
     p.set_defaults(func=_train)
 
     p = add_verb(sub, "predict", "segment a file, a folder of images or a DICOM series",

@@ -1,0 +1,115 @@
+"""Small students distilled from the shipped models: size, accuracy and CPU latency.
+
+``seg``: writes the default segmentation preset's synthetic CT set (16 training phantoms, seeds
+0-15, the teacher's own training cases; 6 held-out, seeds 16-21), distils the shipped abdominal
+model into a student (``medimg segment train DATA --distill-from default --arch small``) and
+scores teacher and student on the held-out ``imagesTs`` (Dice per organ with mirroring and
+post-processing, as ``segment predict``), with parameters and CPU latency per case.
+
+``mri``: distils the shipped MRI model into a student (``medimg recon mri train --distill-from
+default --arch small``), then scores both on the real-brain slices the MRI model card reports
+(``bench/bench_mri_real.py``'s ITK head and nibabel crop, 4x and 8x; needs
+``MEDIMG_DATA_CACHE``), with parameters and latency per slice.
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/bench_distill.py seg --work runs/distill_seg \
+        --max-steps 600
+    MEDIMG_DATA_CACHE=/tmp/rdcache OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python \
+        bench/bench_distill.py mri --work runs/distill_mri --max-steps 300
+
+A finished student is reused (``--score-only`` skips training altogether); one thread throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_seg(work: Path, max_steps: int, score_only: bool) -> dict:
+    from medimg.io.api import load
+    from medimg.metrics.segmentation import case_metrics
+    from medimg.tasks.segment.distill import distill_segmentation
+    from medimg.tasks.segment.models import count_parameters
+    from medimg.tasks.segment.predict import DEFAULT_MODEL, Segmenter
+    from medimg.tasks.segment.train import DEFAULT_PRESET as p
+
+    data, student = work / "data", work / "student"
+    if not (data / "imagesTs").is_dir():
+        from medimg.phantoms.segmentation import write_msd_dataset
+
+        write_msd_dataset(data, str(p["kind"]), n_train=int(p["n_train"]),
+                          n_test=int(p["n_test"]), seed=int(p["seed"]))  # fmt: skip
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    if not score_only:
+        distill_segmentation(data, student, "default", max_steps=max_steps, device="cpu",
+                             progress=False, resume="auto")  # fmt: skip
+    train = {"cpu_s": round(_cpu_s() - cpu0, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+    out: dict = {"train (this call)": train, "max_steps": max_steps}
+    for name, folder in (("teacher", DEFAULT_MODEL), ("student", student)):
+        seg = Segmenter(folder, device="cpu")
+        labels = list(range(1, seg.plan.num_classes))
+        cases, times = [], []
+        for img in sorted((data / "imagesTs").glob("*_0000.nii.gz")):
+            cid = img.name[: -len("_0000.nii.gz")]
+            image = load(img, modality="CT")
+            gt = load(data / "labelsTs" / f"{cid}.nii.gz", is_label=True)
+            t1 = time.perf_counter()
+            pred = seg.segment(image)
+            times.append(time.perf_counter() - t1)
+            cases.append(case_metrics(pred.array[0], gt.array[0], labels=labels,
+                                      spacing=image.spacing))  # fmt: skip
+        dice = {seg.plan.label_names[k]: round(float(np.mean([c[k]["dice"] for c in cases])), 4)
+                for k in labels}  # fmt: skip
+        out[name] = {"filters": seg.plan.filters, "parameters": count_parameters(seg.models[0]),
+                     "dice": dice, "mean_dice": round(float(np.mean(list(dice.values()))), 4),
+                     "latency_s_per_case (mirrored, median)": round(float(np.median(times)), 3),
+                     "cases": len(cases)}  # fmt: skip
+    t, s = out["teacher"], out["student"]
+    out["param_ratio"] = round(t["parameters"] / s["parameters"], 2)
+    out["dice_gap (teacher - student)"] = {k: round(t["dice"][k] - s["dice"][k], 4)
+                                           for k in t["dice"]}  # fmt: skip
+    return out
+
+
+def bench_mri(work: Path, max_steps: int, score_only: bool) -> dict:
+    from medimg.tasks.reconstruct.mri.distill import distill_mri, score_on_real_brains
+
+    student = work / "student"
+    cpu0, t0 = _cpu_s(), time.perf_counter()
+    if not score_only:
+        distill_mri("default", student, max_steps=max_steps, progress=False, resume="auto")
+    train = {"cpu_s": round(_cpu_s() - cpu0, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+    return {"train (this call)": train, "max_steps": max_steps,
+            **score_on_real_brains({"teacher": "default", "student": str(student)})}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("task", choices=("seg", "mri"))
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--max-steps", type=int, default=600)
+    ap.add_argument("--score-only", action="store_true", help="score an existing student")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(args.work)
+    fn = bench_seg if args.task == "seg" else bench_mri
+    report = fn(work, args.max_steps, args.score_only)
+    print(json.dumps(report, indent=1))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"bench_distill_{args.task}.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
