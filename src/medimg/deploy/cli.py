@@ -16,6 +16,16 @@ def _export(args: argparse.Namespace) -> int:
     from medimg.deploy.runtime import sidecar_path
 
     set_threads(args.threads)
+    if args.format == "monai-bundle":
+        if args.int8 or args.calibration:
+            from medimg.errors import InputError
+
+            raise InputError("a MONAI bundle holds fp32 weights; int8 is for --format onnx")
+        export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
+        print(f"wrote the MONAI bundle {args.out} (run it: python -m monai.bundle run "
+              f"--config_file {args.out}/configs/inference.json --bundle_root {args.out} "
+              "--dataset_dir IMAGES --output_dir LABELS)")  # fmt: skip
+        return 0
     report = export_model(args.model, args.out, format=args.format, int8=args.int8,
                           overwrite=args.overwrite, check=not args.no_check,
                           check_samples=args.check_samples,
@@ -35,15 +45,19 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                  "sidecar JSON for predict --backend onnxruntime and a parity report",
                  "medimg export segment --format onnx --int8 static --out seg_int8.onnx\n"
                  "medimg export redcnn --format onnx --out redcnn.onnx\n"
+                 "medimg export segment --format monai-bundle --out seg_bundle\n"
                  "medimg segment predict ct.nii.gz labels.nii.gz --model seg_int8.onnx "
                  "--backend onnxruntime")  # fmt: skip
     p.add_argument("model", help="segment, redcnn, wgan, diagnose, or a model/run folder")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
-                   help="file format (default: onnx)")  # fmt: skip
+    p.add_argument("--format", choices=("onnx", "torchscript", "monai-bundle"), default="onnx",
+                   help="file format (default: onnx); monai-bundle: a MONAI bundle folder "
+                        "(segmentation)")  # fmt: skip
     p.add_argument("--int8", choices=("dynamic", "static"),
                    help="ONNX Runtime int8 quantisation: dynamic (no calibration) or static "
                         "(QDQ, calibrated on a few generated inputs)")  # fmt: skip
-    p.add_argument("--out", required=True, help="file to write (.onnx or .pt)")
+    p.add_argument(
+        "--out", required=True, help="file to write (.onnx or .pt; a folder for monai-bundle)"
+    )
     p.add_argument("--no-check", action="store_true", help="skip the parity report")
     p.add_argument("--check-samples", type=positive_int, default=2,
                    help="generated cases/slices in the parity check (default: 2)")  # fmt: skip

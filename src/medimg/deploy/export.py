@@ -27,7 +27,7 @@ from medimg.errors import InputError
 
 __all__ = ["FORMATS", "INT8_MODES", "export_model", "onnx_bytes", "sidecar_for"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "monai-bundle")
 INT8_MODES = ("dynamic", "static")
 OPSET = 18
 
@@ -129,6 +129,8 @@ def _check_args(fmt: str, int8: str | None) -> None:
         raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int8 is not None and int8 not in INT8_MODES:
         raise InputError(f"int8 must be one of {', '.join(INT8_MODES)}, got {int8!r}")
+    if int8 is not None and fmt == "monai-bundle":
+        raise InputError("a MONAI bundle holds fp32 weights; int8 is for --format onnx")
     if int8 is not None and fmt != "onnx":
         raise InputError("int8 quantisation is done by ONNX Runtime: use --format onnx")
 
@@ -154,11 +156,18 @@ def export_model(
     ``<out>.json`` (sidecar) and, with ``check``, ``<out>.parity.json`` (parity report on
     ``check_samples`` generated cases). ``int8``: ``dynamic`` or ``static`` (QDQ, calibrated
     on ``calibration_samples`` inputs from the task's generator, or from the images in the
-    folder ``calibration``). Returns the report (or the sidecar when ``check`` is off)."""
+    folder ``calibration``). Returns the report (or the sidecar when ``check`` is off).
+    ``format="monai-bundle"`` writes the folder ``out`` instead (:mod:`medimg.deploy.bundle`;
+    segmentation models only, no parity report)."""
     from medimg.io.output import atomic_path, check_outputs
 
     _check_args(format, int8)
     out = Path(out)
+    if format == "monai-bundle":  # a folder, checked by MONAI's own loader in the tests
+        from medimg.deploy.bundle import export_bundle
+
+        export_bundle(model, out, overwrite=overwrite)
+        return {"format": format, "bundle": str(out)}
     outputs = [out, sidecar_path(out)] + ([report_path(out)] if check else [])
     check_outputs(outputs, overwrite=overwrite)
     if calibration is not None and int8 != "static":
