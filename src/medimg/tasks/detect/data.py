@@ -133,6 +133,36 @@ def make_targets(shape: tuple[int, ...], nodules_vox: np.ndarray) -> dict[str, n
     return {"heatmap": heat[None], "size": size, "offset": offset, "reg_mask": mask}
 
 
+def _weighted_rows(
+    weights: list[np.ndarray] | None, tables: list[np.ndarray], what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(cumulative share, volume, row)`` over every row of every table for draws in
+    proportion to ``weights`` (one array per table, one weight per row); None without weights
+    or without rows."""
+    if weights is None:
+        return None
+    w = [np.asarray(a, float).ravel() for a in weights]
+    if len(w) != len(tables) or any(
+        len(a) != len(np.asarray(t).reshape(-1, 4)) for a, t in zip(w, tables)
+    ):
+        raise InputError(f"PatchDataset needs one weight per {what} of each volume")
+    flat = np.concatenate(w) if w else np.zeros(0)
+    if not len(flat):
+        return None
+    if np.any(flat < 0) or not np.isfinite(flat).all() or flat.sum() <= 0:
+        raise InputError(f"{what} weights must be finite, >= 0 and not all 0")
+    return (np.cumsum(flat) / flat.sum(),
+            np.concatenate([[i] * len(a) for i, a in enumerate(w)]).astype(int),
+            np.concatenate([np.arange(len(a)) for a in w]).astype(int))  # fmt: skip
+
+
+def _draw(pick: tuple[np.ndarray, np.ndarray, np.ndarray], rng) -> tuple[int, int]:
+    """One ``(volume, row)`` drawn from a :func:`_weighted_rows` table."""
+    cum, vols, rows = pick
+    j = min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1)
+    return int(vols[j]), int(rows[j])
+
+
 class PatchDataset(Dataset):
     """Random training patches with positive oversampling and flip augmentation.
 
@@ -146,6 +176,8 @@ class PatchDataset(Dataset):
     ``nodule_weights`` (one array per volume, one weight per nodule) makes a positive patch pick
     nodules in proportion to their weights over all volumes (e.g. more patches on the nodule
     types a model misses); without it a volume, then one of its nodules, is drawn uniformly.
+    ``hard_weights`` does the same for the hard negatives (e.g. each kind an equal share, so
+    that the rare vessel stubs and plaques are not drowned by the many branch points).
     """
 
     def __init__(
@@ -158,6 +190,7 @@ class PatchDataset(Dataset):
         hard_negatives: list[np.ndarray] | None = None,
         hard_fraction: float = 0.0,
         nodule_weights: list[np.ndarray] | None = None,
+        hard_weights: list[np.ndarray] | None = None,
     ) -> None:
         if not volumes or len(volumes) != len(nodules_vox):
             raise InputError("PatchDataset needs one nodule table per volume (and >= 1 volume)")
@@ -172,20 +205,11 @@ class PatchDataset(Dataset):
         self.hard = [np.asarray(h).reshape(-1, 4) for h in hard_negatives or []]
         self.hard_fraction = float(hard_fraction) if self.hard else 0.0
         self.with_hard = [i for i, h in enumerate(self.hard) if len(h)]
-        self.pick = None  # cumulative weights over (volume, nodule) pairs, when weighted
-        if nodule_weights is not None:
-            w = [np.asarray(a, float).ravel() for a in nodule_weights]
-            if len(w) != len(volumes) or any(
-                len(a) != len(np.asarray(n).reshape(-1, 4)) for a, n in zip(w, nodules_vox)
-            ):
-                raise InputError("PatchDataset needs one weight per nodule of each volume")
-            flat = np.concatenate(w) if w else np.zeros(0)
-            if len(flat) and (np.any(flat < 0) or not np.isfinite(flat).all() or flat.sum() <= 0):
-                raise InputError("nodule weights must be finite, >= 0 and not all 0")
-            if len(flat):
-                self.pick = (np.cumsum(flat) / flat.sum(),
-                             np.concatenate([[i] * len(a) for i, a in enumerate(w)]).astype(int),
-                             np.concatenate([np.arange(len(a)) for a in w]).astype(int))  # fmt: skip
+        # cumulative weights over (volume, row) pairs, when weighted (None: uniform draws)
+        self.pick = _weighted_rows(nodule_weights, nodules_vox, "nodule")
+        self.hard_pick = (
+            _weighted_rows(hard_weights, self.hard, "hard negative") if self.hard else None
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -200,14 +224,16 @@ class PatchDataset(Dataset):
                 v = self.with_nodules[rng.randint(len(self.with_nodules))]
                 nod = self.nodules[v][rng.randint(len(self.nodules[v]))]
             else:  # a nodule drawn in proportion to its weight (e.g. more of the hard types)
-                cum, vols, rows = self.pick
-                j = min(int(np.searchsorted(cum, rng.random(), side="right")), len(cum) - 1)
-                v = int(vols[j])
-                nod = self.nodules[v][rows[j]]
+                v, row = _draw(self.pick, rng)
+                nod = self.nodules[v][row]
             centre = nod[:3] + rng.uniform(-0.35 * p, 0.35 * p, 3)
         elif self.with_hard and u < self.pos_fraction + self.hard_fraction:
-            v = self.with_hard[rng.randint(len(self.with_hard))]
-            neg = self.hard[v][rng.randint(len(self.hard[v]))]
+            if self.hard_pick is None:
+                v = self.with_hard[rng.randint(len(self.with_hard))]
+                neg = self.hard[v][rng.randint(len(self.hard[v]))]
+            else:
+                v, row = _draw(self.hard_pick, rng)
+                neg = self.hard[v][row]
             centre = neg[:3] + rng.uniform(-0.25 * p, 0.25 * p, 3)
         else:
             v = rng.randint(len(self.volumes))

@@ -88,3 +88,18 @@ def read_hard_negatives(root: PathType) -> dict[str, np.ndarray]:
             raise InputError(f"line {line}: coordinates and diameter must be numbers", p) from None
         out.setdefault(row["seriesuid"].strip(), []).append(vals)
     return {u: np.c_[lps_to_ras(np.asarray(v)[:, :3]), np.asarray(v)[:, 3]] for u, v in out.items()}
+
+
+def read_hard_negative_kinds(root: PathType) -> dict[str, list[str]]:
+    """``{uid: [kind per row]}`` of ``root/hard_negatives.csv`` in the order of
+    :func:`read_hard_negatives` ("unknown" where a row names none); empty without the file."""
+    from medimg.io.inputs import read_csv_rows
+
+    p = Path(root) / "hard_negatives.csv"
+    if not p.is_file():
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in read_csv_rows(p, required=HARD_NEGATIVE_COLUMNS[:5]):
+        kind = (row.get("kind") or "").strip() or "unknown"
+        out.setdefault(row["seriesuid"].strip(), []).append(kind)
+    return out

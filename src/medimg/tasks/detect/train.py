@@ -39,12 +39,17 @@ from medimg.metrics.detection import ScanMatch, froc, match_luna16
 from medimg.tasks.detect.data import PatchDataset, Prepared, prepare, to_voxels
 from medimg.tasks.detect.infer import InferenceConfig, detect_prepared
 from medimg.tasks.detect.models import build_detector, centernet_loss
-from medimg.tasks.detect.simulate import read_hard_negatives, write_thorax_luna16
+from medimg.tasks.detect.simulate import (
+    read_hard_negative_kinds,
+    read_hard_negatives,
+    write_thorax_luna16,
+)
 from medimg.tasks.detect.strata import read_nodule_types
 
 __all__ = [
     "DEFAULT_PRESET",
     "PLAIN_PHANTOM_MODEL",
+    "STAGE2_PRESET",
     "DetectConfig",
     "ModelConfig",
     "export_model",
@@ -78,6 +83,13 @@ class DetectConfig:
     #: ``simulate --varied``): a positive patch picks a nodule in proportion to its type's weight
     #: (types not named weigh 1); empty: every nodule alike
     type_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: extra factor on the patch share of nodules under 6 mm (1.5-3 voxels on the 2 mm grid,
+    #: the size the detector misses most)
+    small_weight: float = 1.0
+    #: give each kind of hard negative (``kind`` column of ``hard_negatives.csv``: branch
+    #: point, vessel stub, plaque, fissure) an equal share of the hard-negative patches instead
+    #: of one in proportion to its count (branch points outnumber the others ~10:1)
+    hard_per_kind: bool = False
     #: start from these weights (a model folder, run folder or ``.safetensors``; "": random)
     init_weights: str = ""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -138,6 +150,33 @@ def _type_weights(
     return out
 
 
+def _nodule_weights(
+    dataset: Path, uids: list[str], nodules_mm: list[np.ndarray], cfg: DetectConfig
+) -> list[np.ndarray] | None:
+    """Per scan, each nodule's patch weight: its type's (:func:`_type_weights`) times
+    ``small_weight`` under 6 mm; None when neither is asked for."""
+    sizes = [np.asarray(n).reshape(-1, 4)[:, 3] for n in nodules_mm]
+    w = _type_weights(dataset, uids, [len(d) for d in sizes], cfg.type_weights)
+    if cfg.small_weight == 1.0:
+        return w
+    if not (np.isfinite(cfg.small_weight) and cfg.small_weight >= 0):
+        raise InputError(f"small_weight must be a finite number >= 0, got {cfg.small_weight}")
+    w = w or [np.ones(len(d)) for d in sizes]
+    return [a * np.where(d < 6.0, cfg.small_weight, 1.0) for a, d in zip(w, sizes)]
+
+
+def _hard_kind_weights(dataset: Path, uids: list[str], counts: list[int]) -> list[np.ndarray]:
+    """Per scan, each hard negative's weight ``1 / (points of its kind over all scans)``: every
+    kind then gets an equal share of the hard-negative patches."""
+    kinds = read_hard_negative_kinds(dataset)
+    per_scan = [kinds.get(u, [])[:n] + ["unknown"] * max(0, n - len(kinds.get(u, [])))
+                for u, n in zip(uids, counts)]  # fmt: skip
+    names, totals = np.unique(np.concatenate([np.asarray(k, dtype=str) for k in per_scan] or
+                                             [np.zeros(0, str)]), return_counts=True)  # fmt: skip
+    share = dict(zip(names.tolist(), (1.0 / totals).tolist()))
+    return [np.array([share[k] for k in ks], dtype=float) for ks in per_scan]
+
+
 def train_detector(
     dataset: str | Path,
     out_dir: str | Path,
@@ -180,13 +219,15 @@ def train_detector(
     val_scans = _prepare_scans(ds, val_ids, sp, progress)
     hard = read_hard_negatives(dataset)
     empty = np.zeros((0, 4))
-    weights = _type_weights(Path(dataset), train_ids, [len(n) for _, n, _ in train_scans],
-                            cfg.type_weights)  # fmt: skip
+    weights = _nodule_weights(Path(dataset), train_ids, [n for _, n, _ in train_scans], cfg)
+    hard_rows = [hard.get(u, empty) for u in train_ids]
+    hard_w = (_hard_kind_weights(Path(dataset), train_ids, [len(h) for h in hard_rows])
+              if cfg.hard_per_kind and hard else None)  # fmt: skip
     data = PatchDataset([p for p, _, _ in train_scans], [to_voxels(p, n) for p, n, _ in train_scans],
                         cfg.patch, max(cfg.samples_per_epoch, cfg.train.batch_size),
                         cfg.pos_fraction,
-                        [to_voxels(p, hard.get(u, empty)) for (p, _, _), u in zip(train_scans, train_ids)],
-                        cfg.hard_fraction, weights)  # fmt: skip
+                        [to_voxels(p, h) for (p, _, _), h in zip(train_scans, hard_rows)],
+                        cfg.hard_fraction, weights, hard_w)  # fmt: skip
     seed_everything(cfg.train.seed)
     model = build_detector(cfg.model.channels)
     if cfg.init_weights:  # fine-tuning (a resumed run then restores its own checkpoint)
@@ -214,28 +255,47 @@ def train_detector(
 #: shipped default until it was fine-tuned on varied thoraxes): the preset's starting weights.
 PLAIN_PHANTOM_MODEL = Path(__file__).parent / "default" / "plain_phantoms"
 
-#: ``medimg detect train --preset default``: the shipped model's recipe. Seeds 0..79 of the varied
-#: thorax generator (``simulate --varied``: every nodule type, thorax variety, hard negatives)
-#: round-robin into 8 subsets; subset0 (10 scans) validates, the other 70 train; seeds 5000+
-#: are held out (bench/bench_detect_types.py). Fine-tunes :data:`PLAIN_PHANTOM_MODEL` (a shared
-#: CPU gives ~0.5-1 step/s). Batch 4 of 40^3 patches: 55 % near a nodule (juxtapleural,
-#: vessel-attached and perifissural nodules twice as often, ground-glass and part-solid 1.5x:
-#: the types the plain-phantom model missed), 25 % on a hard negative (vessel stub, branch
-#: point, plaque, fissure), 20 % anywhere; 1000 steps, validation every 500.
+#: ``medimg detect train --preset default``: the shipped model's recipe, in two stages on one
+#: simulated set. Seeds 0..79 of the varied thorax generator (``simulate --varied``: every nodule
+#: type, thorax variety, hard negatives) round-robin into 8 subsets; subset0 (10 scans)
+#: validates, the other 70 train; seeds 5000+ are held out (bench/bench_detect_types.py).
+#: Stage 1 fine-tunes :data:`PLAIN_PHANTOM_MODEL` (a shared CPU gives ~0.5-1 step/s). Batch 4
+#: of 40^3 patches: 55 % near a nodule (juxtapleural, vessel-attached and perifissural nodules
+#: twice as often, ground-glass and part-solid 1.5x: the types the plain-phantom model missed),
+#: 25 % on a hard negative (vessel stub, branch point, plaque, fissure), 20 % anywhere; 1000
+#: steps, validation every 500.
 DEFAULT_PRESET = {"n_cases": 80, "n_subsets": 8, "seed": 0, "max_steps": 1000, "batch_size": 4,
                   "val_every": 500, "pos_fraction": 0.55, "hard_fraction": 0.25,
                   "type_weights": {"juxtapleural": 2.0, "vessel_attached": 2.0,
                                    "perifissural": 2.0, "ground_glass": 1.5, "part_solid": 1.5}}  # fmt: skip
 
+#: Stage 2 continues from stage 1's best weights, longer and aimed at what stage 1 missed:
+#: perifissural and ground-glass nodules (sensitivity 0.06 and 0.25 at 1 FP/scan after stage 1)
+#: three and 2.5 times as often, nodules under 6 mm twice as often, each kind of hard negative
+#: an equal share (stage 1's were 85 % branch points); 1500 steps at a lower peak rate.
+STAGE2_PRESET = {"max_steps": 1500, "val_every": 500, "lr": 1.5e-3, "pos_fraction": 0.6,
+                 "hard_fraction": 0.25, "small_weight": 2.0, "hard_per_kind": True,
+                 "type_weights": {"perifissural": 3.0, "ground_glass": 2.5, "part_solid": 2.0,
+                                  "juxtapleural": 2.0, "vessel_attached": 1.5,
+                                  "calcified": 0.75}}  # fmt: skip
 
-def preset_config() -> DetectConfig:
-    """The :data:`DEFAULT_PRESET` run as a :class:`DetectConfig` (dataset not set)."""
+
+def preset_config(stage: int = 1, init: str | Path = PLAIN_PHANTOM_MODEL) -> DetectConfig:
+    """The preset's ``stage`` (1: :data:`DEFAULT_PRESET`, 2: :data:`STAGE2_PRESET`) as a
+    :class:`DetectConfig` starting from ``init`` (dataset not set)."""
     p = DEFAULT_PRESET
     cfg = DetectConfig(pos_fraction=p["pos_fraction"], hard_fraction=p["hard_fraction"],
-                       type_weights=dict(p["type_weights"]),
-                       init_weights=str(PLAIN_PHANTOM_MODEL))  # fmt: skip
+                       type_weights=dict(p["type_weights"]), init_weights=str(init))  # fmt: skip
     cfg.train = dataclasses.replace(cfg.train, batch_size=p["batch_size"], max_steps=p["max_steps"],
                                     val_every=p["val_every"], checkpoint_every=p["val_every"] // 2)  # fmt: skip
+    if stage == 1:
+        return cfg
+    q = STAGE2_PRESET
+    cfg = dataclasses.replace(cfg, pos_fraction=q["pos_fraction"], hard_fraction=q["hard_fraction"],
+                              type_weights=dict(q["type_weights"]), small_weight=q["small_weight"],
+                              hard_per_kind=q["hard_per_kind"])  # fmt: skip
+    cfg.train = dataclasses.replace(cfg.train, max_steps=q["max_steps"], lr=q["lr"],
+                                    val_every=q["val_every"], checkpoint_every=q["val_every"] // 2)  # fmt: skip
     return cfg
 
 
@@ -247,9 +307,10 @@ def train_preset(
     device: str | None = None,
     resume: bool | str = "auto",
 ) -> TrainResult:
-    """Simulate the preset's varied LUNA16-layout set into ``work_dir/data`` (once) and train
-    on it into ``work_dir/model``; ``max_steps`` shortens the run (validation halfway and at
-    the end)."""
+    """Simulate the preset's varied LUNA16-layout set into ``work_dir/data`` (once), train
+    stage 1 into ``work_dir/model`` (skipped when a finished one is there) and stage 2 from
+    its best weights into ``work_dir/model2`` (the model to ship); ``max_steps`` shortens
+    both stages (validation halfway and at the end)."""
     p, work = DEFAULT_PRESET, Path(work_dir)
     data = work / "data"
     if not (data / "annotations.csv").is_file():
@@ -257,8 +318,14 @@ def train_preset(
             shutil.rmtree(data)  # a half-written simulation of ours
         write_thorax_luna16(data, p["n_cases"], seed=p["seed"], n_subsets=p["n_subsets"],
                             progress=progress)  # fmt: skip
-    return train_detector(data, work / "model", preset_config(), max_steps=max_steps,
-                          progress=progress, device=device, resume=resume)  # fmt: skip
+    stage1 = work / "model"
+    # train_time_s.txt is written once a run has finished
+    if not ((stage1 / "train_time_s.txt").is_file() and find_checkpoint(stage1 / "best")):
+        train_detector(data, stage1, preset_config(1), max_steps=max_steps, progress=progress,
+                       device=device, resume=resume)  # fmt: skip
+    best1 = find_checkpoint(stage1 / "best") or find_checkpoint(stage1 / "last")
+    return train_detector(data, work / "model2", preset_config(2, init=best1 / "model.safetensors"),
+                          max_steps=max_steps, progress=progress, device=device, resume=resume)  # fmt: skip
 
 
 #: What :func:`export_model` copies into a model folder.
