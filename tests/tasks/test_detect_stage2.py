@@ -48,7 +48,7 @@ def test_each_kind_of_hard_negative_gets_an_equal_share(tmp_path):
     kinds = read_hard_negative_kinds(tmp_path)
     assert kinds[UIDS[1]] == ["branch_point", "branch_point", "pleural_plaque"]
     w = _hard_kind_weights(tmp_path, UIDS, [7, 3])
-    flat, names = np.concatenate(w), sum((kinds[u] for u in UIDS), [])
+    flat, names = np.concatenate(w), [k for u in UIDS for k in kinds[u]]
     share = {k: flat[[n == k for n in names]].sum() / flat.sum() for k in set(names)}
     assert share == pytest.approx({"branch_point": 1 / 3, "vessel_stub": 1 / 3,
                                    "pleural_plaque": 1 / 3})  # fmt: skip
