@@ -74,7 +74,9 @@ def test_two_d_choice_for_few_thick_slices_and_2d_data():
 
 def test_normalisation_per_modality():
     ct = make_plan(_fp([[1.0] * 3] * 2, [[32] * 3] * 2, "CT"))
-    assert ct.normalization[0].scheme == "ct" and ct.normalization[0].clip_low == -40.0
+    # percentiles inside the wide CT window are widened to it (enhanced organs stay apart)
+    assert ct.normalization[0].scheme == "ct" and ct.normalization[0].clip_low == -200.0
+    assert ct.normalization[0].clip_high == 400.0
     mr = make_plan(_fp([[1.0] * 3] * 2, [[32] * 3] * 2, "MR"))
     assert mr.normalization[0].scheme == "zscore"
 

@@ -6,6 +6,10 @@ Both are built on the modality phantoms (:func:`medimg.phantoms.ct.body_phantom`
 * **CT-like** (``kind="ct"``): liver, spleen and kidneys in HU (60, 50, 33 HU against 50 HU
   muscle: one intensity band), partial-volume edges from the body phantom, extra quantum noise,
   anisotropic voxels (slices thicker than the in-plane pixels).
+* **Realistic abdomen** (``kind="abdomen"``): :func:`medimg.phantoms.abdomen.abdomen_ct_case`,
+  chest to pelvis with fat, bowel, vessels, skeleton and arms, organs from deformable templates,
+  three contrast phases and a random field of view (same labels as ``"ct"``); what the default
+  abdominal model is trained on.
 * **MR-like** (``kind="mr"``): white matter, grey matter and CSF of a T1 brain, with a smooth
   multiplicative bias field (intensity inhomogeneity, up to about +-25 %), Rician noise, arbitrary
   units, and thick slices (anisotropic spacing).
@@ -32,6 +36,7 @@ from medimg.io.output import atomic_dir, is_owned
 
 __all__ = [
     "CT_LABELS",
+    "KINDS",
     "MR_LABELS",
     "SegCase",
     "ct_organ_case",
@@ -136,13 +141,21 @@ def mr_tissue_case(
     return SegCase(image, labels, dict(MR_LABELS))
 
 
+KINDS = ("ct", "abdomen", "mr")
+
+
 def make_case(kind: str, seed: int, **kwargs: object) -> SegCase:
-    """``ct_organ_case`` or ``mr_tissue_case`` by name (``"ct"`` / ``"mr"``)."""
+    """``ct_organ_case``, ``abdomen_ct_case`` or ``mr_tissue_case`` by name (``"ct"`` /
+    ``"abdomen"`` / ``"mr"``)."""
+    if kind == "abdomen":
+        from medimg.phantoms.abdomen import abdomen_ct_case
+
+        return abdomen_ct_case(seed, **kwargs)  # type: ignore[arg-type]
     if kind == "ct":
         return ct_organ_case(seed, **kwargs)  # type: ignore[arg-type]
     if kind == "mr":
         return mr_tissue_case(seed, **kwargs)  # type: ignore[arg-type]
-    raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
 def _check_counts(**counts: int) -> None:
@@ -194,8 +207,8 @@ def write_msd_dataset(
     The set is written into a private folder and swapped in whole; an existing non-empty
     ``root`` is replaced only with ``overwrite`` and only if medimg wrote it.
     """
-    if kind not in ("ct", "mr"):
-        raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     _check_counts(n_train=n_train, n_test=n_test)
     _check_case_shape(case_kwargs)
     with atomic_dir(root, overwrite, owned=made_by_medimg(root)) as tmp:
@@ -208,7 +221,7 @@ def _write_msd(
 ) -> None:
     from medimg.io.api import save
 
-    names = CT_LABELS if kind == "ct" else MR_LABELS
+    names = MR_LABELS if kind == "mr" else CT_LABELS
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     training = []
@@ -223,9 +236,9 @@ def _write_msd(
                 {"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"}
             )
     meta = {
-        "name": f"Synthetic{kind.upper()}",
+        "name": "SyntheticAbdomenCT" if kind == "abdomen" else f"Synthetic{kind.upper()}",
         "description": f"medimg synthetic {kind.upper()} segmentation set (seed {seed})",
-        "channel_names": {"0": "CT" if kind == "ct" else "T1"},
+        "channel_names": {"0": "T1" if kind == "mr" else "CT"},
         "labels": {name: k for k, name in names.items()},
         "numTraining": n_train,
         "file_ending": ".nii.gz",
@@ -247,8 +260,8 @@ def write_folder_dataset(
     whole, like :func:`write_msd_dataset`)."""
     from medimg.io.api import save
 
-    if kind not in ("ct", "mr"):
-        raise InputError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     _check_counts(n=n)
     _check_case_shape(case_kwargs)
     with atomic_dir(root, overwrite, owned=made_by_medimg(root)) as tmp:

@@ -15,8 +15,12 @@ Decisions (each a small function so tests can pin it):
   patch), shrink the axis with the largest physical extent until one sample's estimated
   activation memory fits ``memory_budget_mb / 2``; batch = how many fit the budget, at least 2,
   at most what covers 5% of all training voxels.
-* **normalisation**: CT: clip to the foreground 0.5/99.5 percentiles, then z-score with the
-  foreground mean/std of the whole set; other modalities: z-score per image.
+* **normalisation**: CT: clip to the foreground 0.5/99.5 percentiles widened to at least
+  ``CT_WINDOW`` ([-200, 400] HU), then z-score with the foreground mean/std of the whole set;
+  other modalities: z-score per image. The wide floor keeps contrast-enhanced organs (kidney
+  cortex 150-250 HU, aorta 250-400 HU in the arterial phase) apart from bone and from each
+  other: nnU-Net's percentiles of an unenhanced training set (about [-40, 115] HU) would clip
+  them all to one value.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import yaml
 from medimg.engine.config import TrainConfig, from_yaml, to_dict, validation_interval
 from medimg.errors import InputError
 
-__all__ = ["Normalization", "SegPlan", "load_plan", "make_plan", "save_plan"]
+__all__ = ["CT_WINDOW", "Normalization", "SegPlan", "load_plan", "make_plan", "save_plan"]
 
 MIN_3D_SLICES = 12
+#: the narrowest CT clipping window (HU): fat and air below, enhanced organs and vessels inside
+CT_WINDOW = (-200.0, 400.0)
 MIN_FEATURE_MAP = 4
 MAX_POOLS = 5
 ANISOTROPY = 3.0
@@ -213,8 +219,8 @@ def make_plan(
             norms.append(
                 Normalization(
                     "ct",
-                    st["percentile_00_5"],
-                    st["percentile_99_5"],
+                    min(float(st["percentile_00_5"]), CT_WINDOW[0]),
+                    max(float(st["percentile_99_5"]), CT_WINDOW[1]),
                     st["mean"],
                     max(st["std"], 1e-3),
                 )
