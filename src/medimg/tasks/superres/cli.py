@@ -132,8 +132,8 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "--smore-steps",
         type=positive_int,
-        default=300,
-        help="--method smore: training steps (default 300, a few CPU minutes)",
+        default=200,
+        help="--method smore: training steps (default 200, about 3 CPU minutes)",
     )
     add_threads(p)
     add_overwrite(p, "an existing OUTPUT")
@@ -158,7 +158,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="methods to compare (default cubic sinc supervised)")  # fmt: skip
     p.add_argument("--model", help="supervised: model folder (default: the shipped one)")
     p.add_argument(
-        "--smore-steps", type=positive_int, default=300, help="smore: training steps (default 300)"
+        "--smore-steps", type=positive_int, default=200, help="smore: training steps (default 200)"
     )
     add_threads(p)
     add_overwrite(p, "an earlier report")
