@@ -52,3 +52,17 @@ def test_supervised_refuses_a_factor_it_was_not_trained_for() -> None:
     assert net.config.factor == 4
     with pytest.raises(InputError, match="restores 4x, not 3x"):
         restore(np.zeros((8, 8, 4), np.float32), 2, 3, "supervised", model=net)
+
+
+def test_smore_from_a_given_network_leaves_that_network_unchanged() -> None:
+    import torch
+
+    from medimg.tasks.superres.models import SRNet
+
+    net = SRNet(8, (1, 2))
+    net.config = SRConfig(width=8, dilations=(1, 2))
+    before = [p.detach().clone() for p in net.parameters()]
+    thick = degrade(ellipsoids((16, 16, 16), seed=5), 2, 2)
+    out = restore(thick, 2, 2, "smore", smore_steps=2, smore_init=net)
+    assert out.shape == (16, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))

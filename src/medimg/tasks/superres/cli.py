@@ -37,6 +37,15 @@ def _axis(text: str) -> int:
     return value
 
 
+def _init(name: str | None):
+    """``--smore-init``: ``default`` names the shipped model."""
+    if name == "default":
+        from medimg.tasks.superres.predict import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+    return name
+
+
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -87,6 +96,7 @@ def _predict(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     out = predict_file(args.input, args.output, factor=args.factor, method=args.method,
                        axis=args.axis, model=args.model, smore_steps=args.smore_steps,
+                       smore_init=_init(args.smore_init),
                        overwrite=args.overwrite)  # fmt: skip
     print(f"wrote {out}")
     return 0
@@ -101,6 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = args.out or default_report_dir("superres", args.reference)
     evaluate_file(args.reference, out, factor=args.factor, axis=args.axis, methods=args.methods,
                   profile=args.profile, model=args.model, smore_steps=args.smore_steps,
+                  smore_init=_init(args.smore_init),
                   overwrite=args.overwrite)  # fmt: skip
     print((Path(out) / "summary.md").read_text(), end="")
     print(f"wrote {out}/metrics.csv, summary.md, panel.png")
@@ -135,6 +146,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
         default=200,
         help="--method smore: training steps (default 200, about 3 CPU minutes)",
     )
+    p.add_argument("--smore-init", metavar="MODEL",
+                   help="--method smore: start from this model folder ('default': the shipped "
+                        "one) instead of the identity")  # fmt: skip
     add_threads(p)
     add_overwrite(p, "an existing OUTPUT")
     p.set_defaults(func=_predict)
@@ -159,6 +173,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="supervised: model folder (default: the shipped one)")
     p.add_argument(
         "--smore-steps", type=positive_int, default=200, help="smore: training steps (default 200)"
+    )
+    p.add_argument(
+        "--smore-init",
+        metavar="MODEL",
+        help="smore: start from this model folder ('default': the shipped one)",
     )
     add_threads(p)
     add_overwrite(p, "an earlier report")

@@ -56,7 +56,7 @@ def score(reference: np.ndarray, restored: np.ndarray, axis: int, mask: np.ndarr
 def evaluate_volume(reference: np.ndarray, factor: int = 4, axis: int = 2,
                     methods: tuple[str, ...] | list[str] = ("cubic", "sinc", "supervised"), *,
                     profile: str = "gaussian", model=None, smore_steps: int = SMORE_STEPS,
-                    ) -> tuple[list[dict], dict[str, np.ndarray]]:  # fmt: skip
+                    smore_init=None) -> tuple[list[dict], dict[str, np.ndarray]]:  # fmt: skip
     """One row per method (scores, seconds) and the restored volumes (plus ``reference`` and the
     ``thick`` input) for pictures."""
     factor = check_factor(factor)
@@ -73,7 +73,9 @@ def evaluate_volume(reference: np.ndarray, factor: int = 4, axis: int = 2,
     rows, volumes = [], {"reference": ref, "thick": thick}
     for method in methods:
         t0 = time.process_time()
-        out = restore(thick, axis, factor, method, model=model, smore_steps=smore_steps)
+        out = restore(
+            thick, axis, factor, method, model=model, smore_steps=smore_steps, smore_init=smore_init
+        )
         seconds = time.process_time() - t0
         rows.append({"method": method, **score(ref, out, axis, mask), "cpu_s": seconds})
         volumes[method] = out
@@ -113,8 +115,8 @@ def _fmt(v: object) -> str:
 
 def evaluate_file(reference: str | Path, out_dir: str | Path, *, factor: int = 4, axis: int = 2,
                   methods=("cubic", "sinc", "supervised"), profile: str = "gaussian",
-                  model=None, smore_steps: int = SMORE_STEPS, overwrite: bool = False,
-                  ) -> list[dict]:  # fmt: skip
+                  model=None, smore_steps: int = SMORE_STEPS, smore_init=None,
+                  overwrite: bool = False) -> list[dict]:  # fmt: skip
     """Evaluate on the volume file ``reference``; writes ``metrics.csv``, ``summary.md`` and
     ``panel.png`` into ``out_dir`` (whole or not at all)."""
     from medimg.io.api import load
@@ -130,7 +132,7 @@ def evaluate_file(reference: str | Path, out_dir: str | Path, *, factor: int = 4
         model = load_model(model)
     rows, volumes = evaluate_volume(np.asarray(image.array[0], np.float32), factor, axis,
                                     list(methods), profile=profile, model=model,
-                                    smore_steps=smore_steps)  # fmt: skip
+                                    smore_steps=smore_steps, smore_init=smore_init)  # fmt: skip
     thick_mm = image.spacing[axis] * factor
     keys = list(rows[0])
     head = (f"{Path(reference).name}: {factor}x along axis {axis} ({thick_mm:.1f} mm {profile} "

@@ -8,6 +8,7 @@ in-plane grid and the intensities' units (HU for CT) unchanged.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _check_volume(image: Image) -> None:
 
 def restore(thick: np.ndarray, axis: int, factor: int, method: str = "supervised", *,
             model: str | Path | SRNet | None = None, smore_steps: int = SMORE_STEPS,
-            smore_init: SRNet | None = None, seed: int = 0) -> np.ndarray:  # fmt: skip
+            smore_init: str | Path | SRNet | None = None, seed: int = 0) -> np.ndarray:  # fmt: skip
     """``factor`` x more slices along ``axis`` of the 3D array ``thick`` by ``method``."""
     factor = check_factor(factor)
     if method in INTERPOLATORS:
@@ -111,18 +112,25 @@ def restore(thick: np.ndarray, axis: int, factor: int, method: str = "supervised
         cfg.train = replace(cfg.train, max_steps=smore_steps, val_every=smore_steps,
                             checkpoint_every=smore_steps, progress=False, seed=seed,
                             warmup_steps=min(20, smore_steps // 10))  # fmt: skip
-        net = train_smore(thick, axis, cfg, init=smore_init)
+        init = None
+        if smore_init is not None:  # a copy: the caller's network stays as it was
+            init = copy.deepcopy(
+                smore_init if isinstance(smore_init, SRNet) else load_model(smore_init)
+            )
+            cfg = replace(cfg, width=init.config.width, dilations=tuple(init.config.dilations))
+        net = train_smore(thick, axis, cfg, init=init)
         return apply_network(net, cubic_upsample(thick, axis, factor), axis)
     raise InputError(f"method {method!r} must be one of {', '.join(METHODS)}")
 
 
 def predict_volume(image: Image | str | Path, factor: int | None = None, method: str = "supervised",
                    *, axis: int | None = None, model: str | Path | SRNet | None = None,
-                   smore_steps: int = SMORE_STEPS) -> Image:  # fmt: skip
+                   smore_steps: int = SMORE_STEPS,
+                   smore_init: str | Path | SRNet | None = None) -> Image:  # fmt: skip
     """Thin slices from thick ones: the returned image has ``factor`` x the slices along the
     slice ``axis`` (default: the one with the largest spacing) and ``factor`` x smaller spacing
     there, over the same world extent. ``factor`` defaults to the thick / in-plane spacing
-    ratio, rounded."""
+    ratio, rounded. ``smore_init``: a model (folder) SMORE starts from instead of the identity."""
     if not isinstance(image, Image):
         from medimg.io.api import load
 
@@ -139,7 +147,8 @@ def predict_volume(image: Image | str | Path, factor: int | None = None, method:
     if method == "supervised" and not isinstance(model, SRNet):
         model = load_model(model)
     channels = [restore(np.asarray(c, np.float32), axis, factor, method, model=model,
-                        smore_steps=smore_steps) for c in image.array]  # fmt: skip
+                        smore_steps=smore_steps, smore_init=smore_init)
+                for c in image.array]  # fmt: skip
     return Image(np.stack(channels), thin_affine(image.affine, axis, factor),
                  modality=image.modality, meta=dict(image.meta))  # fmt: skip
 
