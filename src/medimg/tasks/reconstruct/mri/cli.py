@@ -18,6 +18,7 @@ from medimg.tasks.cli_helpers import (
     non_negative_int,
     positive_float,
     positive_int,
+    probability,
     set_threads,
 )
 
@@ -66,6 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     )
 
     set_threads(args.threads)
+    if args.distill_from or args.model == "small":
+        return _distill(args)
     # fastMRI files train the VarNet (the MoDL's recipe simulates realistic slices)
     args.preset = args.preset or ("phantom-varnet" if args.h5 else "default")
     cfg = from_yaml(MRITrainConfig, args.config) if args.config else preset(args.preset, args.model)
@@ -85,6 +88,35 @@ def _train(args: argparse.Namespace) -> int:
         dest = DEFAULT_DIR if args.export == "default" else args.export
         done = export_model(res.run_dir, dest, overwrite=args.overwrite or args.export == "default")
         print(f"exported the model to {done}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    """``train --distill-from MODEL [--arch small]``: a small student of MODEL."""
+    from medimg.errors import InputError
+    from medimg.tasks.reconstruct.mri.distill import distill_mri
+
+    if not args.distill_from:
+        raise InputError("--arch small trains a student of a model: add --distill-from MODEL "
+                         "('default' for the shipped one)")  # fmt: skip
+    clash = [f for f, v in (("--preset", args.preset), ("--config", args.config),
+                            ("--h5", args.h5), ("--init", args.init)) if v]  # fmt: skip
+    if clash:
+        raise InputError(f"--distill-from trains on the teacher's data and recipe; drop "
+                         f"{', '.join(clash)}")  # fmt: skip
+    out = args.out or f"runs/recon_mri/student_{Path(str(args.distill_from)).name}"
+    res = distill_mri(args.distill_from, out, alpha=args.alpha, max_steps=args.max_steps,
+                      device=args.device, progress=not args.quiet, resume=args.resume,
+                      overwrite=args.overwrite)  # fmt: skip
+    print(f"trained the student to step {res.last_step}; best validation PSNR "
+          f"{res.best_metric:.2f} dB at step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+    if args.export:
+        from medimg.tasks.reconstruct.mri.train import export_model
+
+        if args.export == "default":
+            raise InputError("--export default would replace the shipped model with a student; "
+                             "give a folder")  # fmt: skip
+        print(f"exported the model to {export_model(res.run_dir, args.export, args.overwrite)}")
     return 0
 
 
@@ -204,16 +236,23 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg recon mri train --preset default --export default   # the shipped MoDL\n"
               "medimg recon mri train --preset phantom-varnet   # the previous default: stage 1, then 2:\n"
               "medimg recon mri train --preset finetune-4x --init runs/recon_mri/phantom-varnet_varnet/best\n"
-              "medimg recon mri train --h5 data/knee_full --init phantom-varnet")  # fmt: skip
+              "medimg recon mri train --h5 data/knee_full --init phantom-varnet\n"
+              "medimg recon mri train --distill-from default --arch small   # a 5x smaller student")  # fmt: skip
     p.add_argument("--preset", choices=PRESETS,
                    help="default (or realistic): the shipped MoDL (real brains + phantoms; "
                         "--arch ignored); phantom-varnet, finetune-4x (its 2nd stage, with "
                         "--init): the previous default, a VarNet on phantoms (default: default; "
                         "with --h5: phantom-varnet)")  # fmt: skip
-    p.add_argument("--arch", "--model", dest="model", choices=("varnet", "modl", "unet"),
-                   default="varnet",
+    p.add_argument("--arch", "--model", dest="model",
+                   choices=("varnet", "modl", "unet", "small"), default="varnet",
                    help="architecture of the phantom and tiny presets (default: varnet; "
-                        "--model: the older spelling)")  # fmt: skip
+                        "--model: the older spelling); small: with --distill-from, the "
+                        "teacher's network with >= 4x fewer parameters")  # fmt: skip
+    p.add_argument("--distill-from", metavar="MODEL",
+                   help="train a small student of this model ('default': the shipped one; a "
+                        "model/run folder) on its training data, the targets and its outputs")  # fmt: skip
+    p.add_argument("--alpha", type=probability, default=0.5,
+                   help="with --distill-from: weight of the teacher term (default: 0.5)")  # fmt: skip
     p.add_argument("--config", help="a config.yaml (from a run) instead of a preset")
     p.add_argument(
         "--h5", action=ListAction, help="train on fastMRI .h5 files/folders (varnet only)"

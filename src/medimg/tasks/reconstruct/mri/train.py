@@ -11,6 +11,7 @@ model ``phantom-varnet``) and ``tiny`` (a seconds-long run for tests); see :func
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -187,6 +188,10 @@ def compress_coils(sample: dict[str, torch.Tensor], virtual: int) -> dict[str, t
     return {**sample, "kspace": k * (sample["mask"] != 0), "maps": s}
 
 
+#: ``extra_loss(pred magnitude, batch, physics) -> scalar`` of :func:`train_mri`
+ExtraLoss = Callable[[torch.Tensor, dict[str, torch.Tensor], object], torch.Tensor]
+
+
 class _TrainingSlices(Dataset):
     """Realistic slices as the training step takes them: coils compressed, maps cropped."""
 
@@ -219,9 +224,11 @@ def train_mri(
     overwrite: bool = False,
     init: str | Path | None = None,
     allow_config_change: bool = False,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` into ``run_dir`` (resumable); ``init`` fine-tunes from a model;
-    ``allow_config_change`` resumes a run with a changed config (e.g. more ``max_steps``)."""
+    ``allow_config_change`` resumes a run with a changed config (e.g. more ``max_steps``);
+    ``extra_loss(pred, batch, physics)`` adds a term to the loss (distillation's teacher term)."""
     # an earlier run in run_dir is refused before the data and validation set are prepared
     check_run_dir(run_dir, resume=resume, overwrite=overwrite, run_config=to_dict(cfg))
     seed_everything(cfg.train.seed)
@@ -233,7 +240,11 @@ def train_mri(
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         phys = physics_for(model, batch["mask"], batch.get("maps"))
         pred = net(batch["kspace"], phys).abs()
-        return {"loss": ssim_l1_loss(pred, batch["target"], cfg.l1_weight)}
+        loss = ssim_l1_loss(pred, batch["target"], cfg.l1_weight)
+        if extra_loss is None:
+            return {"loss": loss}
+        extra = extra_loss(pred, batch, phys)
+        return {"loss": loss + extra, "extra": extra.detach()}
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
         scores = []
