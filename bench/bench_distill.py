@@ -1,7 +1,8 @@
 """Small students distilled from the shipped models: size, accuracy and CPU latency.
 
-``seg``: writes the default segmentation preset's synthetic CT set (16 training phantoms, seeds
-0-15, the teacher's own training cases; 6 held-out, seeds 16-21), distils the shipped abdominal
+``seg``: writes the default segmentation preset's synthetic set (``--kind ct`` for the teacher
+trained on the ``ct`` kind: 16 training phantoms, seeds 0-15, its own training cases; 6
+held-out, seeds 16-21), distils the shipped abdominal
 model into a student (``medimg segment train DATA --distill-from default --arch small``) and
 scores teacher and student on the held-out ``imagesTs`` (Dice per organ with mirroring and
 post-processing, as ``segment predict``), with parameters and CPU latency per case.
@@ -35,7 +36,7 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def bench_seg(work: Path, max_steps: int, score_only: bool) -> dict:
+def bench_seg(work: Path, max_steps: int, score_only: bool, kind: str | None = None) -> dict:
     from medimg.io.api import load
     from medimg.metrics.segmentation import case_metrics
     from medimg.tasks.segment.distill import distill_segmentation
@@ -47,14 +48,16 @@ def bench_seg(work: Path, max_steps: int, score_only: bool) -> dict:
     if not (data / "imagesTs").is_dir():
         from medimg.phantoms.segmentation import write_msd_dataset
 
-        write_msd_dataset(data, str(p["kind"]), n_train=int(p["n_train"]),
+        write_msd_dataset(data, kind or str(p["kind"]), n_train=int(p["n_train"]),
                           n_test=int(p["n_test"]), seed=int(p["seed"]))  # fmt: skip
     cpu0, t0 = _cpu_s(), time.perf_counter()
     if not score_only:
         distill_segmentation(data, student, "default", max_steps=max_steps, device="cpu",
                              progress=False, resume="auto")  # fmt: skip
     train = {"cpu_s": round(_cpu_s() - cpu0, 1), "wall_s": round(time.perf_counter() - t0, 1)}
-    out: dict = {"train (this call)": train, "max_steps": max_steps}
+    meta = json.loads((data / "dataset.json").read_text())
+    out: dict = {"train (this call)": train, "max_steps": max_steps, "data": meta.get("name"),
+                 "training_cases": len(meta.get("training", []))}  # fmt: skip
     for name, folder in (("teacher", DEFAULT_MODEL), ("student", student)):
         seg = Segmenter(folder, device="cpu")
         labels = list(range(1, seg.plan.num_classes))
@@ -140,13 +143,18 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--max-steps", type=int, default=600)
     ap.add_argument("--score-only", action="store_true", help="score an existing student")
+    ap.add_argument("--kind", choices=("ct", "abdomen"),
+                    help="seg: the synthetic set (default: the default preset's kind; pick the "
+                         "one the shipped teacher was trained on)")  # fmt: skip
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     work = Path(args.work)
-    fn = bench_seg if args.task == "seg" else bench_mri
-    report = fn(work, args.max_steps, args.score_only)
+    if args.task == "seg":
+        report = bench_seg(work, args.max_steps, args.score_only, args.kind)
+    else:
+        report = bench_mri(work, args.max_steps, args.score_only)
     print(json.dumps(report, indent=1))
     work.mkdir(parents=True, exist_ok=True)
     (work / f"bench_distill_{args.task}.json").write_text(json.dumps(report, indent=1) + "\n")
