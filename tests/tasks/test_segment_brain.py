@@ -34,7 +34,8 @@ def _head(shape=(24, 24, 20)) -> torch.Tensor:
 
 
 def _tiny_plan(**kw):
-    return brain_plan(patch=16, base_features=4, levels=3, val_every=1000, **kw)
+    return brain_plan(configuration="3d", patch=16, base_features=4, levels=3, val_every=1000,
+                      **kw)  # fmt: skip
 
 
 def test_samples_have_the_plan_shape_brain_classes_and_random_contrast():
@@ -58,7 +59,7 @@ def test_samples_have_the_plan_shape_brain_classes_and_random_contrast():
 
 
 def test_a_tiny_model_trained_on_synthesised_heads_beats_the_majority_class():
-    plan = brain_plan(patch=16, base_features=4, levels=3)
+    plan = _tiny_plan()
     plan.deep_supervision_heads = 0
     data = brain_dataset([_head((16, 16, 16))], plan)
     samples = []
@@ -95,7 +96,7 @@ def test_a_tiny_model_trained_on_synthesised_heads_beats_the_majority_class():
 def test_the_preset_writes_a_model_folder_and_refuses_to_overwrite_it(tmp_path):
     from medimg.errors import OutputExistsError
 
-    plan = brain_plan(patch=16, base_features=4, levels=3, max_steps=2)
+    plan = _tiny_plan(max_steps=2)
     plan.train.device = "cpu"
     res = train_brain_preset(tmp_path / "run", label_maps=[_head()], plan=plan, progress=False,
                              validate=False)  # fmt: skip

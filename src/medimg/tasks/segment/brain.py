@@ -34,7 +34,7 @@ from medimg.engine.config import TrainConfig
 from medimg.errors import InputError, OutputExistsError
 from medimg.io.output import OWNER_MARK, atomic_path, is_owned, mark_owned
 from medimg.phantoms.synth import Appearance, Deformation
-from medimg.phantoms.synth_dataset import SynthSegDataset
+from medimg.phantoms.synth_dataset import SynthSegDataset, SynthSliceDataset, cat_collate
 from medimg.tasks.segment.plan import Normalization, SegPlan, load_plan, save_plan
 
 __all__ = ["BRAIN_MODEL", "BRAIN_PRESET", "brain_dataset", "brain_plan", "resolve_model",
@@ -45,8 +45,9 @@ BRAIN_MODEL = Path(__file__).parent / "brain"
 #: What the brain model labels (the head classes of the label map are background).
 BRAIN_CLASSES = ["background", "csf", "cortical_gm", "wm", "deep_gm"]
 #: ``medimg segment train --preset brain``: the shipped brain model's recipe.
-BRAIN_PRESET = {"spacing_mm": 2.0, "patch": 32, "base_features": 8, "levels": 4,
-                "batch_size": 2, "max_steps": 1200, "val_every": 300, "lr": 5e-3, "seed": 0,
+BRAIN_PRESET = {"spacing_mm": 2.0, "configuration": "2d", "patch": (96, 112),
+                "base_features": 16, "levels": 5, "batch_size": 2, "slices": 4,
+                "max_steps": 600, "val_every": 150, "lr": 5e-3, "seed": 0,
                 "samples_per_epoch": 1000, "template_prob": 0.8}  # fmt: skip
 #: Appearance ranges: the generator's defaults (SynthSeg-like) with some partial volume at
 #: tissue boundaries, as a 2 mm grid resampled from a scan has.
@@ -66,7 +67,8 @@ def resolve_model(name: str | Path | None) -> str | Path | None:
 def brain_plan(
     *,
     spacing_mm: float = float(BRAIN_PRESET["spacing_mm"]),
-    patch: int = int(BRAIN_PRESET["patch"]),
+    configuration: str = str(BRAIN_PRESET["configuration"]),
+    patch: int | tuple[int, ...] = BRAIN_PRESET["patch"],  # type: ignore[assignment]
     base_features: int = int(BRAIN_PRESET["base_features"]),
     levels: int = int(BRAIN_PRESET["levels"]),
     max_steps: int = int(BRAIN_PRESET["max_steps"]),
@@ -75,11 +77,18 @@ def brain_plan(
     lr: float = float(BRAIN_PRESET["lr"]),
     seed: int = int(BRAIN_PRESET["seed"]),
 ) -> SegPlan:
-    """The brain model's plan: 3D MR, isotropic ``spacing_mm``, a ``levels``-level DynUNet of
-    ``base_features`` channels doubling per level, cubic ``patch`` patches."""
-    if patch % 2 ** (levels - 1):
+    """The brain model's plan: MR at isotropic ``spacing_mm``, a ``levels``-level DynUNet of
+    ``base_features`` channels doubling per level (at most 256), on ``patch`` patches (an int:
+    a cube or square). ``configuration="2d"`` segments a volume slice by slice across its last
+    axis (axial, once reoriented to RAS+); ``"3d"`` with 3D patches."""
+    if configuration not in ("2d", "3d"):
+        raise InputError(f"configuration must be '2d' or '3d', got {configuration!r}")
+    dims = 2 if configuration == "2d" else 3
+    sizes = [int(patch)] * dims if isinstance(patch, int) else [int(p) for p in patch]
+    if len(sizes) != dims or any(p % 2 ** (levels - 1) for p in sizes):
         raise InputError(
-            f"patch {patch} must be divisible by {2 ** (levels - 1)} ({levels} levels)"
+            f"patch {patch} must have {dims} sizes divisible by {2 ** (levels - 1)} "
+            f"({levels} levels)"
         )
     train = TrainConfig(
         max_steps=max_steps, batch_size=batch_size, lr=lr, weight_decay=3e-5, optimizer="adamw",
@@ -91,14 +100,14 @@ def brain_plan(
         modality="MR",
         channel_names=["MR"],
         label_names=list(BRAIN_CLASSES),
-        configuration="3d",
+        configuration=configuration,  # type: ignore[arg-type]
         target_spacing=[spacing_mm] * 3,
         median_shape=[round(180 / spacing_mm), round(216 / spacing_mm), round(180 / spacing_mm)],
         normalization=[Normalization(scheme="zscore")],
-        patch_size=[patch] * 3,
-        pool_strides=[[2, 2, 2]] * (levels - 1),
-        conv_kernels=[[3, 3, 3]] * levels,
-        filters=[base_features * 2**i for i in range(levels)],
+        patch_size=sizes,
+        pool_strides=[[2] * dims] * (levels - 1),
+        conv_kernels=[[3] * dims] * levels,
+        filters=[min(256, base_features * 2**i) for i in range(levels)],
         network="dynunet",
         deep_supervision_heads=min(2, levels - 2),
         foreground_oversample=0.0,
@@ -116,18 +125,27 @@ def _zscore(image: torch.Tensor) -> torch.Tensor:
 
 
 def brain_dataset(
-    label_maps: list[torch.Tensor], plan: SegPlan, *, samples_per_epoch: int = 1000
+    label_maps: list[torch.Tensor],
+    plan: SegPlan,
+    *,
+    samples_per_epoch: int = 1000,
+    slices: int = int(BRAIN_PRESET["slices"]),
 ) -> SynthSegDataset:
     """Synthesised training samples from brain label maps (values of
-    :data:`~medimg.phantoms.synth_brain.BRAIN_LABELS`) on the plan's grid."""
+    :data:`~medimg.phantoms.synth_brain.BRAIN_LABELS`) on the plan's grid: 3D patches, or for a
+    2D plan ``slices`` axial slices per synthesised volume (batch them with
+    :func:`~medimg.phantoms.synth_dataset.cat_collate`)."""
     from medimg.phantoms.synth_brain import TRAIN_LABELS, brain_contrast_means
 
-    return SynthSegDataset(
-        label_maps, plan.patch_size, train_labels=TRAIN_LABELS,
-        samples_per_epoch=samples_per_epoch, appearance=BRAIN_APPEARANCE,
-        deformation=BRAIN_DEFORMATION, flip_axes=(0,), normalize=_zscore,
+    kwargs = dict(
+        train_labels=TRAIN_LABELS, samples_per_epoch=samples_per_epoch,
+        appearance=BRAIN_APPEARANCE, deformation=BRAIN_DEFORMATION, flip_axes=(0,),
+        normalize=_zscore,
         mean_prior=partial(brain_contrast_means, template_prob=float(BRAIN_PRESET["template_prob"])),
     )  # fmt: skip
+    if plan.configuration == "2d":
+        return SynthSliceDataset(label_maps, plan.patch_size, slices=slices, **kwargs)
+    return SynthSegDataset(label_maps, plan.patch_size, **kwargs)
 
 
 def _validation(plan: SegPlan):  # -> Callable[[nn.Module], dict[str, float]]
@@ -218,7 +236,8 @@ def train_brain_preset(
         plan.train.val_metric, plan.train.val_mode = "loss", "min"
     check = _validation(plan) if validate else None
     trainer = Trainer(model, data, step, plan.train, run, validate=check,
-                      run_config=SegRun("synth:colin27", -1, plan))  # fmt: skip
+                      run_config=SegRun("synth:colin27", -1, plan),
+                      collate_fn=cat_collate if plan.configuration == "2d" else None)  # fmt: skip
     if not resume:
         work.mkdir(parents=True, exist_ok=True)
         mark_owned(work)
