@@ -25,7 +25,7 @@ from medimg.deploy.runtime import sidecar_path
 from medimg.deploy.targets import ExportTarget, resolve_target
 from medimg.errors import InputError
 
-__all__ = ["FORMATS", "INT8_MODES", "export_model", "onnx_bytes", "sidecar_for"]
+__all__ = ["FORMATS", "INT8_MODES", "coarse_path", "export_model", "onnx_bytes", "sidecar_for"]
 
 FORMATS = ("onnx", "torchscript", "monai-bundle")
 INT8_MODES = ("dynamic", "static")
@@ -159,7 +159,7 @@ def export_model(
     folder ``calibration``). Returns the report (or the sidecar when ``check`` is off).
     ``format="monai-bundle"`` writes the folder ``out`` instead (:mod:`medimg.deploy.bundle`;
     segmentation models only, no parity report)."""
-    from medimg.io.output import atomic_path, check_outputs
+    from medimg.io.output import check_outputs
 
     _check_args(format, int8)
     out = Path(out)
@@ -173,7 +173,62 @@ def export_model(
     if calibration is not None and int8 != "static":
         raise InputError("a calibration folder is for --int8 static")
     target = resolve_target(model)
+    if target.task == "register" and format != "onnx":
+        raise InputError("a traced registration net would keep one image size (its sampling "
+                         "grids are constants in a trace); use --format onnx")  # fmt: skip
     side = sidecar_for(target, format, int8)
+    if target.coarse is not None:  # the stage it refines, as a file of its own beside it
+        return _with_coarse(target, out, side, format=format, int8=int8, overwrite=overwrite,
+                            check=check, check_samples=check_samples,
+                            calibration_samples=calibration_samples,
+                            calibration=calibration)  # fmt: skip
+    return _export(target, out, side, format=format, int8=int8, overwrite=overwrite,
+                   check=check, check_samples=check_samples,
+                   calibration_samples=calibration_samples, calibration=calibration)  # fmt: skip
+
+
+def coarse_path(out: str | Path) -> Path:
+    """``reg.onnx`` -> ``reg.coarse.onnx``: the coarse stage of an exported registration."""
+    p = Path(out)
+    return p.with_name(f"{p.stem}.coarse{p.suffix}")
+
+
+def _with_coarse(target: ExportTarget, out: Path, side: dict[str, Any], **options: Any) -> dict:
+    """Export the coarse stage to :func:`coarse_path` first, then ``target``; the coarse files
+    go again if the second export fails (no half-exported model is left)."""
+    from medimg.io.output import check_outputs
+
+    first = coarse_path(out)
+    files = [first, sidecar_path(first), report_path(first)]
+    check_outputs([*files, out, sidecar_path(out), report_path(out)],
+                  overwrite=options["overwrite"])  # fmt: skip
+    assert target.coarse is not None
+    coarse_report = export_model(target.coarse, first, **options)
+    side["coarse"] = first.name
+    try:
+        report = _export(target, out, side, **options)
+    except BaseException:
+        for f in files:
+            f.unlink(missing_ok=True)
+        raise
+    return {**report, "coarse": coarse_report} if options["check"] else report
+
+
+def _export(
+    target: ExportTarget,
+    out: Path,
+    side: dict[str, Any],
+    *,
+    format: str,
+    int8: str | None,
+    overwrite: bool,
+    check: bool,
+    check_samples: int,
+    calibration_samples: int,
+    calibration: str | Path | None,
+) -> dict[str, Any]:
+    from medimg.io.output import atomic_path
+
     calib: list = []
     if int8 == "static":  # before the export: a bad folder is refused at once
         if calibration is not None:

@@ -24,7 +24,8 @@ from medimg.deploy.targets import ExportTarget
 __all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
-_WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)"}
+_WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)",
+         "register": "MR pairs", "detect": "thoracic CTs"}  # fmt: skip
 
 
 def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module:
@@ -117,8 +118,19 @@ def _diagnose_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -
     return out
 
 
+def _more(name: str) -> Callable[..., dict[str, float]]:
+    def run(*args: Any) -> dict[str, float]:
+        from medimg.deploy import targets_more
+
+        return getattr(targets_more, name)(*args)
+
+    return run
+
+
 _METRICS = {"segment": (_segment_metric, "dice"), "recon-ct": (_ct_metric, "psnr_db"),
-            "diagnose": (_diagnose_metric, "auc")}  # fmt: skip
+            "diagnose": (_diagnose_metric, "auc"),
+            "register": (_more("register_metric"), "dice"),
+            "detect": (_more("detect_metric"), "sensitivity")}  # fmt: skip
 
 
 def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int = 2) -> dict:

@@ -126,4 +126,5 @@ def open_onnx(
 
 
 def _default_name(task: str) -> str:
-    return {"segment": "segment", "recon-ct": "redcnn"}[task]
+    return {"segment": "segment", "recon-ct": "redcnn", "register": "register",
+            "detect": "detect"}[task]  # fmt: skip

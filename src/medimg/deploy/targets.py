@@ -2,11 +2,12 @@
 example input, the spatial sizes it accepts, and what ``predict`` needs to run the file alone.
 
 Shipped names: ``segment`` (the default segmentation U-Net), ``redcnn`` and ``wgan`` (the
-low-dose CT denoisers), ``diagnose`` (the chest-radiograph classifier). A folder is recognised
-by its contents, as ``predict --model`` takes it: ``plan.yaml`` (segmentation model/run
-folder), ``config.yaml`` of a CT run (RED-CNN, WGAN) or ``model.yaml`` of a diagnosis model.
-The other tasks (detector, registration net, MRI model) are refused in one line: their export
-is not written yet.
+low-dose CT denoisers), ``diagnose`` (the chest-radiograph classifier), ``register`` (the
+registration network with its integration) and ``detect`` (the nodule detector; both in
+:mod:`.targets_more`). A folder is recognised by its contents, as ``predict --model`` takes it:
+``plan.yaml`` (segmentation model/run folder), ``reg.yaml`` (registration), ``config.yaml`` of
+a detection model (its ``model`` a mapping) or of a CT run (RED-CNN, WGAN), or ``model.yaml``
+of a diagnosis model. The MRI model is refused in one line: its export is not written yet.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from medimg.errors import InputError
 __all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
 
 #: shipped model names ``export`` takes (besides a model folder)
-SHIPPED = ("segment", "redcnn", "wgan", "diagnose")
+SHIPPED = ("segment", "redcnn", "wgan", "diagnose", "register", "detect")
 #: tasks whose models exist but whose export is not written yet (named in the refusal)
 NOT_YET = {
-    "detect": "export of the detector (detect) is not supported yet",
-    "register": "export of the registration net (register) is not supported yet: torch.export "
-    "stops in its integration layer (a sampling grid cached per image size) when the size is "
-    "dynamic, and a fixed-size file would fit one image grid only",
     "mri": "export of the MRI model (mri) is not supported yet: it takes complex k-space and "
     "an operator object (mask, coil maps, FFTs) that ONNX has no types for; a real-valued "
     "wrapper is needed first",
@@ -58,6 +55,8 @@ class ExportTarget:
     batch: int = 1
     #: ``n`` -> network-ready inputs drawn from the task's generator (calibration, checks)
     sample: Callable[[int, int], list[np.ndarray]] | None = None
+    #: registration: the model folder of the stage this network refines (exported beside it)
+    coarse: Path | None = None
 
 
 class _FoldEnsemble(nn.Module):
@@ -223,6 +222,19 @@ def resolve_target(model: str | Path) -> ExportTarget:
         return _segment(None)
     if text == "diagnose" and not path.exists():
         return _diagnose(None)
+    if text in ("register", "detect") and not path.exists():
+        from medimg.deploy.targets_more import detect_target, register_target
+
+        return register_target(None) if text == "register" else detect_target(None)
+    if path.is_dir() and (path / "reg.yaml").is_file():
+        from medimg.deploy.targets_more import register_target
+
+        return register_target(path)
+    if path.is_dir():
+        from medimg.deploy.targets_more import detect_target, is_detect_folder
+
+        if is_detect_folder(path):
+            return detect_target(path)
     if path.is_dir() and (path / "model.yaml").is_file():
         return _diagnose(path)
     if text in ("redcnn", "wgan") and not path.exists():
@@ -234,7 +246,8 @@ def resolve_target(model: str | Path) -> ExportTarget:
     if not path.exists():
         raise InputError(f"unknown model {text!r}; give {', '.join(SHIPPED)} or a model/run folder")
     raise InputError(
-        "not an exportable model folder (no plan.yaml of a segmentation model, config.yaml of "
-        "a CT denoiser or model.yaml of a diagnosis model)",
+        "not an exportable model folder (no plan.yaml of a segmentation model, reg.yaml of a "
+        "registration model, config.yaml of a detector or CT denoiser, or model.yaml of a "
+        "diagnosis model)",
         path,
     )

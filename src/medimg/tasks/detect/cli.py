@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     ListAction,
+    add_backend,
     add_device,
     add_quiet,
     add_run_flags,
@@ -91,7 +92,7 @@ def _predict(args: argparse.Namespace) -> int:
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
                            flips=args.flips, figures=not args.no_figures,
                            overwrite=args.overwrite, seg_threshold=args.seg,
-                           progress=not args.quiet)  # fmt: skip
+                           progress=not args.quiet, backend=args.backend)  # fmt: skip
     print(f"wrote {written[0]} and {written[1]}" + (f" and {len(written) - 2} figure(s)"
                                                     if len(written) > 2 else ""))  # fmt: skip
     return 0
@@ -190,6 +191,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     add_device(p)
     p.add_argument("--flips", action="store_true", help="test-time flips (4x slower)")
+    add_backend(p)
     p.add_argument("--seg", type=probability, metavar="SCORE", help="DICOM series in: also write a "
                    "DICOM SEG of the findings scoring >= SCORE (e.g. 0.5), referencing it")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="skip the PNG per scan")

@@ -154,3 +154,16 @@ def load_model_folder(folder: str | Path) -> tuple[torch.nn.Module, dict]:
         raise CheckpointError(f"describes no buildable model ({exc})", cfg_path) from None
     load_weights(model, weights)
     return model.eval(), cfg
+
+
+def load_onnx(
+    model: str | Path | None, backend: str, device: str
+) -> tuple[torch.nn.Module, dict, str]:
+    """``(network, config dict, model tag)`` for ``--backend onnxruntime``: an exported
+    ``.onnx`` (its sidecar holds the config), or a model folder exported now; the sliding
+    window, flips, decoding and NMS above stay the same."""
+    from medimg.deploy.runtime import check_backend, open_onnx
+
+    check_backend(backend)
+    net, side = open_onnx(model, "detect", device=device)
+    return net, side["config"], net.tag

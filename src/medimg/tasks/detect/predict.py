@@ -54,14 +54,21 @@ _IMAGE_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nii", ".nii.gz")
 class Detector:
     """A loaded detection model: ``Detector().detect(image)`` -> candidates, best first."""
 
-    def __init__(self, model: PathType | None = None, device: str = "cpu", flips: bool = False):
+    def __init__(self, model: PathType | None = None, device: str = "cpu", flips: bool = False,
+                 backend: str = "torch"):  # fmt: skip
         from medimg.engine import resolve_device
         from medimg.engine.provenance import model_tag
 
-        self.model, cfg = load_model_folder(model or DEFAULT_MODEL)
-        #: which model found the candidates (candidates.json, DICOM-SEG series description)
-        self.tag = model_tag("detect", Path(model).name if model else "default", [self.model])
         self.device = resolve_device(device)
+        if backend != "torch" or str(model).lower().endswith(".onnx"):
+            from medimg.tasks.detect.infer import load_onnx
+
+            self.model, cfg, self.tag = load_onnx(model, backend, str(self.device))
+            self.device = torch.device("cpu")  # ONNX Runtime takes and returns host arrays
+        else:
+            self.model, cfg = load_model_folder(model or DEFAULT_MODEL)
+            #: which model found the candidates (candidates.json, DICOM-SEG series description)
+            self.tag = model_tag("detect", Path(model).name if model else "default", [self.model])
         self.model.to(self.device)
         self.spacing = float(cfg["model"]["spacing"])
         inf = dict(cfg.get("inference", {}))
@@ -225,10 +232,13 @@ def predict_path(
     seg_threshold: float | None = None,
     detector: Detector | None = None,
     progress: bool = True,
+    backend: str = "torch",
 ) -> list[Path]:
     """Detect nodules in every volume of ``input_path``; write the outputs of the module doc
     into ``output_dir`` (a DICOM SEG per DICOM series when ``seg_threshold`` is set). Returns
-    the written paths. ``detector``: one already loaded (a cohort worker reuses its own)."""
+    the written paths. ``detector``: one already loaded (a cohort worker reuses its own).
+    ``backend="onnxruntime"``: the network runs in ONNX Runtime (``model``: an exported
+    ``.onnx``, or a model folder exported now); the rest is unchanged."""
     from tqdm import tqdm
 
     from medimg.io.api import load
@@ -245,7 +255,7 @@ def predict_path(
     # the model folder too: replacing an output that holds it would delete the model
     sources = [input_path, model or DEFAULT_MODEL]
     check_output_dir(out, overwrite, inputs=sources)
-    det = detector or Detector(model, device, flips)
+    det = detector or Detector(model, device, flips, backend=backend)
     rows: dict[str, list[Candidate]] = {}
     written = []
     with atomic_dir(out, overwrite, inputs=sources) as tmp:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     ListAction,
+    add_backend,
     add_device,
     add_run_flags,
     add_threads,
@@ -146,7 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
         from medimg.tasks.register.predict import Registrator
 
         t0, c0 = time.perf_counter(), time.process_time()
-        reg = Registrator(args.model, device=args.device)
+        reg = Registrator(args.model, device=args.device, backend=args.backend)
         load_s, load_cpu = time.perf_counter() - t0, time.process_time() - c0
         res = reg.register(fixed, moving, moving_labels=ml, affine=args.affine,
                            instance_steps=args.instance_opt, time_budget_s=args.time_budget,
@@ -252,6 +253,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     )
     p.add_argument("--model", help="model/run folder (default: the shipped default model)")
     p.add_argument("--affine", action="store_true", help="affine stage before the network")
+    add_backend(p)
     p.add_argument("--instance-opt", type=non_negative_int, default=0, metavar="N",
                    help="refine the field for N optimisation steps")  # fmt: skip
     p.add_argument("--time-budget", type=positive_float,

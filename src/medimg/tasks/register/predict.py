@@ -150,12 +150,20 @@ def working_shape(image: Image, spacing_mm: tuple[float, ...]) -> tuple[int, ...
 class Registrator:
     """A trained registration network ready to register pairs."""
 
-    def __init__(self, model: str | Path | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, model: str | Path | None = None, device: str = "cpu", backend: str = "torch"
+    ) -> None:
+        from medimg.deploy.runtime import check_backend
         from medimg.engine import find_checkpoint, load_weights, resolve_device
         from medimg.tasks.register.losses import regulariser, similarity
         from medimg.tasks.register.models import build_model
         from medimg.tasks.register.train import load_config
 
+        if check_backend(backend) == "onnxruntime" or str(model).lower().endswith(".onnx"):
+            from medimg.deploy.targets_more import registrator_onnx  # only the networks change
+
+            registrator_onnx(self, model, device)
+            return
         t0, c0 = time.perf_counter(), time.process_time()
         folder = Path(model) if model else DEFAULT_MODEL
         if not (folder / "reg.yaml").is_file():

@@ -78,7 +78,9 @@ def warp(
     if mode not in ("bilinear", "nearest") or padding not in ("border", "zeros", "reflection"):
         raise InputError(f"warp mode/padding must be bilinear|nearest and border|zeros|reflection, "
                          f"got {mode!r}/{padding!r}")  # fmt: skip
-    base, scale = _sampling_grid(tuple(field.shape[2:]), field.device, field.dtype)
+    # the cache keys on concrete sizes: torch.export (medimg export) traces symbolic ones
+    grid_of = _sampling_grid.__wrapped__ if torch.compiler.is_exporting() else _sampling_grid
+    base, scale = grid_of(tuple(field.shape[2:]), field.device, field.dtype)
     grid = base + field.movedim(1, -1).flip(-1) * scale
     return F.grid_sample(image.to(field.dtype), grid, mode=mode, padding_mode=padding,
                          align_corners=True)  # fmt: skip
