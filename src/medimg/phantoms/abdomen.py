@@ -75,12 +75,12 @@ def _draw(rng: np.random.Generator, v) -> float:
     return float(v) if np.isscalar(v) else float(rng.uniform(*v))
 
 
-def _grid(rng, spacing, fov_mm, length_mm) -> Grid:
+def _grid(rng, spacing, fov_mm, length_mm, centre_z_mm) -> Grid:
     fov, length = _draw(rng, fov_mm), _draw(rng, length_mm)
     if not (50 <= fov <= 1000 and 20 <= length <= 1000):
         raise InputError(f"fov_mm {fov:.0f} and length_mm {length:.0f} must be 50-1000 mm")
     half = length / 2
-    zc = float(np.clip(rng.uniform(-200, 40), -420 + half, max(-420 + half, 280 - half)))
+    zc = float(np.clip(_draw(rng, centre_z_mm), -420 + half, max(-420 + half, 280 - half)))
     centre = (rng.uniform(-25, 25), rng.uniform(-30, 15), zc)
     n = [max(8, round(fov / spacing[0])), max(8, round(fov / spacing[1])),
          max(4, round(length / spacing[2]))]  # fmt: skip
@@ -114,11 +114,12 @@ def abdomen_tissues(
     spacing: tuple[float, float, float] = (4.0, 4.0, 5.0),
     fov_mm: float | tuple[float, float] = (250.0, 450.0),
     length_mm: float | tuple[float, float] = (160.0, 400.0),
+    centre_z_mm: float | tuple[float, float] = (-200.0, 40.0),
 ) -> tuple[np.ndarray, Grid, dict]:
     """The tissue map (:class:`~.abdomen_shapes.T` ids) of case ``seed``, its grid and the
     organ landmarks (mm, anatomy frame): the geometry alone, without intensities."""
     rng = np.random.default_rng([seed, 61, 0])
-    g = _grid(rng, spacing, fov_mm, length_mm)
+    g = _grid(rng, spacing, fov_mm, length_mm, centre_z_mm)
     body = make_body(rng, g)
     tis = np.zeros(g.shape, np.uint8)
     draw_body(rng, g, body, tis)
@@ -134,6 +135,7 @@ def abdomen_ct_case(
     spacing: tuple[float, float, float] = (4.0, 4.0, 5.0),
     fov_mm: float | tuple[float, float] = (250.0, 450.0),
     length_mm: float | tuple[float, float] = (160.0, 400.0),
+    centre_z_mm: float | tuple[float, float] = (-200.0, 40.0),
     noise_hu: float | tuple[float, float] = (5.0, 35.0),
     blur_mm: float | tuple[float, float] = (0.6, 2.0),
     sharpness: float | tuple[float, float] = (0.0, 1.0),
@@ -141,7 +143,9 @@ def abdomen_ct_case(
     """One synthetic abdominal CT in HU with liver/spleen/kidney labels (module doc).
 
     ``phase``: ``"unenhanced"``, ``"arterial"``, ``"portal"`` or None (drawn per seed). Ranges
-    are drawn uniformly per seed; give a number to fix one. Same seed and options, same case.
+    are drawn uniformly per seed; give a number to fix one. ``centre_z_mm``: the centre of the
+    field of view along z, 0 at the right diaphragm dome (kidneys at about -120, liver from 0
+    to -150). Same seed and options, same case (the geometry does not depend on ``phase``).
     """
     from medimg.phantoms.segmentation import CT_LABELS, SegCase
 
@@ -152,7 +156,7 @@ def abdomen_ct_case(
         phase = PHASES[int(rng.integers(3))]
     if phase not in PHASES:
         raise InputError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
-    tis, g, _ = abdomen_tissues(seed, spacing, fov_mm, length_mm)
+    tis, g, _ = abdomen_tissues(seed, spacing, fov_mm, length_mm, centre_z_mm)
     hu = render_hu(rng, tis, g, phase, noise_hu, blur_mm, sharpness)
     lab = LABEL_OF[tis]
     if rng.random() < 0.3:  # outside the reconstruction circle: padding, no anatomy
