@@ -1,6 +1,8 @@
-"""int8 ONNX vs torch fp32 on CPU, for the segmentation U-Net and RED-CNN (shipped models).
+"""int8 ONNX vs torch fp32 on CPU, for the segmentation U-Net and RED-CNN (shipped models);
+with ``--bundle MM ...``, the MONAI bundle of the segmentation model against predict instead.
 
 Usage: ``nice -n 5 .venv/bin/python bench/bench_export.py [--check-samples 4] [--reps 7]``
+or ``... bench_export.py --bundle 4.0 3.2 3.0 --bundle-cases 2``
 
 For each model: ``export_model`` to ONNX fp32 and to int8 (static QDQ, calibrated on 4
 generated inputs; dynamic with ``--dynamic``), which writes the parity report (max |Δ| vs
@@ -59,13 +61,67 @@ def _predict_calls(name: str, nets: dict) -> dict:
     return {k: (lambda n=n: denoise_slices(n, hu)) for k, n in nets.items()}
 
 
+def bundle_agreement(spacings: list[float], cases: int) -> None:
+    """The shipped segmentation model as a MONAI bundle, run by ``monai.bundle.run``, against
+    ``Segmenter`` (what ``segment predict`` runs) on generated CT cases stored LPS at each
+    in-plane spacing (slices 4/3 of it): voxel agreement and Dice per organ."""
+    from monai.bundle import run
+
+    from medimg.deploy.bundle import export_bundle
+    from medimg.io.api import load, save
+    from medimg.io.image import Image
+    from medimg.metrics.segmentation import dice
+    from medimg.phantoms.segmentation import ct_organ_case
+    from medimg.tasks.segment.predict import Segmenter
+
+    seg = Segmenter(None, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        bundle = export_bundle("segment", Path(tmp) / "bundle")
+        print(f"bundle export {time.perf_counter() - t0:.1f} s")
+        for sp in spacings:
+            for seed in range(cases):
+                n = [round(96 * 4 / sp), round(96 * 4 / sp), round(32 * 5 / (sp * 4 / 3))]
+                case = ct_organ_case(2000 + seed, shape=tuple(n), spacing=(sp, sp, sp * 4 / 3))
+                aff = case.image.affine.copy()
+                aff[:2] *= -1
+                img = Image(np.ascontiguousarray(case.image.array[:, ::-1, ::-1]), aff,
+                            modality="CT")  # fmt: skip
+                data = Path(tmp) / f"data_{sp}_{seed}"
+                save(img, data / "ct.nii.gz")
+                t0 = time.perf_counter()
+                run(run_id="run", config_file=str(bundle / "configs/inference.json"),
+                    meta_file=str(bundle / "configs/metadata.json"), bundle_root=str(bundle),
+                    dataset_dir=str(data), output_dir=str(data / "out"))  # fmt: skip
+                t_bundle = time.perf_counter() - t0
+                got = load(data / "out/ct_seg.nii.gz").array[0]
+                t0 = time.perf_counter()
+                want = seg.segment(load(data / "ct.nii.gz"), force=True).array[0]
+                t_medimg = time.perf_counter() - t0
+                d = [round(float(dice(got == c, want == c)), 4) for c in (1, 2, 3)]
+                print(f"spacing {sp} mm, case {seed}, shape {n}: voxels equal "
+                      f"{(got == want).mean():.5f}, Dice liver/spleen/kidney {d}; "
+                      f"bundle {t_bundle:.1f} s, medimg {t_medimg:.1f} s")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-samples", type=int, default=4)
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--dynamic", action="store_true", help="also int8 dynamic")
     ap.add_argument("--models", nargs="+", default=["segment", "redcnn"])
+    ap.add_argument(
+        "--bundle",
+        type=float,
+        nargs="+",
+        metavar="MM",
+        help="only the MONAI bundle's agreement with predict at these spacings",
+    )
+    ap.add_argument("--bundle-cases", type=int, default=2)
     args = ap.parse_args()
+    if args.bundle:
+        bundle_agreement(args.bundle, args.bundle_cases)
+        return
     from medimg.deploy.export import export_model
     from medimg.deploy.parity import format_report, load_backend, weight_bytes
     from medimg.deploy.targets import resolve_target

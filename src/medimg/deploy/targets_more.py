@@ -151,8 +151,10 @@ def registrator_onnx(reg: Any, model: str | Path | None, device: str) -> None:
     if reg.config.coarse:
         if side.get("coarse"):  # an exported file: its coarse stage lies beside it
             stage: str | Path = Path(str(model)).with_name(side["coarse"])
-        else:  # a model folder exported in memory
-            stage = Path(str(model)) / reg.config.coarse
+        else:  # a model folder (None: the shipped one) exported in memory
+            from medimg.tasks.register.predict import DEFAULT_MODEL
+
+            stage = Path(model or DEFAULT_MODEL) / reg.config.coarse
         reg.coarse = type(reg)(stage, device=device, backend="onnxruntime")
     nd, lc = reg.config.model.spatial_dims, reg.config.loss
     reg.sim, reg.reg = similarity(lc.similarity, nd, lc.lncc_kernel), regulariser(lc.regulariser)

@@ -110,7 +110,7 @@ def _predict_cohort(args: argparse.Namespace) -> int:
     cases = cohort_cases(args.input, find_inputs)
     model = str(Path(args.model).resolve()) if args.model else None
     options = {"model": model, "device": args.device, "flips": args.flips,
-               "figures": not args.no_figures}  # fmt: skip
+               "figures": not args.no_figures, "backend": args.backend}  # fmt: skip
     summary = run_cohort_verb(args, cases, args.output, "medimg.tasks.detect.cohort:predict_case",
                               options)  # fmt: skip
     table = merge_candidates(args.output, [c.case_id for c in cases])

@@ -19,8 +19,8 @@ __all__ = ["merge_candidates", "predict_case"]
 
 
 @functools.lru_cache(maxsize=2)
-def _detector(model: str | None, device: str, flips: bool) -> Detector:
-    return Detector(model, device, flips)
+def _detector(model: str | None, device: str, flips: bool, backend: str = "torch") -> Detector:
+    return Detector(model, device, flips, backend=backend)
 
 
 def predict_case(
@@ -31,11 +31,13 @@ def predict_case(
     device: str = "cpu",
     flips: bool = False,
     figures: bool = True,
+    backend: str = "torch",
 ) -> dict:
     """Detect nodules in one study into ``case_dir`` (written whole); returns the record's
     extra fields (the number of candidates)."""
     written = predict_path(case_path, case_dir, model=model, device=device, flips=flips,
-                           figures=figures, detector=_detector(model, device, flips))  # fmt: skip
+                           figures=figures,
+                           detector=_detector(model, device, flips, backend))  # fmt: skip
     with open(written[0]) as f:
         n = sum(1 for _ in f) - 1
     return {"candidates": n}
