@@ -84,6 +84,28 @@ def bench_seg(work: Path, max_steps: int, score_only: bool, kind: str | None = N
     return out
 
 
+def seg_call_latency(work: Path, reps: int = 7) -> dict:
+    """Median ms of one network call on the batch ``segment predict`` sends (2 windows of the
+    plan's patch), teacher and student alternating, one thread (less noisy than whole cases
+    on a shared machine)."""
+    import torch
+
+    from medimg.tasks.segment.predict import DEFAULT_MODEL, Segmenter
+
+    nets = {k: Segmenter(v, device="cpu") for k, v in
+            (("teacher", DEFAULT_MODEL), ("student", work / "student"))}  # fmt: skip
+    x = torch.randn(2, 1, *nets["teacher"].plan.patch_size)
+    times: dict = {k: [] for k in nets}
+    with torch.no_grad():
+        for _ in range(reps):
+            for k, seg in nets.items():
+                t0 = time.perf_counter()
+                seg.models[0](x)
+                times[k].append(1000 * (time.perf_counter() - t0))
+    return {f"{k} call_ms (median of {reps})": round(float(np.median(v)), 1)
+            for k, v in times.items()}  # fmt: skip
+
+
 def score_on_real_brains(models: dict[str, str], quick: bool = False) -> dict:
     """PSNR/SSIM (mean [95 % CI] over slices), parameters and seconds per slice of each model
     on ``bench_mri_real.py``'s held-out real brains (same slices, seeds, coils, noise, masks)."""
@@ -143,6 +165,8 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--max-steps", type=int, default=600)
     ap.add_argument("--score-only", action="store_true", help="score an existing student")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="seg: only the network-call latency of teacher and student")  # fmt: skip
     ap.add_argument("--kind", choices=("ct", "abdomen"),
                     help="seg: the synthetic set (default: the default preset's kind; pick the "
                          "one the shipped teacher was trained on)")  # fmt: skip
@@ -151,13 +175,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     work = Path(args.work)
-    if args.task == "seg":
+    if args.task == "seg" and args.latency_only:
+        report = seg_call_latency(work)
+    elif args.task == "seg":
         report = bench_seg(work, args.max_steps, args.score_only, args.kind)
     else:
         report = bench_mri(work, args.max_steps, args.score_only)
     print(json.dumps(report, indent=1))
     work.mkdir(parents=True, exist_ok=True)
-    (work / f"bench_distill_{args.task}.json").write_text(json.dumps(report, indent=1) + "\n")
+    name = "latency" if args.latency_only else args.task
+    (work / f"bench_distill_{name}.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
