@@ -21,6 +21,7 @@ __all__ = ["add_verbs"]
 
 METHODS = ("cubic", "sinc", "supervised", "smore")
 PROFILES = ("gaussian", "boxcar")
+DEFAULT_SOURCE = "usr/share/mricron/templates/ch2.nii.gz"  # Colin27 T1, 1 mm
 
 
 def _factor(text: str) -> int:
@@ -65,7 +66,8 @@ def _train(args: argparse.Namespace) -> int:
         from medimg.datasets.real_sources import real_file
 
         paths = [str(real_file("mricron-data", "ch2.nii.gz"))]
-    cfg.sources = tuple(str(p) for p in paths)
+    # where the volumes came from, without this machine's cache folder
+    cfg.sources = tuple(args.volumes) if args.volumes else (f"mricron-data:{DEFAULT_SOURCE}",)
     changes: dict = {"progress": not args.quiet}
     if args.max_steps is not None:
         changes["max_steps"] = args.max_steps

@@ -53,7 +53,7 @@ class SRConfig:
     patch: int = 64
     sources: tuple[str, ...] = ()  # reference volumes (supervised) or the volume (smore)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=800, batch_size=12, lr=1e-3, lr_schedule="cosine", warmup_steps=20,
+        max_steps=700, batch_size=12, lr=1e-3, lr_schedule="cosine", warmup_steps=20,
         val_every=100, checkpoint_every=100, val_metric="gain_db", val_mode="max",
         device="cpu", log_every=20))  # fmt: skip
 
