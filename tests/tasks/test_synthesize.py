@@ -167,3 +167,22 @@ def test_tiny_paired_model_beats_mean_baseline(tmp_path) -> None:
 
     val = [json.loads(x) for x in res.metrics_path.read_text().splitlines() if '"val"' in x][-1]
     assert val["mae"] < 0.8 * val["mae_mean_baseline"]
+
+
+def test_simulate_then_evaluate_files(tmp_path, capsys) -> None:
+    model = _tiny_model(tmp_path)
+    heads = tmp_path / "heads"
+    assert main(["synthesize", "simulate", str(heads), "--heads", "2"]) == 0
+    import nibabel as nib
+
+    assert nib.load(heads / "ct.nii.gz").get_data_dtype() == np.int16  # HU stored as int16
+    ct = load(heads / "ct.nii.gz")
+    assert ct.array.shape == (1, 96, 112, 2)
+    body = load(heads / "body.nii.gz").array[0] > 0
+    assert np.percentile(ct.array[0][~body], 95) < -900 and np.median(ct.array[0][body]) > -200
+    out = tmp_path / "report"
+    argv = ["synthesize", "evaluate", str(heads / "mr.nii.gz"), str(heads / "ct.nii.gz"),
+            "--mask", str(heads / "body.nii.gz"), "--model", str(model), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "mae_hu" in (out / "summary.md").read_text() and (out / "panel.png").is_file()
+    assert "bone_dice" in (out / "metrics.csv").read_text()

@@ -40,15 +40,16 @@ def body_mask(ct_hu: np.ndarray) -> np.ndarray:
 
 
 def _masked_ssim(ref: np.ndarray, pred: np.ndarray, mask: np.ndarray, rng: float) -> float:
-    """SSIM map (7x7, scikit-image) per 2D slice (last two axes), averaged inside ``mask``."""
+    """SSIM map (7x7, scikit-image) per axial slice (arrays ``(X, Y)`` or ``(X, Y, Z)``),
+    averaged inside ``mask``."""
     from skimage.metrics import structural_similarity
 
-    r2 = ref.reshape(-1, *ref.shape[-2:])
-    p2 = pred.reshape(-1, *pred.shape[-2:])
-    m2 = mask.reshape(-1, *mask.shape[-2:])
+    if ref.ndim == 2:
+        ref, pred, mask = ref[..., None], pred[..., None], mask[..., None]
     total, count = 0.0, 0
-    for a, b, m in zip(r2, p2, m2):
-        if m.any():
+    for k in range(ref.shape[-1]):
+        a, b, m = ref[..., k], pred[..., k], mask[..., k]
+        if m.any() and min(a.shape) >= 7:
             _, smap = structural_similarity(a, b, data_range=rng, win_size=7, full=True)
             total += float(smap[m].sum())
             count += int(m.sum())

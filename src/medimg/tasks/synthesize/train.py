@@ -96,8 +96,10 @@ def body_mae(pred: torch.Tensor, target: torch.Tensor, body: torch.Tensor) -> fl
 
 
 def train_synth(cfg: SynthConfig, run_dir: str | Path, *, resume: bool = False,
-                overwrite: bool = False, log=print):  # fmt: skip
-    """Render the pools and train; returns the engine's result."""
+                overwrite: bool = False, allow_config_change: bool = False,
+                log=print):  # fmt: skip
+    """Render the pools and train; returns the engine's result. ``allow_config_change`` with
+    ``resume``: continue a run under a changed config (a longer schedule, say)."""
     if cfg.direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {DIRECTIONS}, got {cfg.direction!r}")
     if len(cfg.channels) != 6:
@@ -133,7 +135,7 @@ def train_synth(cfg: SynthConfig, run_dir: str | Path, *, resume: bool = False,
                 "mae_mean_baseline": body_mae(mean.expand_as(vy), vy, vb) * scale}  # fmt: skip
 
     trainer = Trainer(model, data, step, cfg.train, run_dir, validate=validate, run_config=cfg)
-    return trainer.fit(resume=resume, overwrite=overwrite)
+    return trainer.fit(resume=resume, overwrite=overwrite, allow_config_change=allow_config_change)
 
 
 def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = False) -> Path:
