@@ -86,3 +86,22 @@ def test_a_factor_the_model_was_not_trained_for_is_one_line(thick_file, tmp_path
         pytest.skip("no shipped model")
     argv = ["superres", "predict", str(thick_file), str(tmp_path / "o.nii.gz"), "--factor", "3"]
     assert "restores 4x" in _one_line_error(argv, capsys)
+
+
+def test_predict_reads_a_dicom_series_and_keeps_its_world_extent(thick_file, tmp_path) -> None:
+    thick = load(thick_file)
+    thick.modality = "CT"
+    thick.array = thick.array * 1000 - 1000  # HU-like values
+    save(thick, tmp_path / "series")  # a DICOM series folder
+    series = load(tmp_path / "series")
+    out = tmp_path / "thin.nii.gz"
+    assert (
+        main(["superres", "predict", str(tmp_path / "series"), str(out), "--method", "cubic"]) == 0
+    )
+    thin = load(out)
+    n_in, n_out = np.asarray(series.spatial_shape), np.asarray(thin.spatial_shape)
+    assert n_out[2] == 4 * n_in[2] and np.isclose(thin.spacing[2], series.spacing[2] / 4)
+    for corner_in, corner_out in (([-0.5] * 3, [-0.5] * 3), (n_in - 0.5, n_out - 0.5)):
+        np.testing.assert_allclose(thin.voxel_to_world(corner_out),
+                                   series.voxel_to_world(corner_in), atol=1e-3)  # fmt: skip
+    assert thin.array.min() < -900  # HU kept: air stays air
