@@ -34,7 +34,7 @@ def _plan_2d(**kw):
 
 def test_slices_of_one_volume_hold_brain_and_batch_along_the_first_axis():
     plan = _plan_2d()
-    data = brain_dataset([_head()], plan, slices=3)
+    data = brain_dataset([_head()], plan, slices=3, margin=0, empty_prob=0.0)
     assert isinstance(data, SynthSliceDataset)
     torch.manual_seed(5)
     s = data[0]
@@ -47,6 +47,30 @@ def test_slices_of_one_volume_hold_brain_and_batch_along_the_first_axis():
     assert batch["image"].shape == (6, 1, 16, 16) and batch["label"].dtype == torch.long
     with pytest.raises(InputError, match="2D patch_size"):
         SynthSliceDataset([_head()], (16, 16, 16))
+
+
+def _slices(seed: int, **kw) -> dict[str, torch.Tensor]:
+    data = brain_dataset([_head((16, 16, 12))], _plan_2d(), slices=16, **kw)
+    torch.manual_seed(seed)
+    return data[0]
+
+
+def test_empty_slices_and_off_centre_heads_are_drawn_when_asked():
+    for seed in (1, 2):
+        s = _slices(seed, margin=6, empty_prob=0.25)
+        blank = [bool((lab == 0).all() and (img == img.min()).all())
+                 for img, lab in zip(s["image"], s["label"])]  # fmt: skip
+        assert 0 < sum(blank) < 16  # slices beyond the head: constant, all background
+        assert not any(_slices(seed, margin=6, empty_prob=0.0)["label"].amax((1, 2, 3)) == 0)
+
+        def spread(sample: dict[str, torch.Tensor]) -> int:  # where the brain starts
+            starts = [int(torch.nonzero(lab[0].any(1))[0]) for lab in sample["label"] if lab.any()]
+            return max(starts) - min(starts)
+
+        # padded before the crop, the head lands anywhere in the window
+        assert spread(s) > spread(_slices(seed, margin=0, empty_prob=0.25)) + 4
+    with pytest.raises(InputError, match="empty_prob"):
+        SynthSliceDataset([_head()], (16, 16), empty_prob=2.0)
 
 
 def test_a_2d_plan_labels_a_whole_volume_on_its_grid():

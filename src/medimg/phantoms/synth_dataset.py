@@ -165,6 +165,12 @@ class SynthSliceDataset(SynthSegDataset):
     Why: synthesising a volume costs about as much CPU as a 3D network step on a 32^3 patch;
     taking several whole slices from each volume spends most of a step on learning, with the
     in-plane context of the whole head, where a 3D patch sees 64 mm of it.
+
+    ``margin`` pads each slice in-plane (image minimum, background) before the crop, and a
+    slice is replaced with probability ``empty_prob`` by an empty one (the image minimum, all
+    background): a scan's field of view holds such slices and windows, and a network with
+    instance normalisation that never saw them labels them at random (the first 2D model
+    painted empty slices white matter).
     """
 
     def __init__(
@@ -173,15 +179,21 @@ class SynthSliceDataset(SynthSegDataset):
         patch_size: Sequence[int],
         *,
         slices: int = 4,
+        margin: int = 0,
+        empty_prob: float = 0.0,
         **kwargs,
     ) -> None:
         if len(patch_size) != 2:
             raise InputError(f"a slice dataset takes a 2D patch_size, got {list(patch_size)}")
-        if slices < 1:
-            raise InputError(f"slices must be at least 1, got {slices}")
+        if slices < 1 or margin < 0 or not 0 <= empty_prob <= 1:
+            raise InputError(
+                f"need slices >= 1, margin >= 0, 0 <= empty_prob <= 1; got {slices}, {margin}, "
+                f"{empty_prob}"
+            )
         # the parent checks maps against a patch of their own dimension
         super().__init__(label_maps, [*patch_size, 1], **kwargs)
         self.patch, self.slices = [int(p) for p in patch_size], int(slices)
+        self.margin, self.empty_prob = int(margin), float(empty_prob)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s, gen = self._synthesize()
@@ -191,10 +203,18 @@ class SynthSliceDataset(SynthSegDataset):
         if occupied.numel() == 0:  # nothing but background: any slice
             occupied = torch.arange(labels.shape[-1], device=dev)
         pick = occupied[torch.randint(occupied.numel(), (self.slices,), generator=gen, device=dev)]
+        empty = torch.rand(self.slices, generator=gen, device=dev) < self.empty_prob
+        floor = float(s.image.min())  # a scan's zero padding, once normalised
         images, targets = [], []
-        for z in pick.tolist():
-            one = SynthSample(s.image[..., z], labels[..., z], None, s.means)
-            image, label = self._crop(one, gen)
+        for z, blank in zip(pick.tolist(), empty.tolist()):
+            image, label = s.image[..., z], labels[..., z]
+            if blank:  # a slice beyond the head, as a scan's field of view has
+                image, label = torch.full_like(image, floor), torch.zeros_like(label)
+            if self.margin:  # heads off-centre or cut by the window, as sliding windows see
+                pad = [self.margin] * 4
+                image = torch.nn.functional.pad(image, pad, value=floor)
+                label = torch.nn.functional.pad(label, pad)
+            image, label = self._crop(SynthSample(image, label, None, s.means), gen)
             images.append(image[None])
             targets.append(label[None])
         return {"image": torch.stack(images), "label": torch.stack(targets)}
