@@ -144,3 +144,24 @@ def test_refusals_are_one_line(tiny_reg, tiny_detector, tmp_path, capsys):
     assert main(["export", "mri", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "not supported yet" in _one_error(capsys)
     assert not sidecar_path(out).exists()
+
+
+def test_learned_beamformer_exports_and_loads_as_onnx_for_recon_us(tmp_path):
+    from medimg.tasks.reconstruct.us.learned import load_learned
+    from medimg.tasks.reconstruct.us.models import LearnedBeamformer
+    from medimg.tasks.reconstruct.us.train import LearnedConfig
+
+    folder = tmp_path / "tiny_bf"
+    folder.mkdir()
+    cfg = LearnedConfig(features=(4, 4, 4, 4, 4, 4))
+    to_yaml(cfg, folder / "config.yaml")
+    torch.manual_seed(0)
+    save_model(LearnedBeamformer(cfg.features), str(folder / "model.safetensors"))
+    out = tmp_path / "bf.onnx"
+    export_model(folder, out, check=False)
+    x = torch.randn(1, 2, 40, 56)  # not multiples of 16: padded as the network pads
+    with torch.no_grad():
+        ref = load_learned(folder)(x).numpy()
+        got = load_learned(out)(x).numpy()  # what recon us predict --model bf.onnx runs
+    assert got.shape == ref.shape == (1, 1, 40, 56) and np.abs(got - ref).max() <= 1e-4
+    assert read_sidecar(out)["task"] == "recon-us"

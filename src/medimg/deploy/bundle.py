@@ -15,7 +15,7 @@ plan's validation chose) and SaveImaged.
 
 Test-time mirroring (MONAI's inferers have none) is the config's ``predictor``: the network
 on each window under every flip of the plan's mirror axes, softmax averaged, as predict does.
-The labels then match predict's but for nearest-neighbour ties (see :data:`AGREEMENT`). A
+The labels then match predict's but for grid rounding details (see :data:`AGREEMENT`). A
 model of several folds becomes one TorchScript network whose softmax is the fold-averaged probabilities;
 its config loads ``model.ts`` instead of building DynUNet.
 
@@ -222,12 +222,13 @@ def _version(package: str) -> str:
 
 #: what users read about the bundle's labels against ``medimg segment predict``
 AGREEMENT = (
-    "The labels are those of `medimg segment predict` (same preprocessing to 1e-6, same "
-    "window, Gaussian weights and 8-flip mirroring) except where the input grid puts a voxel "
-    "exactly half-way between two voxels of the model's grid: the nearest-neighbour step that "
-    "puts the labels back rounds such ties up in medimg (scipy) and to even in MONAI "
-    "(torch), so about 1 % of voxels can differ at, e.g., 3 mm input to 4 mm model spacing "
-    "(Dice 0.96-0.98 per organ on a generated case; identical labels at 3.2 mm)."
+    "The labels are those of `medimg segment predict` (same normalisation to 1e-6, same "
+    "window, Gaussian weights and 8-flip mirroring) at the model's own spacing. At other "
+    "spacings two grid details differ: Spacingd can give one more voxel along an axis than "
+    "medimg's round(n * spacing / target) (so the windows fall elsewhere), and putting the "
+    "labels back by nearest neighbour rounds exact half-way ties up in medimg (scipy) and to "
+    "even in MONAI (torch). On generated abdominal CTs: 100 % of voxels identical at 4 mm, "
+    "99.9 % at 3.2 mm, 99.7 % at 3 mm (Dice per organ >= 0.964)."
 )
 
 

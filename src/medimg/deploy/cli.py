@@ -31,11 +31,17 @@ def _export(args: argparse.Namespace) -> int:
                           check_samples=args.check_samples,
                           calibration_samples=args.calibration_samples,
                           calibration=args.calibration)  # fmt: skip
-    print(f"wrote {args.out} and {sidecar_path(args.out)}")
-    if not args.no_check:
-        for line in format_report(report):
-            print(line)
-        print(f"wrote {report_path(args.out)}")
+    stages = [(args.out, report)]
+    if "coarse" in report:  # the report, or the sidecar naming the file under --no-check
+        from medimg.deploy.export import coarse_path
+
+        stages.insert(0, (str(coarse_path(args.out)), report["coarse"]))
+    for out, rep in stages:  # a registration model with a coarse stage: two files
+        print(f"wrote {out} and {sidecar_path(out)}")
+        if not args.no_check and rep is not None:
+            for line in format_report(rep):
+                print(line)
+            print(f"wrote {report_path(out)}")
     return 0
 
 

@@ -25,7 +25,8 @@ __all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
 _WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)",
-         "register": "MR pairs", "detect": "thoracic CTs"}  # fmt: skip
+         "register": "MR pairs", "detect": "thoracic CTs",
+         "recon-us": "simulated plane-wave phantoms"}  # fmt: skip
 
 
 def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module:
@@ -130,7 +131,8 @@ def _more(name: str) -> Callable[..., dict[str, float]]:
 _METRICS = {"segment": (_segment_metric, "dice"), "recon-ct": (_ct_metric, "psnr_db"),
             "diagnose": (_diagnose_metric, "auc"),
             "register": (_more("register_metric"), "dice"),
-            "detect": (_more("detect_metric"), "sensitivity")}  # fmt: skip
+            "detect": (_more("detect_metric"), "sensitivity"),
+            "recon-us": (_more("us_metric"), "l1_db")}  # fmt: skip
 
 
 def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int = 2) -> dict:

@@ -3,11 +3,12 @@ example input, the spatial sizes it accepts, and what ``predict`` needs to run t
 
 Shipped names: ``segment`` (the default segmentation U-Net), ``redcnn`` and ``wgan`` (the
 low-dose CT denoisers), ``diagnose`` (the chest-radiograph classifier), ``register`` (the
-registration network with its integration) and ``detect`` (the nodule detector; both in
-:mod:`.targets_more`). A folder is recognised by its contents, as ``predict --model`` takes it:
-``plan.yaml`` (segmentation model/run folder), ``reg.yaml`` (registration), ``config.yaml`` of
-a detection model (its ``model`` a mapping) or of a CT run (RED-CNN, WGAN), or ``model.yaml``
-of a diagnosis model. The MRI model is refused in one line: its export is not written yet.
+registration network with its integration), ``detect`` (the nodule detector) and
+``us-learned`` (the learned ultrasound beamformer; these three in :mod:`.targets_more`). A
+folder is recognised by its contents, as ``predict --model`` takes it: ``plan.yaml``
+(segmentation model/run folder), ``reg.yaml`` (registration), ``config.yaml`` of a detection
+model (its ``model`` a mapping), of a learned beamformer (a list of ``features``) or of a CT
+run (RED-CNN, WGAN), or ``model.yaml`` of a diagnosis model. The MRI model is refused in one line: its export is not written yet.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from medimg.errors import InputError
 __all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
 
 #: shipped model names ``export`` takes (besides a model folder)
-SHIPPED = ("segment", "redcnn", "wgan", "diagnose", "register", "detect")
+SHIPPED = ("segment", "redcnn", "wgan", "diagnose", "register", "detect", "us-learned")
 #: tasks whose models exist but whose export is not written yet (named in the refusal)
 NOT_YET = {
     "mri": "export of the MRI model (mri) is not supported yet: it takes complex k-space and "
@@ -222,6 +223,10 @@ def resolve_target(model: str | Path) -> ExportTarget:
         return _segment(None)
     if text == "diagnose" and not path.exists():
         return _diagnose(None)
+    if text == "us-learned" and not path.exists():
+        from medimg.deploy.targets_more import us_target
+
+        return us_target(None)
     if text in ("register", "detect") and not path.exists():
         from medimg.deploy.targets_more import detect_target, register_target
 
@@ -235,6 +240,10 @@ def resolve_target(model: str | Path) -> ExportTarget:
 
         if is_detect_folder(path):
             return detect_target(path)
+        from medimg.deploy.targets_more import is_us_folder, us_target
+
+        if is_us_folder(path):
+            return us_target(path)
     if path.is_dir() and (path / "model.yaml").is_file():
         return _diagnose(path)
     if text in ("redcnn", "wgan") and not path.exists():

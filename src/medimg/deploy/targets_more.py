@@ -13,6 +13,10 @@ the pair to that as the network itself does (edge values) and crops the field ba
 Detection: the U-Net with its heatmap / size / offset head, one window ``(B, 1, *S)`` (each
 size a multiple of 16) -> ``(B, 5, *S)`` logits; the sliding window, flips, peak decoding and
 NMS stay :mod:`medimg.tasks.detect.infer`.
+
+Learned ultrasound beamformer: the residual U-Net on the 3-angle features ``(B, 2, X, Z)``
+(sizes multiples of 16; :class:`OrtBeamformer` pads as the network does) -> ``(B, 1, X, Z)``;
+the delay-and-sum before it stays :func:`medimg.tasks.reconstruct.us.learned.learned_bmode`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from torch import nn
 from medimg.deploy.targets import ExportTarget
 from medimg.errors import InputError
 
-__all__ = ["OrtPairNetwork", "detect_metric", "detect_target", "is_detect_folder",
-           "register_metric", "register_target", "registrator_onnx"]  # fmt: skip
+__all__ = ["OrtBeamformer", "OrtPairNetwork", "detect_metric", "detect_target",
+           "is_detect_folder", "is_us_folder", "register_metric", "register_target",
+           "registrator_onnx", "us_metric", "us_target"]  # fmt: skip
 
 
 class PairInput(nn.Module):
@@ -243,3 +248,86 @@ def detect_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -> d
                 d = np.linalg.norm(centres - np.asarray(nod.center_ras), axis=1)
                 hits[k].append(bool(d.size and d.min() <= max(nod.diameter_mm / 2, 3.0)))
     return {k: round(float(np.mean(v)), 4) if v else float("nan") for k, v in hits.items()}
+
+
+def is_us_folder(path: Path) -> bool:
+    """A learned-beamformer folder: ``config.yaml`` with a list of U-Net ``features`` (a CT
+    run's ``features`` is one width)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("features"), list) and "crop" in cfg
+
+
+def _us_pairs(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` simulated phantoms: network input ``(1, 2, X, Z)`` cropped to multiples of 16 and
+    the 75-angle compound's relative dB / 40 ``(1, 1, X, Z)``."""
+    from medimg.tasks.reconstruct.us.train import make_pairs
+
+    out = []
+    for i in range(n):
+        x, y = make_pairs(seed + i)
+        crop = (slice(None), slice(0, x.shape[1] // 16 * 16), slice(0, x.shape[2] // 16 * 16))
+        out.append((np.ascontiguousarray(x[crop][None]), np.ascontiguousarray(y[crop][None])))
+    return out
+
+
+def us_target(folder: Path | None) -> ExportTarget:
+    """The learned ultrasound beamformer (3 plane waves -> a many-angle-like envelope); the
+    delay-and-sum beamforming before it and the dB-to-envelope step after stay Python."""
+    from medimg.engine import from_yaml
+    from medimg.engine.config import to_dict
+    from medimg.engine.provenance import model_tag, weights_digest
+    from medimg.tasks.reconstruct.us.learned import DEFAULT_MODEL, load_learned
+    from medimg.tasks.reconstruct.us.train import LearnedConfig
+
+    root = Path(folder) if folder is not None else DEFAULT_MODEL
+    net = load_learned(root)
+    name = "default" if folder is None else root.name
+    cfg = from_yaml(LearnedConfig, root / "config.yaml")
+
+    def sample(n: int, seed: int) -> list[np.ndarray]:
+        return [x for x, _ in _us_pairs(n, seed)]
+
+    return ExportTarget(
+        task="recon-us", name=name, network=net, example=torch.zeros(1, 2, 64, 64),
+        multiple_of=[16, 16], min_size=16,
+        layout="(B, 2, X, Z) float32: compounded 3-angle envelope in dB over its speckle "
+        "median / 40, and the coherence factor; each size a multiple of 16",
+        output="(B, 1, X, Z): the many-angle-like envelope in dB over the speckle median / 40",
+        tag=model_tag("recon-us", f"learned {name}", [net]), digest=weights_digest([net]),
+        settings={"config": to_dict(cfg)}, sample=sample,
+    )  # fmt: skip
+
+
+def us_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -> dict[str, float]:
+    """Mean |dB| error against the 75-angle compound on ``n`` simulated phantoms."""
+    from medimg.tasks.reconstruct.us.models import DB_SCALE
+
+    from .parity import CHECK_SEED
+
+    out: dict[str, list[float]] = {k: [] for k in nets}
+    for x, y in _us_pairs(n, CHECK_SEED):
+        for k, net in nets.items():
+            with torch.no_grad():
+                pred = net(torch.from_numpy(x)).numpy()
+            out[k].append(float(np.abs(pred - y).mean() * DB_SCALE))
+    return {k: round(float(np.mean(v)), 3) for k, v in out.items()}
+
+
+class OrtBeamformer(nn.Module):
+    """An exported beamformer as the ``net(x)`` of ``learned_bmode``: pads to multiples of 16
+    (edge values) as the network itself does, and crops back."""
+
+    def __init__(self, ort_net: nn.Module) -> None:
+        super().__init__()
+        self.ort_net = ort_net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 16, (-w) % 16
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        return self.ort_net(xp)[..., :h, :w]

@@ -24,11 +24,17 @@ __all__ = ["DEFAULT_MODEL", "learned_bmode", "load_learned"]
 DEFAULT_MODEL = Path(__file__).parent / "default" / "learned"
 
 
-def load_learned(path: str | Path | None = None) -> LearnedBeamformer:
-    """The network of a model folder (or training run: its ``best/``), in eval mode."""
+def load_learned(path: str | Path | None = None) -> torch.nn.Module:
+    """The network of a model folder (or training run: its ``best/``), in eval mode; a
+    ``.onnx`` file from ``medimg export us-learned`` runs in ONNX Runtime instead."""
     from medimg.engine import find_checkpoint, from_yaml, load_weights
     from medimg.tasks.reconstruct.us.train import LearnedConfig
 
+    if str(path).lower().endswith(".onnx"):
+        from medimg.deploy.runtime import open_onnx
+        from medimg.deploy.targets_more import OrtBeamformer
+
+        return OrtBeamformer(open_onnx(path, "recon-us")[0])
     folder = Path(path) if path is not None else DEFAULT_MODEL
     if not (folder / "config.yaml").is_file():
         raise InputError("not a learned-beamformer folder (config.yaml missing)", folder)
@@ -42,7 +48,7 @@ def load_learned(path: str | Path | None = None) -> LearnedBeamformer:
 
 
 def learned_bmode(
-    data: ChannelData, grid: Grid, model: str | Path | LearnedBeamformer | None = None
+    data: ChannelData, grid: Grid, model: str | Path | torch.nn.Module | None = None
 ) -> np.ndarray:
     """Linear envelope ``(n_x, n_z)`` from 3 of the file's plane waves (first, middle, last)."""
     if data.transmits.kind != "plane" or len(data.transmits) < 3:
@@ -52,7 +58,7 @@ def learned_bmode(
     sub = data.subset(idx)
     iq = to_baseband(sub)
     iqs = beamform(sub, grid.x, grid.z, iq=iq, compound=False)
-    net = model if isinstance(model, LearnedBeamformer) else load_learned(model)
+    net = model if isinstance(model, torch.nn.Module) else load_learned(model)
     with torch.no_grad():
         out = net(torch.from_numpy(features(iqs))[None])[0, 0].numpy()
     return (10 ** (out * DB_SCALE / 20)).astype(np.float32)
