@@ -84,11 +84,14 @@ def test_preset_trains_stage_2_from_stage_1s_best_weights(tmp_path, monkeypatch)
     (best / "model.safetensors").write_bytes(b"")
     calls = []
     monkeypatch.setattr(tr, "train_detector", lambda data, out, cfg, **kw: calls.append((out, cfg)))
-    tr.train_preset(work, progress=False)
+    tr.train_preset(work, stages=2, progress=False)
     assert [out.name for out, _ in calls] == ["model", "model2"]  # stage 1 not finished yet
     (work / "model" / "train_time_s.txt").write_text("1\n")
     calls.clear()
-    tr.train_preset(work, progress=False)
+    tr.train_preset(work, stages=1, progress=False)  # one stage: stage 1's run (resumed)
+    assert [out.name for out, _ in calls] == ["model"]
+    calls.clear()
+    tr.train_preset(work, stages=2, progress=False)
     ((out, cfg),) = calls
     assert out == work / "model2" and cfg.init_weights == str(best / "model.safetensors")
     assert cfg.hard_per_kind and cfg.small_weight > 1
@@ -97,6 +100,8 @@ def test_preset_trains_stage_2_from_stage_1s_best_weights(tmp_path, monkeypatch)
     back = from_yaml(tr.DetectConfig, to_yaml(cfg, tmp_path / "c.yaml"))
     assert back.hard_per_kind and back.small_weight == cfg.small_weight
     assert tr.preset_config(1).small_weight == 1.0 and not tr.preset_config(1).hard_per_kind
+    with pytest.raises(Exception, match="1 or 2 stages"):
+        tr.train_preset(work, stages=3)
 
 
 def test_detection_seg_stores_only_the_slices_with_a_finding(tmp_path, monkeypatch):

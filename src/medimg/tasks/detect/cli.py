@@ -42,7 +42,12 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medimg.tasks.detect.train import DetectConfig, train_detector, train_preset
+    from medimg.tasks.detect.train import (
+        DEFAULT_STAGES,
+        DetectConfig,
+        train_detector,
+        train_preset,
+    )
 
     set_threads(args.threads)
     if args.export:  # before training, not after
@@ -51,9 +56,10 @@ def _train(args: argparse.Namespace) -> int:
         check_export(args.export, overwrite=args.overwrite)
     resume = "auto" if args.resume else False
     check_init_preset(args)
-    if args.preset == "default":
+    if args.preset in ("default", "stage2"):
         work = Path(args.out or "runs/detect/default")
-        res = train_preset(work, max_steps=args.max_steps, device=args.device,
+        stages = 2 if args.preset == "stage2" else DEFAULT_STAGES
+        res = train_preset(work, stages=stages, max_steps=args.max_steps, device=args.device,
                            progress=not args.quiet, resume=resume)  # fmt: skip
     else:
         if args.dataset is None:
@@ -167,7 +173,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg detect train --preset default --export src/medimg/tasks/detect/default --overwrite")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="LUNA16-layout folder")
     p.add_argument(
-        "--preset", choices=("default",), help="simulate data and train the default model"
+        "--preset",
+        choices=("default", "stage2"),
+        help="simulate data and train the default model ('stage2': then the second stage that "
+        "was tried on top of it, into OUT/model2)",
     )
     p.add_argument(
         "--val-subsets", action=ListAction, default=["subset0"], help="held-out subset folders"
