@@ -66,3 +66,9 @@ def test_smore_from_a_given_network_leaves_that_network_unchanged() -> None:
     out = restore(thick, 2, 2, "smore", smore_steps=2, smore_init=net)
     assert out.shape == (16, 16, 16)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_smore_patches_fit_a_volume_smaller_than_the_patch_size() -> None:
+    thick = degrade(ellipsoids((20, 28, 24), seed=6), 2, 4)  # in-plane 20 x 28 < 64
+    out = restore(thick, 2, 4, "smore", smore_steps=2)
+    assert out.shape == (20, 28, 24) and np.isfinite(out).all()

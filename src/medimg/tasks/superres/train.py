@@ -104,8 +104,11 @@ class PatchDataset(Dataset):
     """Random 2D patches ``(1, P, P)``: first dimension = the degraded axis; seeded per index."""
 
     def __init__(self, pairs: list[PairVolume], patch: int, length: int, seed: int = 0) -> None:
-        self.pairs, self.patch, self.length, self.seed = pairs, patch, length, seed
+        self.pairs, self.length, self.seed = pairs, length, seed
         self._planes = [{s: p.planes(s) for s in p.slicing} for p in pairs]
+        # one patch size for every sample (a batch stacks them): no larger than the smallest plane
+        sides = [p.tgt.shape[a] for p in pairs for s in p.slicing for a in range(3) if a != s]
+        self.patch = min(patch, *sides)
 
     def __len__(self) -> int:
         return self.length
@@ -117,7 +120,7 @@ class PatchDataset(Dataset):
         s = int(rng.choice(pair.slicing))
         idx = int(rng.choice(self._planes[k][s]))
         inp, tgt = (plane_with_axis_first(v, s, idx, pair.axis) for v in (pair.inp, pair.tgt))
-        p0, p1 = min(self.patch, inp.shape[0]), min(self.patch, inp.shape[1])
+        p0 = p1 = self.patch
         best = None
         for _ in range(4):  # prefer a patch with structure over one of background
             a = int(rng.integers(0, inp.shape[0] - p0 + 1))
