@@ -26,7 +26,7 @@ __all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
 _WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)",
          "register": "MR pairs", "detect": "thoracic CTs",
-         "recon-us": "simulated plane-wave phantoms"}  # fmt: skip
+         "recon-us": "plane-wave phantoms"}  # fmt: skip
 
 
 def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module:
