@@ -82,13 +82,21 @@ def render_ct(labels: torch.Tensor, seed: int | torch.Generator = 0) -> torch.Te
 
 
 def render_mr(
-    labels: torch.Tensor, seed: int | torch.Generator = 0, contrast: str = "t1"
-) -> torch.Tensor:
+    labels: torch.Tensor, seed: int | torch.Generator = 0, contrast: str = "t1",
+    canonical: bool = False,
+) -> torch.Tensor:  # fmt: skip
     """MR (arbitrary units, :func:`normalize_mr`-scaled) at half the resolution of the 1 mm
-    ``labels``: ``contrast`` "t1" or "t2"."""
+    ``labels``: ``contrast`` "t1" or "t2". ``canonical``: the template means, no bias field and
+    little noise: the one well-defined answer a CT -> MR model can learn (a bias field or a
+    contrast jitter cannot be inferred from a CT)."""
     gen = _gen(seed)
     dev = torch.device("cpu")
     base = torch.tensor([MR_MEANS[contrast][k] for k in range(N_LABELS)])
+    if canonical:
+        stds = 0.01 * torch.ones(N_LABELS)
+        stds[0] = 0.0
+        img = _pool2(_class_image(labels, base, stds, gen))
+        return normalize_mr(img + 0.005 * torch.randn(img.shape, generator=gen).abs())
     means = base * (0.85 + 0.3 * torch.rand(N_LABELS, generator=gen))
     stds = 0.03 * torch.ones(N_LABELS)
     stds[0] = 0.0

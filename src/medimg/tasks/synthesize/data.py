@@ -99,9 +99,10 @@ def _fit(sl: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def make_sample(slices: HeadSlices, seed: int, contrast: str | None = None,
-                deform: bool = True) -> Sample:  # fmt: skip
+                deform: bool = True, canonical_mr: bool = False) -> Sample:  # fmt: skip
     """The pair of sample ``seed``: label slice, deformation, mirror, MR and CT draws.
-    ``contrast`` None: T1 for three samples in four, else T2."""
+    ``contrast`` None: T1 for three samples in four, else T2. ``canonical_mr``: the MR without
+    contrast jitter, bias field or much noise (CT -> MR targets)."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
     lab = torch.from_numpy(slices.draw(rng).astype(np.int64))
@@ -112,7 +113,7 @@ def make_sample(slices: HeadSlices, seed: int, contrast: str | None = None,
         lab = lab.flip(0)
     if contrast is None:
         contrast = "t2" if rng.random() < 0.25 else "t1"
-    mr = render_mr(lab, gen, contrast)
+    mr = render_mr(lab, gen, contrast, canonical=canonical_mr)
     ct = render_ct(lab, gen)
     onehot = torch.nn.functional.one_hot(lab, 9).permute(2, 0, 1).float()[None]
     major = torch.nn.functional.avg_pool2d(onehot, 2)[0].argmax(0)
@@ -122,7 +123,8 @@ def make_sample(slices: HeadSlices, seed: int, contrast: str | None = None,
 class PairDataset(Dataset):
     """``{"input", "target", "body"}`` (each ``(1, X, Y)``) for ``direction``; index ``i``
     draws sample ``base_seed + i``. ``unpaired``: the target comes from another head (sample
-    ``base_seed + i + 10**8``), as CycleGAN training sees it. CT -> MR targets are T1."""
+    ``base_seed + i + 10**8``), as CycleGAN training sees it. CT -> MR targets are canonical
+    T1 (template contrast, no bias field)."""
 
     def __init__(self, slices: HeadSlices, direction: str, length: int, *, base_seed: int = 0,
                  unpaired: bool = False, t2_fraction: float = 0.25):  # fmt: skip
@@ -141,8 +143,11 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         seed = self.base_seed + int(i)
-        s = make_sample(self.slices, seed, self._contrast(seed))
-        t = make_sample(self.slices, seed + 10**8, self._contrast(seed)) if self.unpaired else s
+        canon = self.direction == "ct2mr"  # CT -> MR learns the canonical T1 (render_mr)
+        s = make_sample(self.slices, seed, self._contrast(seed), canonical_mr=canon)
+        t = s
+        if self.unpaired:
+            t = make_sample(self.slices, seed + 10**8, self._contrast(seed), canonical_mr=canon)
         mr_in, ct_in = s.mr, ct_to_net(s.ct)
         mr_t, ct_t = t.mr, ct_to_net(t.ct)
         x, y = (mr_in, ct_t) if self.direction == "mr2ct" else (ct_in, mr_t)

@@ -102,7 +102,7 @@ def evaluate_generated(
     generated heads (slices and deformation seeds never trained on). Returns per-head rows and
     a summary (mean per metric, for the model and for the mean-value baseline)."""
     from medimg.tasks.synthesize.data import BENCH_SEED, make_sample, net_to_ct
-    from medimg.tasks.synthesize.predict import load_model
+    from medimg.tasks.synthesize.predict import load_model, translate
     from medimg.tasks.synthesize.train import head_slices
 
     net = model if isinstance(model, torch.nn.Module) else load_model(model, direction)[0]
@@ -111,11 +111,12 @@ def evaluate_generated(
     rows = []
     for i in range(n):
         contrast = "t1" if direction == "ct2mr" or i % 4 else "t2"
-        s = make_sample(src, base + i, contrast if direction == "mr2ct" else "t1")
+        s = make_sample(src, base + i, contrast if direction == "mr2ct" else "t1",
+                        canonical_mr=direction == "ct2mr")  # fmt: skip
         body = s.body.numpy()
         with torch.no_grad():
             if direction == "mr2ct":
-                out = net_to_ct(net(s.mr[None, None]))[0, 0].numpy()
+                out = net_to_ct(translate(net, s.mr[None, None]))[0, 0].numpy()
                 ref = s.ct.numpy()
                 m = ct_metrics(ref, out, body)
                 mean = np.where(body, ref[body].mean(), ref)
@@ -123,7 +124,7 @@ def evaluate_generated(
             else:
                 from medimg.tasks.synthesize.data import ct_to_net
 
-                out = net(ct_to_net(s.ct)[None, None])[0, 0].clamp_min(0).numpy()
+                out = translate(net, ct_to_net(s.ct)[None, None])[0, 0].clamp_min(0).numpy()
                 ref = s.mr.numpy()
                 m = mr_metrics(ref, out, body)
                 b = mr_metrics(ref, np.where(body, ref[body].mean(), ref), body)
