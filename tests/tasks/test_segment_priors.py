@@ -144,3 +144,25 @@ def test_predict_enforces_the_prior_and_writes_its_report(tmp_path):
     assert [c["voxels"] for c in report["components"]] == [27]
     assert tmp_path / "out.prior.json" in written
     assert len(notes) == 1 and notes[0].startswith("case: removed: spleen component of 2.2 mL")
+
+
+def test_cli_prior_check_writes_the_report_and_refuses_a_model_without_one(tmp_path, capsys):
+    from medimg.cli import main
+    from medimg.io.api import save
+
+    image, _ = _abdomen()
+    save(image, tmp_path / "ct.nii.gz")
+    args = ["segment", "predict", str(tmp_path / "ct.nii.gz")]
+    assert main([*args, str(tmp_path / "a.nii.gz"), "--prior", "check", "--no-mirror",
+                 "--quiet"]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "a.prior.json").read_text())
+    assert set(report) == {"components", "relations", "removed_voxels"}
+    assert report["removed_voxels"] == 0  # check only: nothing removed
+    with pytest.raises(SystemExit) as exc:
+        main([*args, str(tmp_path / "b.nii.gz"), "--prior", "strict"])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    code = main([*args, str(tmp_path / "c.nii.gz"), "--model", "brain", "--force", "--prior",
+                 "check", "--no-mirror", "--quiet"])  # fmt: skip
+    assert code == 2 and "have no anatomical prior" in capsys.readouterr().err
+    assert not (tmp_path / "c.nii.gz").exists()

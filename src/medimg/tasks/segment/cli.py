@@ -187,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
                            mirror=not args.no_mirror, overwrite=args.overwrite,
                            notes=notes, force=args.force, overlap=args.overlap,
                            batch_size=args.batch, backend=args.backend,
-                           progress=not args.quiet)  # fmt: skip
+                           progress=not args.quiet, prior=args.prior)  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     for line in notes:
@@ -202,7 +202,7 @@ def _predict_cohort(args: argparse.Namespace, model) -> int:
     model = str(Path(model).resolve()) if model else None
     options = {"model": model, "device": args.device, "mirror": not args.no_mirror,
                "force": args.force, "overlap": args.overlap, "batch_size": args.batch,
-               "backend": args.backend}  # fmt: skip
+               "backend": args.backend, "prior": args.prior}  # fmt: skip
     summary = run_cohort_verb(args, cohort_cases(args.input, find_cases), args.output,
                               "medimg.tasks.segment.cohort:predict_case", options)  # fmt: skip
     print(f"wrote {Path(args.output) / 'cases'}/<case>/ and {Path(args.output) / 'summary.csv'}")
@@ -322,6 +322,11 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--force", action="store_true",
                    help="segment an image unlike the model's training data (another modality, "
                         "not Hounsfield units for a CT model) instead of refusing it")  # fmt: skip
+    p.add_argument("--prior", choices=("off", "check", "enforce"), default="off",
+                   help="anatomical prior: 'check' writes <case>.prior.json listing components "
+                        "that cannot be the organ they are labelled (a third kidney, a spleen "
+                        "on the right, a liver outside the body); 'enforce' also removes them "
+                        "(default: off)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_quiet(p)
     add_cohort_flags(p)

@@ -44,10 +44,11 @@ def predict_case(
     overlap: float = 0.5,
     batch_size: int = 2,
     backend: str = "torch",
+    prior: str = "off",
 ) -> dict:
     """Segment one study into ``case_dir`` (written whole); returns the record's extra fields."""
     notes: list[str] = []
     written = predict_path(case_path, case_dir, mirror=mirror, progress=False, notes=notes,
                            force=force, segmenter=_segmenter(model, device, overlap, batch_size,
-                                                             backend))  # fmt: skip
+                                                             backend), prior=prior)  # fmt: skip
     return {"files": len(written), **({"note": notes[0]} if notes else {})}

@@ -371,6 +371,10 @@ def predict_path(
                   overwrite=overwrite)  # fmt: skip
     seg = segmenter or Segmenter(model, device=device, overlap=overlap, batch_size=batch_size,
                                  backend=backend)  # fmt: skip
+    if prior != "off":  # a model without one is refused before any case is segmented
+        from medimg.tasks.segment.priors import resolve_prior
+
+        resolve_prior(seg.root, seg.plan)
     if single or (out.is_dir() and any(out.iterdir())):
         # files written one by one (each atomically) into a place other outputs may share
         return _predict_cases(seg, items, targets, mirror, overwrite, progress, notes, force,

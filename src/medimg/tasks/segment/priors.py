@@ -44,6 +44,7 @@ __all__ = [
     "load_prior",
     "model_prior",
     "prior_report_path",
+    "resolve_prior",
 ]
 
 PRIOR_MODES = ("off", "check", "enforce")
@@ -287,6 +288,16 @@ def model_prior(labels: Image, image: Image, mode: str, *, root: Path, plan: Seg
     :meth:`medimg.tasks.segment.predict.Segmenter.segment`); the report in ``meta["prior"]``."""
     if check_prior_mode(mode) == "off" or labels.spatial_ndim != 3:
         return labels
+    prior = resolve_prior(root, plan)
+    out, report = apply_prior(labels, prior, list(plan.label_names), image,
+                              enforce=mode == "enforce")  # fmt: skip
+    out.meta = {**labels.meta, "prior": report}
+    return out
+
+
+def resolve_prior(root: Path, plan: SegPlan) -> AnatomicalPrior:
+    """The prior of the model in ``root`` (its ``prior.yaml`` or the built-in rules for its
+    labels); a one-line error when there is none."""
     prior = load_prior(root if Path(root).is_dir() else None, list(plan.label_names))
     if prior is None:
         raise InputError(
@@ -295,10 +306,7 @@ def model_prior(labels: Image, image: Image, mode: str, *, root: Path, plan: Seg
         )  # fmt: skip
     if plan.modality.upper() != "CT":  # the body mask is an HU threshold
         prior = AnatomicalPrior(prior.organs, prior.relations, None)
-    out, report = apply_prior(labels, prior, list(plan.label_names), image,
-                              enforce=mode == "enforce")  # fmt: skip
-    out.meta = {**labels.meta, "prior": report}
-    return out
+    return prior
 
 
 def prior_report_path(nii: Path) -> Path:
