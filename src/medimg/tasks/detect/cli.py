@@ -56,10 +56,9 @@ def _train(args: argparse.Namespace) -> int:
         check_export(args.export, overwrite=args.overwrite)
     resume = "auto" if args.resume else False
     check_init_preset(args)
-    if args.preset in ("default", "stage2"):
+    if args.preset == "default":  # both stages; the shipped model is OUT/model2's
         work = Path(args.out or "runs/detect/default")
-        stages = 2 if args.preset == "stage2" else DEFAULT_STAGES
-        res = train_preset(work, stages=stages, max_steps=args.max_steps, device=args.device,
+        res = train_preset(work, stages=DEFAULT_STAGES, max_steps=args.max_steps, device=args.device,
                            progress=not args.quiet, resume=resume)  # fmt: skip
     else:
         if args.dataset is None:
@@ -174,9 +173,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("dataset", nargs="?", help="LUNA16-layout folder")
     p.add_argument(
         "--preset",
-        choices=("default", "stage2"),
-        help="simulate data and train the default model ('stage2': then the second stage that "
-        "was tried on top of it, into OUT/model2)",
+        choices=("default",),
+        help="simulate data and train the default model (two stages: OUT/model, then the "
+        "shipped OUT/model2)",
     )
     p.add_argument(
         "--val-subsets", action=ListAction, default=["subset0"], help="held-out subset folders"
