@@ -101,7 +101,7 @@ def test_a_tiny_2d_network_overfits_one_fixed_batch():
     underfitting was a matter of training length, not of such a bug)."""
     plan = brain_plan(configuration="2d", patch=16, base_features=8, levels=3)
     plan.deep_supervision_heads = 0
-    data = brain_dataset([_head((16, 16, 12))], plan, slices=4)
+    data = brain_dataset([_head((16, 16, 12))], plan, slices=4, margin=0, empty_prob=0.0)
     torch.manual_seed(1)
     batch = data[0]
     x, y = batch["image"], batch["label"]
