@@ -236,7 +236,7 @@ def _write_msd(
                 {"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"}
             )
     meta = {
-        "name": "SyntheticAbdomenCT" if kind == "abdomen" else f"Synthetic{kind.upper()}",
+        "name": "AbdomenCT" if kind == "abdomen" else f"Synthetic{kind.upper()}",
         "description": f"medimg synthetic {kind.upper()} segmentation set (seed {seed})",
         "channel_names": {"0": "T1" if kind == "mr" else "CT"},
         "labels": {name: k for k, name in names.items()},
