@@ -36,9 +36,11 @@ def _same_grid(out: Image, ref: Image) -> None:
 
 # small phantoms, one per task (each call below takes well under a second on one CPU thread)
 def _ct_abdomen() -> Image:
-    from medimg.phantoms.segmentation import ct_organ_case
+    from medimg.phantoms.abdomen import abdomen_ct_case
 
-    return ct_organ_case(0, shape=(32, 32, 12)).image
+    return abdomen_ct_case(
+        0, fov_mm=145.0, length_mm=70.0, centre_z_mm=-90.0, phase="portal"
+    ).image  # 36 x 36 x 14 at 4 x 4 x 5 mm
 
 
 def _mr_pair() -> tuple[Image, Image]:

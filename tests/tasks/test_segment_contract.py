@@ -118,7 +118,7 @@ def test_nifti_labels_name_the_model(tmp_path):
     out = tmp_path / "labels.nii.gz"
     assert main(["segment", "predict", str(scan), str(out), "--no-mirror"]) == 0
     descrip = nib.load(out).header["descrip"].item().decode()
-    assert re.fullmatch(r"medimg \S+ segment default \(SyntheticCT CT\) sha1:[0-9a-f]{8}", descrip)
+    assert re.fullmatch(r"medimg \S+ segment default \(AbdomenCT CT\) sha1:[0-9a-f]{8}", descrip)
 
 
 def test_model_tag_changes_with_the_weights():

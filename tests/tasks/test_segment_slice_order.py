@@ -20,13 +20,16 @@ from medimg.tasks.segment.predict import _reorient_like
 def scan(tmp_path_factory):
     """An abdomen phantom in whole HU on a left-handed (LAS, as dcm2niix writes) grid whose
     spacing is not the model's, saved as NIfTI and as a DICOM series."""
-    from medimg.phantoms.segmentation import ct_organ_case
+    from medimg.phantoms.abdomen import abdomen_ct_case
 
     tmp = tmp_path_factory.mktemp("order")
-    case = ct_organ_case(0, shape=(44, 44, 16), spacing=(3.3, 3.3, 4.4))
+    case = abdomen_ct_case(
+        0, spacing=(3.3, 3.3, 4.4), fov_mm=145.0, length_mm=70.0, centre_z_mm=-90.0, phase="portal"
+    )  # 44 x 44 x 16, RAS+
     affine = np.diag([-3.3, 3.3, 4.4, 1.0])
     affine[:3, 3] = (100.0, -90.0, -40.0)
-    image = Image(np.round(case.image.array), affine, modality="CT")
+    # x reversed in the data and in the header: the anatomy stays (liver on the right)
+    image = Image(np.round(case.image.array[:, ::-1]), affine, modality="CT")
     return save(image, tmp / "ct.nii.gz"), save(image, tmp / "series")
 
 

@@ -235,10 +235,13 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     """Add the segmentation verbs to ``medimg segment``."""
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     p = add_verb(sub, "simulate", "write a synthetic 3D segmentation set (CT-like organs or MR-like tissues)",
-              "medimg segment simulate data/SynthCT --kind ct --cases 16 --test 4")  # fmt: skip
+              "medimg segment simulate data/SynthCT --kind ct --cases 16 --test 4\n"
+              "medimg segment simulate data/AbdomenCT --kind abdomen --cases 60")  # fmt: skip
     p.add_argument("out", help="output folder")
-    p.add_argument("--kind", choices=("ct", "mr"), default="ct",
-                   help="ct: CT-like organs in HU; mr: MR-like tissues (default: ct)")  # fmt: skip
+    p.add_argument("--kind", choices=("ct", "abdomen", "mr"), default="ct",
+                   help="ct: small ellipsoid organs in HU (fast, for trials); abdomen: realistic "
+                        "generated abdomens in three contrast phases (what the default model was "
+                        "trained on); mr: MR-like tissues (default: ct)")  # fmt: skip
     p.add_argument("--layout", choices=("msd", "folder"), default="msd",
                    help="msd: dataset.json + imagesTr/labelsTr; folder: images/ + labels/")  # fmt: skip
     p.add_argument("--cases", type=positive_int, default=12, help="training cases")
