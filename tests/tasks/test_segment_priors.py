@@ -10,7 +10,14 @@ import torch
 
 from medimg.errors import InputError
 from medimg.io.image import Image
-from medimg.tasks.segment.priors import ABDOMEN_PRIOR, apply_prior, check_prior, load_prior
+from medimg.tasks.segment.priors import (
+    ABDOMEN_PRIOR,
+    AnatomicalPrior,
+    OrganRule,
+    apply_prior,
+    check_prior,
+    load_prior,
+)
 
 NAMES = ["background", "liver", "spleen", "kidney"]
 SPACING = (4.0, 4.0, 5.0)  # mm; RAS+ axes: x to the patient's right, y anterior, z superior
@@ -51,7 +58,7 @@ def test_planted_spleen_on_the_wrong_side_is_flagged_and_removed_alone():
     cleaned, report = apply_prior(planted, ABDOMEN_PRIOR, NAMES, image, enforce=True)
     assert [c["voxels"] for c in report.components] == [7 * 7 * 6]
     assert "more pieces than the organ has (1)" in _reasons(report, "spleen")
-    assert "on the wrong side of the body (expected left)" in _reasons(report, "spleen")
+    assert "not on the left side of the body" in _reasons(report, "spleen")
     assert report.removed_voxels == 7 * 7 * 6
     np.testing.assert_array_equal(cleaned.array, labels.array)  # the true organs untouched
 
@@ -90,7 +97,7 @@ def test_sides_are_judged_in_the_patient_frame_whatever_the_array_order():
         (Image(swapped.array[:, ::-1], flip, is_label=True), Image(image.array[:, ::-1], flip)),
     ]:
         report = check_prior(lab_img, ABDOMEN_PRIOR, NAMES, img)
-        assert "on the wrong side of the body (expected right)" in _reasons(report, "liver")
+        assert "not on the right side of the body" in _reasons(report, "liver")
         assert any(line.startswith("spleen is not left of liver") for line in report.relations)
 
 
@@ -166,3 +173,21 @@ def test_cli_prior_check_writes_the_report_and_refuses_a_model_without_one(tmp_p
                  "check", "--no-mirror", "--quiet"])  # fmt: skip
     assert code == 2 and "have no anatomical prior" in capsys.readouterr().err
     assert not (tmp_path / "c.nii.gz").exists()
+
+
+def test_midline_liver_and_anterior_midline_kidney_are_flagged():
+    """A brain-sized blob labelled liver on the midline (what a head CT gets), and a "kidney"
+    in front of the spine on the midline, are not where those organs lie (the posterior rule is
+    an option of a prior, not a default)."""
+    image, labels = _abdomen()
+    lab = labels.array.copy()
+    lab[lab == 1] = 0
+    lab[0, 38:62, 38:62, 10:30] = 1  # 24*24*20 voxels = 922 mL, centred on the midline
+    lab[0, 49:51, 52:68, 26:36] = 3  # a third kidney, anterior and on the midline
+    report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
+    assert "not on the right side of the body" in _reasons(report, "liver")
+    assert "on the midline (the organ lies to one side)" in _reasons(report, "kidney")
+    posterior = OrganRule(pieces=3, min_ml=1.0, posterior=True)
+    prior = AnatomicalPrior({**ABDOMEN_PRIOR.organs, "kidney": posterior})
+    kidney = _reasons(check_prior(labels.with_array(lab), prior, NAMES, image), "kidney")
+    assert kidney == ["in the anterior half of the body (the organ lies posterior)"]

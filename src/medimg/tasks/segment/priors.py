@@ -4,7 +4,8 @@ anatomy -- a "spleen" in the shoulder, a "liver" the size of a walnut inside a h
 
 Each label named in the prior gets a rule (:class:`OrganRule`): how many separate pieces the
 organ has (liver 1, spleen 1, kidneys 2), its plausible volume, the side of the body it lies on
-(in the patient's frame, from the image's affine), and that it lies inside the body. Relations
+(in the patient's frame, from the image's affine; for paired organs, off the midline; for
+retroperitoneal ones, in the posterior half), and that it lies inside the body. Relations
 between organs (spleen left of liver, kidneys posterior to the liver) are checked on the
 centroids of each organ's largest piece and reported; they remove nothing, because which of the two organs is wrong
 is not known. A component cut by the edge of the field of view is exempt from the lower volume
@@ -49,8 +50,12 @@ __all__ = [
 
 PRIOR_MODES = ("off", "check", "enforce")
 Side = Literal["right", "left", "any"]
-#: centroid offsets below this (mm) from the midline or from another organ are not judged
+#: centroid offsets below this (mm) between two organs are not judged
 _MARGIN_MM = 10.0
+#: a sided organ's centroid (a lateral organ's farthest voxel) lies at least this fraction of
+#: the body's half-width off the midline; small, because arms in the field of view widen the
+#: body (a brain labelled "liver" in a head CT lies at ~0)
+_SIDE_FRACTION = 0.05
 #: a component counts as inside the body when at least this fraction of it is
 _INSIDE_FRACTION = 0.5
 
@@ -60,12 +65,16 @@ class OrganRule:
     """What one labelled structure may look like. ``min_ml``/``max_ml``: volume of one
     component (the lower bound is waived for components touching the edge of the volume);
     ``pieces``: how many separate components it has at most; ``side``: the patient side its
-    components lie on (``any`` for midline or paired organs)."""
+    components lie on (``any`` for midline or paired organs); ``lateral``: each component lies
+    off the midline (paired organs such as the kidneys); ``posterior``: in the posterior half
+    of the body (retroperitoneal organs)."""
 
     pieces: int = 1
     min_ml: float = 0.0
     max_ml: float = float("inf")
     side: Side = "any"
+    lateral: bool = False
+    posterior: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ ABDOMEN_PRIOR = AnatomicalPrior(
     organs={
         "liver": OrganRule(pieces=1, min_ml=300.0, max_ml=6000.0, side="right"),
         "spleen": OrganRule(pieces=1, min_ml=20.0, max_ml=2500.0, side="left"),
-        "kidney": OrganRule(pieces=2, min_ml=30.0, max_ml=800.0, side="any"),
+        "kidney": OrganRule(pieces=2, min_ml=30.0, max_ml=800.0, lateral=True),
     },
     relations=(
         Relation("spleen", "left_of", "liver"),
@@ -176,7 +185,7 @@ def check_prior(
         raise InputError("the anatomical prior needs a 3D label map")
     voxel_ml = float(np.prod(labels.spacing)) / 1000.0
     body = _body_mask(image, prior, lab.shape)
-    midline_x = _centroid_ras(labels, body)[0] if body.any() else None
+    frame = _body_frame(labels, body)
     report = PriorReport()
     centroids: dict[str, np.ndarray] = {}
     structure = ndimage.generate_binary_structure(3, 3)
@@ -195,7 +204,7 @@ def check_prior(
             if rank == 0:  # relations are judged on each organ's main piece
                 centroids[name.lower()] = centroid
             reasons = _component_reasons(mask, sizes[c] * voxel_ml, rank, rule, body,
-                                         centroid, midline_x)  # fmt: skip
+                                         centroid, frame, labels)  # fmt: skip
             if reasons:
                 report.components.append({
                     "label": name, "index": index, "component": int(c + 1),
@@ -237,7 +246,7 @@ def apply_prior(
 
 def _component_reasons(
     mask: np.ndarray, ml: float, rank: int, rule: OrganRule, body: np.ndarray,
-    centroid: np.ndarray, midline_x: float | None,
+    centroid: np.ndarray, frame: tuple[np.ndarray, float] | None, labels_image: Image,
 ) -> list[str]:  # fmt: skip
     reasons = []
     if rank >= rule.pieces:
@@ -249,13 +258,37 @@ def _component_reasons(
     inside = np.count_nonzero(mask & body) / max(np.count_nonzero(mask), 1)
     if inside < _INSIDE_FRACTION:
         reasons.append("outside the body")
-    if midline_x is not None and rule.side != "any":
-        offset = centroid[0] - midline_x  # RAS+: x grows towards the patient's right
-        if (rule.side == "right" and offset < -_MARGIN_MM) or (
-            rule.side == "left" and offset > _MARGIN_MM
-        ):
-            reasons.append(f"on the wrong side of the body (expected {rule.side})")
+    if frame is None:
+        return reasons
+    centre, half_width = frame
+    offset = (centroid[0] - centre[0]) / half_width  # RAS+: x grows to the patient's right
+    if (rule.side == "right" and offset < _SIDE_FRACTION) or (
+        rule.side == "left" and offset > -_SIDE_FRACTION
+    ):
+        reasons.append(f"not on the {rule.side} side of the body")
+    if rule.lateral and _reach(mask, frame, labels_image) < _SIDE_FRACTION:
+        # judged on the farthest voxel, not the centroid: a prediction that joins both kidneys
+        # across the vessels is centred on the midline but is still the kidneys
+        reasons.append("on the midline (the organ lies to one side)")
+    if rule.posterior and centroid[1] > centre[1]:
+        reasons.append("in the anterior half of the body (the organ lies posterior)")
     return reasons
+
+
+def _reach(mask: np.ndarray, frame: tuple[np.ndarray, float], image: Image) -> float:
+    """How far off the midline the component reaches, in body half-widths."""
+    ras_x = image.voxel_to_world(np.argwhere(mask))[:, 0]
+    return float(np.abs(ras_x - frame[0][0]).max()) / frame[1]
+
+
+def _body_frame(labels: Image, body: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(centroid of the body in RAS mm, half its left-right extent in mm), or None."""
+    if not body.any():
+        return None
+    ijk = np.argwhere(body)
+    ras = labels.voxel_to_world(ijk[:: max(len(ijk) // 200_000, 1)])  # a sample is enough
+    half_width = max(float(np.ptp(ras[:, 0])) / 2.0, 1.0)
+    return ras.mean(axis=0), half_width
 
 
 def _touches_edge(mask: np.ndarray) -> bool:
