@@ -30,13 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medimg.datasets.msd import check_dataset, open_dataset
 from medimg.engine import (
-    Trainer,
     TrainResult,
     check_run_dir,
     load_weights,
@@ -44,18 +42,11 @@ from medimg.engine import (
     validation_interval,
 )
 from medimg.errors import InputError
-from medimg.io.output import atomic_path, mark_owned
+from medimg.io.output import atomic_path
 from medimg.tasks.segment.data import PatchDataset, preprocess_image, preprocess_labels
-from medimg.tasks.segment.fingerprint import fingerprint_from_cases, save_fingerprint
 from medimg.tasks.segment.models import build_network, count_parameters
-from medimg.tasks.segment.plan import SegPlan, load_plan, save_plan
-from medimg.tasks.segment.predict import sliding_labels
-from medimg.tasks.segment.train import (
-    _choose_postprocessing,
-    _fold_cases,
-    deep_supervision_loss,
-    dice_per_class,
-)
+from medimg.tasks.segment.plan import SegPlan, load_plan
+from medimg.tasks.segment.train import _fold_cases, deep_supervision_loss, fit_model_folder
 
 __all__ = ["MIN_RATIO", "DistillRun", "distill_loss", "distill_segmentation", "kd_kl"]
 __all__ += ["narrower_widths", "resolve_teacher", "student_plan"]
@@ -222,29 +213,13 @@ def distill_segmentation(
         return distill_loss(hard, net(x), t_logits, batch["label"], temperature=temperature,
                             alpha=alpha)  # fmt: skip
 
-    def validate(net: torch.nn.Module) -> dict[str, float]:
-        dev = next(net.parameters()).device
-        scores = [dice_per_class(sliding_labels(pre[c][0], [net], plan, mirror=False, device=dev),
-                                 pre[c][1], plan.num_classes) for c in val_ids]  # fmt: skip
-        per_class = np.mean(scores, axis=0)
-        return {"dice": float(per_class.mean()),
-                **{f"dice_{n}": float(v) for n, v in zip(plan.label_names[1:], per_class)}}  # fmt: skip
-
     run = DistillRun(str(dataset), fold, str(teacher_dir), temperature, alpha, plan)
-    trainer = Trainer(model, data, step, plan.train, out, validate=validate, run_config=run)
-    if not resuming:
-        out.mkdir(parents=True, exist_ok=True)
-        mark_owned(out)
-        save_plan(plan, out / "plan.yaml", overwrite=True)
-        _write_sizes(out, teacher_dir, count_parameters(tnet), count_parameters(model))
-    result = trainer.fit(resume=resuming, overwrite=overwrite and not resuming)
-    save_fingerprint(fingerprint_from_cases(ds, cases), out / "fingerprint.json", overwrite=True)
-    load_weights(model, result.best_checkpoint or result.last_checkpoint)
-    plan.postprocessing = _choose_postprocessing(model.eval(), plan, [pre[c] for c in val_ids])
-    save_plan(plan, out / "plan.yaml", overwrite=True)
-    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
-        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return result
+    n_teacher, n_student = count_parameters(tnet), count_parameters(model)
+    return fit_model_folder(
+        model, data, step, plan, out, run, ds=ds, cases=cases, pre=pre, val_ids=val_ids,
+        resuming=resuming, overwrite=overwrite, t0=t0,
+        on_fresh=lambda folder: _write_sizes(folder, teacher_dir, n_teacher, n_student),
+    )  # fmt: skip
 
 
 def _write_sizes(out: Path, teacher: Path, n_teacher: int, n_student: int) -> None:

@@ -42,7 +42,7 @@ from medimg.tasks.segment.models import build_network, is_output_layer
 from medimg.tasks.segment.plan import SegPlan, load_plan, make_plan, save_plan
 from medimg.tasks.segment.predict import sliding_labels
 
-__all__ = ["SegRun", "check_export", "dice_per_class", "export_model",
+__all__ = ["SegRun", "check_export", "dice_per_class", "export_model", "fit_model_folder",
            "train_preset", "train_segmentation"]  # fmt: skip
 
 
@@ -152,6 +152,21 @@ def train_segmentation(
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return deep_supervision_loss(loss_fn, net(batch["image"]), batch["label"])
 
+    run = SegRun(str(dataset), fold, plan)
+    return fit_model_folder(model, data, step, plan, out, run, ds=ds, cases=cases, pre=pre,
+                            val_ids=val_ids, resuming=resuming, overwrite=overwrite, t0=t0)  # fmt: skip
+
+
+def fit_model_folder(
+    model: torch.nn.Module, data: PatchDataset, step: Any, plan: SegPlan, out: Path, run: Any,
+    *, ds: Any, cases: dict, pre: dict, val_ids: list[str], resuming: bool, overwrite: bool,
+    t0: float, on_fresh: Any = None,
+) -> TrainResult:  # fmt: skip
+    """Train ``model`` with ``step`` into the model folder ``out`` (validation: mean Dice of
+    ``val_ids`` by sliding window), then choose the post-processing and write plan,
+    fingerprint and time; shared by plain training and distillation. ``on_fresh(out)`` runs
+    once when a fresh run's folder is created."""
+
     def validate(net: torch.nn.Module) -> dict[str, float]:
         dev = next(net.parameters()).device
         scores = [dice_per_class(sliding_labels(pre[c][0], [net], plan, mirror=False, device=dev),
@@ -160,12 +175,13 @@ def train_segmentation(
         return {"dice": float(per_class.mean()),
                 **{f"dice_{n}": float(v) for n, v in zip(plan.label_names[1:], per_class)}}  # fmt: skip
 
-    run = SegRun(str(dataset), fold, plan)
     trainer = Trainer(model, data, step, plan.train, out, validate=validate, run_config=run)
     if not resuming:  # a fresh run is a model folder from the start: its plan beside its weights
         out.mkdir(parents=True, exist_ok=True)
         mark_owned(out)
         save_plan(plan, out / "plan.yaml", overwrite=True)
+        if on_fresh is not None:
+            on_fresh(out)
     result = trainer.fit(resume=resuming, overwrite=overwrite and not resuming)
     save_fingerprint(fingerprint_from_cases(ds, cases), out / "fingerprint.json", overwrite=True)
     load_weights(model, result.best_checkpoint or result.last_checkpoint)
