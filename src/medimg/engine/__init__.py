@@ -23,6 +23,7 @@ splits its case list with :func:`shard` and collects with :func:`gather_objects`
 """
 
 from medimg.engine.checkpoint import (
+    export_run_weights,
     find_checkpoint,
     load_training_state,
     load_weights,
@@ -85,6 +86,7 @@ __all__ = [
     "config_diff",
     "derive_seed",
     "dist_info",
+    "export_run_weights",
     "fast_precision",
     "find_checkpoint",
     "from_yaml",

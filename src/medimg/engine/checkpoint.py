@@ -30,6 +30,7 @@ from medimg.errors import CheckpointError
 __all__ = [
     "MODEL_FILE",
     "STATE_FILE",
+    "export_run_weights",
     "find_checkpoint",
     "load_training_state",
     "load_weights",
@@ -92,6 +93,23 @@ def find_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
         if (candidate / MODEL_FILE).is_file():
             return candidate
     return None
+
+
+def export_run_weights(
+    run_dir: str | os.PathLike[str], dest: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Copy a run's ``config.yaml`` and best (else last) weights into the model folder
+    ``dest``: what a task whose model is a config plus one network ships."""
+    from medimg.errors import InputError
+    from medimg.io.output import copy_files
+
+    run, out = Path(run_dir), Path(dest)
+    ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
+    if ckpt is None or not (run / "config.yaml").is_file():
+        raise InputError("no finished training here (config.yaml and best/ or last/)", run)
+    copy_files([(run / "config.yaml", out / "config.yaml"),
+                (ckpt / MODEL_FILE, out / MODEL_FILE)], overwrite=overwrite)  # fmt: skip
+    return out
 
 
 def load_training_state(directory: str | os.PathLike[str]) -> dict[str, Any]:

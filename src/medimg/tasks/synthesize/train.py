@@ -140,13 +140,6 @@ def train_synth(cfg: SynthConfig, run_dir: str | Path, *, resume: bool = False,
 
 def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = False) -> Path:
     """Copy a run's ``config.yaml`` and best weights into the model folder ``dest``."""
-    from medimg.engine import find_checkpoint
-    from medimg.io.output import copy_files
+    from medimg.engine import export_run_weights
 
-    run, out = Path(run_dir), Path(dest)
-    ckpt = find_checkpoint(run / "best") or find_checkpoint(run / "last")
-    if ckpt is None or not (run / "config.yaml").is_file():
-        raise InputError("no finished training here (config.yaml and best/ or last/)", run)
-    copy_files([(run / "config.yaml", out / "config.yaml"),
-                (ckpt / "model.safetensors", out / "model.safetensors")], overwrite=overwrite)  # fmt: skip
-    return out
+    return export_run_weights(run_dir, dest, overwrite=overwrite)
