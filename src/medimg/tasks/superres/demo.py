@@ -20,6 +20,7 @@ def stage(out_dir: Path) -> list[dict]:
     from medimg.io.image import Image
     from medimg.metrics.image_quality import psnr
     from medimg.tasks.superres.degrade import degrade, thick_affine
+    from medimg.tasks.superres.evaluate import save_sr_panel
     from medimg.tasks.superres.predict import predict_file, restore
     from medimg.tasks.superres.synthetic import ellipsoids
 
@@ -28,11 +29,16 @@ def stage(out_dir: Path) -> list[dict]:
     thick = degrade(ref, 2, FACTOR)
     nearest = psnr(ref, np.repeat(thick, FACTOR, axis=2), data_range=1.0)
     rows: list[dict] = []
+    volumes = {"reference": ref, "thick (repeated)": np.repeat(thick, FACTOR, axis=2)}
     for method in ("cubic", "sinc", "supervised"):
-        value = psnr(ref, restore(thick, 2, FACTOR, method), data_range=1.0)
+        volumes[method] = restore(thick, 2, FACTOR, method)
+        value = psnr(ref, volumes[method], data_range=1.0)
         rows.append({"stage": "superres", "item": f"{FACTOR}x through-plane: {method}",
                      "PSNR dB": f"{value:.2f}", "repeat slices dB": f"{nearest:.2f}",
                      "status": "ok" if value > nearest else "FAIL"})  # fmt: skip
+    save_sr_panel(
+        volumes, 2, out_dir / "panel.png", f"{FACTOR}x through-plane, a plane across the slices"
+    )
     src = Image(thick[None], thick_affine(np.eye(4), 2, FACTOR), modality="MR")
     save(src, out_dir / "thick.nii.gz", overwrite=True)
     written = load(predict_file(out_dir / "thick.nii.gz", out_dir / "thin.nii.gz",

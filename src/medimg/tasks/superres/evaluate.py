@@ -87,7 +87,7 @@ def evaluate_volume(reference: np.ndarray, factor: int = 4, axis: int = 2,
     return rows, volumes
 
 
-def _panel(volumes: dict[str, np.ndarray], axis: int, path: Path, title: str) -> None:
+def save_sr_panel(volumes: dict[str, np.ndarray], axis: int, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,5 +145,5 @@ def evaluate_file(reference: str | Path, out_dir: str | Path, *, factor: int = 4
             w.writeheader()
             w.writerows(rows)
         (tmp / "summary.md").write_text("\n".join(lines) + "\n")
-        _panel(volumes, axis, tmp / "panel.png", lines[0])
+        save_sr_panel(volumes, axis, tmp / "panel.png", lines[0])
     return rows

@@ -11,12 +11,14 @@ DEMO_HEADS = 4
 
 
 def stage(out_dir: Path) -> list[dict]:
-    """One row per direction: MAE (and bone Dice) vs the mean-value baseline, geometry kept."""
+    """One row per direction: MAE (and bone Dice) vs the mean-value baseline, geometry kept;
+    a PNG per direction (source, synthetic, truth, error)."""
     import numpy as np
 
     from medimg.io.api import load, save
     from medimg.tasks.synthesize.evaluate import ct_metrics, mr_metrics
     from medimg.tasks.synthesize.predict import predict_path
+    from medimg.tasks.synthesize.report import save_panel
     from medimg.tasks.synthesize.simulate import generated_heads
 
     out_dir = Path(out_dir)
@@ -44,4 +46,7 @@ def stage(out_dir: Path) -> list[dict]:
             row["bone Dice"] = f"{s['bone_dice']:.2f}"
         row["status"] = "ok" if ok else "FAIL"
         rows.append(row)
+        z = r.shape[2] // 2  # the middle axial slice: source, synthetic, truth, |error|
+        save_panel(out_dir / f"{direction}.png", load(out_dir / f"{src}.nii.gz").array[0][..., z],
+                   p[..., z], r[..., z], direction, f"{direction}: toy head, middle slice")  # fmt: skip
     return rows
