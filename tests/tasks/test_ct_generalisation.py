@@ -170,7 +170,8 @@ def test_simulate_from_a_users_image(tmp_path, capsys) -> None:
     noise_low = float((low.array[0, ..., 0] - hu[..., 1])[water].std())
     assert 1.6 < noise_low / noise_full < 2.4  # quarter dose: twice the noise
     assert (case / "sino_low_025.npy").is_file()
-    assert main(["recon", "ct", "evaluate", str(out), "--no-iterative", "--models", "redcnn"]) == 0
+    assert main(["recon", "ct", "evaluate", str(out), "--no-iterative", "--models", "redcnn",
+                 "--out", str(tmp_path / "report")]) == 0  # fmt: skip
     assert main([*argv[:3], str(tmp_path / "x"), "--from", str(src), "--slices", "5"]) == 2
     assert "slices must be" in capsys.readouterr().err
 
