@@ -42,7 +42,7 @@ def bench_seg(work: Path, max_steps: int, score_only: bool, kind: str | None = N
     from medimg.tasks.segment.distill import distill_segmentation
     from medimg.tasks.segment.models import count_parameters
     from medimg.tasks.segment.predict import DEFAULT_MODEL, Segmenter
-    from medimg.tasks.segment.train import DEFAULT_PRESET as p
+    from medimg.tasks.segment.presets import DEFAULT_PRESET as p
 
     data, student = work / "data", work / "student"
     if not (data / "imagesTs").is_dir():

@@ -37,7 +37,7 @@ def main() -> None:
     from medimg.io.api import load
     from medimg.metrics.segmentation import case_metrics
     from medimg.tasks.segment.predict import Segmenter
-    from medimg.tasks.segment.train import train_preset
+    from medimg.tasks.segment.presets import train_preset
 
     work = Path(args.work)
     steps = best_step = None
@@ -52,7 +52,7 @@ def main() -> None:
         best_step = best[-1]["step"] if best else None
         if not (work / "data" / "imagesTs").is_dir():  # the preset's held-out phantoms
             from medimg.phantoms.segmentation import write_msd_dataset
-            from medimg.tasks.segment.train import DEFAULT_PRESET as p
+            from medimg.tasks.segment.presets import DEFAULT_PRESET as p
 
             write_msd_dataset(work / "data", str(p["kind"]), n_train=int(p["n_train"]),
                               n_test=int(p["n_test"]), seed=int(p["seed"]))  # fmt: skip

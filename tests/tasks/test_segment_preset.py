@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from medimg.tasks.segment.plan import SegPlan
-from medimg.tasks.segment.train import DEFAULT_PRESET, _stage2_plan
+from medimg.tasks.segment.presets import DEFAULT_PRESET, _stage2_plan
 
 
 def test_stage2_balances_organs_and_keeps_the_anatomy_unmirrored():

@@ -64,7 +64,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medimg.tasks.segment.train import check_export, train_preset, train_segmentation
+    from medimg.tasks.segment.presets import train_preset
+    from medimg.tasks.segment.train import check_export, train_segmentation
 
     set_threads(args.threads)
     if args.distill_from or args.arch:
