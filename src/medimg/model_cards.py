@@ -24,6 +24,7 @@ _COMMANDS = {
     "reconstruct/mri/default": "medimg recon mri",
     "reconstruct/ct/default": "medimg recon ct",
     "reconstruct/us/default": "medimg recon us predict --method learned",
+    "reconstruct/us/despeckle": "medimg recon us despeckle",
     "synthesize/default": "medimg synthesize",
     "superres/default": "medimg superres",
 }
