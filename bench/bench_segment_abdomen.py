@@ -14,6 +14,11 @@
    many voxels it labels.
 
     .venv/bin/python bench/bench_segment_abdomen.py --out runs/bench_abdomen [--model DIR]
+        [--against DIR]
+
+``--against`` scores a second model (e.g. the shipped one, ``default``) on the same held-out
+cases and reports, per phase and organ, the Dice difference and whether the first model may
+replace it: a higher mean Dice over phases and organs and no cell more than 0.02 lower.
 
 Writes ``summary.json``, ``heldout.png`` and ``real_<name>.png`` into ``--out``.
 """
@@ -56,6 +61,17 @@ def heldout(seg, per_phase: int) -> tuple[dict, list]:
         }
         print(phase, {n: round(v["dice"], 3) for n, v in out[phase].items()}, flush=True)
     return out, shown
+
+
+def compare(new: dict, old: dict, max_drop: float = 0.02) -> dict:
+    """Dice ``new - old`` per phase and organ, both means and whether ``new`` may replace
+    ``old`` (higher mean, no phase/organ cell lower by more than ``max_drop``)."""
+    delta = {ph: {o: new[ph][o]["dice"] - old[ph][o]["dice"] for o in new[ph]} for ph in new}
+    cells = [v for row in delta.values() for v in row.values()]
+    mean_new = float(np.mean([new[ph][o]["dice"] for ph in new for o in new[ph]]))
+    mean_old = float(np.mean([old[ph][o]["dice"] for ph in old for o in old[ph]]))
+    return {"delta": delta, "mean_new": mean_new, "mean_old": mean_old,
+            "replaces": bool(mean_new > mean_old and min(cells) >= -max_drop)}  # fmt: skip
 
 
 def _slice_volume(path: Path, repeat_mm: float = 40.0):
@@ -163,6 +179,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench_abdomen")
     ap.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    ap.add_argument(
+        "--against",
+        default=None,
+        help="a second model scored on the same cases ('default': the shipped one)",
+    )
     ap.add_argument("--per-phase", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-real", action="store_true")
@@ -179,6 +200,12 @@ def main() -> None:
     t0 = time.process_time()
     summary = {"model": seg.tag, "per_phase": args.per_phase, "heldout_seed": HELDOUT_SEED}
     summary["heldout"], shown = heldout(seg, args.per_phase)
+    if args.against:
+        other = Segmenter(None if args.against == "default" else args.against, device="cpu")
+        print("against", other.tag, flush=True)
+        old, _ = heldout(other, args.per_phase)
+        summary["against"] = {"model": other.tag, "heldout": old,
+                              **compare(summary["heldout"], old)}  # fmt: skip
     _heldout_figure(shown, out / "heldout.png")
     if not args.skip_real:
         summary["real"] = real_checks(seg, out)
