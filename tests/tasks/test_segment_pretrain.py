@@ -10,12 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from medimg.engine import TrainConfig
 from medimg.errors import InputError
 from medimg.io.api import save
 from medimg.io.image import Image
 from medimg.tasks.segment import train as train_module
 from medimg.tasks.segment.models import build_network, is_output_layer
-from medimg.engine import TrainConfig
 from medimg.tasks.segment.plan import Normalization, SegPlan, load_plan
 from medimg.tasks.segment.pretrain import corrupt, pretrain_encoder
 
@@ -101,7 +101,7 @@ def _log(folder: Path) -> list[dict]:
 
 
 def test_masked_image_modelling_learns(pretrained):
-    tmp, res = pretrained
+    tmp, _ = pretrained
     enc = tmp / "enc"
     assert {"plan.yaml", "model.safetensors", "PRETRAINED.md"} <= {p.name for p in enc.iterdir()}
     assert "not a segmenter" in (enc / "PRETRAINED.md").read_text()

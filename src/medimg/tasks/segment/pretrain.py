@@ -253,7 +253,7 @@ def _validation_batch(arrays: list[np.ndarray], plan: SegPlan) -> tuple[torch.Te
     """Fixed corrupted patches of the first images: ``(clean, corrupted, mask)``."""
     data = PatchDataset(arrays[:VAL_IMAGES], [np.zeros(a.shape[1:], np.uint8)
                         for a in arrays[:VAL_IMAGES]], plan, samples_per_epoch=1, augment=False)  # fmt: skip
-    np.random.seed(12345)
+    np.random.seed(12345)  # noqa: NPY002 - the dataset draws from numpy's global generator
     clean = torch.stack([data[i]["image"] for i in range(min(len(arrays), VAL_IMAGES)
                                                            * VAL_PATCHES)])  # fmt: skip
     gen = torch.Generator().manual_seed(12345)
