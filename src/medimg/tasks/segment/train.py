@@ -5,10 +5,14 @@ Loss: Dice + cross-entropy (MONAI ``DiceCELoss``) on every deep-supervision head
 validation cases, metric ``dice`` = mean foreground Dice. After training, largest-connected-
 component post-processing is chosen per label on the validation predictions and written into the
 run's ``plan.yaml``. The run folder is a model folder for :class:`~.predict.Segmenter`.
+
+With few labels: ``semi=`` adds unlabelled images (:mod:`.semi`, :mod:`.semi_data`) and
+``few_shot=True`` fine-tunes ``init`` on a schedule for 1-5 cases (:mod:`.few_shot`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -53,6 +57,20 @@ class SegRun:
     plan: SegPlan
 
 
+@dataclasses.dataclass
+class LabelEfficientRun:
+    """``config.yaml`` of a semi-supervised or few-shot run (compared on ``--resume``)."""
+
+    dataset: str
+    fold: int
+    plan: SegPlan
+    semi: str | None
+    unlabelled: str | None
+    unlabelled_weight: float | None
+    few_shot: bool
+    init: str | None
+
+
 def dice_per_class(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> list[float]:
     """Dice of classes 1..K-1 (1.0 when both are empty): the quick validation metric."""
     out = []
@@ -93,6 +111,10 @@ def train_segmentation(
     overwrite: bool = False,
     samples_per_epoch: int = 250,
     init: str | Path | None = None,
+    semi: str | None = None,
+    unlabelled: str | Path | None = None,
+    unlabelled_weight: float | None = None,
+    few_shot: bool = False,
 ) -> TrainResult:
     """Train fold ``fold`` of ``dataset`` into ``out_dir`` (a model folder); see the module doc.
 
@@ -101,12 +123,35 @@ def train_segmentation(
     :func:`~medimg.engine.state.check_run_dir`). ``init``: a segmentation model or run folder
     to fine-tune (the shipped default, or an earlier run): without ``plan`` its plan is used
     (network, patch, spacing, normalisation) with this dataset's labels; output layers for
-    another number of classes start fresh, every other weight must match."""
+    another number of classes start fresh, every other weight must match.
+
+    ``semi``: ``"uamt"``, ``"cps"`` or ``"fixmatch"`` also learns from unlabelled images
+    (``unlabelled``: a folder of images; default the dataset's ``imagesUnlabelled/`` and its
+    ``imagesTr`` cases without a label), their term weighted by ``unlabelled_weight`` (default
+    1); see :mod:`.semi`. ``few_shot``: fine-tune ``init`` on the schedule of
+    :mod:`.few_shot` (lower rate, fewer steps, encoder frozen then slow, stronger
+    augmentation)."""
+    from medimg.tasks.segment.few_shot import check_few_shot
+
     t0 = time.perf_counter()
-    ds = open_dataset(dataset)
+    check_few_shot(few_shot, init)
+    u_groups: list[list[Path]] = []
+    if semi is not None:
+        from medimg.tasks.segment.semi import SEMI_METHODS
+        from medimg.tasks.segment.semi_data import open_partly_labelled, unlabelled_files
+
+        if semi not in SEMI_METHODS:
+            raise InputError(f"--semi must be one of {', '.join(SEMI_METHODS)}, got {semi!r}")
+        ds, untagged = open_partly_labelled(dataset)
+        u_groups = unlabelled_files(dataset, unlabelled, untagged)
+    elif unlabelled is not None:
+        raise InputError("--unlabelled images need a method: add --semi uamt|cps|fixmatch")
+    else:
+        ds = open_dataset(dataset)
     out = Path(out_dir)
     # the plan may be the run's own plan.yaml: it is read before anything is written
-    resuming = check_run_dir(out, resume=resume, overwrite=overwrite, inputs=ds.files(),
+    resuming = check_run_dir(out, resume=resume, overwrite=overwrite,
+                             inputs=ds.files() + [p for g in u_groups for p in g],
                              whole_folder=True)  # fmt: skip
     cases = check_dataset(ds)
     if init is not None and str(init) == "default":
@@ -128,6 +173,10 @@ def train_segmentation(
     if device is not None:
         plan.train.device = device  # type: ignore[assignment]
     plan.train.progress = progress
+    if few_shot:
+        from medimg.tasks.segment.few_shot import few_shot_plan
+
+        plan = few_shot_plan(plan, max_steps)
     if len(ds.labels) != plan.num_classes:
         raise InputError(
             f"dataset has {len(ds.labels)} labels, the plan {plan.num_classes}; re-plan"
@@ -139,6 +188,10 @@ def train_segmentation(
         [pre[c][0] for c in train_ids], [pre[c][1] for c in train_ids], plan,
         samples_per_epoch=max(samples_per_epoch, plan.train.batch_size),
     )  # fmt: skip
+    if few_shot:
+        from medimg.tasks.segment.few_shot import strong_augmentation
+
+        data.transform = strong_augmentation(plan)
     seed_everything(plan.train.seed)
     model = build_network(plan)
     if init is not None and not resuming:  # a resumed run has its own weights
@@ -147,23 +200,46 @@ def train_segmentation(
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
-    def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
         return deep_supervision_loss(loss_fn, net(batch["image"]), batch["label"])
 
-    run = SegRun(str(dataset), fold, plan)
-    return fit_model_folder(model, data, step, plan, out, run, ds=ds, cases=cases, pre=pre,
-                            val_ids=val_ids, resuming=resuming, overwrite=overwrite, t0=t0)  # fmt: skip
+    shipped = None
+    if semi is not None:
+        from medimg.tasks.segment.semi import build_semi
+
+        model, data, step, shipped = build_semi(
+            semi, model, data, u_groups, ds.modality, plan, weight=unlabelled_weight,
+            sup_loss=lambda out, y: deep_supervision_loss(loss_fn, out, y),
+            second=None if init is None or resuming else _init_weights(Path(init)),
+        )  # fmt: skip
+    run: Any = SegRun(str(dataset), fold, plan)
+    if semi is not None or few_shot:
+        run = LabelEfficientRun(str(dataset), fold, plan, semi,
+                                None if unlabelled is None else str(unlabelled),
+                                unlabelled_weight, few_shot, None if init is None else str(init))  # fmt: skip
+    schedule: Any = contextlib.nullcontext()
+    if few_shot:
+        from medimg.tasks.segment.few_shot import EncoderSchedule
+
+        schedule = EncoderSchedule(model, plan.train.max_steps)
+        step = schedule.wrap(step)
+    with schedule:
+        return fit_model_folder(model, data, step, plan, out, run, ds=ds, cases=cases, pre=pre,
+                                val_ids=val_ids, resuming=resuming, overwrite=overwrite, t0=t0,
+                                shipped=shipped)  # fmt: skip
 
 
 def fit_model_folder(
     model: torch.nn.Module, data: PatchDataset, step: Any, plan: SegPlan, out: Path, run: Any,
     *, ds: Any, cases: dict, pre: dict, val_ids: list[str], resuming: bool, overwrite: bool,
-    t0: float, on_fresh: Any = None,
+    t0: float, on_fresh: Any = None, shipped: Any = None,
 ) -> TrainResult:  # fmt: skip
     """Train ``model`` with ``step`` into the model folder ``out`` (validation: mean Dice of
     ``val_ids`` by sliding window), then choose the post-processing and write plan,
     fingerprint and time; shared by plain training and distillation. ``on_fresh(out)`` runs
-    once when a fresh run's folder is created."""
+    once when a fresh run's folder is created. ``shipped(model)``: the network the model
+    folder ships when ``model`` holds more than it (a network pair): written, from the best
+    weights, to ``out/model.safetensors``, which :class:`~.predict.Segmenter` loads first."""
 
     def validate(net: torch.nn.Module) -> dict[str, float]:
         dev = next(net.parameters()).device
@@ -183,6 +259,11 @@ def fit_model_folder(
     result = trainer.fit(resume=resuming, overwrite=overwrite and not resuming)
     save_fingerprint(fingerprint_from_cases(ds, cases), out / "fingerprint.json", overwrite=True)
     load_weights(model, result.best_checkpoint or result.last_checkpoint)
+    if shipped is not None:
+        from safetensors.torch import save_model
+
+        with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
+            save_model(shipped(model), str(tmp))
     plan.postprocessing = _choose_postprocessing(model.eval(), plan, [pre[c] for c in val_ids])
     save_plan(plan, out / "plan.yaml", overwrite=True)
     with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
@@ -209,7 +290,8 @@ def check_export(run_dir: str | Path, dest: str | Path, overwrite: bool = False)
     out = Path(dest)
     return check_outputs([out / "plan.yaml", out / "model.safetensors"], overwrite=overwrite,
                          inputs=[Path(run_dir) / "plan.yaml", Path(run_dir) / "best",
-                                 Path(run_dir) / "last"])  # fmt: skip
+                                 Path(run_dir) / "last",
+                                 Path(run_dir) / "model.safetensors"])  # fmt: skip
 
 
 def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = True) -> Path:
@@ -223,7 +305,13 @@ def export_model(run_dir: str | Path, dest: str | Path, *, overwrite: bool = Tru
     if ckpt is None or not (run / "plan.yaml").is_file():
         raise InputError("no finished training here (plan.yaml and best/ or last/)", run)
     plan_out, weights_out = check_export(run, out, overwrite)
-    copy_files([(run / "plan.yaml", plan_out), (ckpt / "model.safetensors", weights_out)],
+    # a semi-supervised run's checkpoints hold two networks; its model.safetensors the one
+    weights = (
+        run / "model.safetensors"
+        if (run / "model.safetensors").is_file()
+        else ckpt / "model.safetensors"
+    )
+    copy_files([(run / "plan.yaml", plan_out), (weights, weights_out)],
                overwrite=overwrite)  # fmt: skip
     return out
 
