@@ -23,6 +23,7 @@ from medimg.tasks.cli_helpers import (
     set_threads,
 )
 from medimg.tasks.cohort_cli import add_cohort_flags
+from medimg.tasks.segment.semi_cli import add_label_flags, add_pretrain_verb
 
 __all__ = ["add_verbs"]
 
@@ -65,9 +66,13 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from medimg.tasks.segment.presets import train_preset
+    from medimg.tasks.segment.semi_cli import check_label_flags, train_add_labels_cli
     from medimg.tasks.segment.train import check_export, train_segmentation
 
     set_threads(args.threads)
+    check_label_flags(args)
+    if args.add_labels:
+        return train_add_labels_cli(args)
     if args.distill_from or args.arch:
         return _distill(args)
     args.fold = 0 if args.fold is None else args.fold
@@ -102,7 +107,10 @@ def _train(args: argparse.Namespace) -> int:
         res = train_segmentation(args.dataset, work, fold=args.fold, plan=args.plan,
                                  max_steps=args.max_steps, device=args.device,
                                  progress=not args.quiet, resume=args.resume,
-                                 overwrite=args.overwrite, init=args.init)  # fmt: skip
+                                 overwrite=args.overwrite, init=args.init, semi=args.semi,
+                                 unlabelled=args.unlabelled,
+                                 unlabelled_weight=args.unlabelled_weight,
+                                 few_shot=args.few_shot)  # fmt: skip
     if args.export:
         from medimg.tasks.segment.train import export_model
 
@@ -277,7 +285,10 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
               "medimg segment train data/SynthCT --fold 0 --plan data/SynthCT/plan.yaml\n"
               "medimg segment train --preset default --export src/medimg/tasks/segment/default --overwrite\n"
               "medimg segment train --init default --reviewed review/ --max-steps 200\n"
-              "medimg segment train data/SynthCT --distill-from default --arch small   # a 5x smaller student")  # fmt: skip
+              "medimg segment train data/SynthCT --distill-from default --arch small   # a 5x smaller student\n"
+              "medimg segment train data/Few --semi uamt --unlabelled scans/   # + unlabelled images\n"
+              "medimg segment train data/Few --init default --few-shot\n"
+              "medimg segment train data/Spleen --init default --add-labels spleen")  # fmt: skip
     p.add_argument("dataset", nargs="?", help="dataset folder")
     p.add_argument("--fold", type=_fold, default=None,
                    help="fold K of the k-fold split; -1 = all cases (default: 0; with "
@@ -304,7 +315,9 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="distillation temperature T (default: 2)")  # fmt: skip
     p.add_argument("--alpha", type=probability, default=0.5,
                    help="weight of the teacher term; 1 - alpha weighs the labels (default: 0.5)")  # fmt: skip
+    add_label_flags(p)
     p.set_defaults(func=_train)
+    add_pretrain_verb(sub)
 
     p = add_verb(sub, "predict", "segment a file, a folder of images or a DICOM series",
               "medimg segment predict ct.nii.gz ct_labels.nii.gz\n"
