@@ -191,3 +191,30 @@ def test_midline_liver_and_anterior_midline_kidney_are_flagged():
     prior = AnatomicalPrior({**ABDOMEN_PRIOR.organs, "kidney": posterior})
     kidney = _reasons(check_prior(labels.with_array(lab), prior, NAMES, image), "kidney")
     assert kidney == ["in the anterior half of the body (the organ lies posterior)"]
+
+
+def _head(values: tuple[float, float]) -> Image:
+    """A 150 mm wide head-like body (``values``: outside, inside) in a 240 mm field of view."""
+    shape = (60, 60, 40)
+    x, y, _ = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    arr = np.full(shape, values[0], dtype=np.float32)
+    arr[((x - 30) / 18.75) ** 2 + ((y - 30) / 22) ** 2 <= 1] = values[1]
+    return Image(arr[None], np.diag([*SPACING, 1.0]))
+
+
+@pytest.mark.parametrize("values", [(-1000.0, 40.0), (0.0, 300.0)], ids=["CT in HU", "MR-like"])
+def test_organs_in_a_body_as_narrow_as_a_head_are_flagged(values):
+    """A "liver" right of the midline, of plausible size, inside a body 150 mm wide -- a head --
+    breaks the trunk-width rule; an image without air (an MR) gets an Otsu body mask, so the
+    rule still sees the head's width rather than the whole field of view."""
+    image = _head(values)
+    lab = np.zeros((1, 60, 60, 40), dtype=np.uint8)
+    lab[0, 31:44, 22:38, 10:30] = 1  # 13*16*20 voxels = 333 mL, right of the midline
+    labels = Image(lab, image.affine, is_label=True)
+    reasons = _reasons(check_prior(labels, ABDOMEN_PRIOR, NAMES, image), "liver")
+    widths = [float(r.split()[3]) for r in reasons if "a trunk is at least 180 mm" in r]
+    assert len(widths) == 1 and 140 <= widths[0] <= 156, reasons
+    trunk, organs = _abdomen()  # 360 mm wide
+    assert check_prior(organs, ABDOMEN_PRIOR, NAMES, trunk).ok
+    no_rule = AnatomicalPrior(ABDOMEN_PRIOR.organs)  # min_body_width_mm 0: no such rule
+    assert _reasons(check_prior(labels, no_rule, NAMES, image), "liver") == []

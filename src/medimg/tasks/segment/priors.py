@@ -5,7 +5,8 @@ anatomy -- a "spleen" in the shoulder, a "liver" the size of a walnut inside a h
 Each label named in the prior gets a rule (:class:`OrganRule`): how many separate pieces the
 organ has (liver 1, spleen 1, kidneys 2), its plausible volume, the side of the body it lies on
 (in the patient's frame, from the image's affine; for paired organs, off the midline; for
-retroperitoneal ones, in the posterior half), and that it lies inside the body. Relations
+retroperitoneal ones, in the posterior half), that it lies inside the body, and that the body
+around it is as wide as a trunk (an adult abdomen is wider than any head or neck). Relations
 between organs (spleen left of liver, kidneys posterior to the liver) are checked on the
 centroids of each organ's largest piece and reported; they remove nothing, because which of the two organs is wrong
 is not known. A component cut by the edge of the field of view is exempt from the lower volume
@@ -97,12 +98,19 @@ _DIRECTIONS = {  # RAS+ axis and sign for "first is <direction> of second"
 class AnatomicalPrior:
     organs: dict[str, OrganRule]
     relations: tuple[Relation, ...] = ()
-    #: intensity above which a voxel is body (HU for CT); None: every voxel is body
+    #: intensity above which a voxel is body (HU for CT); an image without air (no voxel below
+    #: -500, so not HU: an MR forced through a CT model) is thresholded by Otsu instead; None:
+    #: every voxel is body
     body_threshold: float | None = -400.0
+    #: the body's left-right extent over the slices an organ spans must reach this (mm); not
+    #: judged where the body is cut by the sides of the field of view. 0: no such rule
+    min_body_width_mm: float = 0.0
 
 
 #: Adult abdominal CT (liver, spleen, kidneys): volumes span small adults to organomegaly
-#: (liver ~1-2.5 L, spleen ~0.1-0.5 L, kidney ~0.1-0.25 L each in adults) with wide margins.
+#: (liver ~1-2.5 L, spleen ~0.1-0.5 L, kidney ~0.1-0.25 L each in adults) with wide margins;
+#: an adult trunk at the level of these organs is 25-40 cm wide, a head 14-17 cm (a model for
+#: children needs its own ``prior.yaml`` with a lower ``min_body_width_mm``).
 ABDOMEN_PRIOR = AnatomicalPrior(
     organs={
         "liver": OrganRule(pieces=1, min_ml=300.0, max_ml=6000.0, side="right"),
@@ -113,6 +121,7 @@ ABDOMEN_PRIOR = AnatomicalPrior(
         Relation("spleen", "left_of", "liver"),
         Relation("kidney", "posterior_to", "liver"),
     ),
+    min_body_width_mm=180.0,
 )
 
 
@@ -154,7 +163,8 @@ def load_prior(model_dir: Path | None, label_names: list[str]) -> AnatomicalPrio
     if not organs:
         return None
     relations = tuple(r for r in ABDOMEN_PRIOR.relations if {r.first, r.second} <= set(organs))
-    return AnatomicalPrior(organs, relations, ABDOMEN_PRIOR.body_threshold)
+    return AnatomicalPrior(organs, relations, ABDOMEN_PRIOR.body_threshold,
+                           ABDOMEN_PRIOR.min_body_width_mm)  # fmt: skip
 
 
 def _read_prior_yaml(path: Path) -> AnatomicalPrior:
@@ -171,7 +181,8 @@ def _read_prior_yaml(path: Path) -> AnatomicalPrior:
     if bad:
         raise InputError(f"prior.yaml: unknown direction {bad[0]!r}; use one of "
                          f"{', '.join(_DIRECTIONS)}", path)  # fmt: skip
-    return AnatomicalPrior(organs, rels, raw.get("body_threshold", -400.0))
+    return AnatomicalPrior(organs, rels, raw.get("body_threshold", -400.0),
+                           float(raw.get("min_body_width_mm", 0.0)))  # fmt: skip
 
 
 def check_prior(
@@ -205,6 +216,10 @@ def check_prior(
                 centroids[name.lower()] = centroid
             reasons = _component_reasons(mask, sizes[c] * voxel_ml, rank, rule, body,
                                          centroid, frame, labels)  # fmt: skip
+            width = _body_width(mask, body, labels) if prior.min_body_width_mm > 0 else None
+            if width is not None and width < prior.min_body_width_mm:
+                reasons.append(f"in a body {width:.0f} mm wide (a trunk is at least "
+                               f"{prior.min_body_width_mm:g} mm)")  # fmt: skip
             if reasons:
                 report.components.append({
                     "label": name, "index": index, "component": int(c + 1),
@@ -291,6 +306,31 @@ def _body_frame(labels: Image, body: np.ndarray) -> tuple[np.ndarray, float] | N
     return ras.mean(axis=0), half_width
 
 
+def _body_width(mask: np.ndarray, body: np.ndarray, image: Image) -> float | None:
+    """Left-right extent (mm) of the body over the slices ``mask`` spans along the voxel axis
+    nearest the patient's superior axis; None when the body there touches the sides of the
+    field of view (its width is then unknown) or there is no body."""
+    axis = int(np.argmax(np.abs(image.affine[2, :3])))
+    lo, hi = _span(mask, axis)
+    slab = np.zeros_like(body)
+    index = [slice(None)] * 3
+    index[axis] = slice(int(lo), int(hi) + 1)
+    slab[tuple(index)] = body[tuple(index)]
+    if not slab.any():
+        return None
+    lateral = int(np.argmax(np.abs(image.affine[0, :3])))
+    if np.take(slab, 0, axis=lateral).any() or np.take(slab, -1, axis=lateral).any():
+        return None
+    ijk = np.argwhere(slab)
+    ras_x = image.voxel_to_world(ijk[:: max(len(ijk) // 200_000, 1)])[:, 0]
+    return float(np.ptp(ras_x)) + abs(float(image.affine[0, lateral]))
+
+
+def _span(mask: np.ndarray, axis: int) -> tuple[int, int]:
+    present = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+    return int(present[0]), int(present[-1])
+
+
 def _touches_edge(mask: np.ndarray) -> bool:
     return any(np.take(mask, 0, axis=a).any() or np.take(mask, -1, axis=a).any() for a in range(3))
 
@@ -298,7 +338,13 @@ def _touches_edge(mask: np.ndarray) -> bool:
 def _body_mask(image: Image | None, prior: AnatomicalPrior, shape: tuple[int, ...]) -> np.ndarray:
     if image is None or prior.body_threshold is None:
         return np.ones(shape, dtype=bool)
-    body = np.asarray(image.array[0]) > prior.body_threshold
+    values = np.asarray(image.array[0])
+    threshold = prior.body_threshold
+    if float(values.min()) > -500.0:  # no air in HU: not a CT in HU (an MR, a rescaled image)
+        from skimage.filters import threshold_otsu
+
+        threshold = float(threshold_otsu(values[::2, ::2, ::2]))
+    body = values > threshold
     if body.shape != shape:
         raise InputError("the image and its labels are on different grids")
     # the body with its holes (lungs, bowel gas) filled, slice by slice along the last axis
@@ -337,9 +383,7 @@ def resolve_prior(root: Path, plan: SegPlan) -> AnatomicalPrior:
             "this model's labels have no anatomical prior; add a prior.yaml to the model "
             "folder or use --prior off", root,
         )  # fmt: skip
-    if plan.modality.upper() != "CT":  # the body mask is an HU threshold
-        prior = AnatomicalPrior(prior.organs, prior.relations, None)
-    return prior
+    return prior  # an image not in HU gets an Otsu body mask (see AnatomicalPrior)
 
 
 def prior_report_path(nii: Path) -> Path:
