@@ -75,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
         return train_add_labels_cli(args)
     if args.distill_from or args.arch:
         return _distill(args)
-    args.fold = 0 if args.fold is None else args.fold
+    if args.fold is None:  # 1-5 labelled cases cannot fill k folds: train on all of them
+        args.fold = -1 if args.few_shot or args.semi else 0
     if args.reviewed:
         args.dataset, args.fold = _reviewed_dataset(args), -1
         run_dir = work = Path(args.out)
@@ -292,7 +293,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("dataset", nargs="?", help="dataset folder")
     p.add_argument("--fold", type=_fold, default=None,
                    help="fold K of the k-fold split; -1 = all cases (default: 0; with "
-                        "--distill-from: -1)")  # fmt: skip
+                        "--distill-from, --semi or --few-shot: -1)")  # fmt: skip
     p.add_argument("--plan", help="plan YAML (default: planned now with default settings)")
     p.add_argument("--preset", choices=("default", "brain"),
                    help="train a shipped model from scratch: default (abdominal CT) or brain "
