@@ -22,7 +22,7 @@ def channel(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("verb", ["simulate", "predict", "evaluate"])
+@pytest.mark.parametrize("verb", ["simulate", "predict", "evaluate", "despeckle"])
 def test_every_verb_has_help_with_example(verb, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["recon", "us", verb, "--help"])
@@ -89,5 +89,7 @@ def test_demo_stage_rows(tmp_path) -> None:
     from medimg.tasks.reconstruct.us.demo import stage
 
     rows = stage(tmp_path)
-    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert [r["status"] for r in rows] == ["ok"] * 5
     assert rows[0]["item"] == "DAS 1 plane waves" and "gCNR" in rows[2]
+    assert rows[4]["item"] == "despeckle (simulated B-mode)"
+    assert (tmp_path / "despeckle" / "before_after.png").is_file()

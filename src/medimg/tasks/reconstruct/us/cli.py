@@ -81,22 +81,59 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from medimg.tasks.reconstruct.us.train import LearnedConfig, export_learned, train_learned
-
     set_threads(args.threads)
-    cfg = LearnedConfig()
     changes = {"progress": not args.quiet}
     if args.max_steps is not None:
         changes["max_steps"] = args.max_steps
-    cfg.train = dataclasses.replace(cfg.train, **changes)
-    if args.phantoms is not None:
-        cfg.n_train = args.phantoms
-    res = train_learned(cfg, args.out, args.cache, resume=args.resume, overwrite=args.overwrite)
-    print(f"trained the learned beamformer to step {res.last_step}; best validation L1 "
-          f"{res.best_metric:.2f} dB at step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+    if args.target == "despeckle":
+        from medimg.tasks.reconstruct.us.despeckle_train import (
+            DespeckleConfig,
+            export_despeckle,
+            train_despeckle,
+        )
+
+        cfg_d = DespeckleConfig()
+        cfg_d.train = dataclasses.replace(cfg_d.train, **changes)
+        out = args.out or "runs/recon/us/despeckle"
+        res = train_despeckle(cfg_d, out, resume=args.resume, overwrite=args.overwrite)
+        print(f"trained the despeckling network to step {res.last_step}; best validation L1 "
+              f"{res.best_metric:.4f} at step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+        export = export_despeckle
+    else:
+        from medimg.tasks.reconstruct.us.train import LearnedConfig, export_learned, train_learned
+
+        cfg = LearnedConfig()
+        cfg.train = dataclasses.replace(cfg.train, **changes)
+        if args.phantoms is not None:
+            cfg.n_train = args.phantoms
+        out = args.out or "runs/recon/us/learned"
+        res = train_learned(cfg, out, args.cache, resume=args.resume, overwrite=args.overwrite)
+        print(f"trained the learned beamformer to step {res.last_step}; best validation L1 "
+              f"{res.best_metric:.2f} dB at step {res.best_step}; run folder {res.run_dir}")  # fmt: skip
+        export = export_learned
     if args.export:
-        dest = export_learned(res.run_dir, args.export, overwrite=args.overwrite)
+        dest = export(res.run_dir, args.export, overwrite=args.overwrite)
         print(f"exported the model to {dest}")
+    return 0
+
+
+def _frames(text: str) -> int | None:
+    """``all`` -> None, else a count >= 1."""
+    if text.strip().lower() == "all":
+        return None
+    return positive_int(text)
+
+
+def _despeckle(args: argparse.Namespace) -> int:
+    from medimg.tasks.reconstruct.us.despeckle import despeckle_file
+
+    set_threads(args.threads)
+    out, notes = despeckle_file(args.input, args.out, model=args.model, frames=args.frames,
+                                overwrite=args.overwrite)  # fmt: skip
+    for note in notes:
+        print(f"note: {note}")
+    extra = ", dicom/bmode.dcm (US)" if (out / "dicom").is_dir() else ""
+    print(f"wrote {out}/despeckled.nii.gz, before_after.png{extra}")
     return 0
 
 
@@ -155,20 +192,51 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument("--overwrite", action="store_true", help="replace an earlier OUTPUT folder")
     p.set_defaults(func=_predict)
 
-    p = add_verb(sub, "train", "train the learned beamformer (3 plane waves -> 75-angle compound)",
+    p = add_verb(sub, "train", "train the learned beamformer (3 plane waves -> 75-angle "
+                 "compound) or, with --target despeckle, the despeckling network",
                  "medimg recon us train --out runs/recon/us/learned\n"
-                 "medimg recon us train --export src/medimg/tasks/reconstruct/us/default/learned")  # fmt: skip
-    p.add_argument("--out", default="runs/recon/us/learned", help="run folder")
+                 "medimg recon us train --export src/medimg/tasks/reconstruct/us/default/learned\n"
+                 "medimg recon us train --target despeckle --threads 1 "
+                 "--export src/medimg/tasks/reconstruct/us/despeckle")  # fmt: skip
+    p.add_argument("--target", choices=("beamformer", "despeckle"), default="beamformer",
+                   help="beamformer: the learned beamformer (default); despeckle: the B-mode "
+                        "despeckling network, on generated speckle images")  # fmt: skip
+    p.add_argument("--out", help="run folder (default runs/recon/us/learned or .../despeckle)")
     p.add_argument("--cache", default="runs/recon/us/pairs",
                    help="folder of simulated training pairs (made once, reused)")  # fmt: skip
-    p.add_argument("--phantoms", type=positive_int, help="training phantoms (default 12)")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps (default 600)")
+    p.add_argument(
+        "--phantoms", type=positive_int, help="beamformer: training phantoms (default 12)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=positive_int,
+        help="optimizer steps (default 600 beamformer, 1000 despeckle)",
+    )
     p.add_argument("--export", help="copy the best weights + config to this model folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="restart over an earlier run")
     p.set_defaults(func=_train)
+
+    p = add_verb(sub, "despeckle",
+                 "reduce speckle in a B-mode image (ultrasound DICOM, PNG or NIfTI) with the "
+                 "simulation-trained network; only the image region changes",
+                 "medimg recon us despeckle scan.dcm --out scan_despeckled/\n"
+                 "medimg recon us despeckle cine.dcm --out cine_despeckled/ --frames 10\n"
+                 "medimg recon us despeckle bmode.png --out bmode_despeckled/")  # fmt: skip
+    p.add_argument("input", help="B-mode image: ultrasound DICOM (frame or cine), PNG or 2D NIfTI")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: despeckled.nii.gz, before_after.png, dicom/ (DICOM input)",
+    )
+    p.add_argument("--model", help="model folder (default: the shipped one, see its card)")
+    p.add_argument("--frames", type=_frames, default=None, metavar="all|N",
+                   help="a cine: all frames (default) or only the first N")  # fmt: skip
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --out folder")
+    p.set_defaults(func=_despeckle)
 
     p = add_verb(sub, "evaluate",
                  "PICMUS metrics (FWHM, contrast, CNR, gCNR, speckle SNR) vs transmit count",

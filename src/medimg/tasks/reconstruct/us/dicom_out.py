@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
 
 from medimg.errors import InputError
 from medimg.io.dicom.geometry import ULTRASOUND_UNITS_CM
@@ -25,7 +30,7 @@ from medimg.io.image import Image
 from medimg.io.output import atomic_dir
 from medimg.typing import PathType
 
-__all__ = ["write_us_dicom"]
+__all__ = ["write_us_dicom", "write_us_grey_dicom"]
 
 
 def _region(dx_mm: float, dz_mm: float, cols: int, rows: int) -> Dataset:
@@ -55,13 +60,37 @@ def write_us_dicom(
     db = np.asarray(bmode_db.array[0], dtype=np.float64)
     if not np.all(np.isfinite(db)):
         raise InputError("the B-mode image holds NaN or Inf values", folder)
-    grey = np.round(np.clip((db + dynamic_range) / dynamic_range, 0, 1) * 255).astype(np.uint8)
-    pixels = np.ascontiguousarray(grey.T)  # rows = depth, columns = lateral
+    grey = np.clip((db + dynamic_range) / dynamic_range, 0, 1) * 255
     dx_mm, dz_mm = (float(s) for s in bmode_db.spacing[:2])
+    return write_us_grey_dicom(grey[None], (dx_mm, dz_mm), folder, overwrite=overwrite,
+                               description=description)  # fmt: skip
+
+
+def write_us_grey_dicom(
+    frames: np.ndarray,
+    spacing_mm: tuple[float, float],
+    folder: PathType,
+    *,
+    overwrite: bool = False,
+    description: str = "medimg B-mode",
+    frame_time_ms: float | None = None,
+) -> Path:
+    """Write 8-bit grey frames ``(T, X lateral, Z depth)`` (values 0..255) to ``folder/bmode.dcm``:
+    US Image Storage for one frame, US Multi-frame Image Storage for a cine. The folder appears
+    whole or not at all."""
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim != 3 or frames.shape[0] < 1:
+        raise InputError("ultrasound frames must be (T, X, Z)", folder)
+    if not np.all(np.isfinite(frames)):
+        raise InputError("the B-mode image holds NaN or Inf values", folder)
+    grey = np.round(np.clip(frames, 0, 255)).astype(np.uint8)
+    pixels = np.ascontiguousarray(np.transpose(grey, (0, 2, 1)))  # rows = depth, cols = lateral
+    dx_mm, dz_mm = (float(s) for s in spacing_mm)
+    n = pixels.shape[0]
     now = _dt.datetime.now()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = UltrasoundImageStorage
+    ds.SOPClassUID = UltrasoundImageStorage if n == 1 else UltrasoundMultiFrameImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
@@ -78,11 +107,15 @@ def write_us_dicom(
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = pixels.shape
+    ds.Rows, ds.Columns = pixels.shape[1:]
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.LossyImageCompression = "00"
+    if n > 1:
+        ds.NumberOfFrames = n
+        ds.FrameTime = f"{frame_time_ms or 33.3:.6g}"
+        ds.FrameIncrementPointer = 0x00181063  # Frame Time
     ds.SequenceOfUltrasoundRegions = Sequence([_region(dx_mm, dz_mm, ds.Columns, ds.Rows)])
     ds.PixelSpacing = [f"{dz_mm:.6g}", f"{dx_mm:.6g}"]  # row (depth), column (lateral) spacing
     ds.PixelData = pixels.tobytes()
