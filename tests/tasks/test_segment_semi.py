@@ -146,13 +146,13 @@ def _test_dice(root: Path, model: Path) -> float:
 @pytest.mark.parametrize("method", ["uamt", "cps", "fixmatch"])
 def test_short_run_beats_background_and_ships_one_network(balls, tmp_path, method):
     out = tmp_path / method
-    res = train_segmentation(balls, out, fold=-1, plan=tiny_plan(balls), progress=False,
+    res = train_segmentation(balls, out, fold=-1, plan=tiny_plan(balls, max_steps=16), progress=False,
                              device="cpu", samples_per_epoch=8, semi=method)  # fmt: skip
-    assert res.last_step == 24
+    assert res.last_step == 16
     log = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("unsup" in r for r in log if r["kind"] == "train")
-    # all background scores Dice 0 on the ball; two labelled cases and 24 steps reach > 0.5
-    assert _test_dice(balls, out) > 0.5
+    # all background scores Dice 0 on the ball; two labelled cases and 16 steps reach > 0.5
+    assert _test_dice(balls, out) > 0.5  # 0.72-0.79 seen
     shipped = load_file(str(out / "model.safetensors")) if method != "fixmatch" else {}
     ckpt = load_file(str(out / "last" / "model.safetensors"))
     if method == "fixmatch":  # one network: the checkpoint is the model
@@ -165,15 +165,15 @@ def test_short_run_beats_background_and_ships_one_network(balls, tmp_path, metho
 
 
 def test_interrupted_mean_teacher_resumes_to_the_same_weights(balls, tmp_path, monkeypatch):
-    plan = tiny_plan(balls, max_steps=12)
-    plan.train.checkpoint_every = 6
+    plan = tiny_plan(balls, max_steps=8)
+    plan.train.checkpoint_every = 4
     kw = {"fold": -1, "plan": plan, "progress": False, "device": "cpu", "samples_per_epoch": 8,
           "semi": "uamt"}  # fmt: skip
     train_segmentation(balls, tmp_path / "whole", **kw)
     real = semi.rampup
 
     def crash(step: int, length: int) -> float:
-        if step == 8:
+        if step == 6:
             raise KeyboardInterrupt
         return real(step, length)
 
@@ -181,9 +181,9 @@ def test_interrupted_mean_teacher_resumes_to_the_same_weights(balls, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         train_segmentation(balls, tmp_path / "cut", **kw)
     monkeypatch.setattr(semi, "rampup", real)
-    assert read_metadata(tmp_path / "cut" / "last")["step"] == "6"  # interrupted after 6
+    assert read_metadata(tmp_path / "cut" / "last")["step"] == "4"  # interrupted after 4
     res = train_segmentation(balls, tmp_path / "cut", resume=True, **kw)
-    assert res.last_step == 12
+    assert res.last_step == 8
     a = load_file(str(tmp_path / "whole" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
     teacher = [k for k in a if k.startswith("other.")]
