@@ -204,6 +204,11 @@ def test_unlabelled_sources_and_partly_labelled_msd(balls, tmp_path):
     assert len(unlabelled_files(root, balls / "imagesUnlabelled", extra)) == 6
     with pytest.raises(InputError, match="--semi needs unlabelled images"):
         unlabelled_files(root, None, [])
+    numbered = tmp_path / "numbered"  # scan_0001, scan_0002: two scans, not two channels
+    numbered.mkdir()
+    for name in ("scan_0001.nii.gz", "scan_0002.nii.gz"):
+        shutil.copy(_unlabelled(balls), numbered / name)
+    assert [len(g) for g in unlabelled_files(root, numbered, [])] == [1, 1]
 
 
 def _run(argv: list[str]) -> int:

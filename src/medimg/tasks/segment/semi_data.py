@@ -86,8 +86,12 @@ def _open_without(root: Path, skip: set[str]) -> SegDataset:
 
 
 def _images_in(folder: Path) -> list[list[Path]]:
-    """Images of a folder: ``<case>_NNNN`` channel groups, else one file per image."""
+    """Images of a folder: ``<case>_NNNN`` channel groups when some file ends in ``_0000``
+    (the nnU-Net naming), else one file per image (``scan_0001.nii.gz`` is then a scan)."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and _ending(p.name))
+    stems = [p.name[: len(p.name) - len(_ending(p.name) or "")] for p in files]
+    if not any(s.endswith("_0000") for s in stems):
+        return [[p] for p in files]
     grouped = group_channels(folder)
     in_group = {p for fs in grouped.values() for p in fs}
     return [grouped[c] for c in sorted(grouped)] + [[p] for p in files if p not in in_group]
