@@ -74,6 +74,12 @@ def _train(args: argparse.Namespace) -> int:
         res = train_synth_preset(work, init=args.init, max_steps=args.max_steps,
                                  device=args.device, progress=not args.quiet, resume=args.resume,
                                  overwrite=args.overwrite)  # fmt: skip
+    elif args.preset == "real-brains":  # real brains under known warps, full supervision
+        from medimg.tasks.register.brain_train import train_real_brains_preset
+
+        res = train_real_brains_preset(work, init=args.init, max_steps=args.max_steps,
+                                       device=args.device, progress=not args.quiet,
+                                       resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     elif args.preset:
         res = train_preset(work, preset=args.preset, coarse_model=args.coarse, mode=args.mode,
                            init=args.init, max_steps=args.max_steps, device=args.device,
@@ -212,11 +218,12 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    choices=("unsupervised", "weak", "supervised", "full"),
                    help="unsupervised: similarity + smoothness; weak: + Dice of warped labels; "
                         "supervised/full: regress the true field")  # fmt: skip
-    p.add_argument("--preset", choices=("default", "fine-2mm", "synth"),
+    p.add_argument("--preset", choices=("default", "fine-2mm", "synth", "real-brains"),
                    help="recipes: default (4 mm stage on phantom pairs), fine-2mm (its 2 mm "
                         "refinement; --coarse defaults to the shipped 4 mm stage), synth (4 mm "
                         "stage on pairs synthesised from brain tissue maps and random shapes, "
-                        "any contrast; SynthMorph)")  # fmt: skip
+                        "any contrast; SynthMorph), real-brains (4 mm stage on a real T1 under "
+                        "known warps, any contrast, end-point error + Dice)")  # fmt: skip
     p.add_argument("--config", help="reg.yaml with network/loss/engine settings")
     p.add_argument(
         "--coarse",
