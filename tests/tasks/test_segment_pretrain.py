@@ -31,10 +31,10 @@ def blob_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     g = np.indices((SIZE,) * 3).astype(np.float32)
     body = ((g - (SIZE - 1) / 2) ** 2).sum(0) < (SIZE / 2 + 1) ** 2
     lab = np.zeros((SIZE,) * 3, np.uint8)
-    x, y, z = rng.integers(3, 5), rng.integers(4, 8), rng.integers(4, 8)
-    s = int(rng.integers(3, 5))
+    x, y, z = rng.integers(1, 3), rng.integers(3, 7), rng.integers(3, 7)
+    s = int(rng.integers(4, 6))
     lab[x : x + s, y : y + s, z : z + s] = 1
-    c = np.array([rng.integers(10, 12), rng.integers(6, 10), rng.integers(6, 10)], np.float32)
+    c = np.array([rng.integers(11, 13), rng.integers(6, 10), rng.integers(6, 10)], np.float32)
     lab[((g - c[:, None, None, None]) ** 2).sum(0) <= rng.uniform(2.0, 3.2) ** 2] = 2
     img = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, lab.shape)
     for k, hu in enumerate(BLOBS.values(), start=1):
@@ -174,3 +174,20 @@ def test_refusals(tmp_path):
         pretrain_encoder(maps, tmp_path / "o3", max_steps=1)
     assert "\n" not in str(err.value)
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+def test_finished_run_resumes_and_plain_folders_work(pretrained, tmp_path):
+    tmp, _ = pretrained
+    data = tmp / "unlab"
+    res = pretrain_encoder(data, tmp / "enc", max_steps=30, device="cpu", progress=False,
+                           samples_per_epoch=8, plan=tiny_plan(["x"]))  # fmt: skip
+    assert res.last_step == 30  # continued (nothing left), not started over
+    plain = tmp_path / "plain"  # a plain folder of images: a CT by its air
+    plain.mkdir()
+    for p in sorted((data / "imagesUnlabelled").iterdir())[:2]:
+        (plain / p.name.replace("_0000", "")).write_bytes(p.read_bytes())
+    pretrain_encoder(plain, tmp_path / "enc", max_steps=2, device="cpu", progress=False,
+                     samples_per_epoch=2)  # fmt: skip
+    plan = load_plan(tmp_path / "enc")  # planned from the images: CT, clipped to the body window
+    assert plan.normalization[0].scheme == "ct" and plan.normalization[0].clip_low <= -200
+    assert "images: 2" in (tmp_path / "enc" / "config.yaml").read_text()
