@@ -235,6 +235,20 @@ def summarise(rows: list[dict], args) -> dict:
     return table
 
 
+def print_per_label(rows: list[dict], args) -> None:
+    """Per dataset, method and n: each label's Dice, mean over seeds (from the CSV)."""
+    acc: dict = {}
+    for r in rows:
+        if (int(r["steps"]), int(r["unlabelled"]), float(r["spacing"])) == (
+            args.steps, args.unlabelled, args.spacing) and r["dataset"] in args.dataset:  # fmt: skip
+            key = (r["dataset"], r["method"], int(r["n"]))
+            acc.setdefault(key, []).append(json.loads(r["dice_per_label"]))
+    for (ds, m, n), per in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][2],
+                                                              METHODS.index(kv[0][1]))):  # fmt: skip
+        means = ", ".join(f"{v:.3f}" for v in np.mean(per, axis=0))
+        print(f"  {ds} {m} n={n}: per-label Dice {means} ({len(per)} seeds)")
+
+
 def gap_closed(by_m: dict, n_all: int, at: int = 5) -> tuple[str, float] | None:
     """(best label-efficient method, (its Dice - sup) / (sup-all - sup)) at ``at`` labels."""
     sup = by_m.get("sup", {})
@@ -260,7 +274,8 @@ def print_table(table: dict, n_all: int) -> None:
             print(f"| {m} | " + " | ".join(cells) + " |")
         g = gap_closed(by_m, n_all)
         if g:
-            print(f"gap closed at n=5 by {g[0]}: {g[1]:.2f} (sup-all = sup at n={n_all})")
+            what = f"{g[1]:.2f}" if np.isfinite(g[1]) else "undefined (sup-all is not above sup-5)"
+            print(f"gap closed at n=5 by {g[0]}: {what} (sup-all = sup at n={n_all})")
 
 
 def figure(table: dict, path: Path, note: str) -> None:
@@ -339,6 +354,7 @@ def main() -> None:
     table = summarise(rows, args)
     n_all = args.pool
     print_table(table, n_all)
+    print_per_label(rows, args)
     if args.png and table:
         seeds = sorted({int(r["seed"]) for r in rows})
         note = (f"{args.steps} steps, {args.spacing:g} mm, pool {n_all} labelled, "
