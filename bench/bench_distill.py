@@ -18,6 +18,12 @@ default --arch small``), then scores both on the real-brain slices the MRI model
         bench/bench_distill.py mri --work runs/distill_mri --max-steps 300
 
 A finished student is reused (``--score-only`` skips training altogether); one thread throughout.
+The abdominal teacher (trained on the ``abdomen`` kind) is distilled on its own 60 training
+abdomens (the preset's data, ``medimg segment train DATA --distill-from default --arch small``)
+and both are scored on the held-out abdomens of its model card:
+
+    OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/bench_distill.py seg \
+        --work runs/distill_abd --abdomens 5
 """
 
 from __future__ import annotations
@@ -81,6 +87,43 @@ def bench_seg(work: Path, max_steps: int, score_only: bool, kind: str | None = N
     out["param_ratio"] = round(t["parameters"] / s["parameters"], 2)
     out["dice_gap (teacher - student)"] = {k: round(t["dice"][k] - s["dice"][k], 4)
                                            for k in t["dice"]}  # fmt: skip
+    return out
+
+
+def score_abdomens(work: Path, per_phase: int) -> dict:
+    """Teacher (the shipped abdominal model) and ``work/student`` on the held-out generated
+    abdomens of ``bench_segment_abdomen.py`` (seeds from 5000, ``per_phase`` per contrast
+    phase), predicted as ``segment predict`` does: Dice per organ per phase, parameters and
+    seconds per case (one thread)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_segment_abdomen import heldout
+    from medimg.tasks.segment.models import count_parameters
+    from medimg.tasks.segment.predict import DEFAULT_MODEL, Segmenter
+
+    out: dict = {"per_phase": per_phase}
+    for name, folder in (("teacher", DEFAULT_MODEL), ("student", work / "student")):
+        seg = Segmenter(folder, device="cpu")
+        t0 = time.perf_counter()
+        res, _ = heldout(seg, per_phase)
+        secs = (time.perf_counter() - t0) / (3 * per_phase)
+        dice = {
+            ph: {o: round(v["dice"], 4) for o, v in organs.items()} for ph, organs in res.items()
+        }
+        worst = {ph: {o: round(v["dice_min"], 4) for o, v in organs.items()}
+                 for ph, organs in res.items()}  # fmt: skip
+        organ_mean = {o: round(float(np.mean([dice[ph][o] for ph in dice])), 4)
+                      for o in next(iter(dice.values()))}  # fmt: skip
+        out[name] = {"filters": seg.plan.filters, "parameters": count_parameters(seg.models[0]),
+                     "dice": dice, "dice_worst": worst, "dice_per_organ": organ_mean,
+                     "mean_dice": round(float(np.mean(list(organ_mean.values()))), 4),
+                     "s_per_case (incl. generating it)": round(secs, 2)}  # fmt: skip
+    t, s = out["teacher"], out["student"]
+    out["param_ratio"] = round(t["parameters"] / s["parameters"], 2)
+    out["dice_gap per organ (teacher - student)"] = {
+        o: round(t["dice_per_organ"][o] - s["dice_per_organ"][o], 4) for o in t["dice_per_organ"]
+    }
     return out
 
 
@@ -167,6 +210,9 @@ def main() -> None:
     ap.add_argument("--score-only", action="store_true", help="score an existing student")
     ap.add_argument("--latency-only", action="store_true",
                     help="seg: only the network-call latency of teacher and student")  # fmt: skip
+    ap.add_argument("--abdomens", type=int, metavar="PER_PHASE",
+                    help="seg: score teacher and the existing student on this many held-out "
+                         "generated abdomens per phase (bench_segment_abdomen.py's set)")  # fmt: skip
     ap.add_argument("--kind", choices=("ct", "abdomen"),
                     help="seg: the synthetic set (default: the default preset's kind; pick the "
                          "one the shipped teacher was trained on)")  # fmt: skip
@@ -177,13 +223,15 @@ def main() -> None:
     work = Path(args.work)
     if args.task == "seg" and args.latency_only:
         report = seg_call_latency(work)
+    elif args.task == "seg" and args.abdomens:
+        report = score_abdomens(work, args.abdomens)
     elif args.task == "seg":
         report = bench_seg(work, args.max_steps, args.score_only, args.kind)
     else:
         report = bench_mri(work, args.max_steps, args.score_only)
     print(json.dumps(report, indent=1))
     work.mkdir(parents=True, exist_ok=True)
-    name = "latency" if args.latency_only else args.task
+    name = "latency" if args.latency_only else "abdomens" if args.abdomens else args.task
     (work / f"bench_distill_{name}.json").write_text(json.dumps(report, indent=1) + "\n")
 
 

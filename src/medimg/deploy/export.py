@@ -25,7 +25,8 @@ from medimg.deploy.runtime import sidecar_path
 from medimg.deploy.targets import ExportTarget, resolve_target
 from medimg.errors import InputError
 
-__all__ = ["FORMATS", "INT8_MODES", "coarse_path", "export_model", "onnx_bytes", "sidecar_for"]
+__all__ = ["FORMATS", "INT8_MODES", "coarse_path", "export_model", "extra_path", "onnx_bytes",
+           "sidecar_for"]  # fmt: skip
 
 FORMATS = ("onnx", "torchscript", "monai-bundle")
 INT8_MODES = ("dynamic", "static")
@@ -77,15 +78,20 @@ def onnx_bytes(target: ExportTarget) -> bytes:
     return _EXPORTED[key]
 
 
+def _examples(target: ExportTarget) -> tuple[torch.Tensor, ...]:
+    """The export-time inputs at batch 2 (torch.export specialises a size-1 axis to 1)."""
+    ex = target.example if isinstance(target.example, tuple) else (target.example,)
+    return tuple(t.expand(2, *t.shape[1:]).contiguous() for t in ex)
+
+
 def _export_onnx(target: ExportTarget) -> bytes:
-    # batch 2 at export: torch.export specialises a size-1 axis to the constant 1
-    example = target.example.expand(2, *target.example.shape[1:]).contiguous()
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
-                target.network.eval(), (example,), dynamo=True, opset_version=OPSET,
-                dynamic_shapes=_dynamic_shapes(target), input_names=["input"],
-                output_names=["output"], optimize=True, verbose=False,
+                target.network.eval(), _examples(target), dynamo=True, opset_version=OPSET,
+                dynamic_shapes=target.dynamic or _dynamic_shapes(target),
+                input_names=list(target.input_names), output_names=["output"], optimize=True,
+                verbose=False,
             )  # fmt: skip
     except Exception as exc:  # the exporter's errors are pages long: keep the first line
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
@@ -112,7 +118,7 @@ def sidecar_for(target: ExportTarget, fmt: str, int8: str | None) -> dict[str, A
         "weights_sha1": target.digest,
         "precision": precision,
         "input": {
-            "name": "input",
+            "name": ", ".join(target.input_names),
             "layout": target.layout,
             "multiple_of": target.multiple_of,
             "min_size": target.min_size,
@@ -173,6 +179,11 @@ def export_model(
     if calibration is not None and int8 != "static":
         raise InputError("a calibration folder is for --int8 static")
     target = resolve_target(model)
+    if target.task == "recon-mri" and (format != "onnx" or int8 is not None):
+        raise InputError("the MRI model exports as fp32 ONNX only (--format onnx, no --int8): "
+                         "its data consistency needs float precision")  # fmt: skip
+    outputs += [extra_path(out, k) for k in target.extra_files]
+    check_outputs(outputs, overwrite=overwrite)
     if target.task == "register" and format != "onnx":
         raise InputError("a traced registration net would keep one image size (its sampling "
                          "grids are constants in a trace); use --format onnx")  # fmt: skip
@@ -185,6 +196,12 @@ def export_model(
     return _export(target, out, side, format=format, int8=int8, overwrite=overwrite,
                    check=check, check_samples=check_samples,
                    calibration_samples=calibration_samples, calibration=calibration)  # fmt: skip
+
+
+def extra_path(out: str | Path, key: str) -> Path:
+    """``model.onnx`` -> ``model.onnx.<key>``: a file exported beside the model."""
+    p = Path(out)
+    return p.with_name(f"{p.name}.{key}")
 
 
 def coarse_path(out: str | Path) -> Path:
@@ -265,6 +282,9 @@ def _export(
         final = files[list(files)[-1]]
         with atomic_path(out, overwrite) as t:
             t.write_bytes(final.read_bytes())
+    for key, src in target.extra_files.items():
+        with atomic_path(extra_path(out, key), overwrite) as t:
+            t.write_bytes(Path(src).read_bytes())
     with atomic_path(sidecar_path(out), overwrite) as t:
         t.write_text(json.dumps(side, indent=1) + "\n", encoding="utf-8")
     if report is None:

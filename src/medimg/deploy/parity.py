@@ -26,7 +26,7 @@ __all__ = ["format_report", "load_backend", "parity_report", "weight_bytes"]
 CHECK_SEED = 1000  # check cases: seeds apart from the calibration set's (0, 1, ...)
 _WHAT = {"segment": "cases", "recon-ct": "low-dose slices", "diagnose": "radiographs (AUC: 16+)",
          "register": "MR pairs", "detect": "thoracic CTs",
-         "recon-us": "plane-wave phantoms"}  # fmt: skip
+         "recon-us": "plane-wave phantoms", "recon-mri": "brain slices"}  # fmt: skip
 
 
 def load_backend(kind: str, path: Path, threads: int | None = None) -> nn.Module:
@@ -47,13 +47,13 @@ def weight_bytes(net: nn.Module) -> int:
     return sum(seen.values())
 
 
-def _latency_ms(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+def _latency_ms(net: Callable[..., torch.Tensor], x: tuple[torch.Tensor, ...]) -> float:
     with torch.no_grad():
-        net(x)
+        net(*x)
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            net(x)
+            net(*x)
             times.append(time.perf_counter() - t0)
     return round(1000 * float(np.median(times)), 2)
 
@@ -114,7 +114,7 @@ def _diagnose_metric(target: ExportTarget, nets: dict[str, nn.Module], n: int) -
     out = {}
     with torch.no_grad():
         for k, net in nets.items():
-            logits = net(x).float().numpy()
+            logits = net(x).float().numpy()[:, : int(cfg.num_outputs)]  # then the features
             out[k] = round(float(roc_auc_score(ys, logits[:, -1])), 4)
     return out
 
@@ -128,24 +128,32 @@ def _more(name: str) -> Callable[..., dict[str, float]]:
     return run
 
 
+def _mri_metric(*args: Any) -> dict[str, float]:
+    from medimg.deploy.mri import mri_metric
+
+    return mri_metric(*args)
+
+
 _METRICS = {"segment": (_segment_metric, "dice"), "recon-ct": (_ct_metric, "psnr_db"),
             "diagnose": (_diagnose_metric, "auc"),
             "register": (_more("register_metric"), "dice"),
             "detect": (_more("detect_metric"), "sensitivity"),
-            "recon-us": (_more("us_metric"), "l1_db")}  # fmt: skip
+            "recon-us": (_more("us_metric"), "l1_db"),
+            "recon-mri": (_mri_metric, "psnr_db")}  # fmt: skip
 
 
 def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int = 2) -> dict:
     """The report (a JSON-ready dict) for ``files`` (backend name -> exported file)."""
     assert target.sample is not None
-    inputs = [torch.from_numpy(x) for x in target.sample(samples, CHECK_SEED)]
+    inputs = [tuple(torch.from_numpy(a) for a in (x if isinstance(x, tuple) else (x,)))
+              for x in target.sample(samples, CHECK_SEED)]  # fmt: skip
     nets: dict[str, nn.Module] = {"torch fp32": target.network}
     for k, p in files.items():
         nets[k] = load_backend("torchscript" if k == "torchscript" else "onnx", p)
     with torch.no_grad():
-        ref = [target.network(x) for x in inputs]
+        ref = [target.network(*x) for x in inputs]
         max_diff = {
-            k: float(max((net(x) - r).abs().max() for x, r in zip(inputs, ref)))
+            k: float(max((net(*x) - r).abs().max() for x, r in zip(inputs, ref)))
             for k, net in nets.items()
         }
     scale = float(max(r.abs().max() for r in ref)) or 1.0  # max |Δ| relative to the outputs
@@ -153,7 +161,7 @@ def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int 
     metric = metric_fn(target, nets, samples)
     torch_bytes = weight_bytes(target.network)
     sizes = {"torch fp32": torch_bytes, **{k: p.stat().st_size for k, p in files.items()}}
-    x_lat = inputs[0].expand(target.batch, *inputs[0].shape[1:]).contiguous()
+    x_lat = tuple(t.expand(target.batch, *t.shape[1:]).contiguous() for t in inputs[0])
     latency: dict[str, dict[str, float]] = {k: {} for k in nets}
     before = torch.get_num_threads()
     try:
@@ -168,7 +176,7 @@ def parity_report(target: ExportTarget, files: dict[str, Path], *, samples: int 
     return {
         "task": target.task,
         "check_set": f"{samples} generated {_WHAT[target.task]} (seeds from {CHECK_SEED})",
-        "latency_input": list(x_lat.shape),
+        "latency_input": [list(t.shape) for t in x_lat] if len(x_lat) > 1 else list(x_lat[0].shape),
         "metric": metric_name,
         "backends": {
             k: {

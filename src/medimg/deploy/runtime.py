@@ -83,14 +83,17 @@ class OrtNetwork(nn.Module):
     def __init__(self, session: Any, sidecar: dict[str, Any]) -> None:
         super().__init__()
         self.session, self.sidecar = session, sidecar
-        self.input_name = session.get_inputs()[0].name
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.input_name = self.input_names[0]
         self.tag = str(sidecar.get("model_tag", "onnx model"))
         self.min_size = int(sidecar.get("input", {}).get("min_size", 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        y = self.session.run(None, {self.input_name: arr})[0]
-        return torch.from_numpy(y).to(x.device)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        """The graph's first output for its inputs in order (most graphs take one)."""
+        feeds = {name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+                 for name, x in zip(self.input_names, xs)}  # fmt: skip
+        y = self.session.run(None, feeds)[0]
+        return torch.from_numpy(y).to(xs[0].device)
 
 
 def open_onnx(
@@ -127,4 +130,4 @@ def open_onnx(
 
 def _default_name(task: str) -> str:
     return {"segment": "segment", "recon-ct": "redcnn", "register": "register",
-            "detect": "detect"}[task]  # fmt: skip
+            "detect": "detect", "diagnose": "diagnose", "recon-mri": "mri"}[task]  # fmt: skip

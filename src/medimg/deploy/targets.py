@@ -4,11 +4,13 @@ example input, the spatial sizes it accepts, and what ``predict`` needs to run t
 Shipped names: ``segment`` (the default segmentation U-Net), ``redcnn`` and ``wgan`` (the
 low-dose CT denoisers), ``diagnose`` (the chest-radiograph classifier), ``register`` (the
 registration network with its integration), ``detect`` (the nodule detector) and
-``us-learned`` (the learned ultrasound beamformer; these three in :mod:`.targets_more`). A
+``us-learned`` (the learned ultrasound beamformer; these three in :mod:`.targets_more`) and
+``mri`` (the unrolled MRI model with its data consistency, :mod:`.mri`). A
 folder is recognised by its contents, as ``predict --model`` takes it: ``plan.yaml``
 (segmentation model/run folder), ``reg.yaml`` (registration), ``config.yaml`` of a detection
-model (its ``model`` a mapping), of a learned beamformer (a list of ``features``) or of a CT
-run (RED-CNN, WGAN), or ``model.yaml`` of a diagnosis model. The MRI model is refused in one line: its export is not written yet.
+model (its ``model`` a mapping), of a learned beamformer (a list of ``features``), of an MRI
+model (its ``model`` a mapping with ``cascades``) or of a CT run (RED-CNN, WGAN), or
+``model.yaml`` of a diagnosis model.
 """
 
 from __future__ import annotations
@@ -27,13 +29,9 @@ from medimg.errors import InputError
 __all__ = ["SHIPPED", "ExportTarget", "resolve_target"]
 
 #: shipped model names ``export`` takes (besides a model folder)
-SHIPPED = ("segment", "redcnn", "wgan", "diagnose", "register", "detect", "us-learned")
+SHIPPED = ("segment", "redcnn", "wgan", "diagnose", "register", "detect", "us-learned", "mri")
 #: tasks whose models exist but whose export is not written yet (named in the refusal)
-NOT_YET = {
-    "mri": "export of the MRI model (mri) is not supported yet: it takes complex k-space and "
-    "an operator object (mask, coil maps, FFTs) that ONNX has no types for; a real-valued "
-    "wrapper is needed first",
-}
+NOT_YET: dict[str, str] = {}
 
 
 @dataclass
@@ -58,6 +56,12 @@ class ExportTarget:
     sample: Callable[[int, int], list[np.ndarray]] | None = None
     #: registration: the model folder of the stage this network refines (exported beside it)
     coarse: Path | None = None
+    #: graph input names, one per tensor of ``example`` (a tuple when there are several)
+    input_names: tuple[str, ...] = ("input",)
+    #: ``torch.export`` dynamic shapes per input (None: batch and spatial axes of one input)
+    dynamic: tuple[dict[int, Any], ...] | None = None
+    #: files copied beside the export as ``<file>.<key>`` (e.g. the diagnosis safeguard)
+    extra_files: dict[str, Path] = field(default_factory=dict)
 
 
 class _FoldEnsemble(nn.Module):
@@ -185,14 +189,22 @@ def _diagnose(folder: Path | None) -> ExportTarget:
     def sample(n: int, seed: int) -> list[np.ndarray]:
         return diagnose_inputs(cfg, n, seed)[0]
 
+    from medimg.deploy.classifier import SAFEGUARD_SUFFIX, ClassifierGraph, feature_count
+
+    graph = ClassifierGraph(dx.model).eval()
+    feature_count(graph, torch.zeros(1, int(cfg.channels), *size), int(cfg.num_outputs))
+    feats = f" then the safeguard's {graph.num_features} features" if graph.num_features else ""
+    safeguard = dx.folder / "safeguard.safetensors"
     return ExportTarget(
-        task="diagnose", name="default" if folder is None else dx.folder.name, network=dx.model,
+        task="diagnose", name="default" if folder is None else dx.folder.name, network=graph,
         example=torch.zeros(1, int(cfg.channels), *size), multiple_of=[1] * len(size),
         min_size=8, layout=f"(B, {cfg.channels}, {', '.join('HWD'[: len(size)])}) float32, "
         f"normalised and resized to {'x'.join(map(str, size))} as the model's config says",
-        output=f"logits (B, {cfg.num_outputs}); the config's temperature calibrates them",
-        tag=dx.tag, digest=weights_digest([dx.model]), settings={"config": to_dict(cfg)},
-        sample=sample,
+        output=f"(B, {cfg.num_outputs + graph.num_features}): the {cfg.num_outputs} logits (the "
+        f"config's temperature calibrates them){feats}",
+        tag=dx.tag, digest=weights_digest([dx.model]),
+        settings={"config": to_dict(cfg), "features": graph.num_features}, sample=sample,
+        extra_files={SAFEGUARD_SUFFIX: safeguard} if safeguard.is_file() else {},
     )  # fmt: skip
 
 
@@ -209,6 +221,18 @@ def diagnose_inputs(cfg: Any, n: int, seed: int) -> tuple[list[np.ndarray], list
         xs.append(np.ascontiguousarray(arr[None], dtype=np.float32))
         ys.append((seed + i) % 2)
     return xs, ys
+
+
+def _is_mri_folder(path: Path) -> bool:
+    """An MRI model/run folder: ``config.yaml`` whose ``model`` is a mapping with ``cascades``."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("model"), dict) and (
+        "cascades" in cfg["model"])  # fmt: skip
 
 
 def resolve_target(model: str | Path) -> ExportTarget:
@@ -248,15 +272,23 @@ def resolve_target(model: str | Path) -> ExportTarget:
         return _diagnose(path)
     if text in ("redcnn", "wgan") and not path.exists():
         return _ct(text)
+    if text == "mri" and not path.exists():
+        from medimg.deploy.mri import mri_target
+
+        return mri_target(None)
     if path.is_dir() and (path / "plan.yaml").is_file():
         return _segment(path)
+    if path.is_dir() and _is_mri_folder(path):
+        from medimg.deploy.mri import mri_target
+
+        return mri_target(path)
     if path.is_dir() and (path / "config.yaml").is_file():
         return _ct(path)
     if not path.exists():
         raise InputError(f"unknown model {text!r}; give {', '.join(SHIPPED)} or a model/run folder")
     raise InputError(
         "not an exportable model folder (no plan.yaml of a segmentation model, reg.yaml of a "
-        "registration model, config.yaml of a detector or CT denoiser, or model.yaml of a "
-        "diagnosis model)",
+        "registration model, config.yaml of a detector, MRI model or CT denoiser, or model.yaml "
+        "of a diagnosis model)",
         path,
     )

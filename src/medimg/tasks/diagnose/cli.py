@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     ListAction,
+    add_backend,
     add_device,
     add_run_flags,
     add_threads,
@@ -58,9 +59,12 @@ def _predict(args: argparse.Namespace) -> int:
     from medimg.tasks.diagnose.predict import predict_path
 
     set_threads(args.threads)
-    explain = None if args.explain == "none" else args.explain
+    backend = getattr(args, "backend", "torch")
+    onnx = backend == "onnxruntime" or str(args.model).lower().endswith(".onnx")
+    explain = args.explain or ("occlusion" if onnx else "layercam")
+    explain = None if explain == "none" else explain
     written = predict_path(args.input, args.output, model=args.model, device=args.device,
-                           explain=explain, overwrite=args.overwrite)  # fmt: skip
+                           explain=explain, overwrite=args.overwrite, backend=backend)  # fmt: skip
     print(f"wrote {written[0]} and {len(written) - 1} explanation files")
     return 0
 
@@ -170,15 +174,18 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
     p.add_argument(
         "output", help="output folder (predictions.csv, *_heatmap.nii.gz, *_overlay.png)"
     )
-    p.add_argument("--model", help="model/run folder (default: the shipped default model)")
+    p.add_argument("--model", help="model/run folder, or an exported .onnx with --backend "
+                   "onnxruntime (default: the shipped default model)")  # fmt: skip
     p.add_argument(
         "--explain",
         choices=("layercam", "gradcam", "gradcam++", "occlusion", "none"),
-        default="layercam",
-        help="explanation map (default LayerCAM: finest faithful map)",
+        default=None,
+        help="explanation map (default LayerCAM: finest faithful map; occlusion with "
+        "--backend onnxruntime, which has no gradients)",
     )
     add_device(p, default="auto")
     add_threads(p)
+    add_backend(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_predict)
 

@@ -73,9 +73,27 @@ def _as_2d(image: Image) -> Image:
 
 
 class Diagnoser:
-    """A loaded diagnosis model. ``model``: a model/run folder (default: the shipped model)."""
+    """A loaded diagnosis model. ``model``: a model/run folder (default: the shipped model).
 
-    def __init__(self, model: PathType | None = None, device: str = "auto") -> None:
+    ``backend="onnxruntime"`` (or an exported ``.onnx`` as ``model``): the classifier runs in
+    ONNX Runtime (:mod:`medimg.deploy.classifier`); the input preparation, calibration,
+    safeguard score and outputs are this same code. Explanation maps there are occlusion only
+    (LayerCAM and Grad-CAM need gradients)."""
+
+    def __init__(
+        self, model: PathType | None = None, device: str = "auto", backend: str = "torch"
+    ) -> None:
+        from medimg.deploy.runtime import check_backend
+
+        self.backend = check_backend(backend)
+        if self.backend == "onnxruntime" or str(model).lower().endswith(".onnx"):
+            from medimg.deploy.classifier import open_classifier
+
+            self.backend, self.device = "onnxruntime", resolve_device(device)
+            ort = open_classifier(model, str(self.device))
+            self.folder, self.cfg, self.model = ort["folder"], ort["config"], ort["model"]
+            self.tag, self.safeguard = ort["tag"], ort["safeguard"]
+            return
         folder = Path(model) if model is not None else DEFAULT_MODEL
         if not (folder / MODEL_YAML).is_file() or not (folder / MODEL_WEIGHTS).is_file():
             raise CheckpointError(
@@ -145,8 +163,15 @@ class Diagnoser:
         x, present, missing = self._inputs(images)
         cfg = self.cfg
         ood = None
+        if self.backend == "onnxruntime" and explain not in (None, "occlusion"):
+            raise InputError(f"--explain {explain} needs gradients, which ONNX Runtime does not "
+                             "give; use --explain occlusion or none with --backend onnxruntime")  # fmt: skip
         with torch.no_grad():
-            if self.safeguard is not None:
+            if self.safeguard is not None and self.backend == "onnxruntime":
+                logits = self.model(x, present).float().cpu().numpy()
+                feats = self.model.last_features.cpu().numpy()  # type: ignore[union-attr]
+                ood = float(self.safeguard.scores(feats.astype(np.float64))[0])
+            elif self.safeguard is not None:
                 with FeatureHooks(self.model) as hooks:
                     logits = self.model(x, present).float().cpu().numpy()
                 ood = float(self.safeguard.scores(hooks.features().astype(np.float64))[0])
@@ -226,16 +251,21 @@ def predict_path(
     device: str = "auto",
     explain: str | None = "layercam",
     overwrite: bool = False,
+    backend: str = "torch",
 ) -> list[Path]:
     """Predict every case under ``inputs``; writes ``out_dir/predictions.csv`` and, per case,
     ``<case>_heatmap.nii.gz`` (on the input's grid) and ``<case>_overlay.png``. Every output is
-    checked before any work; the folder appears only complete (module doc)."""
+    checked before any work; the folder appears only complete (module doc). ``backend``:
+    ``torch`` or ``onnxruntime`` (:class:`Diagnoser`)."""
     from tqdm import tqdm
 
     from medimg.io.api import save
 
     out = Path(out_dir)
-    dx = Diagnoser(model, device)
+    dx = Diagnoser(model, device, backend=backend)
+    if dx.backend == "onnxruntime" and explain not in (None, "occlusion"):
+        raise InputError(f"--explain {explain} needs gradients, which ONNX Runtime does not "
+                         "give; use --explain occlusion or none with --backend onnxruntime")  # fmt: skip
     n_mod = len(dx.cfg.modalities)
     cases = _cases(inputs, n_mod)
     # the model folder too: replacing an output that holds it would delete the model
