@@ -21,6 +21,7 @@ Baselines: median filter and non-local means at the speckle SNR gain nearest the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -46,6 +47,9 @@ REAL = [  # (label, source, path inside it, frames to read)
     ("Philips EPIQ kidney", "deid-data", "ultrasounds/GREYSCALE_IMAGE.dcm"),
     ("Siemens S2000 chest wall", "deid-data", "ultrasounds/RGB_IMAGE.dcm"),
     ("Philips Affiniti cine, frame 0", "deid-data", "ultrasounds/ultrasound-multiframe.dcm"),
+    ("Philips EPIQ 7C echo", "pydicom-data", "JPGLosslessP14SV1_1s_1f_8b.dcm"),
+    ("SonoSite Turbo cine, frame 0", "pydicom-data", "color3d_jpeg_baseline.dcm"),
+    ("Aloka SSD-4000 (dual view)", "pydicom-data", "gdcm-US-ALOKA-16.dcm"),
 ]
 
 
@@ -59,7 +63,7 @@ def generated(net, n: int) -> dict:
     for k in range(n):
         for axis in (0, 1):
             rng = np.random.default_rng(20_000_000 + 2 * k + axis)
-            p = random_params(rng)
+            p = dataclasses.replace(random_params(rng), tgc_db=0.0)  # a clean step to measure
             db = np.zeros((size, size))
             half = [slice(None)] * 2
             half[axis] = slice(size // 2, None)
@@ -137,8 +141,11 @@ def real(net, out_dir: Path) -> list[dict]:
         cpu = time.process_time() - t0
         wins = homogeneous_windows(img, mask, size=32, count=8)
         edges = strong_edges(img, mask, count=8)
-        s_in, s_out = mean_speckle_snr(img, wins), mean_speckle_snr(out, wins)
-        gain = s_out / s_in
+        if not wins:  # an air scan: no tissue to measure speckle in
+            s_in = s_out = gain = float("nan")
+        else:
+            s_in, s_out = mean_speckle_snr(img, wins), mean_speckle_snr(out, wins)
+            gain = s_out / s_in
 
         def ratio(im, edges=edges, img=img):
             r = [edge_width(im, e) / edge_width(img, e) for e in edges]
@@ -149,7 +156,7 @@ def real(net, out_dir: Path) -> list[dict]:
                "edges": len(edges), "snr_in": s_in, "snr_out": s_out, "gain": gain,
                "edge_ratio": ratio(out), "cpu_s": cpu}  # fmt: skip
         outs = {"network": out}
-        for method in ("median", "nlm"):
+        for method in ("median", "nlm") if wins else ():
             filt, setting, g = baseline_at_gain(img, mask, wins, gain, method)
             row[method] = {"setting": setting, "gain": g, "edge_ratio": ratio(filt)}
             outs[setting] = filt

@@ -14,13 +14,16 @@ and their coloured pixels left as they are), a PNG, or a 2D NIfTI (8-bit, [0, 1]
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from medimg.errors import InputError
 from medimg.io.output import atomic_dir, check_output_dir
 from medimg.typing import PathType
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEFAULT_MODEL", "despeckle_array", "despeckle_file", "load_despeckle"]
 
@@ -38,7 +41,7 @@ def load_despeckle(path: PathType | None = None) -> torch.nn.Module:
     if not (folder / "config.yaml").is_file():
         raise InputError("not a despeckling model folder (config.yaml missing)", folder)
     cfg = from_yaml(DespeckleConfig, folder / "config.yaml")
-    net = DespeckleNet(tuple(cfg.features))
+    net = DespeckleNet(tuple(cfg.features), cfg.norm)
     ckpt = folder if (folder / "model.safetensors").is_file() else find_checkpoint(folder / "best")
     if ckpt is None:
         raise InputError("no model.safetensors here or in best/", folder)
@@ -54,10 +57,12 @@ def despeckle_array(
     """Despeckle one ``(X lateral, Z depth)`` B-mode in [0, 1]; pixels outside ``mask`` are
     returned unchanged. Black outside the mask is filled with the region's edge values first,
     so the sector's border does not read as a strong edge."""
+    import torch
+
     img = np.asarray(image, np.float32)
     if img.ndim != 2:
         raise InputError(f"expected a 2D (X, Z) image, got shape {img.shape}")
-    net = model if isinstance(model, torch.nn.Module) else load_despeckle(model)
+    net = model if isinstance(model, torch.nn.Module) else load_despeckle(model)  # type: ignore[arg-type]
     x = img
     if mask is not None and not mask.all():
         if not mask.any():

@@ -11,8 +11,10 @@ thousands of training images, so pairs come from an image-domain model of the sa
 3. convolution with a Gaussian PSF (lateral and axial FWHM in pixels, randomised; the
    simulator's own PSF is 0.5-1.2 mm lateral x 0.2 mm axial) -> the envelope ``|.|`` plus
    band-limited electronic noise, times a depth-dependent gain error (TGC);
-4. log compression with a random dynamic range and gain, 8-bit quantisation, a little
-   interpolation blur (scan conversion).
+4. log compression with a random dynamic range (40-130 dB: scanners' grey maps often show
+   speckle at low contrast) and gain, a random grey-map gamma, 8-bit quantisation, a little
+   interpolation blur (scan conversion) and, on the input only, sometimes the scanner's own
+   speckle smoothing (many scanners despeckle before export).
 
 Target: the echogenicity seen through the PSF magnitude without speckle, i.e. the *mean*
 envelope ``sqrt(pi)/2 * sqrt(A^2 * |h|^2 + noise power)`` (so the mean brightness of a region
@@ -50,6 +52,8 @@ class PairParams:
     tgc_db: float = 0.0  # peak depth-dependent gain error
     quantise: bool = True  # 8-bit
     blur: float = 0.0  # scan-conversion blur sigma, pixels
+    smooth: float = 0.0  # the scanner's own speckle smoothing (input only), sigma in pixels
+    gamma: float = 1.0  # grey map: out = in ** gamma (input and target)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,12 +66,14 @@ def random_params(rng: np.random.Generator) -> PairParams:
         fwhm_lateral=lat,
         fwhm_axial=float(max(1.0, lat * rng.uniform(0.3, 1.0))),
         density=float(1.0 if rng.random() < 0.6 else 10 ** rng.uniform(-1.3, 0)),
-        dynamic_range=float(rng.uniform(40, 80)),
+        dynamic_range=float(np.exp(rng.uniform(math.log(40), math.log(130)))),
         median_level=float(rng.uniform(0.3, 0.75)),
         snr_db=float(rng.uniform(15, 45)),
         tgc_db=float(rng.uniform(0, 6)),
         quantise=bool(rng.random() < 0.8),
         blur=float(rng.uniform(0, 0.8) if rng.random() < 0.5 else 0.0),
+        smooth=float(rng.uniform(0.3, 1.5) if rng.random() < 0.4 else 0.0),
+        gamma=float(np.exp(rng.uniform(math.log(0.7), math.log(1.4)))),
     )
 
 
@@ -150,12 +156,12 @@ def speckle_pair(
         p.dynamic_range
     )
     out = []
-    for a in (env, clean):
+    for a, smooth in ((env, p.smooth), (clean, 0.0)):
         img = (20 * np.log10(np.maximum(a, 1e-30)) - top_db + p.dynamic_range) / p.dynamic_range
         img = np.clip(img, 0, 1)
-        if p.blur > 0:
-            img = _gauss(img, (p.blur, p.blur))
-        out.append(img)
+        if p.blur > 0 or smooth > 0:
+            img = _gauss(img, (math.hypot(p.blur, smooth),) * 2)
+        out.append(img**p.gamma if p.gamma != 1 else img)
     noisy, target = out
     if p.quantise:
         noisy = np.round(noisy * 255) / 255

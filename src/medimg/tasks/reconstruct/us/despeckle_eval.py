@@ -24,8 +24,10 @@ __all__ = [
     "DELOG_DB",
     "baseline_at_gain",
     "delog",
+    "edge_profile",
     "edge_width",
     "homogeneous_windows",
+    "is_step",
     "mean_speckle_snr",
     "profile_width",
     "strong_edges",
@@ -40,14 +42,20 @@ def delog(image01: np.ndarray, dynamic_range: float = DELOG_DB) -> np.ndarray:
 
 
 def homogeneous_windows(image: np.ndarray, mask: np.ndarray, size: int = 24, count: int = 6,
-                        min_level: float = 0.2) -> list[tuple[slice, slice]]:  # fmt: skip
-    """``count`` non-overlapping ``size`` x ``size`` windows of lowest log-image variance, fully
-    inside ``mask`` with a mean above ``min_level`` (not anechoic)."""
+                        min_level: float = 0.08) -> list[tuple[slice, slice]]:  # fmt: skip
+    """``count`` non-overlapping ``size`` x ``size`` windows of the most uniform echogenicity
+    (lowest variance of the image smoothed over about a quarter window: speckle itself is
+    not penalised, a boundary or a gradient is), fully inside ``mask``, with a mean above
+    ``min_level`` and almost no black (< 2 %) or saturated (< 1 %) pixels."""
     img = np.asarray(image, np.float64)
+    smooth = ndimage.gaussian_filter(img, size / 6)
     mean = ndimage.uniform_filter(img, size)
-    var = ndimage.uniform_filter(img**2, size) - mean**2
+    var = ndimage.uniform_filter(smooth**2, size) - ndimage.uniform_filter(smooth, size) ** 2
+    black = ndimage.uniform_filter((img <= 1 / 255).astype(float), size)
+    sat = ndimage.uniform_filter((img >= 254 / 255).astype(float), size)
     inside = ndimage.minimum_filter(mask.astype(np.uint8), size) > 0
-    score = np.where(inside & (mean > min_level), var, np.inf)
+    ok = inside & (mean > min_level) & (black < 0.02) & (sat < 0.01)
+    score = np.where(ok, var, np.inf)
     taken = np.zeros(img.shape, bool)
     out: list[tuple[slice, slice]] = []
     h = size // 2
@@ -72,58 +80,82 @@ def mean_speckle_snr(image01: np.ndarray, windows: list[tuple[slice, slice]]) ->
 
 
 def profile_width(profile: np.ndarray, spacing: float = 1.0) -> float:
-    """10-90 % rise distance of a monotone-ish step profile (low and high plateaus from its first
-    and last quarter), by linear interpolation; NaN when the step is too small."""
+    """10-90 % rise distance of a step profile: least-squares fit of a Gaussian-blurred step
+    ``lo + (hi - lo) * Phi((t - t0) / sigma)``, width ``2.563 sigma``. A fit, not the first
+    crossings: residual speckle in an averaged profile moves crossings by several pixels.
+    NaN when the fit fails or the step is too small."""
+    from scipy.optimize import curve_fit
+    from scipy.special import ndtr
+
     p = np.asarray(profile, np.float64)
+    t = np.arange(p.size, dtype=np.float64)
     q = max(2, p.size // 4)
     lo, hi = p[:q].mean(), p[-q:].mean()
-    if hi < lo:
-        p, lo, hi = -p, -lo, -hi
-    if hi - lo < 1e-6:
+    if abs(hi - lo) < 1e-6:
         return float("nan")
 
-    def crossing(frac: float) -> float:
-        level = lo + frac * (hi - lo)
-        above = np.flatnonzero(p >= level)
-        if above.size == 0 or above[0] == 0:
-            return float(above[0]) if above.size else float("nan")
-        j = int(above[0])
-        return j - 1 + (level - p[j - 1]) / max(p[j] - p[j - 1], 1e-12)
+    def model(t, lo, hi, t0, sig):
+        return lo + (hi - lo) * ndtr((t - t0) / sig)
 
-    return float((crossing(0.9) - crossing(0.1)) * spacing)
-
-
-def strong_edges(image: np.ndarray, mask: np.ndarray, count: int = 8, half_len: int = 12,
-                 min_gap: int = 30, sigma: float = 3.0) -> list[tuple[float, float, float]]:  # fmt: skip
-    """``count`` edges ``(x, z, angle)`` of the largest smoothed-gradient magnitude, at least
-    ``min_gap`` pixels apart and far enough inside ``mask`` for their profiles."""
-    sm = ndimage.gaussian_filter(np.asarray(image, np.float64), sigma)
-    gx, gz = ndimage.sobel(sm, 0), ndimage.sobel(sm, 1)
-    mag = np.hypot(gx, gz)
-    inside = ndimage.binary_erosion(mask, np.ones((2 * half_len + 3,) * 2))
-    mag = np.where(inside, mag, 0)
-    out: list[tuple[float, float, float]] = []
-    for flat in np.argsort(mag, axis=None)[::-1]:
-        if len(out) >= count or mag.flat[flat] <= 0:
-            break
-        i, k = np.unravel_index(flat, mag.shape)
-        if any(np.hypot(i - a, k - b) < min_gap for a, b, _ in out):
-            continue
-        out.append((float(i), float(k), float(np.arctan2(gz[i, k], gx[i, k]))))
-    return out
+    try:
+        popt, _ = curve_fit(model, t, p, p0=(lo, hi, p.size / 2, 2.0),
+                            bounds=([-np.inf, -np.inf, 0, 0.05], [np.inf, np.inf, p.size, p.size]))  # fmt: skip
+    except (RuntimeError, ValueError):
+        return float("nan")
+    return float(2 * 1.2815515655446004 * popt[3] * spacing)
 
 
-def edge_width(image: np.ndarray, edge: tuple[float, float, float], half_len: int = 12,
-               half_width: int = 6) -> float:  # fmt: skip
-    """10-90 % width (pixels) of the mean profile across ``edge`` = (x, z, normal angle)."""
+def edge_profile(image: np.ndarray, edge: tuple[float, float, float], half_len: int = 12,
+                 half_width: int = 8) -> np.ndarray:  # fmt: skip
+    """Mean of ``2 * half_width + 1`` parallel profiles across ``edge`` = (x, z, normal angle),
+    sampled every half pixel over ``+-half_len`` pixels."""
     x, z, th = edge
     t = np.arange(-half_len, half_len + 1, 0.5)
     s = np.arange(-half_width, half_width + 1)
     nx, nz = np.cos(th), np.sin(th)
     px = x + t[None, :] * nx - s[:, None] * nz
     pz = z + t[None, :] * nz + s[:, None] * nx
-    vals = ndimage.map_coordinates(np.asarray(image, np.float64), [px, pz], order=1)
-    return profile_width(vals.mean(0), 0.5)
+    return ndimage.map_coordinates(np.asarray(image, np.float64), [px, pz], order=1).mean(0)
+
+
+def is_step(profile: np.ndarray, min_contrast: float = 0.1) -> bool:
+    """A step between two plateaus (first and last quarter), not a thin line or a peak: the
+    profile leaves the plateaus' range by less than a third of the step."""
+    q = max(2, profile.size // 4)
+    lo, hi = sorted((profile[:q].mean(), profile[-q:].mean()))
+    step = hi - lo
+    out = max(profile.max() - hi, 0) + max(lo - profile.min(), 0)
+    return step >= min_contrast and out < step / 3
+
+
+def strong_edges(image: np.ndarray, mask: np.ndarray, count: int = 8, half_len: int = 12,
+                 min_gap: int = 30, sigma: float = 3.0) -> list[tuple[float, float, float]]:  # fmt: skip
+    """``count`` step edges ``(x, z, normal angle)`` of the largest smoothed-gradient
+    magnitude (thin lines and peaks skipped, :func:`is_step`), at least ``min_gap`` pixels
+    apart and far enough inside ``mask`` for their profiles."""
+    sm = ndimage.gaussian_filter(np.asarray(image, np.float64), sigma)
+    gx, gz = ndimage.sobel(sm, 0), ndimage.sobel(sm, 1)
+    mag = np.hypot(gx, gz)
+    inside = ndimage.binary_erosion(mask, np.ones((2 * half_len + 3,) * 2))
+    mag = np.where(inside, mag, 0)
+    order = np.argsort(mag, axis=None)[::-1]
+    out: list[tuple[float, float, float]] = []
+    for flat in order[:50_000]:
+        if len(out) >= count or mag.flat[flat] <= 0:
+            break
+        i, k = np.unravel_index(flat, mag.shape)
+        if any(np.hypot(i - a, k - b) < min_gap for a, b, _ in out):
+            continue
+        edge = (float(i), float(k), float(np.arctan2(gz[i, k], gx[i, k])))
+        if is_step(edge_profile(image, edge, half_len)):
+            out.append(edge)
+    return out
+
+
+def edge_width(image: np.ndarray, edge: tuple[float, float, float], half_len: int = 12,
+               half_width: int = 8) -> float:  # fmt: skip
+    """10-90 % width (pixels) of the mean profile across ``edge`` = (x, z, normal angle)."""
+    return profile_width(edge_profile(image, edge, half_len, half_width), 0.5)
 
 
 def baseline_at_gain(image: np.ndarray, mask: np.ndarray, windows, target_gain: float,

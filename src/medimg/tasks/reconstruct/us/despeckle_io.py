@@ -56,47 +56,48 @@ def _grey_and_colour(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def image_region_mask(
     grey: np.ndarray,
     coloured: np.ndarray | None = None,
-    box: tuple[int, int, int, int] | None = None,
+    boxes: list[tuple[int, int, int, int]] | None = None,
 ) -> np.ndarray:
     """Pixels of the ultrasound image proper in one ``(X, Z)`` frame of 0..1 values: inside the
-    tissue region ``box`` (x0, z0, x1, z1 inclusive, when known), the largest connected non-black
-    area (the sector or rectangle, holes such as cysts filled), minus coloured pixels. Burned-in
-    text outside the sector is a separate component and stays out."""
+    tissue regions ``boxes`` (x0, z0, x1, z1 inclusive, when known), the convex hull of each
+    large non-black area (a sector or rectangle is convex; the hull keeps its anechoic parts),
+    minus coloured pixels. Burned-in text is thinner than the opening and stays out; a dual
+    view gives two areas."""
+    from skimage.morphology import convex_hull_image
+
     inside = np.zeros(grey.shape, bool)
-    if box is not None:
-        x0, z0, x1, z1 = box
+    for x0, z0, x1, z1 in boxes or [(0, 0, grey.shape[0] - 1, grey.shape[1] - 1)]:
         inside[max(x0, 0) : x1 + 1, max(z0, 0) : z1 + 1] = True
-    else:
-        inside[:] = True
-    lit = (grey > 3 / 255) & inside
+    lit = (grey > 2 / 255) & inside
     if coloured is not None:
-        lit &= ~coloured
-    lit = ndimage.binary_closing(lit, np.ones((5, 5)), border_value=0)
-    lit = ndimage.binary_opening(lit, np.ones((9, 9)))  # text strokes are thinner than this
+        lit |= coloured & inside  # Doppler boxes belong to the image area
+    lit = ndimage.binary_closing(lit, np.ones((7, 7)), border_value=0)
+    lit = ndimage.binary_opening(lit, np.ones((15, 15)))  # text strokes are thinner than this
     lab, n = ndimage.label(lit)
+    region = np.zeros(grey.shape, bool)
     if n == 0:
-        return np.zeros(grey.shape, bool)
+        return region
     sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    region = ndimage.binary_fill_holes(lab == 1 + int(np.argmax(sizes))) & inside
+    for k in np.flatnonzero(sizes >= 0.1 * sizes.max()):
+        region |= convex_hull_image(lab == k + 1)
+    region &= inside
     if coloured is not None:
         region &= ~coloured
     return region
 
 
-def _tissue_box(ds) -> tuple[int, int, int, int] | None:
-    """The largest tissue region (``RegionDataType`` 1) as ``(x0, z0, x1, z1)``."""
-    best, area = None, 0
+def _tissue_boxes(ds) -> list[tuple[int, int, int, int]] | None:
+    """The tissue regions (``RegionDataType`` 1) as ``(x0, z0, x1, z1)``; None if none."""
+    boxes = []
     for r in getattr(ds, "SequenceOfUltrasoundRegions", None) or ():
         try:
             if int(r.get("RegionDataType", 1)) != 1:
                 continue
-            b = (int(r.RegionLocationMinX0), int(r.RegionLocationMinY0),
-                 int(r.RegionLocationMaxX1), int(r.RegionLocationMaxY1))  # fmt: skip
+            boxes.append((int(r.RegionLocationMinX0), int(r.RegionLocationMinY0),
+                          int(r.RegionLocationMaxX1), int(r.RegionLocationMaxY1)))  # fmt: skip
         except (AttributeError, TypeError, ValueError):
             continue
-        if (b[2] - b[0]) * (b[3] - b[1]) > area:
-            best, area = b, (b[2] - b[0]) * (b[3] - b[1])
-    return best
+    return boxes or None
 
 
 def _read_dicom(path: Path, frames: int | None) -> BMode:
@@ -150,8 +151,8 @@ def _read_dicom(path: Path, frames: int | None) -> BMode:
         grey, coloured = grey[:frames], coloured[:frames]
     grey = np.transpose(grey, (0, 2, 1)) / 255.0  # (T, X lateral, Z depth)
     coloured = np.transpose(coloured, (0, 2, 1))
-    box = _tissue_box(ds)
-    masks = np.stack([image_region_mask(g, c, box) for g, c in zip(grey, coloured, strict=True)])
+    boxes = _tissue_boxes(ds)
+    masks = np.stack([image_region_mask(g, c, boxes) for g, c in zip(grey, coloured, strict=True)])
     spacing = ultrasound_region_spacing(ds)
     if spacing is None:
         notes.append("no calibrated region: spacing 1 mm assumed")

@@ -1,8 +1,10 @@
 """The despeckling network and its training on simulated speckle pairs.
 
-Network: MONAI's BasicUNet (2D, instance norm, ~0.23 M parameters) predicting a correction that
+Network: MONAI's BasicUNet (2D, batch norm, ~0.23 M parameters) predicting a correction that
 is added to the log-compressed input in [0, 1] (residual learning: an image without speckle
-passes through nearly unchanged). Data: :func:`~.despeckle_data.speckle_pair`, generated on the
+passes through nearly unchanged). Batch norm, not instance norm: instance norm scales every
+image's features to unit variance, so a low-contrast B-mode got a correction sized for
+full-contrast speckle and the network drew texture into smooth images. Data: :func:`~.despeckle_data.speckle_pair`, generated on the
 fly and seeded by the sample index, so a resumed run sees the same images. Loss: L1 plus an L1
 on the finite-difference gradients (keeps edges as sharp as the target's). Simulation only: no
 real B-mode image was seen in training.
@@ -37,6 +39,7 @@ class DespeckleConfig:
     val_size: int = 128
     edge_weight: float = 1.0
     features: tuple[int, ...] = (12, 16, 32, 48, 64, 12)
+    norm: str = "batch"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=1000, batch_size=8, lr=2e-3, lr_schedule="cosine", warmup_steps=20,
         val_every=100, checkpoint_every=50, val_metric="l1", val_mode="min", device="cpu"))  # fmt: skip
@@ -45,12 +48,13 @@ class DespeckleConfig:
 class DespeckleNet(nn.Module):
     """``out = x + unet(x)`` on ``(B, 1, X, Z)`` images in [0, 1]; any size (padded to 16)."""
 
-    def __init__(self, features: tuple[int, ...] = (12, 16, 32, 48, 64, 12)) -> None:
+    def __init__(self, features: tuple[int, ...] = (12, 16, 32, 48, 64, 12),
+                 norm: str = "batch") -> None:  # fmt: skip
         super().__init__()
         from monai.networks.nets.basic_unet import BasicUNet
 
         self.unet = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1,
-                              features=tuple(features), act="leakyrelu", norm="instance")  # fmt: skip
+                              features=tuple(features), act="leakyrelu", norm=norm)  # fmt: skip
         # start as the identity: the correction's last layer begins at zero
         nn.init.zeros_(self.unet.final_conv.weight)
         nn.init.zeros_(self.unet.final_conv.bias)
@@ -91,7 +95,7 @@ def train_despeckle(cfg: DespeckleConfig, run_dir: str | Path, *, resume: bool =
     seed_everything(cfg.train.seed)
     val = [speckle_pair(np.random.default_rng(VAL_SEED + k), (cfg.val_size, cfg.val_size))
            for k in range(cfg.n_val)]  # fmt: skip
-    model = DespeckleNet(tuple(cfg.features))
+    model = DespeckleNet(tuple(cfg.features), cfg.norm)
     data = PairDataset(cfg.crop, cfg.train.max_steps * cfg.train.batch_size)
 
     def step(net, batch):
