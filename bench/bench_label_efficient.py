@@ -8,7 +8,7 @@ by mean foreground Dice on a fixed held-out test set through the normal ``Segmen
 Methods: ``sup`` (supervised on the n cases), ``uamt`` / ``cps`` / ``fixmatch``
 (semi-supervised, ``train_segmentation(semi=...)``), ``pretrain`` (masked-image pre-training
 on the unlabelled images once per dataset, then fine-tuning, with the few-shot schedule for
-n <= 5), ``prior`` (the ``sup`` model of the same n and seed, predicted with the anatomical
+n <= 5; ``pretrain-plain``: the same start on the plain schedule), ``prior`` (the ``sup`` model of the same n and seed, predicted with the anatomical
 prior enforced; abdomen only, no training). "sup-all" is ``sup`` at the largest n (the whole
 pool). Methods whose code is not in this checkout are skipped with a note.
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from label_efficient_data import prepare, subset, test_cases
 
-METHODS = ("sup", "uamt", "cps", "fixmatch", "pretrain", "prior")
+METHODS = ("sup", "uamt", "cps", "fixmatch", "pretrain", "pretrain-plain", "prior")
 SEMI = ("uamt", "cps", "fixmatch")
 #: Share of training patches centred on a foreground voxel (the default preset's stage 2).
 FOREGROUND_OVERSAMPLE = 0.7
@@ -112,7 +112,7 @@ def available(methods: list[str]) -> tuple[list[str], list[str]]:
     for m in methods:
         if m in SEMI and not _accepts(train.train_segmentation, "semi"):
             notes.append(f"{m}: train_segmentation has no semi= yet; skipped")
-        elif m == "pretrain":
+        elif m.startswith("pretrain"):
             try:
                 from medimg.tasks.segment.pretrain import pretrain_encoder  # noqa: F401
             except ImportError:
@@ -152,9 +152,9 @@ def train_run(method: str, base: Path, lab: Path, unl: Path, out: Path, plan, n:
     kw: dict = {"fold": -1, "plan": p, "progress": False, "device": "cpu", "resume": "auto"}
     if method in SEMI:
         kw.update(semi=method, unlabelled=unl)
-    if method == "pretrain":
+    if method.startswith("pretrain"):
         kw["init"] = pretrained_encoder(base, plan, pre_steps, 0)
-        if n <= 5 and _accepts(train_segmentation, "few_shot"):
+        if method == "pretrain" and n <= 5 and _accepts(train_segmentation, "few_shot"):
             kw["few_shot"] = True
             kw["max_steps"] = plan.train.max_steps  # the same step budget as the other methods
     train_segmentation(lab, out, **kw)
