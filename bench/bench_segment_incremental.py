@@ -6,8 +6,9 @@ group of cases (two stages like the default model: the planner's recipe, then or
 patches at a lower rate); the kidney is then added (``train_add_labels``: supervised on the kidney,
 LwF distillation from the base model) from another group of cases labelled for the kidney
 only. Held-out cases with every label score liver and spleen Dice for both models, and the
-kidney for the new one. ``--naive`` also runs the same addition without distillation
-(``distill_weight=0``), the forgetting the distillation is there to prevent.
+kidney for the new one. ``--distill-weights`` runs the addition once per weight of the
+distillation term (folder ``add_w<weight>``); ``--naive`` adds weight 0 (no distillation), the
+forgetting the distillation is there to prevent.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/bench_segment_incremental.py \\
         --out runs/bench_incremental
@@ -80,7 +81,7 @@ def main() -> None:
     ap.add_argument("--old-steps", type=int, default=400)
     ap.add_argument("--old-stage2-steps", type=int, default=300)
     ap.add_argument("--new-steps", type=int, default=200)
-    ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--distill-weights", type=float, nargs="+", default=[1.0])
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--naive", action="store_true")
     args = ap.parse_args()
@@ -136,7 +137,8 @@ def main() -> None:
             train_segmentation(old_data, base, fold=-1, plan=plan, init=out / "old",
                                device="cpu", progress=False, samples_per_epoch=64)  # fmt: skip
             timings["old_stage2_cpu_s"] = time.process_time() - c
-    runs = [("new", args.distill_weight)] + ([("naive", 0.0)] if args.naive else [])
+    weights = list(args.distill_weights) + ([0.0] if args.naive else [])
+    runs = [(f"add_w{w:g}", w) for w in weights]
     for name, weight in runs:
         if not (out / name / "train_time_s.txt").is_file():
             c = time.process_time()
@@ -147,8 +149,10 @@ def main() -> None:
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "timings": timings}
     models = {"old": base, **{r: out / r for r, _ in runs}}
     for name, folder in models.items():
-        result[name] = {k: float(np.mean(v)) for k, v in _scores(folder, every).items()}
-    result["old_drop"] = {k: result["old"][k] - result["new"][k] for k in result["old"]}
+        if (folder / "train_time_s.txt").is_file():
+            result[name] = {k: float(np.mean(v)) for k, v in _scores(folder, every).items()}
+    result["old_drop"] = {r: {k: result["old"][k] - result[r][k] for k in result["old"]}
+                          for r, _ in runs if r in result}  # fmt: skip
     result["cpu_s_total_this_call"] = time.process_time() - t0
     (out / "results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
