@@ -27,13 +27,13 @@ def _one_error(capsys) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_mri(tmp_path_factory) -> Path:
-    """A 2-iteration MoDL (2 CG steps, CG-SENSE start) with random denoiser weights: its
+    """A 1-iteration MoDL (1 CG step, 1-step CG-SENSE start) with random denoiser weights: its
     zero-initialised last layer would make the U-Net path invisible to a parity check."""
     from medimg.tasks.reconstruct.mri.models import ModelConfig, build_model
     from medimg.tasks.reconstruct.mri.train import MRITrainConfig
 
-    cfg = MRITrainConfig(model=ModelConfig(name="modl", cascades=2, features=(4, 4, 8, 8, 16, 4),
-                                           cg_iter=2, maps="espirit", init_iter=2))  # fmt: skip
+    cfg = MRITrainConfig(model=ModelConfig(name="modl", cascades=1, features=(4, 4, 8, 8, 16, 4),
+                                           cg_iter=1, maps="espirit", init_iter=1))  # fmt: skip
     torch.manual_seed(0)
     net = build_model(cfg.model)
     with torch.no_grad():

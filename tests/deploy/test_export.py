@@ -142,8 +142,6 @@ def test_bad_input_is_one_line(tiny_ct, ct_onnx, tmp_path, capsys):
     out = str(tmp_path / "m.onnx")
     assert main(["export", "no-such-model", "--out", out]) == 2
     assert "unknown model" in _one_error(capsys)
-    assert main(["export", "mri", "--out", out]) == 2
-    assert "not supported yet" in _one_error(capsys)
     with pytest.raises(InputError, match="format must be one of"):
         export_model(tiny_ct, out, format="tflite")
     with pytest.raises(InputError, match="use --format onnx"):

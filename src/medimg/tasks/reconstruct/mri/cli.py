@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medimg.tasks.cli_helpers import (
     ListAction,
+    add_backend,
     add_device,
     add_run_flags,
     add_threads,
@@ -141,7 +142,8 @@ def _predict(args: argparse.Namespace) -> int:
                            progress=not args.quiet, acceleration=args.acceleration,
                            mask_kind=args.mask, center_fraction=args.center_fraction,
                            coils=args.coils, seed=args.seed, fallback=args.fallback,
-                           safeguard=not args.no_safeguard)  # fmt: skip
+                           safeguard=not args.no_safeguard,
+                           backend=getattr(args, "backend", "torch"))  # fmt: skip
     for p in written:
         print(f"wrote {p}")
     return 0
@@ -294,6 +296,7 @@ def add_verbs(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None
                    help="skip the network's safeguard check (and its .json sidecar)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend(p)
     p.set_defaults(func=_predict)
 
     p = add_verb(sub, "adapt", "fine-tune a network on undersampled k-space only (self-supervised, SSDU)",

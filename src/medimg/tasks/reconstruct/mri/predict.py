@@ -176,12 +176,15 @@ def predict_path(
     progress: bool = True,
     fallback: bool = False,
     safeguard: bool = True,
+    backend: str = "torch",
     **options: object,
 ) -> list[Path]:
     """Reconstruct a file, a DICOM folder or a folder of ``.h5`` files into ``out_dir``.
 
     ``safeguard``: check a network's slices (see the module docstring); ``fallback``: write
-    the classical image for the slices it flags.
+    the classical image for the slices it flags. ``backend="onnxruntime"`` (or an exported
+    ``.onnx`` as ``model``): the network runs in ONNX Runtime
+    (:func:`medimg.deploy.mri.open_mri`); coil maps, safeguard and outputs stay this code.
 
     Every output and every ``.h5`` input's layout is checked before any reconstruction, so a
     refusal writes nothing. A new ``out_dir`` appears only once complete; in an existing one
@@ -202,7 +205,20 @@ def predict_path(
     for f in files:  # a bad file later in the folder is found before anything is written
         if _is_h5(f):
             check_fastmri(f)
-    recon = Reconstructor(method, model, device, safeguard=safeguard and method == "net")
+    ort_tag = None
+    from medimg.deploy.runtime import check_backend
+
+    if check_backend(backend) == "onnxruntime" or str(model).lower().endswith(".onnx"):
+        if method != "net":
+            raise InputError(f"--backend onnxruntime runs a network; --method {method} is "
+                             "classical, use --method net or --backend torch")  # fmt: skip
+        from medimg.deploy.mri import open_mri
+
+        net, ort_tag, thresholds = open_mri(model, device=device)
+        recon = Reconstructor("net", net, device,
+                              safeguard=thresholds if safeguard and thresholds else False)  # fmt: skip
+    else:
+        recon = Reconstructor(method, model, device, safeguard=safeguard and method == "net")
     checked = recon.thresholds is not None
     if fallback and not checked:
         raise InputError(
@@ -213,7 +229,9 @@ def predict_path(
     sidecars = [out / f"{n}.json" for n in names] if checked else []
     check_outputs(sidecars, inputs=[src], overwrite=overwrite)
     desc = f"medimg MRI recon ({method})"
-    if recon.net is not None:  # which network: NIfTI descrip, DICOM Series Description
+    if ort_tag is not None:
+        desc = ort_tag
+    elif recon.net is not None:  # which network: NIfTI descrip, DICOM Series Description
         from medimg.engine.provenance import model_tag
 
         name = "default" if model is None else Path(str(model)).name
