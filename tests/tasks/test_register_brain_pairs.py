@@ -118,3 +118,35 @@ def test_tiny_model_learns_to_recover_known_shifts(tmp_path):
             zero.append(float(field_error(torch.zeros_like(field), true, mask)))
             learned.append(float(field_error(field, true, mask)))
     assert np.mean(learned) < 0.85 * np.mean(zero), (zero, learned)
+
+
+def test_stack_twice_applies_one_network_two_times(tmp_path):
+    from safetensors.torch import save_model
+
+    from medimg.engine import to_yaml
+    from medimg.tasks.register.brain_train import stack_twice
+    from medimg.tasks.register.models import ModelConfig, build_model
+    from medimg.tasks.register.predict import Registrator
+    from medimg.tasks.register.train import RegConfig
+    from medimg.tasks.register.transform import compose
+
+    torch.manual_seed(0)
+    cfg = RegConfig(num_classes=4, working_spacing_mm=(4.0, 4.0, 4.0))
+    cfg.model = ModelConfig(spatial_dims=3, channels=(4, 8, 8, 8), final_channels=(4,))
+    net = build_model(cfg.model)
+    (tmp_path / "one").mkdir()
+    to_yaml(cfg, tmp_path / "one" / "reg.yaml")
+    save_model(net, str(tmp_path / "one" / "model.safetensors"))
+    twice = Registrator(stack_twice(tmp_path / "one", tmp_path / "twice"))
+    assert twice.coarse is not None and twice.coarse.coarse is None
+    img = Image(
+        np.random.default_rng(0).random((1, 16, 16, 16), np.float32), np.diag([4.0] * 3 + [1])
+    )
+    f, m = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    one = Registrator(tmp_path / "one")
+    with torch.no_grad():
+        first = one.network_field(f, m, img)
+        expected = compose(first, one.network_field(f, warp(m, first), img))
+        assert torch.allclose(twice.network_field(f, m, img), expected, atol=1e-5)
+    with pytest.raises(InputError, match="single-stage"):
+        stack_twice(tmp_path / "twice", tmp_path / "thrice")

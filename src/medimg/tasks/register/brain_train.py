@@ -41,7 +41,13 @@ from medimg.tasks.register.models import ModelConfig, build_model
 from medimg.tasks.register.synth_train import present_dice_loss
 from medimg.tasks.register.transform import warp
 
-__all__ = ["REAL_BRAINS_PRESET", "field_error", "train_real_brains", "train_real_brains_preset"]
+__all__ = [
+    "REAL_BRAINS_PRESET",
+    "field_error",
+    "stack_twice",
+    "train_real_brains",
+    "train_real_brains_preset",
+]
 
 #: ``--preset real-brains``: the default's 4 mm network (widths 8-16-16-16-16-16, space-to-depth,
 #: symmetric diffeomorphic), started from the shipped 4 mm stage; pairs drawn at 2 mm and
@@ -153,6 +159,24 @@ def train_real_brains(
     with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
         tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return result
+
+
+def stack_twice(model: str | Path, dest: str | Path, *, overwrite: bool = True) -> Path:
+    """A model folder ``dest`` that applies the single-stage ``model`` twice: its ``coarse/``
+    stage and its own network are both ``model``, so the second pass registers what the first
+    left (a multi-resolution cascade with one resolution; :class:`~.predict.Registrator` runs
+    the second pass because its voxel size is not coarser than the first's)."""
+    from medimg.tasks.register.train import export_model, load_config
+
+    src, out = Path(model), Path(dest)
+    if load_config(src / "reg.yaml").coarse:
+        raise InputError("stack_twice needs a single-stage model (no coarse stage)", src)
+    export_model(src, out / "coarse", overwrite=overwrite)
+    export_model(src, out, overwrite=overwrite)
+    cfg = load_config(out / "reg.yaml")
+    cfg.coarse = "coarse"
+    to_yaml(cfg, out / "reg.yaml")  # atomic
+    return out
 
 
 def train_real_brains_preset(
