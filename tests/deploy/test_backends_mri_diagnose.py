@@ -53,6 +53,7 @@ def mri_onnx(tiny_mri, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the unrolled graph's export: about 1 CPU-minute (once for the module)
 def test_mri_graph_matches_torch_at_sizes_other_than_the_export_size(tiny_mri, mri_onnx):
     from medimg.deploy.mri import mri_inputs, open_mri
     from medimg.tasks.reconstruct.mri.infer import Reconstructor
@@ -68,6 +69,7 @@ def test_mri_graph_matches_torch_at_sizes_other_than_the_export_size(tiny_mri, m
         assert np.abs(zero_filled - ref).max() > 0.05 * ref.max()  # the network did something
 
 
+@pytest.mark.slow
 def test_recon_mri_predict_onnxruntime_writes_the_torch_image(tiny_mri, mri_onnx, tmp_path):
     rng = np.random.default_rng(0)
     arr = np.zeros((1, 32, 32, 2), np.float32)
@@ -125,6 +127,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow  # a classifier export and four predict runs: about 10 CPU s
 def test_diagnose_predict_onnxruntime_gives_the_torch_probabilities_and_safeguard(
     tiny_dx, tmp_path, capsys
 ):
