@@ -7,8 +7,9 @@ patches at a lower rate); the kidney is then added (``train_add_labels``: superv
 LwF distillation from the base model) from another group of cases labelled for the kidney
 only. Held-out cases with every label score liver and spleen Dice for both models, and the
 kidney for the new one. ``--distill-weights`` runs the addition once per weight of the
-distillation term (folder ``add_w<weight>``); ``--naive`` adds weight 0 (no distillation), the
-forgetting the distillation is there to prevent.
+class-balanced distillation term (folder ``add_w<weight>_cb``), ``--plain-weights`` once per
+weight of the plain voxel-mean term (``add_w<weight>``); ``--naive``: no distillation at all,
+the forgetting the distillation is there to prevent.
 
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python bench/bench_segment_incremental.py \\
         --out runs/bench_incremental
@@ -81,7 +82,8 @@ def main() -> None:
     ap.add_argument("--old-steps", type=int, default=400)
     ap.add_argument("--old-stage2-steps", type=int, default=300)
     ap.add_argument("--new-steps", type=int, default=200)
-    ap.add_argument("--distill-weights", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--distill-weights", type=float, nargs="*", default=[1.0])
+    ap.add_argument("--plain-weights", type=float, nargs="*", default=[])
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--naive", action="store_true")
     args = ap.parse_args()
@@ -137,22 +139,24 @@ def main() -> None:
             train_segmentation(old_data, base, fold=-1, plan=plan, init=out / "old",
                                device="cpu", progress=False, samples_per_epoch=64)  # fmt: skip
             timings["old_stage2_cpu_s"] = time.process_time() - c
-    weights = list(args.distill_weights) + ([0.0] if args.naive else [])
-    runs = [(f"add_w{w:g}", w) for w in weights]
-    for name, weight in runs:
+    runs = [(f"add_w{w:g}_cb", w, True) for w in args.distill_weights]
+    runs += [(f"add_w{w:g}", w, False) for w in args.plain_weights]
+    runs += [("naive", 0.0, False)] if args.naive else []
+    for name, weight, balanced in runs:
         if not (out / name / "train_time_s.txt").is_file():
             c = time.process_time()
             train_add_labels(new_data, out / name, init=base, add_labels=["kidney"],
                              max_steps=args.new_steps, device="cpu", progress=False,
-                             distill_weight=weight, lr=args.lr, samples_per_epoch=64)  # fmt: skip
+                             distill_weight=weight, lr=args.lr, samples_per_epoch=64,
+                             balanced=balanced)  # fmt: skip
             timings[f"{name}_cpu_s"] = time.process_time() - c
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "timings": timings}
-    models = {"old": base, **{r: out / r for r, _ in runs}}
+    models = {"old": base, **{r[0]: out / r[0] for r in runs}}
     for name, folder in models.items():
         if (folder / "train_time_s.txt").is_file():
             result[name] = {k: float(np.mean(v)) for k, v in _scores(folder, every).items()}
     result["old_drop"] = {r: {k: result["old"][k] - result[r][k] for k in result["old"]}
-                          for r, _ in runs if r in result}  # fmt: skip
+                          for r, *_ in runs if r in result}  # fmt: skip
     result["cpu_s_total_this_call"] = time.process_time() - t0
     (out / "results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
