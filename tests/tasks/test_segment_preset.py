@@ -11,6 +11,7 @@ from medimg.tasks.segment.presets import (
     _stage2_plan,
     _stage3_plan,
     _write_stage3_set,
+    keep_single_organs,
 )
 
 
@@ -76,3 +77,14 @@ def test_stage3_set_adds_cases_of_the_weak_phases_never_the_held_out_seeds(tmp_p
     extra_seeds = {a[1] + i for a in asked[1:] for i in range(a[2])}
     assert len(extra_seeds) == 3 and not extra_seeds & set(range(5000, 5300))  # held out
     assert not extra_seeds & set(range(DEFAULT_PRESET["seed"], DEFAULT_PRESET["seed"] + 66))
+
+
+def test_single_organs_keep_their_largest_component_the_kidneys_do_not(tmp_path):
+    from medimg.tasks.segment.plan import load_plan, save_plan
+
+    names = ["background", "liver", "spleen", "kidney"]
+    save_plan(SegPlan(label_names=names, postprocessing={"liver": True, "spleen": False,
+                                                         "kidney": False}), tmp_path / "plan.yaml")  # fmt: skip
+    keep_single_organs(tmp_path)
+    assert load_plan(tmp_path / "plan.yaml").postprocessing == {
+        "liver": True, "spleen": True, "kidney": False}  # fmt: skip
