@@ -7,7 +7,7 @@ patches at a lower rate); the kidney is then added (``train_add_labels``: superv
 LwF distillation from the base model) from another group of cases labelled for the kidney
 only. Held-out cases with every label score liver and spleen Dice for both models, and the
 kidney for the new one. ``--distill-weights`` runs the addition once per weight of the
-class-balanced distillation term (folder ``add_w<weight>_cb``), ``--plain-weights`` once per
+class-balanced, unbiased distillation term (folder ``add_w<weight>_ub``), ``--plain-weights`` once per
 weight of the plain voxel-mean term (``add_w<weight>``); ``--naive``: no distillation at all,
 the forgetting the distillation is there to prevent.
 
@@ -139,7 +139,7 @@ def main() -> None:
             train_segmentation(old_data, base, fold=-1, plan=plan, init=out / "old",
                                device="cpu", progress=False, samples_per_epoch=64)  # fmt: skip
             timings["old_stage2_cpu_s"] = time.process_time() - c
-    runs = [(f"add_w{w:g}_cb", w, True) for w in args.distill_weights]
+    runs = [(f"add_w{w:g}_ub", w, True) for w in args.distill_weights]
     runs += [(f"add_w{w:g}", w, False) for w in args.plain_weights]
     runs += [("naive", 0.0, False)] if args.naive else []
     for name, weight, balanced in runs:
@@ -151,12 +151,14 @@ def main() -> None:
                              balanced=balanced)  # fmt: skip
             timings[f"{name}_cpu_s"] = time.process_time() - c
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "timings": timings}
-    models = {"old": base, **{r[0]: out / r[0] for r in runs}}
+    # every finished addition in --out (also of earlier calls and earlier variants)
+    done = sorted(p for p in out.iterdir() if p.name.startswith(("add_", "naive")))
+    models = {"old": base, **{p.name: p for p in done}}
     for name, folder in models.items():
         if (folder / "train_time_s.txt").is_file():
             result[name] = {k: float(np.mean(v)) for k, v in _scores(folder, every).items()}
     result["old_drop"] = {r: {k: result["old"][k] - result[r][k] for k in result["old"]}
-                          for r, *_ in runs if r in result}  # fmt: skip
+                          for r in models if r != "old" and r in result}  # fmt: skip
     result["cpu_s_total_this_call"] = time.process_time() - t0
     (out / "results.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

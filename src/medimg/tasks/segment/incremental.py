@@ -134,14 +134,23 @@ def marginal_loss(
 
 
 def balanced_kd(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float, n_old: int | None = None
 ) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` averaged per class of the
-    teacher's prediction, then over those classes: a small organ's voxels weigh as much as the
-    background's (a plain voxel mean, :func:`~.distill.kd_kl`, let the spleen be forgotten on
-    generated abdomens, see the module doc)."""
-    log_s = F.log_softmax(student_logits / t, dim=1)
+    """``T^2 * KL(softmax(teacher/T) || q)`` averaged per class of the teacher's prediction,
+    then over those classes: a small organ's voxels weigh as much as the background's (a plain
+    voxel mean, :func:`~.distill.kd_kl`, let the spleen be forgotten on generated abdomens).
+
+    ``q``: the student's softmax at ``T`` over its old classes; with ``n_old`` (the student has
+    more classes than the teacher) the "unbiased" form of Cermelli et al. 2020: the student's
+    full softmax with its new classes merged into the background, which the old model could not
+    tell them from, so a new class may take the old background but not an old structure."""
     log_t = F.log_softmax(teacher_logits / t, dim=1)
+    if n_old is None:
+        log_s = F.log_softmax(student_logits / t, dim=1)
+    else:
+        full = F.log_softmax(student_logits / t, dim=1)
+        merged = torch.logsumexp(torch.cat([full[:, :1], full[:, n_old:]], 1), 1, keepdim=True)
+        log_s = torch.cat([merged, full[:, 1:n_old]], 1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
     cls = teacher_logits.argmax(1)
     per_class = [kl[cls == k].mean() for k in range(teacher_logits.shape[1]) if (cls == k).any()]
@@ -239,7 +248,10 @@ def train_add_labels(
         out = net(x)
         sup = deep_supervision_loss(lambda o, t: marginal_loss(o, t, n_old, dice), out, y)
         main = out[:, 0] if out.ndim == y.ndim + 1 else out
-        kd = (balanced_kd if balanced else kd_kl)(main[:, :n_old].float(), old_logits, temperature)
+        if balanced:
+            kd = balanced_kd(main.float(), old_logits, temperature, n_old)
+        else:
+            kd = kd_kl(main[:, :n_old].float(), old_logits, temperature)
         return {"loss": sup + distill_weight * kd, "new": sup.detach(), "kd": kd.detach()}
 
     run = IncrementalRun(str(dataset), str(init_dir), list(add_labels), temperature,
