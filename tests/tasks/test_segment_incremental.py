@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from test_segment_pretrain import tiny_plan, write_blob_set
 
 from medimg.errors import InputError
 from medimg.io.api import load
-from medimg.tasks.segment.incremental import marginal_loss, train_add_labels
+from medimg.tasks.segment.distill import kd_kl
+from medimg.tasks.segment.incremental import balanced_kd, marginal_loss, train_add_labels
 from medimg.tasks.segment.plan import load_plan
 from medimg.tasks.segment.predict import Segmenter
 from medimg.tasks.segment.train import dice_per_class, train_segmentation
@@ -67,6 +69,26 @@ def test_marginal_loss_merges_the_old_classes():
     as_a = loss([[0, 5, 0], [0, 5, 0], [0, 0, 5]])
     assert as_a == pytest.approx(as_background, abs=1e-6)
     assert loss([[0, 0, 5], [5, 0, 0], [0, 0, 5]]) > as_a + 1  # b where it is not
+
+
+def test_balanced_distillation_weighs_a_small_structure_like_the_background():
+    teacher = torch.zeros(1, 2, 100)
+    teacher[0, 0, 1:] = 4.0  # 99 background voxels
+    teacher[0, 1, 0] = 4.0  # one voxel of the small structure
+    student = teacher.clone()
+    student[0, :, 0] = torch.tensor([4.0, 0.0])  # the small structure forgotten
+    plain, balanced = kd_kl(student, teacher, 2.0), balanced_kd(student, teacher, 2.0)
+    assert float(balanced) > 40 * float(plain) > 0  # 1/2 of the weight instead of 1/100
+    assert float(balanced_kd(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    # unbiased form: a new third class may take the old background, not the old structure
+    takes_background = torch.cat([teacher, torch.full((1, 1, 100), -30.0)], 1)
+    takes_background[0, 2, 1:] = 3.5  # the new class wins where the teacher saw background,
+    takes_background[0, 0, 1:] = 2 * math.log(math.exp(2) - math.exp(1.75))  # mass kept
+    takes_structure = torch.cat([teacher, torch.full((1, 1, 100), -30.0)], 1)
+    takes_structure[0, 2, 0] = 8.0  # ... or where it saw the small structure
+    kept = float(balanced_kd(takes_background, teacher, 2.0, n_old=2))
+    lost = float(balanced_kd(takes_structure, teacher, 2.0, n_old=2))
+    assert kept == pytest.approx(0.0, abs=1e-4) and lost > 0.5, (kept, lost)
 
 
 def test_refusals(models, tmp_path):

@@ -13,14 +13,15 @@ partially labelled background)::
 * the supervised term sees, per voxel, ``P(new structure j)`` and ``P(rest) = sum of the old
   classes' probabilities``, so an unlabelled liver voxel is only told "not the kidney", never
   "background"; on every deep-supervision head like supervised training;
-* the distillation term compares, at temperature ``T`` (2), the new model's distribution
-  over the old classes (softmax of their logits alone) with the frozen old model's on the
-  same augmented patch: the old structures are kept without any of their labels. The KL is
-  averaged per class of the old model's prediction, then over the classes
-  (:func:`balanced_kd`; ``balanced=False``: a plain voxel mean). With the plain mean, on
-  generated abdomens (liver + spleen, kidney added) the spleen, under 1 % of the voxels, was
-  forgotten entirely (Dice 0 on the training cases at every validation) while the liver was
-  kept.
+* the distillation term compares, at temperature ``T`` (2), the frozen old model's softmax
+  on the same augmented patch with the new model's softmax in which the new classes are merged
+  into the background (the old model could not tell them apart): the old structures are kept
+  without any of their labels, and a new structure may take the old background but not an old
+  organ. The KL is averaged per class of the old model's prediction, then over the classes
+  (:func:`balanced_kd`; ``balanced=False``: LwF's plain voxel mean over the old classes'
+  renormalised softmax). On generated abdomens (liver + spleen, kidney added) the plain form
+  forgot the spleen (under 1 % of the voxels) entirely; balancing alone kept the spleen among
+  the old classes but the kidney took its voxels; both together are the default.
 
 Validation (best model and post-processing choice) scores the new structures against their
 labels and the old ones against the old model's own prediction (the only reference there is
