@@ -54,7 +54,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                  "medimg export segment --format monai-bundle --out seg_bundle\n"
                  "medimg segment predict ct.nii.gz labels.nii.gz --model seg_int8.onnx "
                  "--backend onnxruntime")  # fmt: skip
-    p.add_argument("model", help="segment, redcnn, wgan, diagnose, or a model/run folder")
+    p.add_argument("model", help="segment, redcnn, wgan, diagnose, register, detect, us-learned, "
+                   "mri, or a model/run folder")  # fmt: skip
     p.add_argument("--format", choices=("onnx", "torchscript", "monai-bundle"), default="onnx",
                    help="file format (default: onnx); monai-bundle: a MONAI bundle folder "
                         "(segmentation)")  # fmt: skip
