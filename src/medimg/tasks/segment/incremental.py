@@ -17,7 +17,9 @@ partially labelled background)::
   on the same augmented patch with the new model's softmax in which the new classes are merged
   into the background (the old model could not tell them apart): the old structures are kept
   without any of their labels, and a new structure may take the old background but not an old
-  organ. The KL is averaged per class of the old model's prediction, then over the classes
+  organ. Voxels labelled as a new structure are not distilled: there the labels are the
+  truth, and the old model, which never saw the structure, may call them an old organ. The
+  KL is averaged per class of the old model's prediction, then over the classes
   (:func:`balanced_kd`; ``balanced=False``: LwF's plain voxel mean over the old classes'
   renormalised softmax). On generated abdomens (liver + spleen, kidney added) the plain form
   forgot the spleen (under 1 % of the voxels) entirely; balancing alone kept the spleen among
@@ -135,7 +137,11 @@ def marginal_loss(
 
 
 def balanced_kd(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float, n_old: int | None = None
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    t: float,
+    n_old: int | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher/T) || q)`` averaged per class of the teacher's prediction,
     then over those classes: a small organ's voxels weigh as much as the background's (a plain
@@ -144,7 +150,8 @@ def balanced_kd(
     ``q``: the student's softmax at ``T`` over its old classes; with ``n_old`` (the student has
     more classes than the teacher) the "unbiased" form of Cermelli et al. 2020: the student's
     full softmax with its new classes merged into the background, which the old model could not
-    tell them from, so a new class may take the old background but not an old structure."""
+    tell them from, so a new class may take the old background but not an old structure.
+    ``keep``: ``(B, ...)`` voxels to distil (others, labelled as a new structure, are not)."""
     log_t = F.log_softmax(teacher_logits / t, dim=1)
     if n_old is None:
         log_s = F.log_softmax(student_logits / t, dim=1)
@@ -154,7 +161,11 @@ def balanced_kd(
         log_s = torch.cat([merged, full[:, 1:n_old]], 1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
     cls = teacher_logits.argmax(1)
+    if keep is not None:
+        cls = torch.where(keep, cls, torch.full_like(cls, -1))
     per_class = [kl[cls == k].mean() for k in range(teacher_logits.shape[1]) if (cls == k).any()]
+    if not per_class:
+        return kl.sum() * 0.0
     return torch.stack(per_class).mean() * t * t
 
 
@@ -250,7 +261,7 @@ def train_add_labels(
         sup = deep_supervision_loss(lambda o, t: marginal_loss(o, t, n_old, dice), out, y)
         main = out[:, 0] if out.ndim == y.ndim + 1 else out
         if balanced:
-            kd = balanced_kd(main.float(), old_logits, temperature, n_old)
+            kd = balanced_kd(main.float(), old_logits, temperature, n_old, keep=y[:, 0] == 0)
         else:
             kd = kd_kl(main[:, :n_old].float(), old_logits, temperature)
         return {"loss": sup + distill_weight * kd, "new": sup.detach(), "kd": kd.detach()}
