@@ -82,6 +82,10 @@ def test_small_organ_flagged_unless_cut_by_the_field_of_view():
     lab[0, 62:67, 38:43, 35:40] = 1  # as small, but cut by the top of the volume
     report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
     assert not _reasons(report, "liver")
+    lab[0, 62:67, 38:43, 35:40] = 0
+    lab[0, 62:64, 38:40, 38:40] = 1  # an 8-voxel (0.64 mL) speck at the top: not an organ
+    report = check_prior(labels.with_array(lab), ABDOMEN_PRIOR, NAMES, image)
+    assert "smaller than 300 mL" in _reasons(report, "liver")
 
 
 def test_sides_are_judged_in_the_patient_frame_whatever_the_array_order():

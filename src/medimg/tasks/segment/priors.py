@@ -10,7 +10,7 @@ around it is as wide as a trunk (an adult abdomen is wider than any head or neck
 between organs (spleen left of liver, kidneys posterior to the liver) are checked on the
 centroids of each organ's largest piece and reported; they remove nothing, because which of the two organs is wrong
 is not known. A component cut by the edge of the field of view is exempt from the lower volume
-bound, so a partly imaged organ is not flagged for being small.
+bound (down to 1 mL), so a partly imaged organ is not flagged for being small.
 
 The rules come from a ``prior.yaml`` in the model folder when there is one (a user's own model
 and labels), else from :data:`ABDOMEN_PRIOR` for the labels it names. Written here because
@@ -59,6 +59,9 @@ _MARGIN_MM = 10.0
 _SIDE_FRACTION = 0.05
 #: a component counts as inside the body when at least this fraction of it is
 _INSIDE_FRACTION = 0.5
+#: a piece cut by the edge of the field of view is exempt from the organ's lower volume bound,
+#: but not below this (mL): a speck of a few voxels at the edge is no evidence of an organ
+_EDGE_MIN_ML = 1.0
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,7 @@ def _component_reasons(
         reasons.append(f"more pieces than the organ has ({rule.pieces})")
     if ml > rule.max_ml:
         reasons.append(f"larger than {rule.max_ml:g} mL")
-    if ml < rule.min_ml and not _touches_edge(mask):
+    if ml < rule.min_ml and (ml < _EDGE_MIN_ML or not _touches_edge(mask)):
         reasons.append(f"smaller than {rule.min_ml:g} mL")
     inside = np.count_nonzero(mask & body) / max(np.count_nonzero(mask), 1)
     if inside < _INSIDE_FRACTION:
