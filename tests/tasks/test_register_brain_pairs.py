@@ -120,11 +120,11 @@ def test_tiny_model_learns_to_recover_known_shifts(tmp_path):
     assert np.mean(learned) < 0.85 * np.mean(zero), (zero, learned)
 
 
-def test_stack_twice_applies_one_network_two_times(tmp_path):
+def test_chain_stages_applies_one_network_two_times(tmp_path):
     from safetensors.torch import save_model
 
     from medimg.engine import to_yaml
-    from medimg.tasks.register.brain_train import stack_twice
+    from medimg.tasks.register.brain_train import chain_stages
     from medimg.tasks.register.models import ModelConfig, build_model
     from medimg.tasks.register.predict import Registrator
     from medimg.tasks.register.train import RegConfig
@@ -137,7 +137,7 @@ def test_stack_twice_applies_one_network_two_times(tmp_path):
     (tmp_path / "one").mkdir()
     to_yaml(cfg, tmp_path / "one" / "reg.yaml")
     save_model(net, str(tmp_path / "one" / "model.safetensors"))
-    twice = Registrator(stack_twice(tmp_path / "one", tmp_path / "twice"))
+    twice = Registrator(chain_stages(tmp_path / "one", tmp_path / "one", tmp_path / "twice"))
     assert twice.coarse is not None and twice.coarse.coarse is None
     img = Image(
         np.random.default_rng(0).random((1, 16, 16, 16), np.float32), np.diag([4.0] * 3 + [1])
@@ -149,4 +149,4 @@ def test_stack_twice_applies_one_network_two_times(tmp_path):
         expected = compose(first, one.network_field(f, warp(m, first), img))
         assert torch.allclose(twice.network_field(f, m, img), expected, atol=1e-5)
     with pytest.raises(InputError, match="single-stage"):
-        stack_twice(tmp_path / "twice", tmp_path / "thrice")
+        chain_stages(tmp_path / "twice", tmp_path / "one", tmp_path / "thrice")

@@ -43,8 +43,8 @@ from medimg.tasks.register.transform import warp
 
 __all__ = [
     "REAL_BRAINS_PRESET",
+    "chain_stages",
     "field_error",
-    "stack_twice",
     "train_real_brains",
     "train_real_brains_preset",
 ]
@@ -161,18 +161,19 @@ def train_real_brains(
     return result
 
 
-def stack_twice(model: str | Path, dest: str | Path, *, overwrite: bool = True) -> Path:
-    """A model folder ``dest`` that applies the single-stage ``model`` twice: its ``coarse/``
-    stage and its own network are both ``model``, so the second pass registers what the first
-    left (a multi-resolution cascade with one resolution; :class:`~.predict.Registrator` runs
-    the second pass because its voxel size is not coarser than the first's)."""
+def chain_stages(first: str | Path, second: str | Path, dest: str | Path) -> Path:
+    """A model folder ``dest`` that runs the single-stage model ``first`` and then ``second`` on
+    what it left (``dest/coarse`` = ``first``, ``dest`` = ``second``): a cascade whose stages may
+    share one voxel size (:class:`~.predict.Registrator` runs the second because its voxel size
+    is not coarser than the pair's). ``chain_stages(m, m, d)`` applies ``m`` twice."""
     from medimg.tasks.register.train import export_model, load_config
 
-    src, out = Path(model), Path(dest)
-    if load_config(src / "reg.yaml").coarse:
-        raise InputError("stack_twice needs a single-stage model (no coarse stage)", src)
-    export_model(src, out / "coarse", overwrite=overwrite)
-    export_model(src, out, overwrite=overwrite)
+    for src in (first, second):
+        if load_config(Path(src) / "reg.yaml").coarse:
+            raise InputError("chain_stages needs single-stage models (no coarse stage)", src)
+    out = Path(dest)
+    export_model(first, out / "coarse", overwrite=True)
+    export_model(second, out, overwrite=True)
     cfg = load_config(out / "reg.yaml")
     cfg.coarse = "coarse"
     to_yaml(cfg, out / "reg.yaml")  # atomic
@@ -192,7 +193,8 @@ def train_real_brains_preset(
     """``--preset real-brains``: the ITK KmeansTest T1 and its tissue map (fetched into the data
     cache on first use; Colin27 is the bench's validation brain and stays out), then
     :func:`train_real_brains` into ``work_dir/model``, from ``init`` (default: the shipped
-    model's 4 mm stage)."""
+    model's 4 mm stage); returns the cascade ``work_dir/cascade`` (``init``, then the trained
+    network: what ``--export`` copies)."""
     from medimg.phantoms.synth_brain import itk_t1_labels
     from medimg.tasks.register.predict import DEFAULT_MODEL
 
@@ -202,7 +204,10 @@ def train_real_brains_preset(
         raise InputError(f"--preset real-brains needs the ITK example T1: {exc}") from None
     sources = [brain_source(t1, labels, float(REAL_BRAINS_PRESET["spacing"]) / 2)]
     start = Path(init) if init is not None else DEFAULT_MODEL / "coarse"
-    return train_real_brains(sources, Path(work_dir) / "model", max_steps=max_steps, init=start,
-                             device=device, progress=progress, resume=resume,
-                             overwrite=overwrite,
-                             source="real-brains: ITK KmeansTest T1 under known warps")  # fmt: skip
+    res = train_real_brains(sources, Path(work_dir) / "model", max_steps=max_steps, init=start,
+                            device=device, progress=progress, resume=resume,
+                            overwrite=overwrite,
+                            source="real-brains: ITK KmeansTest T1 under known warps")  # fmt: skip
+    # the shipped cascade: the starting 4 mm stage, then the trained network on what it left
+    cascade = chain_stages(start, res.run_dir, Path(work_dir) / "cascade")
+    return dataclasses.replace(res, run_dir=cascade)
