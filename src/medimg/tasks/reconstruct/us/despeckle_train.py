@@ -37,7 +37,7 @@ class DespeckleConfig:
     crop: int = 96
     n_val: int = 24
     val_size: int = 128
-    edge_weight: float = 1.0
+    edge_weight: float = 3.0
     features: tuple[int, ...] = (12, 16, 32, 48, 64, 12)
     norm: str = "batch"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
