@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# pytest workers (tests run one torch thread each, so one worker per core)
+TEST_WORKERS ?= auto
+
 .PHONY: demo test lint format install clean bench
 
 $(STAMP): pyproject.toml constraints.txt
@@ -26,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_dicom_load.py
