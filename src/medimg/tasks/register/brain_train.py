@@ -20,15 +20,11 @@ import numpy as np
 import torch
 
 from medimg.engine import (
-    Trainer,
     TrainResult,
     check_run_dir,
-    load_weights,
-    seed_everything,
     to_yaml,
 )
 from medimg.errors import InputError
-from medimg.io.output import atomic_path, mark_owned
 from medimg.tasks.register.brain_pairs import (
     BrainSource,
     BrainWarpDataset,
@@ -37,8 +33,12 @@ from medimg.tasks.register.brain_pairs import (
     fixed_brain_pairs,
 )
 from medimg.tasks.register.losses import LossConfig, regulariser
-from medimg.tasks.register.models import ModelConfig, build_model
-from medimg.tasks.register.synth_train import present_dice_loss
+from medimg.tasks.register.synth_train import (
+    fit_preset,
+    present_dice_loss,
+    preset_config,
+    preset_model,
+)
 from medimg.tasks.register.transform import warp
 
 __all__ = [
@@ -107,37 +107,21 @@ def train_real_brains(
     """Train a registration network on :class:`~.brain_pairs.BrainWarpDataset` pairs of
     ``sources`` into the model folder ``out_dir``; ``preset`` overrides
     :data:`REAL_BRAINS_PRESET` keys; ``init``: a model folder with the same network to start from."""
-    from medimg.tasks.register.train import RegConfig
-
     t0 = time.perf_counter()
     p = {**REAL_BRAINS_PRESET, **(preset or {})}
     out = Path(out_dir)
     resuming = check_run_dir(out, resume=resume, overwrite=overwrite, whole_folder=True,
                              restart_unstarted=True)  # fmt: skip
     data = BrainWarpDataset(list(sources), ranges)
-    cfg = RegConfig(dataset=source, num_classes=4)
-    cfg.model = ModelConfig(spatial_dims=3, channels=tuple(p["channels"]),
-                            final_channels=tuple(p["final_channels"]), symmetric=True,
-                            downsample="shuffle")  # fmt: skip
     # supervised by the known field; lncc stays the similarity instance optimisation uses
-    cfg.loss = LossConfig(mode="supervised", sim_weight=0.0, reg_weight=float(p["reg_weight"]),
-                          dice_weight=float(p["dice_weight"]))  # fmt: skip
-    cfg.working_spacing_mm = (float(p["spacing"]),) * 3
-    steps = int(max_steps or p["max_steps"])
-    cfg.train = dataclasses.replace(cfg.train, max_steps=steps, lr=float(p["lr"]),
-                                    lr_schedule="cosine", warmup_steps=min(50, steps // 10),
-                                    val_metric="epe_mm", val_mode="min",
-                                    val_every=min(int(p["val_every"]), steps),
-                                    checkpoint_every=min(int(p["val_every"]), steps))  # fmt: skip
-    if device is not None:
-        cfg.train.device = device
-    cfg.train.progress = progress
+    cfg = preset_config(p, dataset=source, num_classes=4, nd=3,
+                        loss=LossConfig(mode="supervised", sim_weight=0.0,
+                                        reg_weight=float(p["reg_weight"]),
+                                        dice_weight=float(p["dice_weight"])),
+                        max_steps=max_steps, val_metric="epe_mm", val_mode="min", device=device,
+                        progress=progress)  # fmt: skip
     val_items = fixed_brain_pairs(data, int(p["val_pairs"]), int(p["val_seed"]))
-    seed_everything(cfg.train.seed)
-    model = build_model(cfg.model)
-    if init is not None:
-        weights = Path(init) / "model.safetensors"
-        load_weights(model, weights if weights.is_file() else init)
+    model = preset_model(cfg, init)
     reg = regulariser(cfg.loss.regulariser)
     outside = float(p["outside_weight"])
 
@@ -149,16 +133,8 @@ def train_real_brains(
         total = epe + cfg.loss.dice_weight * dice + cfg.loss.reg_weight * smooth
         return {"loss": total, "epe": epe.detach(), "dice": dice.detach(), "reg": smooth.detach()}
 
-    trainer = Trainer(model, data, step, cfg.train, out, run_config=cfg,
+    return fit_preset(model, data, step, cfg, out, resuming=resuming, t0=t0,
                       validate=lambda net: _validate(net, val_items, float(p["spacing"])))  # fmt: skip
-    if not resuming:  # first, so an interrupted run is already a model folder
-        out.mkdir(parents=True, exist_ok=True)
-        mark_owned(out)
-        to_yaml(cfg, out / "reg.yaml")
-    result = trainer.fit(resume=resuming, overwrite=not resuming)
-    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
-        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return result
 
 
 def chain_stages(first: str | Path, second: str | Path, dest: str | Path) -> Path:

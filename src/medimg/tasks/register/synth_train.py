@@ -17,6 +17,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from medimg.tasks.register.losses import LossConfig, one_hot, regulariser
 from medimg.tasks.register.models import ModelConfig, build_model
 from medimg.tasks.register.synth_data import SynthPairDataset, brain_label_map, fixed_pairs
 from medimg.tasks.register.transform import warp
+
+if TYPE_CHECKING:
+    from medimg.tasks.register.train import RegConfig
 
 __all__ = ["SYNTH_PRESET", "present_dice_loss", "train_synth", "train_synth_preset"]
 
@@ -77,6 +81,60 @@ def _validate(net: torch.nn.Module, items: list[dict], spacing_mm: float) -> dic
     return out
 
 
+def preset_config(
+    p: dict, *, dataset: str, num_classes: int, nd: int, loss: LossConfig,
+    max_steps: int | None, val_metric: str, val_mode: str, device: str | None, progress: bool,
+) -> RegConfig:  # fmt: skip
+    """The run config of a preset that trains on pairs made on the fly: the preset's network
+    (symmetric, space-to-depth), grid, rate and cosine schedule, validated on ``val_metric``."""
+    from medimg.tasks.register.train import RegConfig
+
+    cfg = RegConfig(dataset=dataset, num_classes=num_classes)
+    cfg.model = ModelConfig(spatial_dims=nd, channels=tuple(p["channels"]),
+                            final_channels=tuple(p["final_channels"]), symmetric=True,
+                            downsample="shuffle")  # fmt: skip
+    cfg.loss = loss
+    cfg.working_spacing_mm = (float(p["spacing"]),) * nd
+    steps = int(max_steps or p["max_steps"])
+    cfg.train = dataclasses.replace(cfg.train, max_steps=steps, lr=float(p["lr"]),
+                                    lr_schedule="cosine", warmup_steps=min(50, steps // 10),
+                                    val_metric=val_metric, val_mode=val_mode,
+                                    val_every=min(int(p["val_every"]), steps),
+                                    checkpoint_every=min(int(p["val_every"]), steps))  # fmt: skip
+    if device is not None:
+        cfg.train.device = device
+    cfg.train.progress = progress
+    return cfg
+
+
+def preset_model(cfg: RegConfig, init: str | Path | None) -> torch.nn.Module:
+    """The network of ``cfg``, seeded; with the weights of the model folder (or checkpoint)
+    ``init`` when given."""
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model)
+    if init is not None:
+        weights = Path(init) / "model.safetensors"
+        load_weights(model, weights if weights.is_file() else init)
+    return model
+
+
+def fit_preset(
+    model: torch.nn.Module, data: Any, step: Any, cfg: RegConfig, out: Path, *,
+    validate: Any, resuming: bool, t0: float,
+) -> TrainResult:  # fmt: skip
+    """Train into the model folder ``out`` (its ``reg.yaml`` written first, so an interrupted
+    run is already a model folder) and record the training time."""
+    trainer = Trainer(model, data, step, cfg.train, out, run_config=cfg, validate=validate)
+    if not resuming:
+        out.mkdir(parents=True, exist_ok=True)
+        mark_owned(out)
+        to_yaml(cfg, out / "reg.yaml")
+    result = trainer.fit(resume=resuming, overwrite=not resuming)
+    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
+        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return result
+
+
 def train_synth(
     brain_maps: Sequence[torch.Tensor],
     out_dir: str | Path,
@@ -98,8 +156,6 @@ def train_synth(
     ``init``: a model folder with the same network settings to start from; ``appearance`` and
     ``deformation``: the generator's ranges (default :data:`.synth_data.PAIR_APPEARANCE`,
     :data:`.synth_data.PAIR_DEFORMATION`)."""
-    from medimg.tasks.register.train import RegConfig
-
     t0 = time.perf_counter()
     p = {**SYNTH_PRESET, **(preset or {})}
     out = Path(out_dir)
@@ -109,29 +165,14 @@ def train_synth(
                             shapes_prob=float(p["shapes_prob"]),
                             cross_prob=float(p["cross_prob"]), appearance=appearance,
                             deformation=deformation)  # fmt: skip
-    cfg = RegConfig(dataset=source, num_classes=data.num_classes)
-    nd = len(p["shape"])
-    cfg.model = ModelConfig(spatial_dims=nd, channels=tuple(p["channels"]),
-                            final_channels=tuple(p["final_channels"]), symmetric=True,
-                            downsample="shuffle")  # fmt: skip
     # weak supervision by labels only; lncc stays the similarity instance optimisation uses
-    cfg.loss = LossConfig(mode="weak", sim_weight=0.0, reg_weight=float(p["reg_weight"]))
-    cfg.working_spacing_mm = (float(p["spacing"]),) * nd
-    steps = int(max_steps or p["max_steps"])
-    cfg.train = dataclasses.replace(cfg.train, max_steps=steps, lr=float(p["lr"]),
-                                    lr_schedule="cosine", warmup_steps=min(50, steps // 10),
-                                    val_metric="dice", val_mode="max",
-                                    val_every=min(int(p["val_every"]), steps),
-                                    checkpoint_every=min(int(p["val_every"]), steps))  # fmt: skip
-    if device is not None:
-        cfg.train.device = device
-    cfg.train.progress = progress
+    cfg = preset_config(p, dataset=source, num_classes=data.num_classes, nd=len(p["shape"]),
+                        loss=LossConfig(mode="weak", sim_weight=0.0,
+                                        reg_weight=float(p["reg_weight"])),
+                        max_steps=max_steps, val_metric="dice", val_mode="max", device=device,
+                        progress=progress)  # fmt: skip
     val_items = fixed_pairs(data, int(p["val_pairs"]), int(p["val_seed"]))
-    seed_everything(cfg.train.seed)
-    model = build_model(cfg.model)
-    if init is not None:
-        weights = Path(init) / "model.safetensors"
-        load_weights(model, weights if weights.is_file() else init)
+    model = preset_model(cfg, init)
     reg, k = regulariser(cfg.loss.regulariser), cfg.num_classes
 
     def step(net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,16 +183,8 @@ def train_synth(
         return {"loss": dice + cfg.loss.reg_weight * smooth, "dice": dice.detach(),
                 "reg": smooth.detach()}  # fmt: skip
 
-    trainer = Trainer(model, data, step, cfg.train, out, run_config=cfg,
+    return fit_preset(model, data, step, cfg, out, resuming=resuming, t0=t0,
                       validate=lambda net: _validate(net, val_items, float(p["spacing"])))  # fmt: skip
-    if not resuming:  # first, so an interrupted run is already a model folder
-        out.mkdir(parents=True, exist_ok=True)
-        mark_owned(out)
-        to_yaml(cfg, out / "reg.yaml")
-    result = trainer.fit(resume=resuming, overwrite=not resuming)
-    with atomic_path(out / "train_time_s.txt", overwrite=True) as tmp:
-        tmp.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return result
 
 
 def train_synth_preset(

@@ -79,26 +79,42 @@ def preprocess_labels(labels: Image, plan: SegPlan) -> np.ndarray:
     return np.asarray(labels.array[0], dtype=np.uint8)
 
 
-def build_augmentation(plan: SegPlan):  # -> monai.transforms.Compose
-    """nnU-Net-like augmentation from MONAI dictionary transforms (keys image, label)."""
+#: (probability, range) of each augmentation: nnU-Net-like, and a stronger set for
+#: fine-tuning on a handful of cases (about twice the probability, wider ranges)
+_AUGMENTATION = {
+    False: {"rotate": 0.26, "affine": (0.2, 0.15), "noise": (0.1, 0.1),
+            "smooth": (0.1, (0.5, 1.0)), "scale": (0.15, 0.25), "gamma": (0.15, (0.7, 1.5)),
+            "lowres": 0.125},
+    True: {"rotate": 0.5, "affine": (0.5, 0.25), "noise": (0.25, 0.15),
+           "smooth": (0.2, (0.5, 1.25)), "scale": (0.3, 0.3), "gamma": (0.3, (0.6, 1.7)),
+           "lowres": 0.25},
+}  # fmt: skip
+
+
+def build_augmentation(plan: SegPlan, strong: bool = False):  # -> monai.transforms.Compose
+    """nnU-Net-like augmentation from MONAI dictionary transforms (keys image, label);
+    ``strong``: the few-shot set (more often, wider ranges)."""
     from monai import transforms as mt
 
+    a = _AUGMENTATION[strong]
     d = len(plan.patch_size)
-    rot = [0.0] * d if d == 3 else [0.26]
+    rot = [0.0] * d if d == 3 else [a["rotate"]]
     if d == 3:
-        rot[2] = 0.26  # in-plane rotation only: safe for thick slices
+        rot[2] = a["rotate"]  # in-plane rotation only: safe for thick slices
     keys, img = ["image", "label"], ["image"]
+    sigma = a["smooth"][1]
     return mt.Compose(
         [
-            mt.RandAffined(keys, prob=0.2, rotate_range=rot, scale_range=[0.15] * d,
-                           mode=("bilinear", "nearest"), padding_mode="border"),
-            mt.RandGaussianNoised(img, prob=0.1, std=0.1),
-            mt.RandGaussianSmoothd(img, prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0),
-                                   sigma_z=(0.5, 1.0)),
-            mt.RandScaleIntensityd(img, prob=0.15, factors=0.25),
-            mt.RandAdjustContrastd(img, prob=0.15, gamma=(0.7, 1.5)),
-            mt.RandSimulateLowResolutiond(img, prob=0.125, zoom_range=(0.5, 1.0)),
-            *[mt.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in plan.mirror_axes],
+            mt.RandAffined(keys, prob=a["affine"][0], rotate_range=rot,
+                           scale_range=[a["affine"][1]] * d, mode=("bilinear", "nearest"),
+                           padding_mode="border"),
+            mt.RandGaussianNoised(img, prob=a["noise"][0], std=a["noise"][1]),
+            mt.RandGaussianSmoothd(img, prob=a["smooth"][0], sigma_x=sigma, sigma_y=sigma,
+                                   sigma_z=sigma),
+            mt.RandScaleIntensityd(img, prob=a["scale"][0], factors=a["scale"][1]),
+            mt.RandAdjustContrastd(img, prob=a["gamma"][0], gamma=a["gamma"][1]),
+            mt.RandSimulateLowResolutiond(img, prob=a["lowres"], zoom_range=(0.5, 1.0)),
+            *[mt.RandFlipd(keys, prob=0.5, spatial_axis=ax) for ax in plan.mirror_axes],
         ]
     )  # fmt: skip
 

@@ -79,26 +79,9 @@ def few_shot_plan(plan: SegPlan, max_steps: int | None) -> SegPlan:
 
 def strong_augmentation(plan: SegPlan):  # -> monai.transforms.Compose
     """The plan's augmentation at about twice the probability, with wider ranges."""
-    from monai import transforms as mt
+    from medimg.tasks.segment.data import build_augmentation
 
-    d = len(plan.patch_size)
-    rot = [0.0] * d if d == 3 else [0.5]
-    if d == 3:
-        rot[2] = 0.5  # in-plane rotation only: safe for thick slices
-    keys, img = ["image", "label"], ["image"]
-    return mt.Compose(
-        [
-            mt.RandAffined(keys, prob=0.5, rotate_range=rot, scale_range=[0.25] * d,
-                           mode=("bilinear", "nearest"), padding_mode="border"),
-            mt.RandGaussianNoised(img, prob=0.25, std=0.15),
-            mt.RandGaussianSmoothd(img, prob=0.2, sigma_x=(0.5, 1.25), sigma_y=(0.5, 1.25),
-                                   sigma_z=(0.5, 1.25)),
-            mt.RandScaleIntensityd(img, prob=0.3, factors=0.3),
-            mt.RandAdjustContrastd(img, prob=0.3, gamma=(0.6, 1.7)),
-            mt.RandSimulateLowResolutiond(img, prob=0.25, zoom_range=(0.5, 1.0)),
-            *[mt.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in plan.mirror_axes],
-        ]
-    )  # fmt: skip
+    return build_augmentation(plan, strong=True)
 
 
 class EncoderSchedule:
